@@ -1,0 +1,1 @@
+//! kiln-autotune: schedule search and the tuning database (filled by the autotune issue).

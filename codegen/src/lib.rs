@@ -1,0 +1,1 @@
+//! kiln-codegen: kernel IR, templates, backends and runtime (filled by the codegen issue).

@@ -1,0 +1,1 @@
+//! kiln-passes: equality-saturation rewrites over the graph IR (filled by the eqsat issue).
