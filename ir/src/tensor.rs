@@ -94,6 +94,25 @@ pub trait Element: Copy + Default + PartialOrd + Send + Sync + std::fmt::Debug +
     fn from_i64(v: i64) -> Self;
     /// Wraps an array of this type as a [`Tensor`].
     fn wrap(a: ArrayD<Self>) -> Tensor;
+    /// The inner array if `t` holds this element type.
+    fn view(t: &Tensor) -> Option<&ArrayD<Self>>;
+}
+
+/// Runs `$body` with the type alias `$T` set to the element type of dtype `$dt`.
+#[macro_export]
+macro_rules! with_dtype {
+    ($dt:expr, $T:ident => $body:expr) => {
+        match $dt {
+            $crate::DType::F32 => { type $T = f32; $body }
+            $crate::DType::F16 => { type $T = half::f16; $body }
+            $crate::DType::BF16 => { type $T = half::bf16; $body }
+            $crate::DType::I8 => { type $T = i8; $body }
+            $crate::DType::U8 => { type $T = u8; $body }
+            $crate::DType::I32 => { type $T = i32; $body }
+            $crate::DType::I64 => { type $T = i64; $body }
+            $crate::DType::Bool => { type $T = bool; $body }
+        }
+    };
 }
 
 macro_rules! int_element {
@@ -118,6 +137,12 @@ macro_rules! int_element {
             }
             fn wrap(a: ArrayD<Self>) -> Tensor {
                 Tensor::$dt(a)
+            }
+            fn view(t: &Tensor) -> Option<&ArrayD<Self>> {
+                match t {
+                    Tensor::$dt(a) => Some(a),
+                    _ => None,
+                }
             }
         }
     };
@@ -148,6 +173,12 @@ macro_rules! float_element {
             fn wrap(a: ArrayD<Self>) -> Tensor {
                 Tensor::$dt(a)
             }
+            fn view(t: &Tensor) -> Option<&ArrayD<Self>> {
+                match t {
+                    Tensor::$dt(a) => Some(a),
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -171,6 +202,12 @@ impl Element for bool {
     }
     fn wrap(a: ArrayD<Self>) -> Tensor {
         Tensor::Bool(a)
+    }
+    fn view(t: &Tensor) -> Option<&ArrayD<Self>> {
+        match t {
+            Tensor::Bool(a) => Some(a),
+            _ => None,
+        }
     }
 }
 

@@ -1,0 +1,206 @@
+//! Elementwise ops: unary math, casts, and binary / ternary ops with ONNX (numpy) broadcasting.
+
+use super::*;
+use crate::tensor::Element;
+use ndarray::{IxDyn, Zip};
+
+pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
+    use OpKind::*;
+    let x = input(inputs, 0)?;
+    let out = match op.kind {
+        Identity => x.clone(),
+        Dropout => return Ok(vec![x.clone(), Tensor::Bool(ArrayD::from_elem(IxDyn(x.shape()), true))]),
+        Cast => x.cast(op.attrs.str("to")?.parse()?),
+        Not => Tensor::Bool(bool_input(x)?.mapv(|v| !v)),
+        IsNaN => Tensor::Bool(float_input(inputs, 0)?.mapv(f32::is_nan)),
+        Neg | Abs | Relu if x.dtype().is_int() => {
+            let f = match op.kind {
+                Neg => |v: i64| v.wrapping_neg(),
+                Abs => |v: i64| v.wrapping_abs(),
+                _ => |v: i64| v.max(0),
+            };
+            Tensor::I64(x.to_i64_array().mapv(f)).cast(x.dtype())
+        }
+        Neg | Abs | Sqrt | Reciprocal | Exp | Log | Erf | Tanh | Sigmoid | Relu | Sin | Cos
+        | Floor | Ceil | Gelu => {
+            let f = unary_fn(op)?;
+            from_f32(x.dtype(), float_input(inputs, 0)?.mapv(f))
+        }
+        Where => where_op(inputs)?,
+        _ => binary(op, x, input(inputs, 1)?)?,
+    };
+    Ok(vec![out])
+}
+
+fn unary_fn(op: &Op) -> Res<fn(f32) -> f32> {
+    use OpKind::*;
+    Ok(match op.kind {
+        Neg => |v| -v,
+        Abs => f32::abs,
+        Sqrt => f32::sqrt,
+        Reciprocal => |v| 1.0 / v,
+        Exp => f32::exp,
+        Log => f32::ln,
+        Erf => libm::erff,
+        Tanh => f32::tanh,
+        Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
+        Relu => |v| v.max(0.0),
+        Sin => f32::sin,
+        Cos => f32::cos,
+        Floor => f32::floor,
+        Ceil => f32::ceil,
+        Gelu => match op.attrs.str("approximate")? {
+            "none" => gelu_erf,
+            "tanh" => gelu_tanh,
+            other => return Err(format!("unknown GELU approximation `{other}`")),
+        },
+        _ => unreachable!("only called for unary float ops"),
+    })
+}
+
+/// GELU, exact form: `x/2 * (1 + erf(x/sqrt(2)))`.
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU, tanh approximation: `x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`.
+fn gelu_tanh(x: f32) -> f32 {
+    let c = (2.0 / std::f32::consts::PI).sqrt();
+    0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+}
+
+fn bool_input(t: &Tensor) -> Res<&ArrayD<bool>> {
+    bool::view(t).ok_or_else(|| format!("expected a bool tensor, got {}", t.dtype()))
+}
+
+/// The broadcast of concrete shapes, or an error naming them.
+pub(super) fn broadcast_shape(shapes: &[&[usize]]) -> Res<Vec<usize>> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1usize; rank];
+    for s in shapes {
+        for (i, &d) in s.iter().enumerate() {
+            let o = &mut out[rank - s.len() + i];
+            if *o == 1 {
+                *o = d;
+            } else if d != 1 && d != *o {
+                return Err(format!("shapes {shapes:?} cannot be broadcast"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Applies `f` to two arrays broadcast together.
+fn zip2<A: Clone, B: Clone, C>(a: &ArrayD<A>, b: &ArrayD<B>, f: impl Fn(A, B) -> C) -> Res<ArrayD<C>> {
+    let shape = IxDyn(&broadcast_shape(&[a.shape(), b.shape()])?);
+    let (av, bv) = (a.broadcast(shape.clone()).expect("checked"), b.broadcast(shape).expect("checked"));
+    Ok(Zip::from(&av).and(&bv).map_collect(|x, y| f(x.clone(), y.clone())))
+}
+
+fn binary(op: &Op, x: &Tensor, y: &Tensor) -> Res<Tensor> {
+    use OpKind::*;
+    if op.kind != Pow && x.dtype() != y.dtype() {
+        return Err(format!("inputs have different dtypes {} and {}", x.dtype(), y.dtype()));
+    }
+    let dtype = x.dtype();
+    match op.kind {
+        And | Or | Xor => {
+            let (a, b) = (bool_input(x)?, bool_input(y)?);
+            let f: fn(bool, bool) -> bool = match op.kind {
+                And => |p, q| p && q,
+                Or => |p, q| p || q,
+                _ => |p, q| p != q,
+            };
+            Ok(Tensor::Bool(zip2(a, b, f)?))
+        }
+        Equal | Less | Greater | LessOrEqual | GreaterOrEqual => {
+            let f: fn(f64, f64) -> bool = match op.kind {
+                Equal => |p, q| p == q,
+                Less => |p, q| p < q,
+                Greater => |p, q| p > q,
+                LessOrEqual => |p, q| p <= q,
+                _ => |p, q| p >= q,
+            };
+            if dtype == DType::I64 {
+                // Compare i64 exactly (f64 loses precision past 2^53).
+                let (a, b) = (x.to_i64_array(), y.to_i64_array());
+                return Ok(Tensor::Bool(zip2(&a, &b, |p, q| compare_i64(op.kind, p, q))?));
+            }
+            Ok(Tensor::Bool(zip2(&x.to_f64_array(), &y.to_f64_array(), f)?))
+        }
+        _ if dtype.is_float() => {
+            let (a, b) = (x.to_f32_array(), y.to_f32_array());
+            let fmod = op.attrs.get("fmod").is_some() && op.attrs.int("fmod")? != 0;
+            if op.kind == Mod && !fmod {
+                return Err("Mod on floats requires fmod=1".into());
+            }
+            let f: fn(f32, f32) -> f32 = match op.kind {
+                Add => |p, q| p + q,
+                Sub => |p, q| p - q,
+                Mul => |p, q| p * q,
+                Div => |p, q| p / q,
+                Pow => f32::powf,
+                Max => |p: f32, q: f32| if p.is_nan() || q.is_nan() { f32::NAN } else { p.max(q) },
+                Min => |p: f32, q: f32| if p.is_nan() || q.is_nan() { f32::NAN } else { p.min(q) },
+                Mod => |p: f32, q: f32| p % q,
+                _ => return Err(format!("{} is not defined on {dtype}", op.kind)),
+            };
+            Ok(from_f32(dtype, zip2(&a, &b, f)?))
+        }
+        _ if dtype.is_int() => {
+            let (a, b) = (x.to_i64_array(), y.to_i64_array());
+            let fmod = op.attrs.get("fmod").is_some() && op.attrs.int("fmod")? != 0;
+            let result = match op.kind {
+                Add => zip2(&a, &b, i64::wrapping_add)?,
+                Sub => zip2(&a, &b, i64::wrapping_sub)?,
+                Mul => zip2(&a, &b, i64::wrapping_mul)?,
+                Div => {
+                    if b.iter().any(|&v| v == 0) {
+                        return Err("integer division by zero".into());
+                    }
+                    zip2(&a, &b, i64::wrapping_div)?
+                }
+                Mod => {
+                    if b.iter().any(|&v| v == 0) {
+                        return Err("integer modulo by zero".into());
+                    }
+                    if fmod {
+                        zip2(&a, &b, i64::wrapping_rem)?
+                    } else {
+                        zip2(&a, &b, |p, q| ((p % q) + q) % q)?
+                    }
+                }
+                Pow => zip2(&a, &b, |p, q| if q < 0 { 0 } else { p.wrapping_pow(q.min(u32::MAX as i64) as u32) })?,
+                Max => zip2(&a, &b, i64::max)?,
+                Min => zip2(&a, &b, i64::min)?,
+                _ => return Err(format!("{} is not defined on {dtype}", op.kind)),
+            };
+            Ok(Tensor::I64(result).cast(dtype))
+        }
+        _ => Err(format!("{} is not defined on {dtype}", op.kind)),
+    }
+}
+
+fn compare_i64(kind: OpKind, p: i64, q: i64) -> bool {
+    match kind {
+        OpKind::Equal => p == q,
+        OpKind::Less => p < q,
+        OpKind::Greater => p > q,
+        OpKind::LessOrEqual => p <= q,
+        _ => p >= q,
+    }
+}
+
+fn where_op(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
+    let cond = bool_input(input(inputs, 0)?)?;
+    let (x, y) = (input(inputs, 1)?, input(inputs, 2)?);
+    if x.dtype() != y.dtype() {
+        return Err(format!("inputs have different dtypes {} and {}", x.dtype(), y.dtype()));
+    }
+    crate::with_dtype!(x.dtype(), T => {
+        let (a, b) = (T::view(x).expect("dtype checked"), T::view(y).expect("dtype checked"));
+        let shape = IxDyn(&broadcast_shape(&[cond.shape(), a.shape(), b.shape()])?);
+        let (c, a, b) = (cond.broadcast(shape.clone()).expect("checked"), a.broadcast(shape.clone()).expect("checked"), b.broadcast(shape).expect("checked"));
+        Ok(T::wrap(Zip::from(&c).and(&a).and(&b).map_collect(|&c, &a, &b| if c { a } else { b })))
+    })
+}

@@ -1,0 +1,71 @@
+//! The reference interpreter: a plain, obviously-correct implementation of every op, and a
+//! graph runner on top of it. It is the oracle that every optimised path is tested against, so
+//! clarity beats speed; floats of every width are computed in f32 and rounded back.
+
+mod elementwise;
+mod linalg;
+mod movement;
+mod nn;
+mod quant;
+mod reduce;
+mod runner;
+
+pub use runner::{bind_symbols, run, RunError};
+
+use crate::op::{Op, OpKind};
+use crate::{DType, Tensor};
+use ndarray::ArrayD;
+use std::collections::HashMap;
+
+/// Symbol values of one run (`batch` = 2, `seq` = 16, ...), bound from the input shapes.
+pub type Bindings = HashMap<String, i64>;
+
+type Res<T> = Result<T, String>;
+
+/// Evaluates one op on concrete inputs (`None` for an absent optional input).
+/// `symbols` gives the values of symbolic dims, needed by `SymbolicDims`.
+pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<Vec<Tensor>> {
+    use OpKind::*;
+    match op.kind {
+        Neg | Abs | Sqrt | Reciprocal | Exp | Log | Erf | Tanh | Sigmoid | Relu | Sin | Cos
+        | Floor | Ceil | Gelu | Not | IsNaN | Identity | Dropout | Cast | Add | Sub | Mul | Div
+        | Pow | Max | Min | Mod | Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And
+        | Or | Xor | Where => elementwise::eval(op, inputs),
+        MatMul | Gemm | Einsum | MatMulInteger => linalg::eval(op, inputs),
+        Softmax | LogSoftmax | LayerNormalization | RMSNormalization
+        | SimplifiedLayerNormalization | SkipLayerNormalization
+        | SkipSimplifiedLayerNormalization | Attention | RotaryEmbedding => nn::eval(op, inputs),
+        ReduceMean | ReduceSum | ReduceMax | ReduceMin | CumSum => reduce::eval(op, inputs),
+        Transpose | Reshape | Flatten | Squeeze | Unsqueeze | Concat | Split | Slice | Gather
+        | GatherElements | GatherND | Expand | Tile | Trilu | Shape | Size | ConstantOfShape
+        | Range | SymbolicDims => movement::eval(op, inputs, symbols),
+        QuantizeLinear | DequantizeLinear | DynamicQuantizeLinear => quant::eval(op, inputs),
+    }
+}
+
+/// Input `i`, or an error naming it.
+fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Res<&'a Tensor> {
+    inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
+}
+
+/// Input `i` if present.
+fn opt_input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
+    inputs.get(i).copied().flatten()
+}
+
+/// Input `i` as f32 values, checking that it is a float tensor.
+fn float_input(inputs: &[Option<&Tensor>], i: usize) -> Res<ArrayD<f32>> {
+    let t = input(inputs, i)?;
+    if !t.dtype().is_float() {
+        return Err(format!("input {i} is {} but must be a float type", t.dtype()));
+    }
+    Ok(t.to_f32_array())
+}
+
+/// Rounds f32 results back to the float dtype `dtype`.
+fn from_f32(dtype: DType, a: ArrayD<f32>) -> Tensor {
+    match dtype {
+        DType::F32 => Tensor::F32(a),
+        other => Tensor::F32(a).cast(other),
+    }
+}

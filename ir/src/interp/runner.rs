@@ -1,0 +1,154 @@
+//! Runs a whole graph on the reference interpreter: binds symbolic dims from the inputs,
+//! checks every input against its declared type, evaluates nodes in topological order and
+//! frees each intermediate after its last use.
+
+use super::{eval_op, Bindings};
+use crate::graph::{Graph, NodeKind, ValueId};
+use crate::infer::fmt_shape;
+use crate::Tensor;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Why a run failed: one line naming the input or node and the problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunError(pub String);
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Checks the fed inputs against the graph's declared inputs (names, dtypes, ranks, fixed
+/// dims) and binds every symbolic dim; a symbol bound to two different sizes is an error.
+pub fn bind_symbols(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Bindings, RunError> {
+    let mut bindings = Bindings::new();
+    let mut bound_by: HashMap<String, String> = HashMap::new();
+    let declared: Vec<&str> = graph.inputs().map(|v| graph.value(v).name.as_str()).collect();
+    if let Some(extra) = feeds.keys().find(|k| !declared.contains(&k.as_str())) {
+        return Err(RunError(format!("input `{extra}` is not an input of the model (inputs: {})", declared.join(", "))));
+    }
+    let mut deferred = vec![];
+    for v in graph.inputs() {
+        let info = graph.value(v);
+        let name = &info.name;
+        let t = feeds.get(name).ok_or_else(|| RunError(format!("missing input `{name}`")))?;
+        if t.dtype() != info.ty.dtype {
+            return Err(RunError(format!("input `{name}` is {} but the model expects {}", t.dtype(), info.ty.dtype)));
+        }
+        let mismatch = || {
+            RunError(format!(
+                "input `{name}` has shape {:?} but the model expects {}",
+                t.shape(),
+                fmt_shape(&info.ty.shape)
+            ))
+        };
+        if t.shape().len() != info.ty.shape.len() {
+            return Err(mismatch());
+        }
+        for (dim, &actual) in info.ty.shape.iter().zip(t.shape()) {
+            let actual = actual as i64;
+            match (dim.as_known(), dim.symbols().as_slice()) {
+                (Some(k), _) if k != actual => return Err(mismatch()),
+                (Some(_), _) => {}
+                (None, [sym]) if *dim == crate::Dim::sym(sym) => {
+                    if *sym == "?" {
+                        continue;
+                    }
+                    match bindings.get(*sym) {
+                        Some(&prev) if prev != actual => {
+                            return Err(RunError(format!(
+                                "input `{name}` binds `{sym}` to {actual} but input `{}` bound it to {prev}",
+                                bound_by[*sym]
+                            )))
+                        }
+                        _ => {
+                            bindings.insert(sym.to_string(), actual);
+                            bound_by.entry(sym.to_string()).or_insert_with(|| name.clone());
+                        }
+                    }
+                }
+                _ => deferred.push((name.clone(), dim.clone(), actual)),
+            }
+        }
+    }
+    for (name, dim, actual) in deferred {
+        if !dim.is_unknown() && dim.eval(&bindings).is_some_and(|v| v != actual) {
+            return Err(RunError(format!("input `{name}`: dim `{dim}` should be {} but is {actual}", dim.eval(&bindings).unwrap_or(0))));
+        }
+    }
+    Ok(bindings)
+}
+
+/// Runs `graph` on `feeds` (input name to value) and returns the outputs in declaration order.
+pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, RunError> {
+    let bindings = bind_symbols(graph, feeds)?;
+    let order = graph.topo_order();
+    // How many more reads each value has, so intermediates can be dropped early.
+    let mut remaining: HashMap<ValueId, usize> = HashMap::new();
+    for &n in &order {
+        for v in graph.node(n).inputs.iter().flatten() {
+            *remaining.entry(*v).or_insert(0) += 1;
+        }
+    }
+    for (_, v) in graph.outputs() {
+        *remaining.entry(*v).or_insert(0) += 1;
+    }
+    let mut values: HashMap<ValueId, Tensor> = HashMap::new();
+    for n in order {
+        let node = graph.node(n);
+        let results = match &node.kind {
+            NodeKind::Input => vec![feeds[&node.outputs[0].name].clone()],
+            NodeKind::Constant(data) => vec![Tensor::from_data(data)],
+            NodeKind::Op(op) => {
+                let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|i| i.and_then(|v| values.get(&v))).collect();
+                let mut out = eval_op(op, &args, &bindings)
+                    .map_err(|e| RunError(format!("node `{}` ({}): {e}", node.name, op.kind)))?;
+                if out.len() < node.outputs.len() {
+                    return Err(RunError(format!("node `{}` ({}): produced {} outputs, {} declared", node.name, op.kind, out.len(), node.outputs.len())));
+                }
+                out.truncate(node.outputs.len());
+                for (t, declared) in out.iter().zip(&node.outputs) {
+                    check_declared(t, declared, &bindings)
+                        .map_err(|e| RunError(format!("node `{}` ({}): output `{}` {e}", node.name, op.kind, declared.name)))?;
+                }
+                out
+            }
+        };
+        for v in node.inputs.iter().flatten() {
+            let left = remaining.get_mut(v).expect("counted above");
+            *left -= 1;
+            if *left == 0 {
+                values.remove(v);
+            }
+        }
+        for (output, t) in results.into_iter().enumerate() {
+            let id = ValueId { node: n, output };
+            if remaining.get(&id).copied().unwrap_or(0) > 0 {
+                values.insert(id, t);
+            }
+        }
+    }
+    Ok(graph
+        .outputs()
+        .iter()
+        .map(|(name, v)| (name.clone(), values[v].clone()))
+        .collect())
+}
+
+/// Checks a computed value against its statically inferred dtype and shape.
+fn check_declared(t: &Tensor, declared: &crate::Value, bindings: &Bindings) -> Result<(), String> {
+    let ty = &declared.ty;
+    let bad = || format!("is {}{:?} but was inferred as {}{}", t.dtype(), t.shape(), ty.dtype, fmt_shape(&ty.shape));
+    if t.dtype() != ty.dtype || t.shape().len() != ty.shape.len() {
+        return Err(bad());
+    }
+    for (d, &actual) in ty.shape.iter().zip(t.shape()) {
+        if !d.is_unknown() && d.eval(bindings).is_some_and(|v| v != actual as i64) {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
