@@ -1,1 +1,39 @@
-fn main(){}
+//! The `kiln` command line: composes the frontends, the IR and (later) the compiler crates.
+//! Every error is printed as one line on stderr and exits with code 2.
+
+mod commands;
+mod model;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// kiln: an ahead-of-time compiler and kernel autotuner for transformer graphs.
+#[derive(Parser)]
+#[command(name = "kiln", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on the reference interpreter and write each output as .npy.
+    Run(commands::run::RunArgs),
+    /// Print a model's inputs and outputs, op histogram and parameter count.
+    Inspect(commands::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(&args),
+        Command::Inspect(args) => commands::inspect::inspect(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

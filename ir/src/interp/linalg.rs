@@ -14,9 +14,9 @@
 
 use super::*;
 use crate::infer::{broadcast_shapes, matmul_shape, parse_einsum};
-use crate::Dim;
+use crate::{Dim, Element};
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, Array3, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix2, IxDyn, Zip};
+use ndarray::{Array2, Array3, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Dimension, Ix2, IxDyn, Zip};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Evaluates `MatMul`, `Gemm`, `Einsum` or `MatMulInteger`.
@@ -130,12 +130,13 @@ fn matmul_arrays<T: Scalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> Res<ArrayD<T>> {
     let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
     let (ra, rb) = (a2.ndim(), b2.ndim());
     let batch = broadcast(&[&a2.shape()[..ra - 2], &b2.shape()[..rb - 2]])?;
-    let full = |v: &ArrayViewD<'_, T>| {
-        let r = v.ndim();
-        let shape: Vec<usize> = batch.iter().chain(&v.shape()[r - 2..]).copied().collect();
-        v.broadcast(shape).ok_or_else(|| format!("cannot broadcast {:?} to batch {batch:?}", v.shape()))
+    let full = |v: &ArrayViewD<'_, T>| -> Vec<usize> {
+        batch.iter().chain(&v.shape()[v.ndim() - 2..]).copied().collect()
     };
-    let product = batched_matmul(full(&a2)?, full(&b2)?);
+    let no_fit = |v: &ArrayViewD<'_, T>| format!("cannot broadcast {:?} to batch {batch:?}", v.shape());
+    let a3 = a2.broadcast(full(&a2)).ok_or_else(|| no_fit(&a2))?;
+    let b3 = b2.broadcast(full(&b2)).ok_or_else(|| no_fit(&b2))?;
+    let product = batched_matmul(a3, b3);
     Ok(product.into_shape_with_order(IxDyn(&out_shape)).expect("matmul_shape drops only size-1 dims"))
 }
 
@@ -198,44 +199,29 @@ fn gemm(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Tensor> {
             return Err(format!("C of shape {:?} cannot be broadcast to [{m}, {n}]", c.shape()));
         }
     }
-    let product = |x: ArrayD<_>, y: ArrayD<_>| -> Array2<_> {
-        let x = x.into_dimensionality::<Ix2>().expect("checked 2-D");
-        let y = y.into_dimensionality::<Ix2>().expect("checked 2-D");
-        let x = if trans_a { x.reversed_axes() } else { x };
-        let y = if trans_b { y.reversed_axes() } else { y };
-        x.dot(&y)
-    };
     if dtype.is_float() {
-        let mut y = product(float_input(inputs, 0)?, float_input(inputs, 1)?);
+        let x = op_matrix(float_input(inputs, 0)?, trans_a);
+        let mut y = matrix_product(x.view(), op_matrix(float_input(inputs, 1)?, trans_b).view());
         y *= alpha;
         if let Some(c) = c {
             y.scaled_add(beta, &c.to_f32_array());
         }
         Ok(from_f32(dtype, y.into_dyn()))
     } else if dtype.is_int() {
-        // numpy computes `dot(A, B) * alpha + C * beta` in f64 and truncates back to the dtype;
-        // with alpha = beta = 1 (the usual case) that is the exact integer sum.
-        let ab = batched_matmul(
-            product(int_input(inputs, 0)?, int_input(inputs, 1)?).into_dyn().insert_axis(Axis(0)).view(),
-            Array2::from_elem((n, n), 0i64).into_dyn().insert_axis(Axis(0)).view(),
-        );
-        let _ = ab;
-        let ab = int_gemm_product(
-            int_input(inputs, 0)?.into_dimensionality::<Ix2>().expect("checked 2-D"),
-            int_input(inputs, 1)?.into_dimensionality::<Ix2>().expect("checked 2-D"),
-            trans_a,
-            trans_b,
-        );
+        let x = op_matrix(int_input(inputs, 0)?, trans_a);
+        let ab = matrix_product(x.view(), op_matrix(int_input(inputs, 1)?, trans_b).view());
         let c = match c {
             Some(c) => c.to_i64_array().broadcast((m, n)).expect("checked above").to_owned(),
             None => Array2::zeros((m, n)),
         };
+        // numpy computes `dot(A, B) * alpha + C * beta` in f64 and truncates back to the dtype;
+        // with alpha = 1 and beta = 1 (or no C) that is the exact integer sum.
         let exact = alpha == 1.0 && (beta == 1.0 || beta == 0.0);
         let y = Zip::from(&ab).and(&c).map_collect(|&p, &c| {
             if exact {
                 p.wrapping_add(c)
             } else {
-                <i64 as crate::Element>::from_f64(p as f64 * alpha as f64 + c as f64 * beta as f64)
+                i64::from_f64(p as f64 * alpha as f64 + c as f64 * beta as f64)
             }
         });
         Ok(Tensor::I64(y.into_dyn()).cast(dtype))
@@ -244,12 +230,20 @@ fn gemm(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Tensor> {
     }
 }
 
-/// The exact (wrapping) product `op(A) · op(B)` of i64 matrices.
-fn int_gemm_product(x: Array2<i64>, y: Array2<i64>, trans_a: bool, trans_b: bool) -> Array2<i64> {
-    let x = if trans_a { x.reversed_axes() } else { x };
-    let y = if trans_b { y.reversed_axes() } else { y };
-    let mut c = Array2::zeros((x.nrows(), y.ncols()));
-    i64::gemm(x.view(), y.view(), c.view_mut());
+/// A checked 2-D array as a matrix, transposed if asked.
+fn op_matrix<T>(x: ArrayD<T>, transpose: bool) -> Array2<T> {
+    let x = x.into_dimensionality::<Ix2>().expect("checked 2-D");
+    if transpose {
+        x.reversed_axes()
+    } else {
+        x
+    }
+}
+
+/// The matrix product `x · y` (shapes checked by the caller).
+fn matrix_product<T: Scalar>(x: ArrayView2<T>, y: ArrayView2<T>) -> Array2<T> {
+    let mut c = Array2::from_elem((x.nrows(), y.ncols()), T::ZERO);
+    T::gemm(x, y, c.view_mut());
     c
 }
 
@@ -461,9 +455,12 @@ fn contract_pair<T: Scalar>(x: &Labelled<T>, y: &Labelled<T>, keep: &BTreeSet<ch
         let mut shape: Vec<usize> = batch.iter().map(|&c| size_of(op, c)).collect();
         shape.push(first.iter().map(|&c| size_of(op, c)).product());
         shape.push(second.iter().map(|&c| size_of(op, c)).product());
-        op.array.view().permuted_axes(perm).to_shape(shape).expect("element count is unchanged")
+        (perm, shape)
     };
-    let (xm, ym) = (grouped(&x, &rows, &inner), grouped(&y, &inner, &cols));
+    let ((x_perm, x_shape), (y_perm, y_shape)) = (grouped(&x, &rows, &inner), grouped(&y, &inner, &cols));
+    let (xv, yv) = (x.array.view().permuted_axes(x_perm), y.array.view().permuted_axes(y_perm));
+    let xm = xv.to_shape(x_shape).expect("element count is unchanged");
+    let ym = yv.to_shape(y_shape).expect("element count is unchanged");
     let product = batched_matmul(xm.view(), ym.view());
 
     let shape: Vec<usize> = batch
@@ -476,3 +473,4 @@ fn contract_pair<T: Scalar>(x: &Labelled<T>, y: &Labelled<T>, keep: &BTreeSet<ch
     let labels = batch.iter().chain(&rows).chain(&cols).copied().collect();
     Labelled { array, labels }
 }
+include!("/tmp/kiln_nt/nt.rs");

@@ -1,0 +1,299 @@
+//! Import of an ONNX graph into the IR: inputs with symbolic dims, initializers as constants,
+//! and each node mapped onto the IR op set with its opset-dependent form normalised
+//! (axes given as inputs become attributes, variadic ops become chains, ...).
+
+use super::proto::{attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto, AttributeProto, ModelProto, NodeProto, ValueInfoProto};
+use super::tensor::{dtype_from_onnx, tensor_from_proto, ExternalDataCache};
+use kiln_ir::{Attr, Attrs, DType, Dim, Graph, Op, OpKind, Tensor, ValueId};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The default-domain opsets kiln imports.
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
+
+/// Largest dim accepted in a declared shape or initializer (a sanity bound, 2^40).
+const MAX_DIM: i64 = 1 << 40;
+
+type Res<T> = Result<T, String>;
+
+/// Imports a decoded model; `dir` is where external data files are looked up.
+pub fn import_model(model: &ModelProto, dir: &Path) -> Res<Graph> {
+    let mut opset = None;
+    for o in &model.opset_import {
+        let domain = o.domain.as_deref().unwrap_or("");
+        if domain.is_empty() || domain == "ai.onnx" {
+            opset = o.version;
+        }
+    }
+    let opset = opset.unwrap_or(*SUPPORTED_OPSETS.end());
+    if !SUPPORTED_OPSETS.contains(&opset) {
+        return Err(format!(
+            "opset {opset} is not supported (kiln imports opsets {} to {})",
+            SUPPORTED_OPSETS.start(),
+            SUPPORTED_OPSETS.end()
+        ));
+    }
+    let g = model.graph.as_ref().ok_or("the model has no graph")?;
+    let mut imp = Importer { graph: Graph::new(), names: HashMap::new(), opset, external: ExternalDataCache::new(dir) };
+    for init in &g.initializer {
+        let name = init.name.clone().unwrap_or_default();
+        let data = tensor_from_proto(init, &mut imp.external)?;
+        let id = imp.graph.add_constant(&name, data).map_err(|e| format!("initializer `{name}`: {e}"))?;
+        imp.names.insert(name, id);
+    }
+    for vi in &g.input {
+        let name = vi.name.clone().unwrap_or_default();
+        if imp.names.contains_key(&name) {
+            continue; // an initializer listed as an input (older exporters)
+        }
+        let (dtype, shape) = value_info_type(vi)?;
+        let id = imp.graph.add_input(&name, dtype, shape)?;
+        imp.names.insert(name, id);
+    }
+    for (i, node) in g.node.iter().enumerate() {
+        imp.node(node, i)?;
+    }
+    let mut outputs = vec![];
+    for vi in &g.output {
+        let name = vi.name.clone().unwrap_or_default();
+        let id = *imp.names.get(&name).ok_or_else(|| format!("output `{name}` is not produced by any node"))?;
+        outputs.push((name, id));
+    }
+    imp.graph.set_outputs(outputs);
+    kiln_ir::fold::fold_shape_computations(&mut imp.graph);
+    Ok(imp.graph)
+}
+
+/// The dtype and symbolic shape declared for a graph input.
+fn value_info_type(vi: &ValueInfoProto) -> Res<(DType, Vec<Dim>)> {
+    let name = vi.name.as_deref().unwrap_or("");
+    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(format!("input `{name}` is not a tensor"));
+    };
+    let dtype = dtype_from_onnx(t.elem_type.unwrap_or(0)).map_err(|e| format!("input `{name}`: {e}"))?;
+    let dims = t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
+    let shape = dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match &d.value {
+            Some(dimension::Value::DimValue(v)) if (0..=MAX_DIM).contains(v) => Ok(Dim::known(*v)),
+            Some(dimension::Value::DimValue(v)) => Err(format!("input `{name}`: dim {i} is {v}, which is not a valid size")),
+            Some(dimension::Value::DimParam(p)) if !p.is_empty() => Ok(Dim::sym(&symbol_name(p))),
+            // An unnamed dynamic dim gets a symbol of its own, bound when the model runs.
+            _ => Ok(Dim::sym(&symbol_name(&format!("{name}_dim{i}")))),
+        })
+        .collect::<Res<_>>()?;
+    Ok((dtype, shape))
+}
+
+/// A dim_param made into an identifier (`batch size` becomes `batch_size`).
+fn symbol_name(p: &str) -> String {
+    let s: String = p.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) { format!("d{s}") } else { s }
+}
+
+struct Importer {
+    graph: Graph,
+    names: HashMap<String, ValueId>,
+    opset: i64,
+    external: ExternalDataCache,
+}
+
+impl Importer {
+    fn node(&mut self, node: &NodeProto, index: usize) -> Res<()> {
+        let op_type = node.op_type.as_deref().unwrap_or("");
+        let name = match node.name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => format!("{op_type}_{index}"),
+        };
+        self.lower(node, &name, op_type).map_err(|e| if e.starts_with("node `") { e } else { format!("node `{name}` ({op_type}): {e}") })
+    }
+
+    fn value(&self, name: &str) -> Res<Option<ValueId>> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        self.names.get(name).copied().map(Some).ok_or_else(|| format!("input `{name}` is not defined before this node"))
+    }
+
+    /// Constant integer values of an input, needed where kiln takes them as an attribute.
+    fn const_ints(&self, id: Option<ValueId>, what: &str) -> Res<Option<Vec<i64>>> {
+        let Some(id) = id else { return Ok(None) };
+        let ty = &self.graph.value(id).ty;
+        ty.sym
+            .as_ref()
+            .and_then(|s| s.iter().map(Dim::as_known).collect::<Option<Vec<i64>>>())
+            .map(Some)
+            .ok_or_else(|| format!("{what} must be a constant"))
+    }
+
+    fn emit(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>, outputs: &[String]) -> Res<Vec<ValueId>> {
+        let ids = self.graph.add_op(name, op, inputs, outputs)?;
+        for (n, id) in outputs.iter().zip(&ids) {
+            self.names.insert(n.clone(), *id);
+        }
+        Ok(ids)
+    }
+
+    fn lower(&mut self, node: &NodeProto, name: &str, op_type: &str) -> Res<()> {
+        let domain = node.domain.as_deref().unwrap_or("");
+        let inputs: Vec<Option<ValueId>> = node.input.iter().map(|i| self.value(i)).collect::<Res<_>>()?;
+        // Trailing unused outputs are dropped; an unused output in the middle gets a name.
+        let mut outputs: Vec<String> = node.output.clone();
+        while outputs.last().is_some_and(|o| o.is_empty()) {
+            outputs.pop();
+        }
+        for (i, o) in outputs.iter_mut().enumerate() {
+            if o.is_empty() {
+                *o = format!("{name}:unused{i}");
+            }
+        }
+        let mut attrs = Attrs::default();
+        for a in &node.attribute {
+            let key = a.name.clone().unwrap_or_default();
+            attrs.set(&key, self.attr(a).map_err(|e| format!("attribute `{key}`: {e}"))?);
+        }
+        let kind = match (domain, op_type) {
+            ("" | "ai.onnx", "Constant") => return self.constant(name, &attrs, &outputs),
+            ("" | "ai.onnx", "CastLike") => {
+                let to = self.graph.value(inputs.get(1).copied().flatten().ok_or("input 1 is missing")?).ty.dtype;
+                let op = Op::new(OpKind::Cast, attrs_of([("to", Attr::Str(to.name().into()))]));
+                return self.emit(name, op, vec![inputs[0]], &outputs).map(drop);
+            }
+            ("" | "ai.onnx", "Max" | "Min") if inputs.len() != 2 => {
+                let kind: OpKind = op_type.parse()?;
+                return self.chain(name, kind, inputs, &outputs);
+            }
+            ("com.microsoft", "Gelu") => OpKind::Gelu,
+            ("com.microsoft", "FastGelu") => {
+                attrs.set("approximate", Attr::Str("tanh".into()));
+                if inputs.get(1).copied().flatten().is_some() {
+                    let biased = self.emit(&format!("{name}/bias"), Op::plain(OpKind::Add), inputs[..2].to_vec(), &[format!("{name}:biased")])?;
+                    let op = Op::new(OpKind::Gelu, attrs);
+                    return self.emit(name, op, vec![Some(biased[0])], &outputs).map(drop);
+                }
+                OpKind::Gelu
+            }
+            ("com.microsoft", "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization")
+            | ("" | "ai.onnx" | "com.microsoft", "SimplifiedLayerNormalization") => op_type.parse()?,
+            ("" | "ai.onnx", _) => match op_type.parse::<OpKind>() {
+                Ok(k) if k != OpKind::SymbolicDims && !matches!(k, OpKind::SkipLayerNormalization | OpKind::SkipSimplifiedLayerNormalization) => k,
+                _ => return Err(self.unsupported(domain, op_type)),
+            },
+            _ => return Err(self.unsupported(domain, op_type)),
+        };
+        let inputs = self.normalise(kind, &mut attrs, inputs, outputs.len())?;
+        let op = Op::new(kind, attrs);
+        self.emit(name, op, inputs, &outputs).map(drop)
+    }
+
+    fn unsupported(&self, domain: &str, op_type: &str) -> String {
+        let domain = if domain.is_empty() { "ai.onnx" } else { domain };
+        format!("op `{op_type}` (domain {domain}, opset {}) is not supported by kiln", self.opset)
+    }
+
+    /// Rewrites opset-dependent forms into the IR's single form; returns the inputs to keep.
+    fn normalise(&self, kind: OpKind, attrs: &mut Attrs, mut inputs: Vec<Option<ValueId>>, n_outputs: usize) -> Res<Vec<Option<ValueId>>> {
+        use OpKind::*;
+        let input1 = inputs.get(1).copied().flatten();
+        match kind {
+            Cast => {
+                let to = dtype_from_onnx(attrs.int("to")? as i32)?;
+                attrs.set("to", Attr::Str(to.name().into()));
+                attrs.0.remove("saturate");
+            }
+            QuantizeLinear if attrs.get("output_dtype").is_some() => {
+                let code = attrs.int("output_dtype")? as i32;
+                if code == 0 {
+                    attrs.0.remove("output_dtype");
+                } else {
+                    attrs.set("output_dtype", Attr::Str(dtype_from_onnx(code)?.name().into()));
+                }
+            }
+            ReduceMean | ReduceMax | ReduceMin | ReduceSum => {
+                let axes_as_input = self.opset >= 18 || kind == ReduceSum;
+                if axes_as_input {
+                    if let Some(axes) = self.const_ints(input1, "axes")? {
+                        attrs.set("axes", Attr::Ints(axes));
+                    }
+                    inputs.truncate(1);
+                }
+            }
+            Squeeze | Unsqueeze => {
+                if let Some(axes) = self.const_ints(input1, "axes")? {
+                    attrs.set("axes", Attr::Ints(axes));
+                }
+                inputs.truncate(1);
+            }
+            Split => {
+                if let Some(split) = self.const_ints(input1, "split")? {
+                    attrs.set("split", Attr::Ints(split));
+                } else if attrs.get("split").is_none() {
+                    attrs.set_default("num_outputs", Attr::Int(n_outputs as i64));
+                }
+                inputs.truncate(1);
+            }
+            Dropout => {
+                if self.const_ints(inputs.get(2).copied().flatten(), "training_mode")?.is_some_and(|v| v.iter().any(|&x| x != 0)) {
+                    return Err("training-mode dropout is not supported".into());
+                }
+                attrs.0.remove("seed");
+                inputs.truncate(1);
+            }
+            LayerNormalization | SimplifiedLayerNormalization => {
+                attrs.0.remove("stash_type");
+            }
+            _ => {}
+        }
+        Ok(inputs)
+    }
+
+    /// A variadic Max or Min as a chain of binary ops (one input is an identity).
+    fn chain(&mut self, name: &str, kind: OpKind, inputs: Vec<Option<ValueId>>, outputs: &[String]) -> Res<()> {
+        let mut acc = inputs.first().copied().flatten().ok_or("needs at least one input")?;
+        if inputs.len() == 1 {
+            return self.emit(name, Op::plain(OpKind::Identity), vec![Some(acc)], outputs).map(drop);
+        }
+        for (i, next) in inputs.iter().enumerate().skip(1) {
+            let last = i == inputs.len() - 1;
+            let out = if last { outputs[0].clone() } else { format!("{name}:partial{i}") };
+            let node = if last { name.to_string() } else { format!("{name}/{i}") };
+            acc = self.emit(&node, Op::plain(kind), vec![Some(acc), *next], &[out])?[0];
+        }
+        Ok(())
+    }
+
+    fn constant(&mut self, name: &str, attrs: &Attrs, outputs: &[String]) -> Res<()> {
+        let out = outputs.first().ok_or("Constant has no output")?;
+        let (key, value) = attrs.0.iter().next().ok_or("Constant has no value attribute")?;
+        let tensor = match (key.as_str(), value) {
+            ("value", Attr::Tensor(t)) => t.clone(),
+            ("value_float", Attr::Float(v)) => Tensor::scalar(*v).to_data(),
+            ("value_floats", Attr::Floats(v)) => Tensor::from_vec(&[v.len()], v.clone())?.to_data(),
+            ("value_int", Attr::Int(v)) => Tensor::scalar(*v).to_data(),
+            ("value_ints", Attr::Ints(v)) => Tensor::from_vec(&[v.len()], v.clone())?.to_data(),
+            (k, _) => return Err(format!("Constant attribute `{k}` is not supported")),
+        };
+        let id = self.graph.add_constant(out, tensor).map_err(|e| format!("node `{name}`: {e}"))?;
+        self.names.insert(out.clone(), id);
+        Ok(())
+    }
+
+    fn attr(&mut self, a: &AttributeProto) -> Res<Attr> {
+        let ty = AttributeType::try_from(a.r#type.unwrap_or(0)).unwrap_or(AttributeType::Undefined);
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".to_string());
+        Ok(match ty {
+            AttributeType::Float => Attr::Float(a.f.unwrap_or(0.0)),
+            AttributeType::Int => Attr::Int(a.i.unwrap_or(0)),
+            AttributeType::String => Attr::Str(text(a.s.as_deref().unwrap_or(&[]))?),
+            AttributeType::Ints => Attr::Ints(a.ints.clone()),
+            AttributeType::Floats => Attr::Floats(a.floats.clone()),
+            AttributeType::Tensor => Attr::Tensor(tensor_from_proto(a.t.as_ref().ok_or("tensor attribute has no tensor")?, &mut self.external)?),
+            other => return Err(format!("attributes of type {} are not supported", other.as_str_name())),
+        })
+    }
+}
+
+fn attrs_of<const N: usize>(list: [(&str, Attr); N]) -> Attrs {
+    Attrs(list.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}

@@ -1,0 +1,61 @@
+//! `kiln run`: run a model on given .npy inputs and write its outputs.
+
+use crate::model;
+use clap::Args;
+use kiln_ir::{npy, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Arguments of `kiln run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The model (.onnx file).
+    model: PathBuf,
+    /// An input as NAME=FILE.npy (repeat for each input).
+    #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Directory to write `<output name>.npy` files into.
+    #[arg(long, short = 'o', default_value = "out")]
+    output_dir: PathBuf,
+}
+
+/// Runs the model on the interpreter and writes every output.
+pub fn run(args: &RunArgs) -> Result<(), String> {
+    let graph = model::load(&args.model)?;
+    let mut feeds = HashMap::new();
+    for spec in &args.inputs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--input `{spec}`: expected NAME=FILE.npy"))?;
+        let tensor = npy::read_npy(file.as_ref())?;
+        if feeds.insert(name.to_string(), tensor).is_some() {
+            return Err(format!("--input `{name}` is given twice"));
+        }
+    }
+    let outputs = kiln_ir::interp::run(&graph, &feeds).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    std::fs::create_dir_all(&args.output_dir)
+        .map_err(|e| format!("{}: cannot create directory: {e}", args.output_dir.display()))?;
+    for (name, tensor) in &outputs {
+        let path = args.output_dir.join(format!("{}.npy", file_stem(name)));
+        npy::write_npy(&path, tensor)?;
+        println!("{name}: {} {:?} {}  -> {}", tensor.dtype(), tensor.shape(), summary(tensor), path.display());
+    }
+    Ok(())
+}
+
+/// An output name made safe as a file name.
+fn file_stem(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect()
+}
+
+/// `min/mean/max` of a tensor, for a quick look at an output.
+fn summary(t: &Tensor) -> String {
+    let v = t.to_f64_array();
+    if v.is_empty() {
+        return "(empty)".into();
+    }
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    format!("min {min:.6} mean {mean:.6} max {max:.6}")
+}
