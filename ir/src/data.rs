@@ -29,7 +29,11 @@ impl TensorData {
                 bytes.len()
             ));
         }
-        Ok(TensorData { dtype, shape, bytes })
+        Ok(TensorData {
+            dtype,
+            shape,
+            bytes,
+        })
     }
 
     /// The element type.
@@ -65,7 +69,13 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
 
 impl std::fmt::Debug for TensorData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TensorData({}{:?}, {} bytes)", self.dtype, self.shape, self.bytes.len())
+        write!(
+            f,
+            "TensorData({}{:?}, {} bytes)",
+            self.dtype,
+            self.shape,
+            self.bytes.len()
+        )
     }
 }
 

@@ -229,7 +229,8 @@ fn tokenize(s: &str) -> Result<Vec<String>, String> {
             i += 1;
         } else if c.is_ascii_alphanumeric() || c == '_' || c == '?' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_.?".contains(chars[i])) {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_.?".contains(chars[i]))
+            {
                 i += 1;
             }
             out.push(chars[start..i].iter().collect());
@@ -286,7 +287,11 @@ fn parse_factor(t: &[String], pos: &mut usize) -> Result<Dim, String> {
         tok.parse::<i64>()
             .map(Dim::known)
             .map_err(|_| format!("bad integer `{tok}` in dim expression"))
-    } else if tok.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '?') {
+    } else if tok
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '?')
+    {
         Ok(Dim::sym(tok))
     } else {
         Err(format!("unexpected `{tok}` in dim expression"))
@@ -331,7 +336,10 @@ mod tests {
         assert_eq!(&(&bs + &b) - &b, bs);
         assert_eq!(bs.div_exact(&s), Some(b.clone()));
         let twelve_bs = &bs * &Dim::known(12);
-        assert_eq!(twelve_bs.div_exact(&Dim::known(4)).unwrap().to_string(), "3*batch*seq");
+        assert_eq!(
+            twelve_bs.div_exact(&Dim::known(4)).unwrap().to_string(),
+            "3*batch*seq"
+        );
         assert_eq!(twelve_bs.div_exact(&Dim::known(5)), None);
     }
 

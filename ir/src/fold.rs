@@ -11,14 +11,18 @@ use crate::{Attr, Attrs, DType, Dim, Tensor};
 pub fn fold_shape_computations(graph: &mut Graph) {
     for n in graph.topo_order() {
         let node = graph.node(n);
-        let NodeKind::Op(op) = &node.kind else { continue };
+        let NodeKind::Op(op) = &node.kind else {
+            continue;
+        };
         if op.kind == OpKind::SymbolicDims || graph.users(n).is_empty() && !is_output(graph, n) {
             continue;
         }
         let name = node.name.clone();
         for (output, value) in node.outputs.clone().into_iter().enumerate() {
             let Some(sym) = &value.ty.sym else { continue };
-            let Some(shape) = value.ty.concrete_shape() else { continue };
+            let Some(shape) = value.ty.concrete_shape() else {
+                continue;
+            };
             if shape.len() > 1 {
                 continue;
             }
@@ -26,7 +30,9 @@ pub fn fold_shape_computations(graph: &mut Graph) {
             let known: Option<Vec<i64>> = sym.iter().map(Dim::as_known).collect();
             let new = match known {
                 Some(values) => {
-                    let t = Tensor::from_vec(&shape, values).expect("sym values match the shape").cast(value.ty.dtype);
+                    let t = Tensor::from_vec(&shape, values)
+                        .expect("sym values match the shape")
+                        .cast(value.ty.dtype);
                     graph.add_constant(&folded_name, t.to_data())
                 }
                 None if value.ty.dtype == DType::I64 => {
@@ -36,7 +42,9 @@ pub fn fold_shape_computations(graph: &mut Graph) {
                         attrs.set("scalar", Attr::Int(1));
                     }
                     let op = Op::new(OpKind::SymbolicDims, attrs);
-                    graph.add_op(&format!("{name}/dims"), op, vec![], &[folded_name]).map(|v| v[0])
+                    graph
+                        .add_op(&format!("{name}/dims"), op, vec![], &[folded_name])
+                        .map(|v| v[0])
                 }
                 None => continue,
             };

@@ -42,7 +42,11 @@ pub struct ValueType {
 impl ValueType {
     /// A type with no known element values.
     pub fn new(dtype: DType, shape: Shape) -> ValueType {
-        ValueType { dtype, shape, sym: None }
+        ValueType {
+            dtype,
+            shape,
+            sym: None,
+        }
     }
 
     /// The shape as concrete sizes, if no dim is symbolic.
@@ -115,7 +119,10 @@ impl Graph {
 
     /// Adds a graph input.
     pub fn add_input(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId, String> {
-        let value = Value { name: name.to_string(), ty: ValueType::new(dtype, shape) };
+        let value = Value {
+            name: name.to_string(),
+            ty: ValueType::new(dtype, shape),
+        };
         let id = self.insert(name, NodeKind::Input, vec![], vec![value])?;
         self.inputs.push(id.node);
         Ok(id)
@@ -124,7 +131,10 @@ impl Graph {
     /// Adds a constant. Small integer constants record their values for shape inference.
     pub fn add_constant(&mut self, name: &str, data: TensorData) -> Result<ValueId, String> {
         let ty = crate::infer::constant_type(&data);
-        let value = Value { name: name.to_string(), ty };
+        let value = Value {
+            name: name.to_string(),
+            ty,
+        };
         self.insert(name, NodeKind::Constant(data), vec![], vec![value])
     }
 
@@ -137,17 +147,27 @@ impl Graph {
         inputs: Vec<Option<ValueId>>,
         outputs: &[String],
     ) -> Result<Vec<ValueId>, String> {
-        let input_types: Vec<Option<&ValueType>> =
-            inputs.iter().map(|i| i.map(|v| &self.value(v).ty)).collect();
+        let input_types: Vec<Option<&ValueType>> = inputs
+            .iter()
+            .map(|i| i.map(|v| &self.value(v).ty))
+            .collect();
         let types = infer_op(&op, &input_types, outputs.len())
             .map_err(|e| format!("node `{name}` ({}): {e}", op.kind))?;
         let values = outputs
             .iter()
             .zip(types)
-            .map(|(n, ty)| Value { name: n.clone(), ty })
+            .map(|(n, ty)| Value {
+                name: n.clone(),
+                ty,
+            })
             .collect();
         let first = self.insert(name, NodeKind::Op(op), inputs, values)?;
-        Ok((0..outputs.len()).map(|output| ValueId { node: first.node, output }).collect())
+        Ok((0..outputs.len())
+            .map(|output| ValueId {
+                node: first.node,
+                output,
+            })
+            .collect())
     }
 
     fn insert(
@@ -159,11 +179,19 @@ impl Graph {
     ) -> Result<ValueId, String> {
         for v in &outputs {
             if self.names.contains_key(&v.name) {
-                return Err(format!("node `{name}`: value `{}` is defined twice", v.name));
+                return Err(format!(
+                    "node `{name}`: value `{}` is defined twice",
+                    v.name
+                ));
             }
         }
         let out_names: Vec<String> = outputs.iter().map(|v| v.name.clone()).collect();
-        let node = self.dag.add_node(Node { name: name.to_string(), kind, inputs: inputs.clone(), outputs });
+        let node = self.dag.add_node(Node {
+            name: name.to_string(),
+            kind,
+            inputs: inputs.clone(),
+            outputs,
+        });
         for (port, input) in inputs.iter().enumerate() {
             if let Some(src) = input {
                 self.dag.add_edge(src.node, node, port);
@@ -217,13 +245,18 @@ impl Graph {
             .node_indices()
             .map(|n| (n, self.dag.edges_directed(n, Direction::Incoming).count()))
             .collect();
-        let mut ready: std::collections::BTreeSet<NodeId> =
-            indegree.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
+        let mut ready: std::collections::BTreeSet<NodeId> = indegree
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&n, _)| n)
+            .collect();
         let mut order = Vec::with_capacity(indegree.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);
             for e in self.dag.edges_directed(n, Direction::Outgoing) {
-                let d = indegree.get_mut(&e.target()).expect("edge target is a node");
+                let d = indegree
+                    .get_mut(&e.target())
+                    .expect("edge target is a node");
                 *d -= 1;
                 if *d == 0 {
                     ready.insert(e.target());
@@ -275,7 +308,11 @@ impl Graph {
                 stack.extend(self.dag[n].inputs.iter().flatten().map(|v| v.node));
             }
         }
-        let dead: Vec<NodeId> = self.dag.node_indices().filter(|n| !live.contains(n)).collect();
+        let dead: Vec<NodeId> = self
+            .dag
+            .node_indices()
+            .filter(|n| !live.contains(n))
+            .collect();
         for n in dead {
             if let Some(node) = self.dag.remove_node(n) {
                 for v in node.outputs {

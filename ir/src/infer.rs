@@ -19,9 +19,20 @@ type Res<T> = Result<T, String>;
 /// The type of a constant, with its values when it is a small integer tensor.
 pub fn constant_type(data: &TensorData) -> ValueType {
     let shape = data.shape().iter().map(|&d| Dim::from(d)).collect();
-    let sym = (data.dtype().is_int() && data.len() <= MAX_SYMBOLIC_ELEMENTS && data.shape().len() <= 1)
-        .then(|| Tensor::from_data(data).to_i64_vec().into_iter().map(Dim::known).collect());
-    ValueType { dtype: data.dtype(), shape, sym }
+    let sym =
+        (data.dtype().is_int() && data.len() <= MAX_SYMBOLIC_ELEMENTS && data.shape().len() <= 1)
+            .then(|| {
+                Tensor::from_data(data)
+                    .to_i64_vec()
+                    .into_iter()
+                    .map(Dim::known)
+                    .collect()
+            });
+    ValueType {
+        dtype: data.dtype(),
+        shape,
+        sym,
+    }
 }
 
 /// Normalises a possibly negative `axis` for a tensor of rank `rank`.
@@ -30,7 +41,11 @@ pub fn norm_axis(axis: i64, rank: usize) -> Res<usize> {
     if axis < -r || axis >= r.max(1) && !(r == 0 && axis == 0) {
         return Err(format!("axis {axis} is out of range for rank {rank}"));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Broadcasts symbolic shapes with ONNX (numpy) multidirectional rules.
@@ -59,12 +74,22 @@ pub fn broadcast_shapes(shapes: &[&Shape]) -> Res<Shape> {
 }
 
 fn fmt_shapes(shapes: &[&Shape]) -> String {
-    shapes.iter().map(|s| fmt_shape(s)).collect::<Vec<_>>().join(" and ")
+    shapes
+        .iter()
+        .map(|s| fmt_shape(s))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Formats a shape as `[batch, seq, 64]`.
 pub fn fmt_shape(s: &[Dim]) -> String {
-    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Infers the output types of `op` applied to inputs of the given types (`None` for an absent
@@ -72,14 +97,21 @@ pub fn fmt_shape(s: &[Dim]) -> String {
 pub fn infer_op(op: &Op, inputs: &[Option<&ValueType>], n_outputs: usize) -> Res<Vec<ValueType>> {
     let mut out = infer_outputs(op, inputs)?;
     if n_outputs > out.len() {
-        return Err(format!("declares {n_outputs} outputs but has at most {}", out.len()));
+        return Err(format!(
+            "declares {n_outputs} outputs but has at most {}",
+            out.len()
+        ));
     }
     out.truncate(n_outputs);
     Ok(out)
 }
 
 fn input<'a>(inputs: &[Option<&'a ValueType>], i: usize) -> Res<&'a ValueType> {
-    inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("input {i} is missing"))
 }
 
 fn opt_input<'a>(inputs: &[Option<&'a ValueType>], i: usize) -> Option<&'a ValueType> {
@@ -95,6 +127,16 @@ fn same_dtype(inputs: &[Option<&ValueType>], idx: &[usize]) -> Res<DType> {
         }
     }
     Ok(first)
+}
+
+/// Like [`same_dtype`], skipping absent optional inputs.
+fn same_dtype_present(inputs: &[Option<&ValueType>], idx: &[usize]) -> Res<DType> {
+    let present: Vec<usize> = idx
+        .iter()
+        .copied()
+        .filter(|&i| opt_input(inputs, i).is_some())
+        .collect();
+    same_dtype(inputs, &present)
 }
 
 fn float_input<'a>(inputs: &[Option<&'a ValueType>], i: usize) -> Res<&'a ValueType> {
@@ -120,7 +162,11 @@ fn const_ints(inputs: &[Option<&ValueType>], i: usize) -> Option<Vec<i64>> {
 }
 
 fn with_sym(mut t: ValueType, sym: Option<Vec<Dim>>) -> ValueType {
-    if (t.dtype.is_int() || t.dtype == DType::Bool) && sym.as_ref().is_some_and(|s| s.len() <= MAX_SYMBOLIC_ELEMENTS) {
+    if (t.dtype.is_int() || t.dtype == DType::Bool)
+        && sym
+            .as_ref()
+            .is_some_and(|s| s.len() <= MAX_SYMBOLIC_ELEMENTS)
+    {
         t.sym = sym;
     }
     t
@@ -141,22 +187,45 @@ fn shape_from_input(inputs: &[Option<&ValueType>], i: usize) -> Res<Shape> {
             Some(n) => Ok(unknown_shape(n as usize)),
             None => Err("shape input has unknown length".into()),
         },
-        _ => Err(format!("shape input must be 1-D, got {}", fmt_shape(&t.shape))),
+        _ => Err(format!(
+            "shape input must be 1-D, got {}",
+            fmt_shape(&t.shape)
+        )),
     }
 }
 
 fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> {
     use OpKind::*;
+    if let (Some(key), Some(list)) = (op.kind.list_input_attr(), opt_input(inputs, 1)) {
+        return match const_ints(inputs, 1) {
+            Some(values) => {
+                let mut with_attr = op.clone();
+                with_attr.attrs.set(key, crate::Attr::Ints(values));
+                infer_outputs(&with_attr, &inputs[..1])
+            }
+            None => runtime_list_types(op, input(inputs, 0)?, list),
+        };
+    }
     let a = &op.attrs;
     let one = |t: ValueType| Ok(vec![t]);
     match op.kind {
         Neg | Abs | Sqrt | Reciprocal | Exp | Log | Erf | Tanh | Sigmoid | Relu | Sin | Cos
-        | Floor | Ceil | Gelu => {
+        | Floor | Ceil | Round | Gelu => {
             let x = input(inputs, 0)?;
-            let sym = (op.kind == Neg).then(|| x.sym.as_ref().map(|s| s.iter().map(|d| &Dim::known(0) - d).collect())).flatten();
+            let sym = (op.kind == Neg)
+                .then(|| {
+                    x.sym
+                        .as_ref()
+                        .map(|s| s.iter().map(|d| &Dim::known(0) - d).collect())
+                })
+                .flatten();
             one(with_sym(vt(x.dtype, x.shape.clone()), sym))
         }
         Identity => one(input(inputs, 0)?.clone()),
+        Clip => one(vt(
+            same_dtype_present(inputs, &[0, 1, 2])?,
+            input(inputs, 0)?.shape.clone(),
+        )),
         Dropout => {
             let x = input(inputs, 0)?;
             Ok(vec![x.clone(), vt(DType::Bool, x.shape.clone())])
@@ -169,7 +238,11 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
             one(with_sym(vt(to, x.shape.clone()), sym))
         }
         Add | Sub | Mul | Div | Pow | Max | Min | Mod => {
-            let dtype = if op.kind == Pow { input(inputs, 0)?.dtype } else { same_dtype(inputs, &[0, 1])? };
+            let dtype = if op.kind == Pow {
+                input(inputs, 0)?.dtype
+            } else {
+                same_dtype(inputs, &[0, 1])?
+            };
             let shape = broadcast_shapes(&[&input(inputs, 0)?.shape, &input(inputs, 1)?.shape])?;
             let sym = binary_sym(op.kind, sym_of(inputs, 0), sym_of(inputs, 1));
             one(with_sym(vt(dtype, shape), sym))
@@ -195,7 +268,11 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
         }
         MatMul | MatMulInteger => {
             let (x, y) = (input(inputs, 0)?, input(inputs, 1)?);
-            let dtype = if op.kind == MatMul { same_dtype(inputs, &[0, 1])? } else { DType::I32 };
+            let dtype = if op.kind == MatMul {
+                same_dtype(inputs, &[0, 1])?
+            } else {
+                DType::I32
+            };
             one(vt(dtype, matmul_shape(&x.shape, &y.shape)?))
         }
         Gemm => {
@@ -204,15 +281,25 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
             if x.len() != 2 || y.len() != 2 {
                 return Err("Gemm inputs must be 2-D".into());
             }
-            let (m, k1) = if a.int("transA")? != 0 { (&x[1], &x[0]) } else { (&x[0], &x[1]) };
-            let (k2, n) = if a.int("transB")? != 0 { (&y[1], &y[0]) } else { (&y[0], &y[1]) };
+            let (m, k1) = if a.int("transA")? != 0 {
+                (&x[1], &x[0])
+            } else {
+                (&x[0], &x[1])
+            };
+            let (k2, n) = if a.int("transB")? != 0 {
+                (&y[1], &y[0])
+            } else {
+                (&y[0], &y[1])
+            };
             check_same_dim(k1, k2, "inner dimensions")?;
             one(vt(dtype, vec![m.clone(), n.clone()]))
         }
         Einsum => {
             let n = inputs.len();
             let dtype = same_dtype(inputs, &(0..n).collect::<Vec<_>>())?;
-            let shapes: Vec<&Vec<Dim>> = (0..n).map(|i| input(inputs, i).map(|t| &t.shape)).collect::<Res<_>>()?;
+            let shapes: Vec<&Vec<Dim>> = (0..n)
+                .map(|i| input(inputs, i).map(|t| &t.shape))
+                .collect::<Res<_>>()?;
             one(vt(dtype, einsum_shape(a.str("equation")?, &shapes)?))
         }
         Softmax | LogSoftmax | RotaryEmbedding => {
@@ -254,7 +341,10 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
         Transpose => {
             let x = input(inputs, 0)?;
             let perm = transpose_perm(a, x.shape.len())?;
-            one(vt(x.dtype, perm.iter().map(|&p| x.shape[p].clone()).collect()))
+            one(vt(
+                x.dtype,
+                perm.iter().map(|&p| x.shape[p].clone()).collect(),
+            ))
         }
         Reshape => {
             let x = input(inputs, 0)?;
@@ -264,14 +354,24 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
         }
         Flatten => {
             let x = input(inputs, 0)?;
-            let axis = if a.int("axis")? == x.shape.len() as i64 { x.shape.len() } else { norm_axis(a.int("axis")?, x.shape.len())? };
+            let axis = if a.int("axis")? == x.shape.len() as i64 {
+                x.shape.len()
+            } else {
+                norm_axis(a.int("axis")?, x.shape.len())?
+            };
             let prod = |s: &[Dim]| s.iter().fold(Dim::known(1), |acc, d| &acc * d);
-            one(vt(x.dtype, vec![prod(&x.shape[..axis]), prod(&x.shape[axis..])]))
+            one(vt(
+                x.dtype,
+                vec![prod(&x.shape[..axis]), prod(&x.shape[axis..])],
+            ))
         }
         Squeeze => {
             let x = input(inputs, 0)?;
             let axes: Vec<usize> = match a.opt_ints("axes")? {
-                Some(ax) => ax.iter().map(|&v| norm_axis(v, x.shape.len())).collect::<Res<_>>()?,
+                Some(ax) => ax
+                    .iter()
+                    .map(|&v| norm_axis(v, x.shape.len()))
+                    .collect::<Res<_>>()?,
                 None => (0..x.shape.len()).filter(|&i| x.shape[i].is(1)).collect(),
             };
             for &i in &axes {
@@ -279,20 +379,33 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
                     return Err(format!("cannot squeeze axis {i} of size {}", x.shape[i]));
                 }
             }
-            let shape = (0..x.shape.len()).filter(|i| !axes.contains(i)).map(|i| x.shape[i].clone()).collect();
+            let shape = (0..x.shape.len())
+                .filter(|i| !axes.contains(i))
+                .map(|i| x.shape[i].clone())
+                .collect();
             one(with_sym(vt(x.dtype, shape), x.sym.clone()))
         }
         Unsqueeze => {
             let x = input(inputs, 0)?;
             let rank = x.shape.len() + a.ints("axes")?.len();
-            let mut axes: Vec<usize> = a.ints("axes")?.iter().map(|&v| norm_axis(v, rank)).collect::<Res<_>>()?;
+            let mut axes: Vec<usize> = a
+                .ints("axes")?
+                .iter()
+                .map(|&v| norm_axis(v, rank))
+                .collect::<Res<_>>()?;
             axes.sort_unstable();
             if axes.windows(2).any(|w| w[0] == w[1]) {
                 return Err("repeated axis".into());
             }
             let mut rest = x.shape.iter();
             let shape = (0..rank)
-                .map(|i| if axes.contains(&i) { Dim::known(1) } else { rest.next().cloned().unwrap_or_default() })
+                .map(|i| {
+                    if axes.contains(&i) {
+                        Dim::known(1)
+                    } else {
+                        rest.next().cloned().unwrap_or_default()
+                    }
+                })
                 .collect();
             one(with_sym(vt(x.dtype, shape), x.sym.clone()))
         }
@@ -305,11 +418,23 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
                 return Err("indices must be integers".into());
             }
             let axis = norm_axis(a.int("axis")?, x.shape.len())?;
-            let shape: Vec<Dim> = x.shape[..axis].iter().chain(&idx.shape).chain(&x.shape[axis + 1..]).cloned().collect();
+            let shape: Vec<Dim> = x.shape[..axis]
+                .iter()
+                .chain(&idx.shape)
+                .chain(&x.shape[axis + 1..])
+                .cloned()
+                .collect();
             let sym = match (&x.sym, const_ints(inputs, 1)) {
                 (Some(s), Some(ix)) if x.shape.len() == 1 => ix
                     .iter()
-                    .map(|&i| s.get(if i < 0 { (i + s.len() as i64) as usize } else { i as usize }).cloned())
+                    .map(|&i| {
+                        s.get(if i < 0 {
+                            (i + s.len() as i64) as usize
+                        } else {
+                            i as usize
+                        })
+                        .cloned()
+                    })
                     .collect(),
                 _ => None,
             };
@@ -319,22 +444,35 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
         GatherND => {
             let (x, idx) = (input(inputs, 0)?, input(inputs, 1)?);
             let b = a.int("batch_dims")? as usize;
-            let last = idx.shape.last().and_then(Dim::as_known).ok_or("indices need a known last dim")? as usize;
+            let last = idx
+                .shape
+                .last()
+                .and_then(Dim::as_known)
+                .ok_or("indices need a known last dim")? as usize;
             if idx.shape.len() < 1 || b + last > x.shape.len() {
                 return Err("indices do not fit the data rank".into());
             }
-            let shape = idx.shape[..idx.shape.len() - 1].iter().chain(&x.shape[b + last..]).cloned().collect();
+            let shape = idx.shape[..idx.shape.len() - 1]
+                .iter()
+                .chain(&x.shape[b + last..])
+                .cloned()
+                .collect();
             one(vt(x.dtype, shape))
         }
         Expand => {
             let x = input(inputs, 0)?;
             let target = shape_from_input(inputs, 1)?;
-            one(with_sym(vt(x.dtype, broadcast_shapes(&[&x.shape, &target])?), None))
+            one(with_sym(
+                vt(x.dtype, broadcast_shapes(&[&x.shape, &target])?),
+                None,
+            ))
         }
         Tile => {
             let x = input(inputs, 0)?;
             let shape = match sym_of(inputs, 1) {
-                Some(r) if r.len() == x.shape.len() => x.shape.iter().zip(r).map(|(d, r)| d * r).collect(),
+                Some(r) if r.len() == x.shape.len() => {
+                    x.shape.iter().zip(r).map(|(d, r)| d * r).collect()
+                }
                 _ => unknown_shape(x.shape.len()),
             };
             one(vt(x.dtype, shape))
@@ -344,9 +482,15 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
             let r = x.shape.len() as i64;
             let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
             let start = clamp(a.int("start")?);
-            let end = match a.get("end") { Some(_) => clamp(a.int("end")?), None => r as usize };
+            let end = match a.get("end") {
+                Some(_) => clamp(a.int("end")?),
+                None => r as usize,
+            };
             let dims: Vec<Dim> = x.shape[start..end.max(start)].to_vec();
-            one(with_sym(vt(DType::I64, vec![Dim::from(dims.len())]), Some(dims)))
+            one(with_sym(
+                vt(DType::I64, vec![Dim::from(dims.len())]),
+                Some(dims),
+            ))
         }
         Size => {
             let x = input(inputs, 0)?;
@@ -356,10 +500,20 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
         ConstantOfShape => {
             let value = a.tensor("value")?;
             let shape = shape_from_input(inputs, 0)?;
-            let sym = match (value.dtype().is_int(), shape.iter().map(Dim::as_known).collect::<Option<Vec<_>>>()) {
+            let sym = match (
+                value.dtype().is_int(),
+                shape.iter().map(Dim::as_known).collect::<Option<Vec<_>>>(),
+            ) {
                 (true, Some(s)) if s.len() <= 1 => {
-                    let v = Tensor::from_data(value).to_i64_vec().first().copied().unwrap_or(0);
-                    Some(vec![Dim::known(v); s.iter().product::<i64>().max(0) as usize])
+                    let v = Tensor::from_data(value)
+                        .to_i64_vec()
+                        .first()
+                        .copied()
+                        .unwrap_or(0);
+                    Some(vec![
+                        Dim::known(v);
+                        s.iter().product::<i64>().max(0) as usize
+                    ])
                 }
                 _ => None,
             };
@@ -368,18 +522,26 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
         Range => {
             let dtype = same_dtype(inputs, &[0, 1, 2])?;
             let len = match (sym_of(inputs, 0), sym_of(inputs, 1), sym_of(inputs, 2)) {
-                (Some([s]), Some([l]), Some([d])) => match (s.as_known(), l.as_known(), d.as_known()) {
-                    (Some(s), Some(l), Some(d)) if d != 0 => Dim::known(((l - s) as f64 / d as f64).ceil().max(0.0) as i64),
-                    _ if d.is(1) => l - s,
-                    _ => Dim::unknown(),
-                },
+                (Some([s]), Some([l]), Some([d])) => {
+                    match (s.as_known(), l.as_known(), d.as_known()) {
+                        (Some(s), Some(l), Some(d)) if d != 0 => {
+                            Dim::known(((l - s) as f64 / d as f64).ceil().max(0.0) as i64)
+                        }
+                        _ if d.is(1) => l - s,
+                        _ => Dim::unknown(),
+                    }
+                }
                 _ => Dim::unknown(),
             };
             one(vt(dtype, vec![len]))
         }
         SymbolicDims => {
             let dims = a.dims("dims")?.to_vec();
-            let shape = if a.get("scalar").is_some() && a.int("scalar")? != 0 { vec![] } else { vec![Dim::from(dims.len())] };
+            let shape = if a.get("scalar").is_some() && a.int("scalar")? != 0 {
+                vec![]
+            } else {
+                vec![Dim::from(dims.len())]
+            };
             one(with_sym(vt(DType::I64, shape), Some(dims)))
         }
         Attention => attention_types(a, inputs),
@@ -395,9 +557,43 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
         DequantizeLinear => one(vt(input(inputs, 1)?.dtype, input(inputs, 0)?.shape.clone())),
         DynamicQuantizeLinear => {
             let x = float_input(inputs, 0)?;
-            Ok(vec![vt(DType::U8, x.shape.clone()), vt(DType::F32, vec![]), vt(DType::U8, vec![])])
+            Ok(vec![
+                vt(DType::U8, x.shape.clone()),
+                vt(DType::F32, vec![]),
+                vt(DType::U8, vec![]),
+            ])
         }
     }
+}
+
+/// Output types when the axes or split sizes arrive only at run time: the rank follows from
+/// the list's length, the sizes are unknown.
+fn runtime_list_types(op: &Op, x: &ValueType, list: &ValueType) -> Res<Vec<ValueType>> {
+    use OpKind::*;
+    let n = match list.shape.as_slice() {
+        [n] => n.as_known().ok_or("the axes input has unknown length")? as usize,
+        _ => return Err("the axes or split input must be 1-D".into()),
+    };
+    let rank = x.shape.len();
+    let out_rank = match op.kind {
+        Unsqueeze => rank + n,
+        Squeeze => rank.checked_sub(n).ok_or("more axes than dims")?,
+        Split => {
+            let axis = norm_axis(op.attrs.int("axis")?, rank)?;
+            let mut shape = x.shape.clone();
+            shape[axis] = Dim::unknown();
+            return Ok(vec![vt(x.dtype, shape); n]);
+        }
+        _ if op.attrs.int("keepdims")? != 0 => rank,
+        _ if n == 0 => {
+            return Err(
+                "reducing over a run-time empty axes list without keepdims has an unknown rank"
+                    .into(),
+            )
+        }
+        _ => rank.checked_sub(n).ok_or("more axes than dims")?,
+    };
+    Ok(vec![vt(x.dtype, unknown_shape(out_rank))])
 }
 
 fn check_same_dim(x: &Dim, y: &Dim, what: &str) -> Res<()> {
@@ -408,13 +604,19 @@ fn check_same_dim(x: &Dim, y: &Dim, what: &str) -> Res<()> {
 }
 
 /// Applies `f` elementwise with numpy broadcasting of a one-element side.
-fn zip_sym(x: Option<&[Dim]>, y: Option<&[Dim]>, f: impl Fn(&Dim, &Dim) -> Option<Dim>) -> Option<Vec<Dim>> {
+fn zip_sym(
+    x: Option<&[Dim]>,
+    y: Option<&[Dim]>,
+    f: impl Fn(&Dim, &Dim) -> Option<Dim>,
+) -> Option<Vec<Dim>> {
     let (x, y) = (x?, y?);
     let n = x.len().max(y.len());
     if !(x.len() == n || x.len() == 1) || !(y.len() == n || y.len() == 1) {
         return None;
     }
-    (0..n).map(|i| f(&x[i % x.len()], &y[i % y.len()])).collect()
+    (0..n)
+        .map(|i| f(&x[i % x.len()], &y[i % y.len()]))
+        .collect()
 }
 
 fn binary_sym(kind: OpKind, x: Option<&[Dim]>, y: Option<&[Dim]>) -> Option<Vec<Dim>> {
@@ -428,7 +630,11 @@ fn binary_sym(kind: OpKind, x: Option<&[Dim]>, y: Option<&[Dim]>) -> Option<Vec<
         },
         OpKind::Max | OpKind::Min => {
             let (a, b) = (p.as_known()?, q.as_known()?);
-            Some(Dim::known(if kind == OpKind::Max { a.max(b) } else { a.min(b) }))
+            Some(Dim::known(if kind == OpKind::Max {
+                a.max(b)
+            } else {
+                a.min(b)
+            }))
         }
         _ => None,
     })
@@ -467,13 +673,20 @@ fn compare_sym(kind: OpKind, x: Option<&[Dim]>, y: Option<&[Dim]>) -> Option<Vec
 fn where_sym(c: Option<&[Dim]>, x: Option<&[Dim]>, y: Option<&[Dim]>) -> Option<Vec<Dim>> {
     let (c, x, y) = (c?, x?, y?);
     let n = c.len().max(x.len()).max(y.len());
-    if [c.len(), x.len(), y.len()].iter().any(|&l| l != n && l != 1) {
+    if [c.len(), x.len(), y.len()]
+        .iter()
+        .any(|&l| l != n && l != 1)
+    {
         return None;
     }
     (0..n)
         .map(|i| {
             let cond = c[i % c.len()].as_known()?;
-            Some(if cond != 0 { x[i % x.len()].clone() } else { y[i % y.len()].clone() })
+            Some(if cond != 0 {
+                x[i % x.len()].clone()
+            } else {
+                y[i % y.len()].clone()
+            })
         })
         .collect()
 }
@@ -483,8 +696,16 @@ pub fn matmul_shape(x: &Shape, y: &Shape) -> Res<Shape> {
     if x.is_empty() || y.is_empty() {
         return Err("matmul inputs must have rank at least 1".into());
     }
-    let xs: Shape = if x.len() == 1 { vec![Dim::known(1), x[0].clone()] } else { x.clone() };
-    let ys: Shape = if y.len() == 1 { vec![y[0].clone(), Dim::known(1)] } else { y.clone() };
+    let xs: Shape = if x.len() == 1 {
+        vec![Dim::known(1), x[0].clone()]
+    } else {
+        x.clone()
+    };
+    let ys: Shape = if y.len() == 1 {
+        vec![y[0].clone(), Dim::known(1)]
+    } else {
+        y.clone()
+    };
     let (m, k1) = (&xs[xs.len() - 2], &xs[xs.len() - 1]);
     let (k2, n) = (&ys[ys.len() - 2], &ys[ys.len() - 1]);
     check_same_dim(k1, k2, "matmul inner dimensions")?;
@@ -516,7 +737,10 @@ pub fn parse_einsum(equation: &str, n_inputs: usize) -> Res<(Vec<Vec<char>>, Vec
     };
     let terms: Vec<Vec<char>> = lhs.split(',').map(labels).collect::<Res<_>>()?;
     if terms.len() != n_inputs {
-        return Err(format!("einsum `{equation}` has {} terms for {n_inputs} inputs", terms.len()));
+        return Err(format!(
+            "einsum `{equation}` has {} terms for {n_inputs} inputs",
+            terms.len()
+        ));
     }
     let out = match rhs {
         Some(r) => labels(&r)?,
@@ -525,7 +749,11 @@ pub fn parse_einsum(equation: &str, n_inputs: usize) -> Res<(Vec<Vec<char>>, Vec
             for c in terms.iter().flatten().filter(|c| **c != '.') {
                 *counts.entry(*c).or_insert(0) += 1;
             }
-            let mut o: Vec<char> = if terms.iter().any(|t| t.contains(&'.')) { vec!['.'] } else { vec![] };
+            let mut o: Vec<char> = if terms.iter().any(|t| t.contains(&'.')) {
+                vec!['.']
+            } else {
+                vec![]
+            };
             o.extend(counts.into_iter().filter(|(_, n)| *n == 1).map(|(c, _)| c));
             o
         }
@@ -541,7 +769,11 @@ fn einsum_shape(equation: &str, shapes: &[&Shape]) -> Res<Shape> {
     for (t, s) in terms.iter().zip(shapes) {
         let named = t.iter().filter(|c| **c != '.').count();
         if s.len() < named || (!t.contains(&'.') && s.len() != named) {
-            return Err(format!("einsum term `{}` does not match rank {}", t.iter().collect::<String>(), s.len()));
+            return Err(format!(
+                "einsum term `{}` does not match rank {}",
+                t.iter().collect::<String>(),
+                s.len()
+            ));
         }
         let ell_len = s.len() - named;
         let mut pos = 0;
@@ -552,7 +784,9 @@ fn einsum_shape(equation: &str, shapes: &[&Shape]) -> Res<Shape> {
             } else {
                 let d = &s[pos];
                 match sizes.get(c) {
-                    Some(prev) if !prev.is(1) && !d.is(1) => check_same_dim(prev, d, "einsum label sizes")?,
+                    Some(prev) if !prev.is(1) && !d.is(1) => {
+                        check_same_dim(prev, d, "einsum label sizes")?
+                    }
                     Some(prev) if !prev.is(1) => {}
                     _ => {
                         sizes.insert(*c, d.clone());
@@ -569,7 +803,12 @@ fn einsum_shape(equation: &str, shapes: &[&Shape]) -> Res<Shape> {
         if c == '.' {
             shape.extend(ell.iter().cloned());
         } else {
-            shape.push(sizes.get(&c).cloned().ok_or_else(|| format!("output label `{c}` is not an input label"))?);
+            shape.push(
+                sizes
+                    .get(&c)
+                    .cloned()
+                    .ok_or_else(|| format!("output label `{c}` is not an input label"))?,
+            );
         }
     }
     Ok(shape)
@@ -626,7 +865,9 @@ pub fn reshape_shape(input: &Shape, target: &Shape, allowzero: bool) -> Res<Shap
         .enumerate()
         .map(|(i, d)| {
             if d.is(0) && !allowzero {
-                input.get(i).cloned().ok_or_else(|| format!("target dim {i} is 0 but the input has rank {}", input.len()))
+                input.get(i).cloned().ok_or_else(|| {
+                    format!("target dim {i} is 0 but the input has rank {}", input.len())
+                })
             } else {
                 Ok(d.clone())
             }
@@ -641,17 +882,31 @@ pub fn reshape_shape(input: &Shape, target: &Shape, allowzero: bool) -> Res<Shap
     }
     let total = input.iter().fold(Dim::known(1), |acc, d| &acc * d);
     if let Some(&i) = infer.first() {
-        let rest = out.iter().enumerate().filter(|(j, _)| *j != i).fold(Dim::known(1), |acc, (_, d)| &acc * d);
+        let rest = out
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .fold(Dim::known(1), |acc, (_, d)| &acc * d);
         out[i] = if total.is_unknown() || rest.is_unknown() {
             Dim::unknown()
         } else {
-            total.div_exact(&rest).ok_or_else(|| format!("cannot reshape {} into {}", fmt_shape(input), fmt_shape(target)))?
+            total.div_exact(&rest).ok_or_else(|| {
+                format!(
+                    "cannot reshape {} into {}",
+                    fmt_shape(input),
+                    fmt_shape(target)
+                )
+            })?
         };
     } else {
         let prod = out.iter().fold(Dim::known(1), |acc, d| &acc * d);
         if let (Some(p), Some(t)) = (prod.as_known(), total.as_known()) {
             if p != t {
-                return Err(format!("cannot reshape {} into {}", fmt_shape(input), fmt_shape(target)));
+                return Err(format!(
+                    "cannot reshape {} into {}",
+                    fmt_shape(input),
+                    fmt_shape(target)
+                ));
             }
         }
     }
@@ -672,7 +927,11 @@ fn concat_type(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<ValueType> {
     for i in 0..n {
         let t = input(inputs, i)?;
         if t.shape.len() != shape.len() {
-            return Err(format!("input {i} has rank {} but input 0 has rank {}", t.shape.len(), shape.len()));
+            return Err(format!(
+                "input {i} has rank {} but input 0 has rank {}",
+                t.shape.len(),
+                shape.len()
+            ));
         }
         shape[axis] = &shape[axis] + &t.shape[axis];
         sym = match (sym, &t.sym) {
@@ -697,7 +956,9 @@ fn split_types(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
             match d.as_known() {
                 Some(total) => {
                     let chunk = (total + n - 1) / n;
-                    (0..n).map(|i| Dim::known(chunk.min(total - i * chunk).max(0))).collect()
+                    (0..n)
+                        .map(|i| Dim::known(chunk.min(total - i * chunk).max(0)))
+                        .collect()
                 }
                 None => vec![d.div_exact(&Dim::known(n)).unwrap_or_else(Dim::unknown); n as usize],
             }
@@ -744,10 +1005,16 @@ fn slice_type(inputs: &[Option<&ValueType>]) -> Res<ValueType> {
         match (dim.as_known(), s.as_known(), e.as_known()) {
             (Some(d), Some(s), Some(e)) => {
                 let (lo, hi) = slice_bounds(d, s, e, step);
-                let len = if step > 0 { (hi - lo + step - 1).div_euclid(step) } else { (lo - hi - step - 1).div_euclid(-step) };
+                let len = if step > 0 {
+                    (hi - lo + step - 1).div_euclid(step)
+                } else {
+                    (lo - hi - step - 1).div_euclid(-step)
+                };
                 shape[ax] = Dim::known(len.max(0));
                 if let (Some(vals), 1) = (&sym, rank) {
-                    let picked: Vec<Dim> = (0..len.max(0)).map(|i| vals[(lo + i * step) as usize].clone()).collect();
+                    let picked: Vec<Dim> = (0..len.max(0))
+                        .map(|i| vals[(lo + i * step) as usize].clone())
+                        .collect();
                     sym = Some(picked);
                 }
             }
@@ -781,7 +1048,11 @@ pub fn slice_bounds(dim: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
 }
 
 fn attention_types(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> {
-    let (q, k, v) = (float_input(inputs, 0)?, float_input(inputs, 1)?, float_input(inputs, 2)?);
+    let (q, k, v) = (
+        float_input(inputs, 0)?,
+        float_input(inputs, 1)?,
+        float_input(inputs, 2)?,
+    );
     let rank = q.shape.len();
     if rank != 3 && rank != 4 || k.shape.len() != rank || v.shape.len() != rank {
         return Err("Q, K and V must all be 3-D or all 4-D".into());
@@ -792,11 +1063,24 @@ fn attention_types(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
             return Ok(t.shape.clone());
         }
         let h = a.int(heads_attr)?;
-        let e = t.shape[2].div_exact(&Dim::known(h)).unwrap_or_else(Dim::unknown);
-        Ok(vec![t.shape[0].clone(), Dim::known(h), t.shape[1].clone(), e])
+        let e = t.shape[2]
+            .div_exact(&Dim::known(h))
+            .unwrap_or_else(Dim::unknown);
+        Ok(vec![
+            t.shape[0].clone(),
+            Dim::known(h),
+            t.shape[1].clone(),
+            e,
+        ])
     };
-    let (q4, k4, v4) = (heads4(q, "q_num_heads")?, heads4(k, "kv_num_heads")?, heads4(v, "kv_num_heads")?);
-    let past_len = opt_input(inputs, 4).map(|p| p.shape[2].clone()).unwrap_or_default();
+    let (q4, k4, v4) = (
+        heads4(q, "q_num_heads")?,
+        heads4(k, "kv_num_heads")?,
+        heads4(v, "kv_num_heads")?,
+    );
+    let past_len = opt_input(inputs, 4)
+        .map(|p| p.shape[2].clone())
+        .unwrap_or_default();
     let total = &past_len + &k4[2];
     let y = if rank == 4 {
         vec![q4[0].clone(), q4[1].clone(), q4[2].clone(), v4[3].clone()]
@@ -805,8 +1089,17 @@ fn attention_types(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
     };
     Ok(vec![
         vt(q.dtype, y),
-        vt(k.dtype, vec![k4[0].clone(), k4[1].clone(), total.clone(), k4[3].clone()]),
-        vt(v.dtype, vec![v4[0].clone(), v4[1].clone(), total.clone(), v4[3].clone()]),
-        vt(q.dtype, vec![q4[0].clone(), q4[1].clone(), q4[2].clone(), total]),
+        vt(
+            k.dtype,
+            vec![k4[0].clone(), k4[1].clone(), total.clone(), k4[3].clone()],
+        ),
+        vt(
+            v.dtype,
+            vec![v4[0].clone(), v4[1].clone(), total.clone(), v4[3].clone()],
+        ),
+        vt(
+            q.dtype,
+            vec![q4[0].clone(), q4[1].clone(), q4[2].clone(), total],
+        ),
     ])
 }

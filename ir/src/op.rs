@@ -58,6 +58,8 @@ op_kinds! {
     Floor,
     /// Round toward positive infinity.
     Ceil,
+    /// Round to nearest, ties to even.
+    Round,
     /// GELU; attribute `approximate` is `"none"` (erf form) or `"tanh"`.
     Gelu,
     /// Logical not.
@@ -66,6 +68,8 @@ op_kinds! {
     IsNaN,
     /// Returns its input.
     Identity,
+    /// Clamps input 0 to [input 1, input 2] (either bound optional).
+    Clip,
     /// Inference-mode dropout: output 0 is the input, optional output 1 an all-true mask.
     Dropout,
     /// Converts to the dtype named by attribute `to` (a [`crate::DType`] name).
@@ -216,6 +220,18 @@ impl FromStr for OpKind {
 }
 
 impl OpKind {
+    /// For ops whose list parameter (reduction or squeeze axes, split sizes) may be given as
+    /// input 1 at run time instead of as an attribute: the attribute's name. Frontends turn a
+    /// constant input 1 into the attribute; a non-constant one stays an input.
+    pub fn list_input_attr(self) -> Option<&'static str> {
+        use OpKind::*;
+        match self {
+            ReduceMean | ReduceSum | ReduceMax | ReduceMin | Squeeze | Unsqueeze => Some("axes"),
+            Split => Some("split"),
+            _ => None,
+        }
+    }
+
     /// The attributes an op has when none is given (ONNX defaults). Frontends and the text
     /// parser fill these in, so evaluators can read every attribute strictly.
     pub fn default_attrs(self) -> Attrs {
@@ -225,7 +241,12 @@ impl OpKind {
         let list: Vec<(String, Attr)> = match self {
             Gelu => vec![("approximate".into(), Attr::Str("none".into()))],
             Mod => vec![int("fmod", 0)],
-            Gemm => vec![float("alpha", 1.0), float("beta", 1.0), int("transA", 0), int("transB", 0)],
+            Gemm => vec![
+                float("alpha", 1.0),
+                float("beta", 1.0),
+                int("transA", 0),
+                int("transB", 0),
+            ],
             Softmax | LogSoftmax => vec![int("axis", -1)],
             LayerNormalization | RMSNormalization | SimplifiedLayerNormalization => {
                 vec![int("axis", -1), float("epsilon", 1e-5)]
@@ -243,6 +264,14 @@ impl OpKind {
             GatherND => vec![int("batch_dims", 0)],
             Trilu => vec![int("upper", 1)],
             Shape => vec![int("start", 0)],
+            ConstantOfShape => vec![(
+                "value".into(),
+                Attr::Tensor(
+                    crate::Tensor::from_vec(&[1], vec![0f32])
+                        .expect("one element")
+                        .to_data(),
+                ),
+            )],
             Attention => vec![
                 int("is_causal", 0),
                 int("qk_matmul_output_mode", 0),

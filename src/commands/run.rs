@@ -32,20 +32,39 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
             return Err(format!("--input `{name}` is given twice"));
         }
     }
-    let outputs = kiln_ir::interp::run(&graph, &feeds).map_err(|e| format!("{}: {e}", args.model.display()))?;
-    std::fs::create_dir_all(&args.output_dir)
-        .map_err(|e| format!("{}: cannot create directory: {e}", args.output_dir.display()))?;
+    let outputs = kiln_ir::interp::run(&graph, &feeds)
+        .map_err(|e| format!("{}: {e}", args.model.display()))?;
+    std::fs::create_dir_all(&args.output_dir).map_err(|e| {
+        format!(
+            "{}: cannot create directory: {e}",
+            args.output_dir.display()
+        )
+    })?;
     for (name, tensor) in &outputs {
         let path = args.output_dir.join(format!("{}.npy", file_stem(name)));
         npy::write_npy(&path, tensor)?;
-        println!("{name}: {} {:?} {}  -> {}", tensor.dtype(), tensor.shape(), summary(tensor), path.display());
+        println!(
+            "{name}: {} {:?} {}  -> {}",
+            tensor.dtype(),
+            tensor.shape(),
+            summary(tensor),
+            path.display()
+        );
     }
     Ok(())
 }
 
 /// An output name made safe as a file name.
 fn file_stem(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `min/mean/max` of a tensor, for a quick look at an output.

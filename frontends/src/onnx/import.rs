@@ -2,14 +2,18 @@
 //! and each node mapped onto the IR op set with its opset-dependent form normalised
 //! (axes given as inputs become attributes, variadic ops become chains, ...).
 
-use super::proto::{attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto, AttributeProto, ModelProto, NodeProto, ValueInfoProto};
+use super::proto::{
+    attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto, AttributeProto,
+    ModelProto, NodeProto, ValueInfoProto,
+};
 use super::tensor::{dtype_from_onnx, tensor_from_proto, ExternalDataCache};
 use kiln_ir::{Attr, Attrs, DType, Dim, Graph, Op, OpKind, Tensor, ValueId};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The default-domain opsets kiln imports.
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
+/// The default-domain opsets kiln imports. Ops whose semantics changed in a way kiln does not
+/// implement are rejected one by one (see `Importer::check_version`), not by whole opset.
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 1..=27;
 
 /// Largest dim accepted in a declared shape or initializer (a sanity bound, 2^40).
 const MAX_DIM: i64 = 1 << 40;
@@ -34,11 +38,19 @@ pub fn import_model(model: &ModelProto, dir: &Path) -> Res<Graph> {
         ));
     }
     let g = model.graph.as_ref().ok_or("the model has no graph")?;
-    let mut imp = Importer { graph: Graph::new(), names: HashMap::new(), opset, external: ExternalDataCache::new(dir) };
+    let mut imp = Importer {
+        graph: Graph::new(),
+        names: HashMap::new(),
+        opset,
+        external: ExternalDataCache::new(dir),
+    };
     for init in &g.initializer {
         let name = init.name.clone().unwrap_or_default();
         let data = tensor_from_proto(init, &mut imp.external)?;
-        let id = imp.graph.add_constant(&name, data).map_err(|e| format!("initializer `{name}`: {e}"))?;
+        let id = imp
+            .graph
+            .add_constant(&name, data)
+            .map_err(|e| format!("initializer `{name}`: {e}"))?;
         imp.names.insert(name, id);
     }
     for vi in &g.input {
@@ -56,7 +68,10 @@ pub fn import_model(model: &ModelProto, dir: &Path) -> Res<Graph> {
     let mut outputs = vec![];
     for vi in &g.output {
         let name = vi.name.clone().unwrap_or_default();
-        let id = *imp.names.get(&name).ok_or_else(|| format!("output `{name}` is not produced by any node"))?;
+        let id = *imp
+            .names
+            .get(&name)
+            .ok_or_else(|| format!("output `{name}` is not produced by any node"))?;
         outputs.push((name, id));
     }
     imp.graph.set_outputs(outputs);
@@ -67,17 +82,21 @@ pub fn import_model(model: &ModelProto, dir: &Path) -> Res<Graph> {
 /// The dtype and symbolic shape declared for a graph input.
 fn value_info_type(vi: &ValueInfoProto) -> Res<(DType, Vec<Dim>)> {
     let name = vi.name.as_deref().unwrap_or("");
-    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
         return Err(format!("input `{name}` is not a tensor"));
     };
-    let dtype = dtype_from_onnx(t.elem_type.unwrap_or(0)).map_err(|e| format!("input `{name}`: {e}"))?;
+    let dtype =
+        dtype_from_onnx(t.elem_type.unwrap_or(0)).map_err(|e| format!("input `{name}`: {e}"))?;
     let dims = t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
     let shape = dims
         .iter()
         .enumerate()
         .map(|(i, d)| match &d.value {
             Some(dimension::Value::DimValue(v)) if (0..=MAX_DIM).contains(v) => Ok(Dim::known(*v)),
-            Some(dimension::Value::DimValue(v)) => Err(format!("input `{name}`: dim {i} is {v}, which is not a valid size")),
+            Some(dimension::Value::DimValue(v)) => Err(format!(
+                "input `{name}`: dim {i} is {v}, which is not a valid size"
+            )),
             Some(dimension::Value::DimParam(p)) if !p.is_empty() => Ok(Dim::sym(&symbol_name(p))),
             // An unnamed dynamic dim gets a symbol of its own, bound when the model runs.
             _ => Ok(Dim::sym(&symbol_name(&format!("{name}_dim{i}")))),
@@ -88,8 +107,21 @@ fn value_info_type(vi: &ValueInfoProto) -> Res<(DType, Vec<Dim>)> {
 
 /// A dim_param made into an identifier (`batch size` becomes `batch_size`).
 fn symbol_name(p: &str) -> String {
-    let s: String = p.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) { format!("d{s}") } else { s }
+    let s: String = p
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("d{s}")
+    } else {
+        s
+    }
 }
 
 struct Importer {
@@ -106,14 +138,30 @@ impl Importer {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => format!("{op_type}_{index}"),
         };
-        self.lower(node, &name, op_type).map_err(|e| if e.starts_with("node `") { e } else { format!("node `{name}` ({op_type}): {e}") })
+        self.lower(node, &name, op_type).map_err(|e| {
+            if e.starts_with("node `") {
+                e
+            } else {
+                format!("node `{name}` ({op_type}): {e}")
+            }
+        })
     }
 
     fn value(&self, name: &str) -> Res<Option<ValueId>> {
         if name.is_empty() {
             return Ok(None);
         }
-        self.names.get(name).copied().map(Some).ok_or_else(|| format!("input `{name}` is not defined before this node"))
+        self.names
+            .get(name)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| format!("input `{name}` is not defined before this node"))
+    }
+
+    /// The constant integer values of an input, if it has them.
+    fn const_values(&self, id: Option<ValueId>) -> Option<Vec<i64>> {
+        let sym = self.graph.value(id?).ty.sym.as_ref()?;
+        sym.iter().map(Dim::as_known).collect()
     }
 
     /// Constant integer values of an input, needed where kiln takes them as an attribute.
@@ -127,7 +175,13 @@ impl Importer {
             .ok_or_else(|| format!("{what} must be a constant"))
     }
 
-    fn emit(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>, outputs: &[String]) -> Res<Vec<ValueId>> {
+    fn emit(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        outputs: &[String],
+    ) -> Res<Vec<ValueId>> {
         let ids = self.graph.add_op(name, op, inputs, outputs)?;
         for (n, id) in outputs.iter().zip(&ids) {
             self.names.insert(n.clone(), *id);
@@ -137,7 +191,11 @@ impl Importer {
 
     fn lower(&mut self, node: &NodeProto, name: &str, op_type: &str) -> Res<()> {
         let domain = node.domain.as_deref().unwrap_or("");
-        let inputs: Vec<Option<ValueId>> = node.input.iter().map(|i| self.value(i)).collect::<Res<_>>()?;
+        let inputs: Vec<Option<ValueId>> = node
+            .input
+            .iter()
+            .map(|i| self.value(i))
+            .collect::<Res<_>>()?;
         // Trailing unused outputs are dropped; an unused output in the middle gets a name.
         let mut outputs: Vec<String> = node.output.clone();
         while outputs.last().is_some_and(|o| o.is_empty()) {
@@ -151,37 +209,74 @@ impl Importer {
         let mut attrs = Attrs::default();
         for a in &node.attribute {
             let key = a.name.clone().unwrap_or_default();
-            attrs.set(&key, self.attr(a).map_err(|e| format!("attribute `{key}`: {e}"))?);
+            attrs.set(
+                &key,
+                self.attr(a)
+                    .map_err(|e| format!("attribute `{key}`: {e}"))?,
+            );
         }
         let kind = match (domain, op_type) {
             ("" | "ai.onnx", "Constant") => return self.constant(name, &attrs, &outputs),
             ("" | "ai.onnx", "CastLike") => {
-                let to = self.graph.value(inputs.get(1).copied().flatten().ok_or("input 1 is missing")?).ty.dtype;
-                let op = Op::new(OpKind::Cast, attrs_of([("to", Attr::Str(to.name().into()))]));
+                let to = self
+                    .graph
+                    .value(
+                        inputs
+                            .get(1)
+                            .copied()
+                            .flatten()
+                            .ok_or("input 1 is missing")?,
+                    )
+                    .ty
+                    .dtype;
+                let op = Op::new(
+                    OpKind::Cast,
+                    attrs_of([("to", Attr::Str(to.name().into()))]),
+                );
                 return self.emit(name, op, vec![inputs[0]], &outputs).map(drop);
             }
             ("" | "ai.onnx", "Max" | "Min") if inputs.len() != 2 => {
                 let kind: OpKind = op_type.parse()?;
                 return self.chain(name, kind, inputs, &outputs);
             }
+            ("" | "ai.onnx", "Sum") => return self.chain(name, OpKind::Add, inputs, &outputs),
             ("com.microsoft", "Gelu") => OpKind::Gelu,
             ("com.microsoft", "FastGelu") => {
                 attrs.set("approximate", Attr::Str("tanh".into()));
                 if inputs.get(1).copied().flatten().is_some() {
-                    let biased = self.emit(&format!("{name}/bias"), Op::plain(OpKind::Add), inputs[..2].to_vec(), &[format!("{name}:biased")])?;
+                    let biased = self.emit(
+                        &format!("{name}/bias"),
+                        Op::plain(OpKind::Add),
+                        inputs[..2].to_vec(),
+                        &[format!("{name}:biased")],
+                    )?;
                     let op = Op::new(OpKind::Gelu, attrs);
-                    return self.emit(name, op, vec![Some(biased[0])], &outputs).map(drop);
+                    return self
+                        .emit(name, op, vec![Some(biased[0])], &outputs)
+                        .map(drop);
                 }
                 OpKind::Gelu
             }
             ("com.microsoft", "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization")
-            | ("" | "ai.onnx" | "com.microsoft", "SimplifiedLayerNormalization") => op_type.parse()?,
+            | ("" | "ai.onnx" | "com.microsoft", "SimplifiedLayerNormalization") => {
+                op_type.parse()?
+            }
             ("" | "ai.onnx", _) => match op_type.parse::<OpKind>() {
-                Ok(k) if k != OpKind::SymbolicDims && !matches!(k, OpKind::SkipLayerNormalization | OpKind::SkipSimplifiedLayerNormalization) => k,
+                Ok(k)
+                    if k != OpKind::SymbolicDims
+                        && !matches!(
+                            k,
+                            OpKind::SkipLayerNormalization
+                                | OpKind::SkipSimplifiedLayerNormalization
+                        ) =>
+                {
+                    k
+                }
                 _ => return Err(self.unsupported(domain, op_type)),
             },
             _ => return Err(self.unsupported(domain, op_type)),
         };
+        self.check_version(kind, &attrs)?;
         let inputs = self.normalise(kind, &mut attrs, inputs, outputs.len())?;
         let op = Op::new(kind, attrs);
         self.emit(name, op, inputs, &outputs).map(drop)
@@ -189,11 +284,39 @@ impl Importer {
 
     fn unsupported(&self, domain: &str, op_type: &str) -> String {
         let domain = if domain.is_empty() { "ai.onnx" } else { domain };
-        format!("op `{op_type}` (domain {domain}, opset {}) is not supported by kiln", self.opset)
+        format!(
+            "op `{op_type}` (domain {domain}, opset {}) is not supported by kiln",
+            self.opset
+        )
+    }
+
+    /// Rejects op versions older than the forms kiln implements.
+    fn check_version(&self, kind: OpKind, attrs: &Attrs) -> Res<()> {
+        // Opset 6 and older: binary ops broadcast only when asked, along a given axis.
+        if attrs.get("broadcast").is_some() || attrs.get("consumed_inputs").is_some() {
+            return Err(format!(
+                "{kind} with legacy (opset < 7) attributes is not supported"
+            ));
+        }
+        let since = match kind {
+            // Before opset 13 these flattened the input to 2-D at `axis` instead of working along it.
+            OpKind::Softmax | OpKind::LogSoftmax => 13,
+            _ => return Ok(()),
+        };
+        if self.opset < since {
+            return Err(format!("{kind} before opset {since} has different semantics and is not supported (model opset {})", self.opset));
+        }
+        Ok(())
     }
 
     /// Rewrites opset-dependent forms into the IR's single form; returns the inputs to keep.
-    fn normalise(&self, kind: OpKind, attrs: &mut Attrs, mut inputs: Vec<Option<ValueId>>, n_outputs: usize) -> Res<Vec<Option<ValueId>>> {
+    fn normalise(
+        &self,
+        kind: OpKind,
+        attrs: &mut Attrs,
+        mut inputs: Vec<Option<ValueId>>,
+        n_outputs: usize,
+    ) -> Res<Vec<Option<ValueId>>> {
         use OpKind::*;
         let input1 = inputs.get(1).copied().flatten();
         match kind {
@@ -207,34 +330,30 @@ impl Importer {
                 if code == 0 {
                     attrs.0.remove("output_dtype");
                 } else {
-                    attrs.set("output_dtype", Attr::Str(dtype_from_onnx(code)?.name().into()));
+                    attrs.set(
+                        "output_dtype",
+                        Attr::Str(dtype_from_onnx(code)?.name().into()),
+                    );
                 }
             }
-            ReduceMean | ReduceMax | ReduceMin | ReduceSum => {
-                let axes_as_input = self.opset >= 18 || kind == ReduceSum;
-                if axes_as_input {
-                    if let Some(axes) = self.const_ints(input1, "axes")? {
-                        attrs.set("axes", Attr::Ints(axes));
-                    }
+            _ if kind.list_input_attr().is_some() => {
+                // Reduce* before opset 18 (ReduceSum before 13) took axes as an attribute only.
+                let attr_only =
+                    matches!(kind, ReduceMean | ReduceMax | ReduceMin) && self.opset < 18;
+                let key = kind.list_input_attr().expect("matched above");
+                if let (false, Some(values)) = (attr_only, self.const_values(input1)) {
+                    attrs.set(key, Attr::Ints(values));
                     inputs.truncate(1);
                 }
-            }
-            Squeeze | Unsqueeze => {
-                if let Some(axes) = self.const_ints(input1, "axes")? {
-                    attrs.set("axes", Attr::Ints(axes));
-                }
-                inputs.truncate(1);
-            }
-            Split => {
-                if let Some(split) = self.const_ints(input1, "split")? {
-                    attrs.set("split", Attr::Ints(split));
-                } else if attrs.get("split").is_none() {
+                if kind == Split && attrs.get("split").is_none() && inputs.len() < 2 {
                     attrs.set_default("num_outputs", Attr::Int(n_outputs as i64));
                 }
-                inputs.truncate(1);
             }
             Dropout => {
-                if self.const_ints(inputs.get(2).copied().flatten(), "training_mode")?.is_some_and(|v| v.iter().any(|&x| x != 0)) {
+                if self
+                    .const_ints(inputs.get(2).copied().flatten(), "training_mode")?
+                    .is_some_and(|v| v.iter().any(|&x| x != 0))
+                {
                     return Err("training-mode dropout is not supported".into());
                 }
                 attrs.0.remove("seed");
@@ -248,16 +367,36 @@ impl Importer {
         Ok(inputs)
     }
 
-    /// A variadic Max or Min as a chain of binary ops (one input is an identity).
-    fn chain(&mut self, name: &str, kind: OpKind, inputs: Vec<Option<ValueId>>, outputs: &[String]) -> Res<()> {
-        let mut acc = inputs.first().copied().flatten().ok_or("needs at least one input")?;
+    /// A variadic Max, Min or Sum as a chain of binary ops (one input is an identity).
+    fn chain(
+        &mut self,
+        name: &str,
+        kind: OpKind,
+        inputs: Vec<Option<ValueId>>,
+        outputs: &[String],
+    ) -> Res<()> {
+        let mut acc = inputs
+            .first()
+            .copied()
+            .flatten()
+            .ok_or("needs at least one input")?;
         if inputs.len() == 1 {
-            return self.emit(name, Op::plain(OpKind::Identity), vec![Some(acc)], outputs).map(drop);
+            return self
+                .emit(name, Op::plain(OpKind::Identity), vec![Some(acc)], outputs)
+                .map(drop);
         }
         for (i, next) in inputs.iter().enumerate().skip(1) {
             let last = i == inputs.len() - 1;
-            let out = if last { outputs[0].clone() } else { format!("{name}:partial{i}") };
-            let node = if last { name.to_string() } else { format!("{name}/{i}") };
+            let out = if last {
+                outputs[0].clone()
+            } else {
+                format!("{name}:partial{i}")
+            };
+            let node = if last {
+                name.to_string()
+            } else {
+                format!("{name}/{i}")
+            };
             acc = self.emit(&node, Op::plain(kind), vec![Some(acc), *next], &[out])?[0];
         }
         Ok(())
@@ -265,7 +404,11 @@ impl Importer {
 
     fn constant(&mut self, name: &str, attrs: &Attrs, outputs: &[String]) -> Res<()> {
         let out = outputs.first().ok_or("Constant has no output")?;
-        let (key, value) = attrs.0.iter().next().ok_or("Constant has no value attribute")?;
+        let (key, value) = attrs
+            .0
+            .iter()
+            .next()
+            .ok_or("Constant has no value attribute")?;
         let tensor = match (key.as_str(), value) {
             ("value", Attr::Tensor(t)) => t.clone(),
             ("value_float", Attr::Float(v)) => Tensor::scalar(*v).to_data(),
@@ -274,22 +417,34 @@ impl Importer {
             ("value_ints", Attr::Ints(v)) => Tensor::from_vec(&[v.len()], v.clone())?.to_data(),
             (k, _) => return Err(format!("Constant attribute `{k}` is not supported")),
         };
-        let id = self.graph.add_constant(out, tensor).map_err(|e| format!("node `{name}`: {e}"))?;
+        let id = self
+            .graph
+            .add_constant(out, tensor)
+            .map_err(|e| format!("node `{name}`: {e}"))?;
         self.names.insert(out.clone(), id);
         Ok(())
     }
 
     fn attr(&mut self, a: &AttributeProto) -> Res<Attr> {
         let ty = AttributeType::try_from(a.r#type.unwrap_or(0)).unwrap_or(AttributeType::Undefined);
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".to_string());
+        let text =
+            |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".to_string());
         Ok(match ty {
             AttributeType::Float => Attr::Float(a.f.unwrap_or(0.0)),
             AttributeType::Int => Attr::Int(a.i.unwrap_or(0)),
             AttributeType::String => Attr::Str(text(a.s.as_deref().unwrap_or(&[]))?),
             AttributeType::Ints => Attr::Ints(a.ints.clone()),
             AttributeType::Floats => Attr::Floats(a.floats.clone()),
-            AttributeType::Tensor => Attr::Tensor(tensor_from_proto(a.t.as_ref().ok_or("tensor attribute has no tensor")?, &mut self.external)?),
-            other => return Err(format!("attributes of type {} are not supported", other.as_str_name())),
+            AttributeType::Tensor => Attr::Tensor(tensor_from_proto(
+                a.t.as_ref().ok_or("tensor attribute has no tensor")?,
+                &mut self.external,
+            )?),
+            other => {
+                return Err(format!(
+                    "attributes of type {} are not supported",
+                    other.as_str_name()
+                ))
+            }
         })
     }
 }

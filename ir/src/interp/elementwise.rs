@@ -9,7 +9,12 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
     let x = input(inputs, 0)?;
     let out = match op.kind {
         Identity => x.clone(),
-        Dropout => return Ok(vec![x.clone(), Tensor::Bool(ArrayD::from_elem(IxDyn(x.shape()), true))]),
+        Dropout => {
+            return Ok(vec![
+                x.clone(),
+                Tensor::Bool(ArrayD::from_elem(IxDyn(x.shape()), true)),
+            ])
+        }
         Cast => x.cast(op.attrs.str("to")?.parse()?),
         Not => Tensor::Bool(bool_input(x)?.mapv(|v| !v)),
         IsNaN => Tensor::Bool(float_input(inputs, 0)?.mapv(f32::is_nan)),
@@ -22,11 +27,12 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
             Tensor::I64(x.to_i64_array().mapv(f)).cast(x.dtype())
         }
         Neg | Abs | Sqrt | Reciprocal | Exp | Log | Erf | Tanh | Sigmoid | Relu | Sin | Cos
-        | Floor | Ceil | Gelu => {
+        | Floor | Ceil | Round | Gelu => {
             let f = unary_fn(op)?;
             from_f32(x.dtype(), float_input(inputs, 0)?.mapv(f))
         }
         Where => where_op(inputs)?,
+        Clip => clip(inputs)?,
         _ => binary(op, x, input(inputs, 1)?)?,
     };
     Ok(vec![out])
@@ -49,6 +55,7 @@ fn unary_fn(op: &Op) -> Res<fn(f32) -> f32> {
         Cos => f32::cos,
         Floor => f32::floor,
         Ceil => f32::ceil,
+        Round => f32::round_ties_even,
         Gelu => match op.attrs.str("approximate")? {
             "none" => gelu_erf,
             "tanh" => gelu_tanh,
@@ -91,16 +98,29 @@ pub(super) fn broadcast_shape(shapes: &[&[usize]]) -> Res<Vec<usize>> {
 }
 
 /// Applies `f` to two arrays broadcast together.
-fn zip2<A: Clone, B: Clone, C>(a: &ArrayD<A>, b: &ArrayD<B>, f: impl Fn(A, B) -> C) -> Res<ArrayD<C>> {
+fn zip2<A: Clone, B: Clone, C>(
+    a: &ArrayD<A>,
+    b: &ArrayD<B>,
+    f: impl Fn(A, B) -> C,
+) -> Res<ArrayD<C>> {
     let shape = IxDyn(&broadcast_shape(&[a.shape(), b.shape()])?);
-    let (av, bv) = (a.broadcast(shape.clone()).expect("checked"), b.broadcast(shape).expect("checked"));
-    Ok(Zip::from(&av).and(&bv).map_collect(|x, y| f(x.clone(), y.clone())))
+    let (av, bv) = (
+        a.broadcast(shape.clone()).expect("checked"),
+        b.broadcast(shape).expect("checked"),
+    );
+    Ok(Zip::from(&av)
+        .and(&bv)
+        .map_collect(|x, y| f(x.clone(), y.clone())))
 }
 
 fn binary(op: &Op, x: &Tensor, y: &Tensor) -> Res<Tensor> {
     use OpKind::*;
     if op.kind != Pow && x.dtype() != y.dtype() {
-        return Err(format!("inputs have different dtypes {} and {}", x.dtype(), y.dtype()));
+        return Err(format!(
+            "inputs have different dtypes {} and {}",
+            x.dtype(),
+            y.dtype()
+        ));
     }
     let dtype = x.dtype();
     match op.kind {
@@ -124,7 +144,9 @@ fn binary(op: &Op, x: &Tensor, y: &Tensor) -> Res<Tensor> {
             if dtype == DType::I64 {
                 // Compare i64 exactly (f64 loses precision past 2^53).
                 let (a, b) = (x.to_i64_array(), y.to_i64_array());
-                return Ok(Tensor::Bool(zip2(&a, &b, |p, q| compare_i64(op.kind, p, q))?));
+                return Ok(Tensor::Bool(zip2(&a, &b, |p, q| {
+                    compare_i64(op.kind, p, q)
+                })?));
             }
             Ok(Tensor::Bool(zip2(&x.to_f64_array(), &y.to_f64_array(), f)?))
         }
@@ -140,8 +162,20 @@ fn binary(op: &Op, x: &Tensor, y: &Tensor) -> Res<Tensor> {
                 Mul => |p, q| p * q,
                 Div => |p, q| p / q,
                 Pow => f32::powf,
-                Max => |p: f32, q: f32| if p.is_nan() || q.is_nan() { f32::NAN } else { p.max(q) },
-                Min => |p: f32, q: f32| if p.is_nan() || q.is_nan() { f32::NAN } else { p.min(q) },
+                Max => |p: f32, q: f32| {
+                    if p.is_nan() || q.is_nan() {
+                        f32::NAN
+                    } else {
+                        p.max(q)
+                    }
+                },
+                Min => |p: f32, q: f32| {
+                    if p.is_nan() || q.is_nan() {
+                        f32::NAN
+                    } else {
+                        p.min(q)
+                    }
+                },
                 Mod => |p: f32, q: f32| p % q,
                 _ => return Err(format!("{} is not defined on {dtype}", op.kind)),
             };
@@ -170,7 +204,13 @@ fn binary(op: &Op, x: &Tensor, y: &Tensor) -> Res<Tensor> {
                         zip2(&a, &b, |p, q| ((p % q) + q) % q)?
                     }
                 }
-                Pow => zip2(&a, &b, |p, q| if q < 0 { 0 } else { p.wrapping_pow(q.min(u32::MAX as i64) as u32) })?,
+                Pow => zip2(&a, &b, |p, q| {
+                    if q < 0 {
+                        0
+                    } else {
+                        p.wrapping_pow(q.min(u32::MAX as i64) as u32)
+                    }
+                })?,
                 Max => zip2(&a, &b, i64::max)?,
                 Min => zip2(&a, &b, i64::min)?,
                 _ => return Err(format!("{} is not defined on {dtype}", op.kind)),
@@ -195,7 +235,11 @@ fn where_op(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
     let cond = bool_input(input(inputs, 0)?)?;
     let (x, y) = (input(inputs, 1)?, input(inputs, 2)?);
     if x.dtype() != y.dtype() {
-        return Err(format!("inputs have different dtypes {} and {}", x.dtype(), y.dtype()));
+        return Err(format!(
+            "inputs have different dtypes {} and {}",
+            x.dtype(),
+            y.dtype()
+        ));
     }
     crate::with_dtype!(x.dtype(), T => {
         let (a, b) = (T::view(x).expect("dtype checked"), T::view(y).expect("dtype checked"));
@@ -203,4 +247,32 @@ fn where_op(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
         let (c, a, b) = (cond.broadcast(shape.clone()).expect("checked"), a.broadcast(shape.clone()).expect("checked"), b.broadcast(shape).expect("checked"));
         Ok(T::wrap(Zip::from(&c).and(&a).and(&b).map_collect(|&c, &a, &b| if c { a } else { b })))
     })
+}
+
+/// Clamps to the optional scalar bounds in inputs 1 and 2 (compared in f64, exact for the
+/// integer types kiln holds but i64 beyond 2^53).
+fn clip(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
+    let x = input(inputs, 0)?;
+    let bound = |i: usize| -> Res<Option<f64>> {
+        match opt_input(inputs, i) {
+            None => Ok(None),
+            Some(t) if t.len() == 1 => Ok(t.to_f64_array().iter().next().copied()),
+            Some(t) => Err(format!(
+                "bound {i} must be a scalar, got shape {:?}",
+                t.shape()
+            )),
+        }
+    };
+    let (lo, hi) = (bound(1)?, bound(2)?);
+    if x.dtype() == DType::I64 {
+        let (lo, hi) = (lo.map(|v| v as i64), hi.map(|v| v as i64));
+        return Ok(Tensor::I64(x.to_i64_array().mapv(|v| {
+            v.max(lo.unwrap_or(i64::MIN)).min(hi.unwrap_or(i64::MAX))
+        })));
+    }
+    let clipped = x.to_f64_array().mapv(|v| {
+        let v = lo.map_or(v, |l| if v < l { l } else { v });
+        hi.map_or(v, |h| if v > h { h } else { v })
+    });
+    Ok(Tensor::from_f64_array(x.dtype(), clipped))
 }

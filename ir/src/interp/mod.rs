@@ -26,15 +26,28 @@ type Res<T> = Result<T, String>;
 /// `symbols` gives the values of symbolic dims, needed by `SymbolicDims`.
 pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<Vec<Tensor>> {
     use OpKind::*;
+    if let (Some(key), Some(list)) = (op.kind.list_input_attr(), opt_input(inputs, 1)) {
+        let mut with_attr = op.clone();
+        with_attr
+            .attrs
+            .set(key, crate::Attr::Ints(list.to_i64_vec()));
+        return eval_op(&with_attr, &inputs[..1], symbols);
+    }
     match op.kind {
         Neg | Abs | Sqrt | Reciprocal | Exp | Log | Erf | Tanh | Sigmoid | Relu | Sin | Cos
-        | Floor | Ceil | Gelu | Not | IsNaN | Identity | Dropout | Cast | Add | Sub | Mul | Div
-        | Pow | Max | Min | Mod | Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And
-        | Or | Xor | Where => elementwise::eval(op, inputs),
+        | Floor | Ceil | Round | Gelu | Not | IsNaN | Identity | Clip | Dropout | Cast | Add
+        | Sub | Mul | Div | Pow | Max | Min | Mod | Equal | Less | Greater | LessOrEqual
+        | GreaterOrEqual | And | Or | Xor | Where => elementwise::eval(op, inputs),
         MatMul | Gemm | Einsum | MatMulInteger => linalg::eval(op, inputs),
-        Softmax | LogSoftmax | LayerNormalization | RMSNormalization
-        | SimplifiedLayerNormalization | SkipLayerNormalization
-        | SkipSimplifiedLayerNormalization | Attention | RotaryEmbedding => nn::eval(op, inputs),
+        Softmax
+        | LogSoftmax
+        | LayerNormalization
+        | RMSNormalization
+        | SimplifiedLayerNormalization
+        | SkipLayerNormalization
+        | SkipSimplifiedLayerNormalization
+        | Attention
+        | RotaryEmbedding => nn::eval(op, inputs),
         ReduceMean | ReduceSum | ReduceMax | ReduceMin | CumSum => reduce::eval(op, inputs),
         Transpose | Reshape | Flatten | Squeeze | Unsqueeze | Concat | Split | Slice | Gather
         | GatherElements | GatherND | Expand | Tile | Trilu | Shape | Size | ConstantOfShape
@@ -45,7 +58,11 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<V
 
 /// Input `i`, or an error naming it.
 fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Res<&'a Tensor> {
-    inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("input {i} is missing"))
 }
 
 /// Input `i` if present.
@@ -57,7 +74,10 @@ fn opt_input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> 
 fn float_input(inputs: &[Option<&Tensor>], i: usize) -> Res<ArrayD<f32>> {
     let t = input(inputs, i)?;
     if !t.dtype().is_float() {
-        return Err(format!("input {i} is {} but must be a float type", t.dtype()));
+        return Err(format!(
+            "input {i} is {} but must be a float type",
+            t.dtype()
+        ));
     }
     Ok(t.to_f32_array())
 }

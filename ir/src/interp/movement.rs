@@ -30,7 +30,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
         Slice => slice(inputs)?,
         Gather => gather(a.int("axis")?, input(inputs, 0)?, input(inputs, 1)?)?,
         GatherElements => gather_elements(a.int("axis")?, input(inputs, 0)?, input(inputs, 1)?)?,
-        GatherND => gather_nd(a.int("batch_dims")? as usize, input(inputs, 0)?, input(inputs, 1)?)?,
+        GatherND => gather_nd(
+            a.int("batch_dims")? as usize,
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+        )?,
         Expand => {
             let x = input(inputs, 0)?;
             let target = shape_values(input(inputs, 1)?)?;
@@ -43,8 +47,17 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
             let x = input(inputs, 0)?;
             let ty = concrete_type(x);
             let sym = infer_op(op, &[Some(&ty)], 1)?.remove(0);
-            let values: Vec<i64> = sym.sym.expect("Shape and Size infer their values").iter().map(|d| d.as_known().expect("concrete")).collect();
-            if op.kind == Size { Tensor::scalar(values[0]) } else { Tensor::from_vec(&[values.len()], values)? }
+            let values: Vec<i64> = sym
+                .sym
+                .expect("Shape and Size infer their values")
+                .iter()
+                .map(|d| d.as_known().expect("concrete"))
+                .collect();
+            if op.kind == Size {
+                Tensor::scalar(values[0])
+            } else {
+                Tensor::from_vec(&[values.len()], values)?
+            }
         }
         ConstantOfShape => {
             let shape = shape_values(input(inputs, 0)?)?;
@@ -59,10 +72,17 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
             let dims = a.dims("dims")?;
             let values: Vec<i64> = dims
                 .iter()
-                .map(|d| d.eval(symbols).ok_or_else(|| format!("dim `{d}` has an unbound symbol")))
+                .map(|d| {
+                    d.eval(symbols)
+                        .ok_or_else(|| format!("dim `{d}` has an unbound symbol"))
+                })
                 .collect::<Res<_>>()?;
             let scalar = a.get("scalar").is_some() && a.int("scalar")? != 0;
-            if scalar { Tensor::scalar(values[0]) } else { Tensor::from_vec(&[values.len()], values)? }
+            if scalar {
+                Tensor::scalar(values[0])
+            } else {
+                Tensor::from_vec(&[values.len()], values)?
+            }
         }
         _ => unreachable!("dispatched by eval_op"),
     };
@@ -72,9 +92,15 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
 /// The static type of a concrete tensor, with its values when it is a small integer vector.
 fn concrete_type(t: &Tensor) -> ValueType {
     let shape = t.shape().iter().map(|&d| Dim::from(d)).collect();
-    let small_int = t.dtype().is_int() && t.shape().len() <= 1 && t.len() <= crate::infer::MAX_SYMBOLIC_ELEMENTS;
+    let small_int = t.dtype().is_int()
+        && t.shape().len() <= 1
+        && t.len() <= crate::infer::MAX_SYMBOLIC_ELEMENTS;
     let sym = small_int.then(|| t.to_i64_vec().into_iter().map(Dim::known).collect());
-    ValueType { dtype: t.dtype(), shape, sym }
+    ValueType {
+        dtype: t.dtype(),
+        shape,
+        sym,
+    }
 }
 
 /// The concrete output shape of a shape-only op, computed by shape inference.
@@ -82,13 +108,17 @@ fn inferred_shape(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<usize>> {
     let types: Vec<Option<ValueType>> = inputs.iter().map(|t| t.map(concrete_type)).collect();
     let refs: Vec<Option<&ValueType>> = types.iter().map(Option::as_ref).collect();
     let ty = infer_op(op, &refs, 1)?.remove(0);
-    ty.concrete_shape().ok_or_else(|| "could not resolve the output shape".to_string())
+    ty.concrete_shape()
+        .ok_or_else(|| "could not resolve the output shape".to_string())
 }
 
 /// A shape given as a 1-D integer tensor; negative sizes are an error.
 fn shape_values(t: &Tensor) -> Res<Vec<usize>> {
     if t.shape().len() != 1 {
-        return Err(format!("shape must be a 1-D tensor, got shape {:?}", t.shape()));
+        return Err(format!(
+            "shape must be a 1-D tensor, got shape {:?}",
+            t.shape()
+        ));
     }
     t.to_i64_vec()
         .into_iter()
@@ -100,7 +130,9 @@ fn all_of<'a, T: Element>(inputs: &[Option<&'a Tensor>]) -> Res<Vec<ndarray::Arr
     (0..inputs.len())
         .map(|i| {
             let t = input(inputs, i)?;
-            T::view(t).map(|a| a.view()).ok_or_else(|| format!("input {i} is {} but input 0 is {}", t.dtype(), T::DTYPE))
+            T::view(t)
+                .map(|a| a.view())
+                .ok_or_else(|| format!("input {i} is {} but input 0 is {}", t.dtype(), T::DTYPE))
         })
         .collect()
 }
@@ -122,9 +154,15 @@ fn split(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         None => op.attrs.int("num_outputs")? as usize,
     };
     let types = infer_op(op, &[Some(&concrete_type(x))], n)?;
-    let sizes: Vec<usize> = types.iter().map(|t| t.concrete_shape().expect("concrete input")[axis]).collect();
+    let sizes: Vec<usize> = types
+        .iter()
+        .map(|t| t.concrete_shape().expect("concrete input")[axis])
+        .collect();
     if sizes.iter().sum::<usize>() != x.shape()[axis] {
-        return Err(format!("split sizes {sizes:?} do not add up to dim {}", x.shape()[axis]));
+        return Err(format!(
+            "split sizes {sizes:?} do not add up to dim {}",
+            x.shape()[axis]
+        ));
     }
     let mut start = 0;
     Ok(sizes
@@ -142,8 +180,12 @@ fn slice(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
     let rank = x.shape().len();
     let starts = input(inputs, 1)?.to_i64_vec();
     let ends = input(inputs, 2)?.to_i64_vec();
-    let axes = opt_input(inputs, 3).map(Tensor::to_i64_vec).unwrap_or_else(|| (0..starts.len() as i64).collect());
-    let steps = opt_input(inputs, 4).map(Tensor::to_i64_vec).unwrap_or_else(|| vec![1; starts.len()]);
+    let axes = opt_input(inputs, 3)
+        .map(Tensor::to_i64_vec)
+        .unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = opt_input(inputs, 4)
+        .map(Tensor::to_i64_vec)
+        .unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err("starts, ends, axes and steps must have the same length".into());
     }
@@ -156,7 +198,10 @@ fn slice(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
         let dim = x.shape()[ax] as i64;
         let (lo, hi) = slice_bounds(dim, starts[k], ends[k], steps[k]);
         let idx: Vec<usize> = if steps[k] > 0 {
-            (lo..hi).step_by(steps[k] as usize).map(|i| i as usize).collect()
+            (lo..hi)
+                .step_by(steps[k] as usize)
+                .map(|i| i as usize)
+                .collect()
         } else {
             let mut v = vec![];
             let mut i = lo;
@@ -183,7 +228,9 @@ fn indices(t: &Tensor, dim: usize) -> Res<Vec<usize>> {
             if (0..dim as i64).contains(&j) {
                 Ok(j as usize)
             } else {
-                Err(format!("index {i} is out of bounds for a dim of size {dim}"))
+                Err(format!(
+                    "index {i} is out of bounds for a dim of size {dim}"
+                ))
             }
         })
         .collect()
@@ -192,7 +239,12 @@ fn indices(t: &Tensor, dim: usize) -> Res<Vec<usize>> {
 fn gather(axis: i64, x: &Tensor, idx: &Tensor) -> Res<Tensor> {
     let axis = norm_axis(axis, x.shape().len())?;
     let flat = indices(idx, x.shape()[axis])?;
-    let shape: Vec<usize> = x.shape()[..axis].iter().chain(idx.shape()).chain(&x.shape()[axis + 1..]).copied().collect();
+    let shape: Vec<usize> = x.shape()[..axis]
+        .iter()
+        .chain(idx.shape())
+        .chain(&x.shape()[axis + 1..])
+        .copied()
+        .collect();
     crate::map_array!(x, v => v.select(Axis(axis), &flat)).reshape(&shape)
 }
 
@@ -228,8 +280,13 @@ fn gather_elements(axis: i64, x: &Tensor, idx: &Tensor) -> Res<Tensor> {
 fn gather_nd(batch_dims: usize, x: &Tensor, idx: &Tensor) -> Res<Tensor> {
     let (xs, is) = (x.shape(), idx.shape());
     let last = *is.last().ok_or("indices must have rank at least 1")?;
-    if batch_dims + last > xs.len() || batch_dims >= is.len() || xs[..batch_dims] != is[..batch_dims] {
-        return Err(format!("indices {is:?} do not fit data {xs:?} with batch_dims {batch_dims}"));
+    if batch_dims + last > xs.len()
+        || batch_dims >= is.len()
+        || xs[..batch_dims] != is[..batch_dims]
+    {
+        return Err(format!(
+            "indices {is:?} do not fit data {xs:?} with batch_dims {batch_dims}"
+        ));
     }
     let slice_shape = &xs[batch_dims + last..];
     let slice_len: usize = slice_shape.iter().product();
@@ -237,7 +294,11 @@ fn gather_nd(batch_dims: usize, x: &Tensor, idx: &Tensor) -> Res<Tensor> {
     let per_batch_x: usize = xs[batch_dims..].iter().product();
     let tuples_per_batch: usize = is[batch_dims..is.len() - 1].iter().product();
     let ivals = idx.to_i64_vec();
-    let out_shape: Vec<usize> = is[..is.len() - 1].iter().chain(slice_shape).copied().collect();
+    let out_shape: Vec<usize> = is[..is.len() - 1]
+        .iter()
+        .chain(slice_shape)
+        .copied()
+        .collect();
     with_dtype!(x.dtype(), T => {
         let data: Vec<T> = T::view(x).expect("dtype matched").iter().copied().collect();
         let mut out = Vec::with_capacity(batch * tuples_per_batch * slice_len);
@@ -277,7 +338,9 @@ fn tile(x: &Tensor, repeats: &Tensor) -> Res<Tensor> {
 
 fn trilu(upper: bool, inputs: &[Option<&Tensor>]) -> Res<Tensor> {
     let x = input(inputs, 0)?;
-    let k = opt_input(inputs, 1).map(|t| t.to_i64_vec().first().copied().unwrap_or(0)).unwrap_or(0);
+    let k = opt_input(inputs, 1)
+        .map(|t| t.to_i64_vec().first().copied().unwrap_or(0))
+        .unwrap_or(0);
     let rank = x.shape().len();
     if rank < 2 {
         return Err("Trilu needs rank at least 2".into());
@@ -312,11 +375,18 @@ fn range(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
         let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
         return Ok(Tensor::from_vec(&[n], v)?.cast(dtype));
     }
-    let (s, l, d) = (s.to_f64_array()[[]], l.to_f64_array()[[]], d.to_f64_array()[[]]);
+    let (s, l, d) = (
+        s.to_f64_array()[[]],
+        l.to_f64_array()[[]],
+        d.to_f64_array()[[]],
+    );
     if d == 0.0 {
         return Err("delta cannot be 0".into());
     }
     let n = ((l - s) / d).ceil().max(0.0) as usize;
     let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
-    Ok(Tensor::from_f64_array(dtype, ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("length n")))
+    Ok(Tensor::from_f64_array(
+        dtype,
+        ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("length n"),
+    ))
 }

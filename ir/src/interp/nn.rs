@@ -26,7 +26,10 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         SkipSimplifiedLayerNormalization => skip_layer_norm(inputs, a.float("epsilon")?, false),
         Attention => attention(op, inputs),
         RotaryEmbedding => rotary_embedding(op, inputs),
-        _ => Err(format!("{} is not a normalisation or attention op", op.kind)),
+        _ => Err(format!(
+            "{} is not a normalisation or attention op",
+            op.kind
+        )),
     }
 }
 
@@ -69,7 +72,13 @@ struct Param {
 
 impl Param {
     fn new(p: &ArrayD<f32>, x_shape: &[usize], axis: usize, what: &str) -> Res<Param> {
-        let err = || format!("{what} of shape {:?} does not broadcast to {:?}", p.shape(), x_shape);
+        let err = || {
+            format!(
+                "{what} of shape {:?} does not broadcast to {:?}",
+                p.shape(),
+                x_shape
+            )
+        };
         let inner = &x_shape[axis..];
         let lead = p.ndim().saturating_sub(inner.len());
         if p.ndim() <= x_shape.len() && p.shape()[..lead].iter().all(|&d| d == 1) {
@@ -77,11 +86,27 @@ impl Param {
             for _ in 0..lead {
                 v = v.index_axis_move(Axis(0), 0);
             }
-            let data = v.broadcast(IxDyn(inner)).ok_or_else(err)?.iter().copied().collect();
-            return Ok(Param { data, row_stride: 0 });
+            let data = v
+                .broadcast(IxDyn(inner))
+                .ok_or_else(err)?
+                .iter()
+                .copied()
+                .collect();
+            return Ok(Param {
+                data,
+                row_stride: 0,
+            });
         }
-        let data = p.broadcast(IxDyn(x_shape)).ok_or_else(err)?.iter().copied().collect();
-        Ok(Param { data, row_stride: inner.iter().product() })
+        let data = p
+            .broadcast(IxDyn(x_shape))
+            .ok_or_else(err)?
+            .iter()
+            .copied()
+            .collect();
+        Ok(Param {
+            data,
+            row_stride: inner.iter().product(),
+        })
     }
 
     fn at(&self, row: usize, col: usize) -> f64 {
@@ -100,12 +125,27 @@ struct Normalized {
 /// `y = (x - mean) * inv_std * scale + bias` with `inv_std = 1 / sqrt(var + eps)` (LayerNorm),
 /// or, when `center` is false, `y = x * inv_std * scale + bias` with
 /// `inv_std = 1 / sqrt(mean(x^2) + eps)` (RMSNorm; `mean` is then all zeros).
-fn normalize(x: &[f32], cols: usize, center: bool, eps: f32, scale: &Param, bias: Option<&Param>) -> Normalized {
+fn normalize(
+    x: &[f32],
+    cols: usize,
+    center: bool,
+    eps: f32,
+    scale: &Param,
+    bias: Option<&Param>,
+) -> Normalized {
     let rows = if cols == 0 { 0 } else { x.len() / cols };
-    let mut out = Normalized { y: Vec::with_capacity(x.len()), mean: vec![], inv_std: vec![] };
+    let mut out = Normalized {
+        y: Vec::with_capacity(x.len()),
+        mean: vec![],
+        inv_std: vec![],
+    };
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
-        let mean = if center { row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64 } else { 0.0 };
+        let mean = if center {
+            row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64
+        } else {
+            0.0
+        };
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
         let inv_std = 1.0 / (var + eps as f64).sqrt();
         out.y.extend(row.iter().enumerate().map(|(c, &v)| {
@@ -135,12 +175,23 @@ fn layer_norm(inputs: &[Option<&Tensor>], axis: i64, eps: f32, center: bool) -> 
         _ => None,
     };
     let data: Vec<f32> = x.iter().copied().collect();
-    let n = normalize(&data, shape[axis..].iter().product(), center, eps, &scale, bias.as_ref());
+    let n = normalize(
+        &data,
+        shape[axis..].iter().product(),
+        center,
+        eps,
+        &scale,
+        bias.as_ref(),
+    );
     let mut stat_shape = shape.clone();
     stat_shape[axis..].fill(1);
     let y = from_f32(dtype, array(&shape, n.y)?);
     let inv_std = Tensor::F32(array(&stat_shape, n.inv_std)?);
-    Ok(if center { vec![y, Tensor::F32(array(&stat_shape, n.mean)?), inv_std] } else { vec![y, inv_std] })
+    Ok(if center {
+        vec![y, Tensor::F32(array(&stat_shape, n.mean)?), inv_std]
+    } else {
+        vec![y, inv_std]
+    })
 }
 
 /// onnxruntime's SkipLayerNormalization (`center`; inputs input, skip, gamma, beta?, bias?) and
@@ -156,16 +207,24 @@ fn skip_layer_norm(inputs: &[Option<&Tensor>], eps: f32, center: bool) -> Res<Ve
     let shape = x.shape().to_vec();
     let axis = shape.len() - 1;
     let skip = float_input(inputs, 1)?;
-    let skip = skip
-        .broadcast(IxDyn(&shape))
-        .ok_or_else(|| format!("skip of shape {:?} does not broadcast to {:?}", skip.shape(), shape))?;
+    let skip = skip.broadcast(IxDyn(&shape)).ok_or_else(|| {
+        format!(
+            "skip of shape {:?} does not broadcast to {:?}",
+            skip.shape(),
+            shape
+        )
+    })?;
     let mut sum = x + &skip;
     let (beta_idx, bias_idx) = if center { (Some(3), 4) } else { (None, 3) };
     if opt_input(inputs, bias_idx).is_some() {
         let bias = float_input(inputs, bias_idx)?;
-        let bias = bias
-            .broadcast(IxDyn(&shape))
-            .ok_or_else(|| format!("bias of shape {:?} does not broadcast to {:?}", bias.shape(), shape))?;
+        let bias = bias.broadcast(IxDyn(&shape)).ok_or_else(|| {
+            format!(
+                "bias of shape {:?} does not broadcast to {:?}",
+                bias.shape(),
+                shape
+            )
+        })?;
         sum += &bias;
     }
     let gamma = Param::new(&float_input(inputs, 2)?, &shape, axis, "gamma")?;
@@ -207,16 +266,31 @@ impl Heads {
             (&[b, h, n, e], _) => [b, h, n, e],
             (&[b, n, hidden], Some(h)) => {
                 if h == 0 || hidden % h != 0 {
-                    return Err(format!("{what} hidden size {hidden} is not a multiple of {h} heads"));
+                    return Err(format!(
+                        "{what} hidden size {hidden} is not a multiple of {h} heads"
+                    ));
                 }
                 let e = hidden / h;
-                let x4 = x.to_shape(IxDyn(&[b, n, h, e])).map_err(|e| e.to_string())?;
-                let data = x4.view().permuted_axes(IxDyn(&[0, 2, 1, 3])).iter().map(|&v| v as f64).collect();
-                return Ok(Heads { data, dims: [b, h, n, e] });
+                let x4 = x
+                    .to_shape(IxDyn(&[b, n, h, e]))
+                    .map_err(|e| e.to_string())?;
+                let data = x4
+                    .view()
+                    .permuted_axes(IxDyn(&[0, 2, 1, 3]))
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                return Ok(Heads {
+                    data,
+                    dims: [b, h, n, e],
+                });
             }
             _ => return Err(format!("{what} has shape {s:?}; expected rank 3 or 4")),
         };
-        Ok(Heads { data: x.iter().map(|&v| v as f64).collect(), dims })
+        Ok(Heads {
+            data: x.iter().map(|&v| v as f64).collect(),
+            dims,
+        })
     }
 
     /// Row `(b, h, n)`: one head vector.
@@ -231,7 +305,10 @@ impl Heads {
         let Some(past) = past else { return Ok(self) };
         let ([b, h, n, e], [pb, ph, pn, pe]) = (self.dims, past.dims);
         if (b, h, e) != (pb, ph, pe) {
-            return Err(format!("past_{what} has shape {:?} but {what} has {:?}", past.dims, self.dims));
+            return Err(format!(
+                "past_{what} has shape {:?} but {what} has {:?}",
+                past.dims, self.dims
+            ));
         }
         let mut data = Vec::with_capacity(past.data.len() + self.data.len());
         for bi in 0..b {
@@ -244,12 +321,21 @@ impl Heads {
                 }
             }
         }
-        Ok(Heads { data, dims: [b, h, pn + n, e] })
+        Ok(Heads {
+            data,
+            dims: [b, h, pn + n, e],
+        })
     }
 
     /// Back to a tensor of `dtype` with shape `dims`.
     fn into_tensor(self, dtype: DType) -> Res<Tensor> {
-        Ok(from_f32(dtype, array(&self.dims, self.data.into_iter().map(|v| v as f32).collect())?))
+        Ok(from_f32(
+            dtype,
+            array(
+                &self.dims,
+                self.data.into_iter().map(|v| v as f32).collect(),
+            )?,
+        ))
     }
 }
 
@@ -274,14 +360,21 @@ impl Bias {
         let total = full[3];
         for i in 0..3 {
             if dims[i] != 1 && dims[i] != full[i] {
-                return Err(format!("attn_mask of shape {s:?} does not broadcast to {full:?}"));
+                return Err(format!(
+                    "attn_mask of shape {s:?} does not broadcast to {full:?}"
+                ));
             }
         }
         if dims[3] > total {
-            return Err(format!("attn_mask of shape {s:?} is longer than the {total} keys"));
+            return Err(format!(
+                "attn_mask of shape {s:?} is longer than the {total} keys"
+            ));
         }
         let values: Vec<f64> = match mask {
-            Tensor::Bool(m) => m.iter().map(|&v| if v { 0.0 } else { f64::NEG_INFINITY }).collect(),
+            Tensor::Bool(m) => m
+                .iter()
+                .map(|&v| if v { 0.0 } else { f64::NEG_INFINITY })
+                .collect(),
             other => other.to_f64_array().iter().copied().collect(),
         };
         let (rows, width) = (dims[..3].iter().product::<usize>(), dims[3]);
@@ -290,7 +383,10 @@ impl Bias {
             data.extend_from_slice(&values[r * width..(r + 1) * width]);
             data.resize((r + 1) * total, f64::NEG_INFINITY);
         }
-        Ok(Bias { data, dims: [dims[0], dims[1], dims[2], total] })
+        Ok(Bias {
+            data,
+            dims: [dims[0], dims[1], dims[2], total],
+        })
     }
 
     fn row(&self, b: usize, h: usize, n: usize) -> &[f64] {
@@ -326,8 +422,12 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         return Err("3-D inputs need attributes q_num_heads and kv_num_heads".into());
     }
     let q = Heads::new(&float_input(inputs, 0)?, q_heads, "Q")?;
-    let past_key = opt_input(inputs, 4).map(|_| float_input(inputs, 4)).transpose()?;
-    let past_value = opt_input(inputs, 5).map(|_| float_input(inputs, 5)).transpose()?;
+    let past_key = opt_input(inputs, 4)
+        .map(|_| float_input(inputs, 4))
+        .transpose()?;
+    let past_value = opt_input(inputs, 5)
+        .map(|_| float_input(inputs, 5))
+        .transpose()?;
     if past_key.is_some() != past_value.is_some() {
         return Err("past_key and past_value must be given together".into());
     }
@@ -336,9 +436,13 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         Some(p) => Err(format!("{what} has shape {:?}; expected rank 4", p.shape())),
         None => Ok(None),
     };
-    let past_len = past_key.as_ref().map_or(0, |p| p.shape().get(2).copied().unwrap_or(0));
-    let k = Heads::new(&float_input(inputs, 1)?, kv_heads, "K")?.after(past(past_key, "past_key")?, "key")?;
-    let v = Heads::new(&float_input(inputs, 2)?, kv_heads, "V")?.after(past(past_value, "past_value")?, "value")?;
+    let past_len = past_key
+        .as_ref()
+        .map_or(0, |p| p.shape().get(2).copied().unwrap_or(0));
+    let k = Heads::new(&float_input(inputs, 1)?, kv_heads, "K")?
+        .after(past(past_key, "past_key")?, "key")?;
+    let v = Heads::new(&float_input(inputs, 2)?, kv_heads, "V")?
+        .after(past(past_value, "past_value")?, "value")?;
 
     let [batch, hq, sq, e] = q.dims;
     let [kb, hkv, total, ke] = k.dims;
@@ -350,13 +454,19 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         return Err(format!("Q head size {e} differs from K head size {ke}"));
     }
     if (vh, vn) != (hkv, total) {
-        return Err(format!("V has {vh} heads and {vn} positions but K has {hkv} and {total}"));
+        return Err(format!(
+            "V has {vh} heads and {vn} positions but K has {hkv} and {total}"
+        ));
     }
     if hkv == 0 || hq % hkv != 0 {
-        return Err(format!("{hq} query heads are not a multiple of {hkv} key/value heads"));
+        return Err(format!(
+            "{hq} query heads are not a multiple of {hkv} key/value heads"
+        ));
     }
     if q_heads.is_some_and(|h| h != hq) || kv_heads.is_some_and(|h| h != hkv) {
-        return Err(format!("head attributes do not match the 4-D inputs ({hq} and {hkv} heads)"));
+        return Err(format!(
+            "head attributes do not match the 4-D inputs ({hq} and {hkv} heads)"
+        ));
     }
     let group = hq / hkv;
 
@@ -365,7 +475,9 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         None => 1.0 / (e as f64).sqrt(),
     };
     if scale.is_nan() || scale < 0.0 {
-        return Err(format!("scale {scale} must be non-negative (Q and K are scaled by its square root)"));
+        return Err(format!(
+            "scale {scale} must be non-negative (Q and K are scaled by its square root)"
+        ));
     }
     let root_scale = scale.sqrt();
     let softcap = a.float("softcap")? as f64;
@@ -375,10 +487,17 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         return Err(format!("qk_matmul_output_mode {mode} is not 0, 1, 2 or 3"));
     }
     let full = [batch, hq, sq, total];
-    let mask = opt_input(inputs, 3).map(|m| Bias::new(m, full)).transpose()?;
+    let mask = opt_input(inputs, 3)
+        .map(|m| Bias::new(m, full))
+        .transpose()?;
     let nonpad: Option<Vec<i64>> = match opt_input(inputs, 6) {
         Some(t) if t.dtype().is_int() && t.shape() == [batch] => Some(t.to_i64_vec()),
-        Some(t) => return Err(format!("nonpad_kv_seqlen must be an integer vector of length {batch}, got {:?}", t.shape())),
+        Some(t) => {
+            return Err(format!(
+                "nonpad_kv_seqlen must be an integer vector of length {batch}, got {:?}",
+                t.shape()
+            ))
+        }
         None => None,
     };
 
@@ -394,10 +513,20 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
                 let bias = mask.as_ref().map(|m| m.row(b, h, i));
                 for (j, s) in scores.iter_mut().enumerate() {
                     let krow = k.row(b, kvh, j);
-                    let raw: f64 = qrow.iter().zip(krow).map(|(x, y)| (x * root_scale) * (y * root_scale)).sum();
-                    let capped = if softcap > 0.0 { softcap * (raw / softcap).tanh() } else { raw };
+                    let raw: f64 = qrow
+                        .iter()
+                        .zip(krow)
+                        .map(|(x, y)| (x * root_scale) * (y * root_scale))
+                        .sum();
+                    let capped = if softcap > 0.0 {
+                        softcap * (raw / softcap).tanh()
+                    } else {
+                        raw
+                    };
                     let mut biased = capped + bias.map_or(0.0, |m| m[j]);
-                    if causal && j > i + past_len || nonpad.as_ref().is_some_and(|n| j as i64 >= n[b]) {
+                    if causal && j > i + past_len
+                        || nonpad.as_ref().is_some_and(|n| j as i64 >= n[b])
+                    {
                         biased = f64::NEG_INFINITY;
                     }
                     match mode {
@@ -421,12 +550,23 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
                 if mode == 3 {
                     qk_out.extend(scores.iter().map(|&p| p as f32));
                 }
-                let start = if rank == 4 { ((b * hq + h) * sq + i) * ev } else { ((b * sq + i) * hq + h) * ev };
-                y[start..start + ev].iter_mut().zip(&acc).for_each(|(o, &v)| *o = v as f32);
+                let start = if rank == 4 {
+                    ((b * hq + h) * sq + i) * ev
+                } else {
+                    ((b * sq + i) * hq + h) * ev
+                };
+                y[start..start + ev]
+                    .iter_mut()
+                    .zip(&acc)
+                    .for_each(|(o, &v)| *o = v as f32);
             }
         }
     }
-    let y_shape: Vec<usize> = if rank == 4 { vec![batch, hq, sq, ev] } else { vec![batch, sq, hq * ev] };
+    let y_shape: Vec<usize> = if rank == 4 {
+        vec![batch, hq, sq, ev]
+    } else {
+        vec![batch, sq, hq * ev]
+    };
     Ok(vec![
         from_f32(qt.dtype(), array(&y_shape, y)?),
         k.into_tensor(kt.dtype())?,
@@ -456,16 +596,27 @@ fn rotary_embedding(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
                 None => return Err("3-D input needs attribute num_heads".into()),
             };
             if h <= 0 || hidden % h as usize != 0 {
-                return Err(format!("hidden size {hidden} is not a multiple of num_heads {h}"));
+                return Err(format!(
+                    "hidden size {hidden} is not a multiple of num_heads {h}"
+                ));
             }
             (b, h as usize, s, hidden / h as usize)
         }
-        _ => return Err(format!("input has shape {:?}; expected rank 3 or 4", x.shape())),
+        _ => {
+            return Err(format!(
+                "input has shape {:?}; expected rank 3 or 4",
+                x.shape()
+            ))
+        }
     };
     let rot = match a.int("rotary_embedding_dim")? {
         0 => head_size,
         d if d > 0 && d as usize <= head_size && d % 2 == 0 => d as usize,
-        d => return Err(format!("rotary_embedding_dim {d} must be even and at most the head size {head_size}")),
+        d => {
+            return Err(format!(
+                "rotary_embedding_dim {d} must be even and at most the head size {head_size}"
+            ))
+        }
     };
     if rot % 2 != 0 {
         return Err(format!("head size {head_size} must be even"));
@@ -473,22 +624,43 @@ fn rotary_embedding(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
     let half = rot / 2;
     let (cos, sin) = (float_input(inputs, 1)?, float_input(inputs, 2)?);
     if cos.shape() != sin.shape() {
-        return Err(format!("cos_cache {:?} and sin_cache {:?} differ in shape", cos.shape(), sin.shape()));
+        return Err(format!(
+            "cos_cache {:?} and sin_cache {:?} differ in shape",
+            cos.shape(),
+            sin.shape()
+        ));
     }
     if cos.shape().last() != Some(&half) {
-        return Err(format!("cache shape {:?} must end in rotary_dim / 2 = {half}", cos.shape()));
+        return Err(format!(
+            "cache shape {:?} must end in rotary_dim / 2 = {half}",
+            cos.shape()
+        ));
     }
     let pick = |i: usize, d: usize| if d == 1 { 0 } else { i };
     // The cache row used at (batch b, position s).
     let cache_rows: Vec<usize> = match opt_input(inputs, 3) {
         Some(p) => {
             let (pb, ps) = match *p.shape() {
-                [pb, ps] if p.dtype().is_int() && (pb == 1 || pb == batch) && (ps == 1 || ps == seq) => (pb, ps),
-                _ => return Err(format!("position_ids must be integers of shape [{batch}, {seq}], got {:?}", p.shape())),
+                [pb, ps]
+                    if p.dtype().is_int() && (pb == 1 || pb == batch) && (ps == 1 || ps == seq) =>
+                {
+                    (pb, ps)
+                }
+                _ => {
+                    return Err(format!(
+                        "position_ids must be integers of shape [{batch}, {seq}], got {:?}",
+                        p.shape()
+                    ))
+                }
             };
             let max_pos = match *cos.shape() {
                 [m, _] => m,
-                _ => return Err(format!("with position_ids the caches must be 2-D, got {:?}", cos.shape())),
+                _ => {
+                    return Err(format!(
+                        "with position_ids the caches must be 2-D, got {:?}",
+                        cos.shape()
+                    ))
+                }
             };
             let ids = p.to_i64_vec();
             let mut rows = Vec::with_capacity(batch * seq);
@@ -496,7 +668,9 @@ fn rotary_embedding(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
                 for s in 0..seq {
                     let id = ids[pick(b, pb) * ps + pick(s, ps)];
                     if id < 0 || id as usize >= max_pos {
-                        return Err(format!("position id {id} is out of range for a cache of {max_pos} positions"));
+                        return Err(format!(
+                            "position id {id} is out of range for a cache of {max_pos} positions"
+                        ));
                     }
                     rows.push(id as usize);
                 }
@@ -504,10 +678,15 @@ fn rotary_embedding(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
             rows
         }
         None => match *cos.shape() {
-            [cb, cs, _] if (cb == 1 || cb == batch) && (cs == 1 || cs == seq) => {
-                (0..batch).flat_map(|b| (0..seq).map(move |s| pick(b, cb) * cs + pick(s, cs))).collect()
+            [cb, cs, _] if (cb == 1 || cb == batch) && (cs == 1 || cs == seq) => (0..batch)
+                .flat_map(|b| (0..seq).map(move |s| pick(b, cb) * cs + pick(s, cs)))
+                .collect(),
+            _ => {
+                return Err(format!(
+                    "without position_ids the caches must be [{batch}, {seq}, {half}], got {:?}",
+                    cos.shape()
+                ))
             }
-            _ => return Err(format!("without position_ids the caches must be [{batch}, {seq}, {half}], got {:?}", cos.shape())),
         },
     };
     let cos: Vec<f32> = cos.iter().copied().collect();
@@ -518,9 +697,17 @@ fn rotary_embedding(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         for s in 0..seq {
             let row = cache_rows[b * seq + s] * half;
             for h in 0..heads {
-                let base = if x.ndim() == 4 { ((b * heads + h) * seq + s) * head_size } else { ((b * seq + s) * heads + h) * head_size };
+                let base = if x.ndim() == 4 {
+                    ((b * heads + h) * seq + s) * head_size
+                } else {
+                    ((b * seq + s) * heads + h) * head_size
+                };
                 for k in 0..half {
-                    let (i1, i2) = if interleaved { (base + 2 * k, base + 2 * k + 1) } else { (base + k, base + k + half) };
+                    let (i1, i2) = if interleaved {
+                        (base + 2 * k, base + 2 * k + 1)
+                    } else {
+                        (base + k, base + k + half)
+                    };
                     let (c, sn) = (cos[row + k] as f64, sin[row + k] as f64);
                     let (x1, x2) = (out[i1] as f64, out[i2] as f64);
                     out[i1] = (c * x1 - sn * x2) as f32;
@@ -540,22 +727,85 @@ mod onnx_conformance_tmp {
 
     fn tensor(v: &Value) -> Tensor {
         let dtype: DType = v["dtype"].as_str().unwrap().parse().unwrap();
-        let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap_or_else(|| d.as_str().unwrap().parse().unwrap())).collect();
+        let shape: Vec<usize> = v["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let data: Vec<f64> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                d.as_f64()
+                    .unwrap_or_else(|| d.as_str().unwrap().parse().unwrap())
+            })
+            .collect();
         let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).unwrap();
         Tensor::from_f64_array(dtype, a)
     }
 
     #[test]
     #[ignore]
+    fn timing() {
+        use crate::OpKind;
+        let n = |len: usize| {
+            (0..len)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect::<Vec<f32>>()
+        };
+        let q = Tensor::from_vec(&[1, 128, 384], n(128 * 384)).unwrap();
+        let mut attrs = Attrs::default();
+        attrs.set("q_num_heads", crate::Attr::Int(6));
+        attrs.set("kv_num_heads", crate::Attr::Int(6));
+        attrs.set("is_causal", crate::Attr::Int(1));
+        let op = Op::new(OpKind::Attention, attrs);
+        let t0 = std::time::Instant::now();
+        for _ in 0..6 {
+            eval_op(&op, &[Some(&q), Some(&q), Some(&q)], &Bindings::new()).unwrap();
+        }
+        println!("6 attentions: {:?}", t0.elapsed());
+        let sc = Tensor::from_vec(&[384], n(384)).unwrap();
+        let op = Op::plain(OpKind::LayerNormalization);
+        let t0 = std::time::Instant::now();
+        for _ in 0..12 {
+            eval_op(&op, &[Some(&q), Some(&sc), Some(&sc)], &Bindings::new()).unwrap();
+        }
+        println!("12 layernorms: {:?}", t0.elapsed());
+        let x = Tensor::from_vec(&[1, 6, 128, 128], n(6 * 128 * 128)).unwrap();
+        let op = Op::plain(OpKind::Softmax);
+        let t0 = std::time::Instant::now();
+        for _ in 0..6 {
+            eval_op(&op, &[Some(&x)], &Bindings::new()).unwrap();
+        }
+        println!("6 softmaxes: {:?}", t0.elapsed());
+        let x = Tensor::from_vec(&[1, 128, 1536], n(128 * 1536)).unwrap();
+        let op = Op::plain(OpKind::DynamicQuantizeLinear);
+        let t0 = std::time::Instant::now();
+        for _ in 0..6 {
+            eval_op(&op, &[Some(&x)], &Bindings::new()).unwrap();
+        }
+        println!("6 dynamic quantize 128x1536: {:?}", t0.elapsed());
+    }
+
+    #[test]
+    #[ignore]
     fn onnx_backend_cases() {
-        let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string("/tmp/kiln_conf/cases.json").unwrap()).unwrap();
+        let cases: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string("/tmp/kiln_conf/cases.json").unwrap())
+                .unwrap();
         let mut failures = 0;
         for c in &cases {
             let name = c["name"].as_str().unwrap();
             let attrs: Attrs = serde_json::from_value(c["attrs"].clone()).unwrap();
             let op = Op::new(c["op"].as_str().unwrap().parse().unwrap(), attrs);
-            let ins: Vec<Option<Tensor>> = c["inputs"].as_array().unwrap().iter().map(|v| (!v.is_null()).then(|| tensor(v))).collect();
+            let ins: Vec<Option<Tensor>> = c["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| (!v.is_null()).then(|| tensor(v)))
+                .collect();
             let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
             let got = match eval_op(&op, &refs, &Bindings::new()) {
                 Ok(g) => g,
@@ -573,14 +823,30 @@ mod onnx_conformance_tmp {
                 let want = tensor(want);
                 let g = &got[k];
                 if g.dtype() != want.dtype() || g.shape() != want.shape() {
-                    println!("FAIL {name} out {k}: {} {:?} vs {} {:?}", g.dtype(), g.shape(), want.dtype(), want.shape());
+                    println!(
+                        "FAIL {name} out {k}: {} {:?} vs {} {:?}",
+                        g.dtype(),
+                        g.shape(),
+                        want.dtype(),
+                        want.shape()
+                    );
                     ok = false;
                     continue;
                 }
                 let (gv, wv) = (g.to_f64_array(), want.to_f64_array());
                 let mut worst = 0.0f64;
                 for (a, b) in gv.iter().zip(wv.iter()) {
-                    let bad = if a.is_nan() || b.is_nan() { if a.is_nan() == b.is_nan() { 0.0 } else { f64::INFINITY } } else if a == b { 0.0 } else { (a - b).abs() / (1e-5 + 1e-3 * b.abs()) };
+                    let bad = if a.is_nan() || b.is_nan() {
+                        if a.is_nan() == b.is_nan() {
+                            0.0
+                        } else {
+                            f64::INFINITY
+                        }
+                    } else if a == b {
+                        0.0
+                    } else {
+                        (a - b).abs() / (1e-5 + 1e-3 * b.abs())
+                    };
                     worst = worst.max(bad);
                 }
                 if worst > 1.0 {
@@ -595,5 +861,1059 @@ mod onnx_conformance_tmp {
             }
         }
         assert_eq!(failures, 0, "{failures} of {} cases failed", cases.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attr, Attrs};
+    use half::f16;
+
+    fn op(kind: OpKind, attrs: &[(&str, Attr)]) -> Op {
+        Op::new(
+            kind,
+            Attrs(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
+        )
+    }
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::from_vec(shape, data.to_vec()).unwrap()
+    }
+
+    fn vals(t: &Tensor) -> Vec<f32> {
+        t.to_f32_array().iter().copied().collect()
+    }
+
+    /// Deterministic pseudo-random values in [-2, 2).
+    fn pseudo(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn assert_close(got: &Tensor, want: &[f32], tol: f32) {
+        let g = vals(got);
+        assert_eq!(g.len(), want.len(), "length: got {g:?}");
+        for (i, (a, b)) in g.iter().zip(want).enumerate() {
+            let ok = a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= tol * (1.0 + b.abs());
+            assert!(
+                ok,
+                "element {i}: got {a}, want {b}\ngot  {g:?}\nwant {want:?}"
+            );
+        }
+    }
+
+    fn run(op: &Op, inputs: &[Option<&Tensor>]) -> Vec<Tensor> {
+        eval(op, inputs).unwrap()
+    }
+
+    // ---- Softmax
+
+    #[test]
+    fn softmax_matches_onnx_reference() {
+        let x = t(&[2, 3], &[0.5, -1.25, 2.0, 3.0, 0.0, -0.75]);
+        let axis0 = op(OpKind::Softmax, &[("axis", Attr::Int(0))]);
+        assert_close(
+            &run(&axis0, &[Some(&x)])[0],
+            &[
+                0.07585818,
+                0.22270013,
+                0.93991333,
+                0.9241418,
+                0.7772999,
+                0.060086653,
+            ],
+            1e-6,
+        );
+        let last = op(OpKind::Softmax, &[]);
+        assert_close(
+            &run(&last, &[Some(&x)])[0],
+            &[
+                0.17682017,
+                0.03072674,
+                0.7924531,
+                0.93170184,
+                0.0463867,
+                0.021911526,
+            ],
+            1e-6,
+        );
+        let log = op(OpKind::LogSoftmax, &[]);
+        assert_close(
+            &run(&log, &[Some(&x)])[0],
+            &[
+                -1.732622,
+                -3.482622,
+                -0.23262194,
+                -0.07074243,
+                -3.0707426,
+                -3.8207426,
+            ],
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn softmax_lanes_sum_to_one_on_every_axis() {
+        let x = t(&[2, 3, 4], &pseudo(24, 1));
+        for axis in -3..3 {
+            let y = &run(
+                &op(OpKind::Softmax, &[("axis", Attr::Int(axis))]),
+                &[Some(&x)],
+            )[0];
+            let sums = y.to_f32_array().sum_axis(Axis(norm_axis(axis, 3).unwrap()));
+            assert!(
+                sums.iter().all(|s| (s - 1.0).abs() < 1e-6),
+                "axis {axis}: {sums:?}"
+            );
+            let ly = &run(
+                &op(OpKind::LogSoftmax, &[("axis", Attr::Int(axis))]),
+                &[Some(&x)],
+            )[0];
+            assert_close(
+                &Tensor::F32(ly.to_f32_array().mapv(f32::exp)),
+                &vals(y),
+                1e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn softmax_is_stable_for_large_inputs() {
+        let x = t(&[3], &[1000.0, 1001.0, 1002.0]);
+        assert_close(
+            &run(&op(OpKind::Softmax, &[]), &[Some(&x)])[0],
+            &[0.09003057, 0.24472847, 0.66524096],
+            1e-6,
+        );
+        assert_close(
+            &run(&op(OpKind::LogSoftmax, &[]), &[Some(&x)])[0],
+            &[-2.407606, -1.4076059, -0.4076059],
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn softmax_keeps_dtype_and_rejects_bad_axes() {
+        let x = Tensor::F32(ndarray::arr1(&[1.0f32, 2.0]).into_dyn()).cast(DType::F16);
+        let y = &run(&op(OpKind::Softmax, &[]), &[Some(&x)])[0];
+        assert_eq!(y.dtype(), DType::F16);
+        assert!(eval(&op(OpKind::Softmax, &[("axis", Attr::Int(1))]), &[Some(&x)]).is_err());
+        assert!(eval(&op(OpKind::Softmax, &[]), &[Some(&Tensor::scalar(1.0f32))]).is_err());
+        assert!(eval(
+            &op(OpKind::Softmax, &[]),
+            &[Some(&Tensor::scalar(1i64).reshape(&[1]).unwrap())]
+        )
+        .is_err());
+    }
+
+    // ---- Normalisations
+
+    const LN_X: [f32; 12] = [
+        0.5, -1.25, 2.0, 3.0, 0.0, -0.75, 1.5, 2.5, -0.5, 0.25, -2.0, 1.0,
+    ];
+
+    #[test]
+    fn layer_norm_matches_onnx_reference() {
+        // Axis 1 of a rank-3 input, with a 2-D scale and bias.
+        let x = t(&[2, 2, 3], &LN_X);
+        let scale = t(&[2, 3], &[1.0, 0.5, -1.0, 2.0, 1.5, 0.25]);
+        let bias = t(&[2, 3], &[0.1, -0.2, 0.3, 0.0, 0.5, -0.5]);
+        let ln = op(OpKind::LayerNormalization, &[("axis", Attr::Int(1))]);
+        let out = run(&ln, &[Some(&x), Some(&scale), Some(&bias)]);
+        assert_eq!(out.len(), 3);
+        let y = [
+            0.044098444,
+            -0.81491727,
+            -0.6503268,
+            3.2422912,
+            -0.086966515,
+            -0.72360629,
+            0.82018727,
+            0.50578356,
+            0.96257234,
+            -0.28807491,
+            -2.0494628,
+            -0.40637565,
+        ];
+        assert_close(&out[0], &y, 1e-5);
+        assert_eq!(
+            (out[1].dtype(), out[1].shape()),
+            (DType::F32, &[2, 1, 1][..])
+        );
+        assert_eq!(
+            (out[2].dtype(), out[2].shape()),
+            (DType::F32, &[2, 1, 1][..])
+        );
+        assert_close(&out[1], &[0.5833333, 0.45833334], 1e-6);
+        assert_close(&out[2], &[0.67081887, 0.6913798], 1e-6);
+    }
+
+    #[test]
+    fn layer_norm_standardises_rows() {
+        let x = t(
+            &[4, 16],
+            &pseudo(64, 2)
+                .iter()
+                .map(|v| v * 3.0 + 1.0)
+                .collect::<Vec<_>>(),
+        );
+        let ones = t(&[16], &[1.0; 16]);
+        let out = run(
+            &op(OpKind::LayerNormalization, &[("epsilon", Attr::Float(0.0))]),
+            &[Some(&x), Some(&ones)],
+        );
+        for row in out[0].to_f32_array().rows() {
+            let mean = row.mean().unwrap();
+            let var = row.mapv(|v| (v - mean) * (v - mean)).mean().unwrap();
+            assert!(
+                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+                "mean {mean} var {var}"
+            );
+        }
+        // Y = (X - Mean) * InvStdDev.
+        let (xa, mean, inv) = (
+            x.to_f32_array(),
+            out[1].to_f32_array(),
+            out[2].to_f32_array(),
+        );
+        let y = (&xa - &mean) * &inv;
+        assert_close(&out[0], &y.iter().copied().collect::<Vec<_>>(), 1e-5);
+    }
+
+    #[test]
+    fn layer_norm_f16_rounds_y_but_not_statistics() {
+        let x = t(&[2, 3], &LN_X[..6]).cast(DType::F16);
+        let scale = t(&[3], &[1.0, 1.0, 1.0]).cast(DType::F16);
+        let out = run(
+            &op(OpKind::LayerNormalization, &[]),
+            &[Some(&x), Some(&scale)],
+        );
+        assert_eq!(out[0].dtype(), DType::F16);
+        assert_eq!(out[1].dtype(), DType::F32);
+        // The f16 result is the f32 computation (on the same f16 inputs) rounded once.
+        let wide = run(
+            &op(OpKind::LayerNormalization, &[]),
+            &[Some(&x.cast(DType::F32)), Some(&scale.cast(DType::F32))],
+        );
+        let Tensor::F16(y) = &out[0] else {
+            unreachable!()
+        };
+        let rounded: Vec<f16> = wide[0]
+            .to_f32_array()
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), rounded);
+        assert_eq!(out[1], wide[1]);
+        assert_eq!(out[2], wide[2]);
+    }
+
+    #[test]
+    fn rms_norm_matches_onnx_reference() {
+        let x = t(&[2, 2, 3], &LN_X);
+        let scale = t(&[3], &[1.0, 0.5, -1.0]);
+        let y = [
+            0.3592097,
+            -0.4490121,
+            -1.4368387,
+            1.6803335,
+            0.0,
+            0.42008337,
+            0.8783085,
+            0.7319238,
+            0.29276952,
+            0.19244951,
+            -0.76979804,
+            -0.76979804,
+        ];
+        for kind in [
+            OpKind::RMSNormalization,
+            OpKind::SimplifiedLayerNormalization,
+        ] {
+            let out = run(&op(kind, &[]), &[Some(&x), Some(&scale)]);
+            assert_close(&out[0], &y, 1e-5);
+            assert_eq!(
+                (out[1].dtype(), out[1].shape()),
+                (DType::F32, &[2, 2, 1][..])
+            );
+        }
+    }
+
+    #[test]
+    fn rms_norm_over_several_axes_gives_unit_mean_square() {
+        let x = t(&[2, 3, 4], &pseudo(24, 3));
+        let out = run(
+            &op(
+                OpKind::RMSNormalization,
+                &[("axis", Attr::Int(1)), ("epsilon", Attr::Float(0.0))],
+            ),
+            &[Some(&x), Some(&Tensor::scalar(1.0f32))],
+        );
+        assert_eq!(out[1].shape(), &[2, 1, 1]);
+        for b in 0..2 {
+            let ms = out[0]
+                .to_f32_array()
+                .index_axis(Axis(0), b)
+                .mapv(|v| v * v)
+                .mean()
+                .unwrap();
+            assert!((ms - 1.0).abs() < 1e-5, "{ms}");
+        }
+    }
+
+    #[test]
+    fn normalisation_rejects_bad_shapes() {
+        let x = t(&[2, 3], &LN_X[..6]);
+        let ln = op(OpKind::LayerNormalization, &[]);
+        assert!(eval(&ln, &[Some(&x), Some(&t(&[2], &[1.0, 1.0]))]).is_err());
+        assert!(eval(&ln, &[Some(&x), Some(&t(&[1, 1, 3], &[1.0; 3]))]).is_err());
+        assert!(eval(
+            &op(OpKind::LayerNormalization, &[("axis", Attr::Int(2))]),
+            &[Some(&x), Some(&t(&[3], &[1.0; 3]))]
+        )
+        .is_err());
+        assert!(eval(&ln, &[Some(&x)]).is_err());
+        let ints = Tensor::from_vec(&[3], vec![1i64, 2, 3]).unwrap();
+        assert!(eval(&ln, &[Some(&ints), Some(&t(&[3], &[1.0; 3]))]).is_err());
+    }
+
+    #[test]
+    fn skip_layer_norm_matches_layer_norm_of_the_sum() {
+        let x = t(&[1, 2, 3], &[0.5, -1.25, 2.0, 3.0, 0.0, -0.75]);
+        let skip = t(&[2, 3], &[0.25, 0.5, -1.0, 1.0, -2.0, 0.5]);
+        let gamma = t(&[3], &[1.0, 0.5, -1.0]);
+        let beta = t(&[3], &[0.1, -0.2, 0.3]);
+        let bias = t(&[3], &[0.0, 0.25, -0.5]);
+        let skip_ln = op(
+            OpKind::SkipLayerNormalization,
+            &[("epsilon", Attr::Float(1e-5))],
+        );
+        let out = run(
+            &skip_ln,
+            &[
+                Some(&x),
+                Some(&skip),
+                Some(&gamma),
+                Some(&beta),
+                Some(&bias),
+            ],
+        );
+        assert_eq!(out.len(), 4);
+        assert_close(
+            &out[0],
+            &[
+                1.0258042,
+                -0.89435315,
+                -0.16290209,
+                1.4953554,
+                -0.6485071,
+                0.7983412,
+            ],
+            1e-5,
+        );
+        assert_close(&out[1], &[0.25, 0.5], 1e-6);
+        assert_close(&out[2], &[1.8516084, 0.39867297], 1e-6);
+        assert_close(&out[3], &[0.75, -0.5, 0.5, 4.0, -1.75, -0.75], 0.0);
+        assert_eq!(out[1].shape(), &[1, 2, 1]);
+        assert_eq!(out[3].shape(), &[1, 2, 3]);
+
+        let simplified = op(
+            OpKind::SkipSimplifiedLayerNormalization,
+            &[("epsilon", Attr::Float(1e-5))],
+        );
+        let out = run(
+            &simplified,
+            &[Some(&x), Some(&skip), Some(&gamma), Some(&bias)],
+        );
+        assert_close(
+            &out[0],
+            &[
+                1.2602342,
+                -0.42007807,
+                -0.84015614,
+                1.5639234,
+                -0.34210825,
+                0.29323563,
+            ],
+            1e-5,
+        );
+        assert_close(&out[1], &[0.0, 0.0], 0.0);
+        assert_close(&out[2], &[1.6803124, 0.39098084], 1e-6);
+        assert_close(&out[3], &[0.75, -0.5, 0.5, 4.0, -1.75, -0.75], 0.0);
+
+        // Without bias and beta the sum is just input + skip.
+        let out = run(&skip_ln, &[Some(&x), Some(&skip), Some(&gamma)]);
+        assert_close(&out[3], &[0.75, -0.75, 1.0, 4.0, -2.0, -0.25], 0.0);
+        assert!(eval(
+            &skip_ln,
+            &[Some(&x), Some(&t(&[3, 3], &[0.0; 9])), Some(&gamma)]
+        )
+        .is_err());
+        assert!(eval(
+            &skip_ln,
+            &[Some(&x), Some(&skip), Some(&t(&[2], &[1.0; 2]))]
+        )
+        .is_err());
+    }
+
+    // ---- Attention
+
+    fn attention_op(attrs: &[(&str, Attr)]) -> Op {
+        op(OpKind::Attention, attrs)
+    }
+
+    /// `[b, h, s, e]` -> `[b, s, h * e]`.
+    fn to_3d(x: &Tensor) -> Tensor {
+        let a = x.to_f32_array();
+        let &[b, h, s, e] = a.shape() else { panic!() };
+        let v: Vec<f32> = a
+            .view()
+            .permuted_axes(IxDyn(&[0, 2, 1, 3]))
+            .iter()
+            .copied()
+            .collect();
+        t(&[b, s, h * e], &v)
+    }
+
+    /// Repeats each head of `[b, h, s, e]` `reps` times: `[h0, h0, h1, h1, ...]`.
+    fn repeat_heads(x: &Tensor, reps: usize) -> Tensor {
+        let a = x.to_f32_array();
+        let &[b, h, s, e] = a.shape() else { panic!() };
+        let mut v = vec![];
+        for bi in 0..b {
+            for hi in 0..h {
+                for _ in 0..reps {
+                    v.extend(a.slice(ndarray::s![bi, hi, .., ..]).iter().copied());
+                }
+            }
+        }
+        t(&[b, h * reps, s, e], &v)
+    }
+
+    fn rows(x: &Tensor, n: usize) -> Vec<Vec<f32>> {
+        vals(x).chunks(n).map(|c| c.to_vec()).collect()
+    }
+
+    #[test]
+    fn attention_matches_onnx_reference_with_float_mask() {
+        let q = t(
+            &[1, 2, 3, 4],
+            &[
+                0.13, -0.13, 0.64, 0.1, -0.54, 0.36, 1.3, 0.95, -0.7, -1.27, -0.62, 0.04, -2.33,
+                -0.22, -1.25, -0.73, -0.54, -0.32, 0.41, 1.04, -0.13, 1.37, -0.67, 0.35,
+            ],
+        );
+        let k = t(
+            &[1, 2, 4, 4],
+            &[
+                0.9, 0.09, -0.74, -0.92, -0.46, 0.22, -1.01, -0.21, -0.16, 0.54, 0.21, 0.36, -0.65,
+                -0.13, 0.78, 1.49, -1.26, 1.51, 1.35, 0.78, 0.26, -0.31, 1.46, 1.96, 1.8, 1.32,
+                0.36, -1.21, 0.0, 0.66, -1.29, 0.4,
+            ],
+        );
+        let v = t(
+            &[1, 2, 4, 2],
+            &[
+                0.43, 0.7, -1.18, -0.66, -0.44, -1.17, 1.74, -0.5, 0.33, -0.26, 1.58, 1.32, 0.63,
+                -2.2, 0.05, 0.68,
+            ],
+        );
+        let mask = t(
+            &[3, 4],
+            &[
+                0.0,
+                0.0,
+                -1.0,
+                0.0,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0,
+                0.0,
+                0.5,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        );
+        let out = run(
+            &attention_op(&[]),
+            &[Some(&q), Some(&k), Some(&v), Some(&mask)],
+        );
+        assert_eq!(out.len(), 4);
+        let y = [
+            0.52842623,
+            -0.3164647,
+            1.0805928,
+            -0.61481005,
+            0.12360822,
+            -0.28575635,
+            0.23532371,
+            0.31557426,
+            0.28409731,
+            -0.18619865,
+            0.40086171,
+            -0.20500679,
+        ];
+        assert_close(&out[0], &y, 1e-5);
+        assert_eq!(out[0].shape(), &[1, 2, 3, 2]);
+        let qk = [
+            -0.23015, -0.3779, 0.0397, 0.2903, -1.1448, -0.59245, 0.4479, 1.36685, -0.16115,
+            0.3302, -0.3448, 0.09805, 0.17335, -1.8967, -2.02555, 0.58765, 0.78095, 1.2979,
+            -1.2526, -0.16205, 0.8005, -0.37535, 0.45485, 0.95425,
+        ];
+        assert_close(&out[3], &qk, 1e-5);
+        // Without past, present_key / present_value are K and V.
+        assert_eq!(out[1], k);
+        assert_eq!(out[2], v);
+    }
+
+    #[test]
+    fn attention_matches_onnx_reference_3d_gqa_past_causal_softcap() {
+        let q = t(
+            &[1, 2, 4],
+            &[1.0, -0.62, 1.82, -1.32, -0.66, 0.94, 0.05, 2.0],
+        );
+        let k = t(&[1, 2, 2], &[0.19, -0.63, -0.38, -1.09]);
+        let v = t(&[1, 2, 3], &[-1.28, 0.63, 0.58, 1.29, -0.75, 1.69]);
+        let past_k = t(&[1, 1, 1, 2], &[-0.29, 1.57]);
+        let past_v = t(&[1, 1, 1, 3], &[-0.43, -0.74, 0.25]);
+        let attrs = [
+            ("is_causal", Attr::Int(1)),
+            ("q_num_heads", Attr::Int(2)),
+            ("kv_num_heads", Attr::Int(1)),
+            ("scale", Attr::Float(0.8)),
+            ("softcap", Attr::Float(1.5)),
+            ("qk_matmul_output_mode", Attr::Int(2)),
+        ];
+        let out = run(
+            &attention_op(&attrs),
+            &[
+                Some(&q),
+                Some(&k),
+                Some(&v),
+                None,
+                Some(&past_k),
+                Some(&past_v),
+            ],
+        );
+        let y = [
+            -1.1024122,
+            0.3437703,
+            0.51105416,
+            -1.1920027,
+            0.48816904,
+            0.54583633,
+            -0.31476334,
+            -0.54525572,
+            0.49559101,
+            -0.3996087,
+            -0.62028712,
+            0.36692739,
+        ];
+        assert_close(&out[0], &y, 1e-5);
+        assert_eq!(out[0].shape(), &[1, 2, 6]);
+        assert_close(&out[1], &[-0.29, 1.57, 0.19, -0.63, -0.38, -1.09], 0.0);
+        assert_eq!(out[1].shape(), &[1, 1, 3, 2]);
+        assert_close(
+            &out[2],
+            &[-0.43, -0.74, 0.25, -1.28, 0.63, 0.58, 1.29, -0.75, 1.69],
+            0.0,
+        );
+        let ninf = f32::NEG_INFINITY;
+        let qk = [
+            -0.88122404,
+            0.45018256,
+            ninf,
+            1.0664778,
+            -0.54760098,
+            -0.5861358,
+            -1.3236885,
+            0.8349551,
+            ninf,
+            1.3967175,
+            -0.87443852,
+            -1.2377516,
+        ];
+        assert_close(&out[3], &qk, 1e-5);
+        assert_eq!(out[3].shape(), &[1, 2, 2, 3]);
+    }
+
+    #[test]
+    fn attention_with_one_key_returns_v() {
+        let q = t(&[2, 3, 4, 5], &pseudo(120, 4));
+        let k = t(&[2, 3, 1, 5], &pseudo(30, 5));
+        let v = t(&[2, 3, 1, 2], &pseudo(12, 6));
+        let y = &run(&attention_op(&[]), &[Some(&q), Some(&k), Some(&v)])[0];
+        let want: Vec<f32> = vals(&v).chunks(2).flat_map(|row| row.repeat(4)).collect();
+        assert_close(y, &want, 1e-6);
+    }
+
+    #[test]
+    fn causal_attention_only_sees_earlier_positions() {
+        let q = t(&[1, 2, 4, 3], &pseudo(24, 7));
+        let k = t(&[1, 2, 4, 3], &pseudo(24, 8));
+        let v = t(&[1, 2, 4, 3], &pseudo(24, 9));
+        let causal = attention_op(&[("is_causal", Attr::Int(1))]);
+        let y = &run(&causal, &[Some(&q), Some(&k), Some(&v)])[0];
+        // Position 0 attends only to key 0.
+        let (yr, vr) = (rows(y, 3), rows(&v, 3));
+        assert_close(&t(&[3], &yr[0]), &vr[0], 1e-6);
+        assert_close(&t(&[3], &yr[4]), &vr[4], 1e-6);
+        // Changing the last key and value changes nothing before the last position.
+        let mut k2 = vals(&k);
+        let mut v2 = vals(&v);
+        for h in 0..2 {
+            for i in 9..12 {
+                k2[h * 12 + i] += 5.0;
+                v2[h * 12 + i] -= 3.0;
+            }
+        }
+        let y2 = &run(
+            &causal,
+            &[
+                Some(&q),
+                Some(&t(&[1, 2, 4, 3], &k2)),
+                Some(&t(&[1, 2, 4, 3], &v2)),
+            ],
+        )[0];
+        let (a, b) = (rows(y, 3), rows(y2, 3));
+        for r in [0, 1, 2, 4, 5, 6] {
+            assert_eq!(a[r], b[r], "row {r}");
+        }
+        assert_ne!(a[3], b[3]);
+        // Causal equals a lower-triangular float mask.
+        let mut tri = vec![0.0; 16];
+        for i in 0..4 {
+            for j in i + 1..4 {
+                tri[i * 4 + j] = f32::NEG_INFINITY;
+            }
+        }
+        let masked = &run(
+            &attention_op(&[]),
+            &[Some(&q), Some(&k), Some(&v), Some(&t(&[4, 4], &tri))],
+        )[0];
+        assert_close(y, &vals(masked), 1e-6);
+    }
+
+    #[test]
+    fn causal_attention_with_past_offsets_the_diagonal() {
+        // One new query after 2 past positions sees all 3 keys: same as no mask.
+        let q = t(&[1, 1, 1, 2], &[0.3, -0.7]);
+        let k = t(&[1, 1, 1, 2], &[1.0, 0.5]);
+        let v = t(&[1, 1, 1, 2], &[2.0, -1.0]);
+        let pk = t(&[1, 1, 2, 2], &[0.1, 0.2, -0.3, 0.4]);
+        let pv = t(&[1, 1, 2, 2], &[1.0, 1.5, -2.0, 0.0]);
+        let inputs = [Some(&q), Some(&k), Some(&v), None, Some(&pk), Some(&pv)];
+        let causal = run(&attention_op(&[("is_causal", Attr::Int(1))]), &inputs);
+        let plain = run(&attention_op(&[]), &inputs);
+        assert_eq!(causal[0], plain[0]);
+        assert_eq!(causal[1].shape(), &[1, 1, 3, 2]);
+    }
+
+    #[test]
+    fn gqa_equals_mha_with_repeated_kv_heads() {
+        let q = t(&[2, 4, 3, 4], &pseudo(96, 10));
+        let k = t(&[2, 2, 5, 4], &pseudo(80, 11));
+        let v = t(&[2, 2, 5, 3], &pseudo(60, 12));
+        let gqa = run(
+            &attention_op(&[("qk_matmul_output_mode", Attr::Int(3))]),
+            &[Some(&q), Some(&k), Some(&v)],
+        );
+        let (k2, v2) = (repeat_heads(&k, 2), repeat_heads(&v, 2));
+        let mha = run(
+            &attention_op(&[("qk_matmul_output_mode", Attr::Int(3))]),
+            &[Some(&q), Some(&k2), Some(&v2)],
+        );
+        assert_close(&gqa[0], &vals(&mha[0]), 1e-6);
+        assert_close(&gqa[3], &vals(&mha[3]), 1e-6);
+        assert_eq!(gqa[1], k);
+        // Multi-query: one KV head.
+        let k1 = t(&[2, 1, 5, 4], &pseudo(40, 13));
+        let v1 = t(&[2, 1, 5, 3], &pseudo(30, 14));
+        let mqa = run(&attention_op(&[]), &[Some(&q), Some(&k1), Some(&v1)]);
+        let mha = run(
+            &attention_op(&[]),
+            &[
+                Some(&q),
+                Some(&repeat_heads(&k1, 4)),
+                Some(&repeat_heads(&v1, 4)),
+            ],
+        );
+        assert_close(&mqa[0], &vals(&mha[0]), 1e-6);
+    }
+
+    #[test]
+    fn attention_3d_equals_4d() {
+        let q = t(&[2, 4, 3, 2], &pseudo(48, 15));
+        let k = t(&[2, 2, 5, 2], &pseudo(40, 16));
+        let v = t(&[2, 2, 5, 3], &pseudo(60, 17));
+        let y4 = run(
+            &attention_op(&[("is_causal", Attr::Int(1))]),
+            &[Some(&q), Some(&k), Some(&v)],
+        );
+        let heads = [
+            ("is_causal", Attr::Int(1)),
+            ("q_num_heads", Attr::Int(4)),
+            ("kv_num_heads", Attr::Int(2)),
+        ];
+        let y3 = run(
+            &attention_op(&heads),
+            &[Some(&to_3d(&q)), Some(&to_3d(&k)), Some(&to_3d(&v))],
+        );
+        assert_eq!(y3[0].shape(), &[2, 3, 12]);
+        assert_close(&y3[0], &vals(&to_3d(&y4[0])), 1e-6);
+        assert_eq!(y3[1], y4[1]);
+        assert_eq!(y3[2], y4[2]);
+    }
+
+    #[test]
+    fn attention_masks() {
+        let q = t(&[1, 2, 3, 2], &pseudo(12, 18));
+        let k = t(&[1, 2, 4, 2], &pseudo(16, 19));
+        let v = t(&[1, 2, 4, 2], &pseudo(16, 20));
+        let attend = [
+            true, false, true, true, true, true, false, false, false, true, true, true,
+        ];
+        let bool_mask = Tensor::from_vec(&[3, 4], attend.to_vec()).unwrap();
+        let float: Vec<f32> = attend
+            .iter()
+            .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
+        let float_mask = t(&[3, 4], &float);
+        let plain = attention_op(&[]);
+        let run_mask =
+            |o: &Op, m: &Tensor| run(o, &[Some(&q), Some(&k), Some(&v), Some(m)]).swap_remove(0);
+        let by_bool = run_mask(&plain, &bool_mask);
+        assert_close(&by_bool, &vals(&run_mask(&plain, &float_mask)), 0.0);
+        // A 4-D mask broadcast over heads gives the same result.
+        assert_eq!(
+            run_mask(&plain, &float_mask.reshape(&[1, 1, 3, 4]).unwrap()),
+            by_bool
+        );
+        // A mask shorter than the keys is padded with -inf (false).
+        let short = t(&[3, 3], &[0.0, 0.5, -1.0, 0.0, 0.0, 0.0, 1.0, 0.0, -2.0]);
+        let padded = t(
+            &[3, 4],
+            &[
+                0.0,
+                0.5,
+                -1.0,
+                f32::NEG_INFINITY,
+                0.0,
+                0.0,
+                0.0,
+                f32::NEG_INFINITY,
+                1.0,
+                0.0,
+                -2.0,
+                f32::NEG_INFINITY,
+            ],
+        );
+        assert_eq!(run_mask(&plain, &short), run_mask(&plain, &padded));
+        // A bool mask combines with is_causal: both must allow a position.
+        let causal = attention_op(&[("is_causal", Attr::Int(1))]);
+        let mut both = float.clone();
+        for i in 0..3 {
+            for j in i + 1..4 {
+                both[i * 4 + j] = f32::NEG_INFINITY;
+            }
+        }
+        assert_close(
+            &run_mask(&causal, &bool_mask),
+            &vals(&run_mask(&plain, &t(&[3, 4], &both))),
+            0.0,
+        );
+        // A fully masked row gives NaN, as in the ONNX reference.
+        let none = Tensor::from_vec(&[4], vec![false; 4]).unwrap();
+        assert!(vals(&run_mask(&plain, &none)).iter().all(|v| v.is_nan()));
+        // Masks that do not broadcast are errors.
+        assert!(eval(
+            &plain,
+            &[Some(&q), Some(&k), Some(&v), Some(&t(&[2, 4], &[0.0; 8]))]
+        )
+        .is_err());
+        assert!(eval(
+            &plain,
+            &[Some(&q), Some(&k), Some(&v), Some(&t(&[3, 5], &[0.0; 15]))]
+        )
+        .is_err());
+        assert!(eval(
+            &plain,
+            &[
+                Some(&q),
+                Some(&k),
+                Some(&v),
+                Some(&t(&[1, 1, 1, 3, 4], &[0.0; 12]))
+            ]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn attention_qk_matmul_output_modes() {
+        let q = t(&[1, 1, 2, 2], &[1.0, 2.0, -1.0, 0.5]);
+        let k = t(&[1, 1, 3, 2], &[0.5, 1.0, 2.0, -1.0, 0.0, 3.0]);
+        let v = t(&[1, 1, 3, 1], &[1.0, 2.0, 3.0]);
+        let mask = t(&[3], &[0.0, -1.0, 0.5]);
+        let s = 0.5f32; // scale
+        let raw: Vec<f32> = [[1.0f32, 2.0], [-1.0, 0.5]]
+            .iter()
+            .flat_map(|qr| {
+                [[0.5f32, 1.0], [2.0, -1.0], [0.0, 3.0]]
+                    .map(|kr| (qr[0] * kr[0] + qr[1] * kr[1]) * s)
+            })
+            .collect();
+        let capped: Vec<f32> = raw.iter().map(|x| 2.0 * (x / 2.0).tanh()).collect();
+        let biased: Vec<f32> = capped
+            .iter()
+            .zip([0.0, -1.0, 0.5].iter().cycle())
+            .map(|(x, m)| x + m)
+            .collect();
+        let qk = |mode: i64| {
+            let attrs = [
+                ("scale", Attr::Float(s)),
+                ("softcap", Attr::Float(2.0)),
+                ("qk_matmul_output_mode", Attr::Int(mode)),
+            ];
+            run(
+                &attention_op(&attrs),
+                &[Some(&q), Some(&k), Some(&v), Some(&mask)],
+            )
+            .swap_remove(3)
+        };
+        assert_close(&qk(0), &raw, 1e-6);
+        assert_close(&qk(1), &capped, 1e-6);
+        assert_close(&qk(2), &biased, 1e-6);
+        let probs = qk(3);
+        for row in rows(&probs, 3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        let e: Vec<f32> = biased[..3].iter().map(|x| x.exp()).collect();
+        let z: f32 = e.iter().sum();
+        assert_close(
+            &t(&[3], &rows(&probs, 3)[0]),
+            &e.iter().map(|x| x / z).collect::<Vec<_>>(),
+            1e-6,
+        );
+        let bad = attention_op(&[("qk_matmul_output_mode", Attr::Int(4))]);
+        assert!(eval(&bad, &[Some(&q), Some(&k), Some(&v)]).is_err());
+    }
+
+    #[test]
+    fn attention_f16_keeps_input_dtypes() {
+        let q = t(&[1, 1, 2, 2], &[1.0, 2.0, -1.0, 0.5]).cast(DType::F16);
+        let k = t(&[1, 1, 3, 2], &[0.5, 1.0, 2.0, -1.0, 0.0, 3.0]).cast(DType::F16);
+        let v = t(&[1, 1, 3, 1], &[1.0, 2.0, 3.0]).cast(DType::F16);
+        let out = run(&attention_op(&[]), &[Some(&q), Some(&k), Some(&v)]);
+        assert!(out.iter().all(|o| o.dtype() == DType::F16));
+        let f32_out = run(
+            &attention_op(&[]),
+            &[
+                Some(&q.cast(DType::F32)),
+                Some(&k.cast(DType::F32)),
+                Some(&v.cast(DType::F32)),
+            ],
+        );
+        assert_close(&out[0], &vals(&f32_out[0]), 1e-3);
+    }
+
+    #[test]
+    fn attention_rejects_bad_inputs() {
+        let q = t(&[1, 4, 2, 2], &pseudo(16, 21));
+        let k = t(&[1, 3, 2, 2], &pseudo(12, 22));
+        let v = t(&[1, 3, 2, 2], &pseudo(12, 22));
+        let plain = attention_op(&[]);
+        assert!(
+            eval(&plain, &[Some(&q), Some(&k), Some(&v)]).is_err(),
+            "4 heads over 3 KV heads"
+        );
+        let k2 = t(&[1, 2, 2, 3], &pseudo(12, 22));
+        assert!(
+            eval(
+                &plain,
+                &[Some(&q), Some(&k2), Some(&t(&[1, 2, 2, 2], &[0.0; 8]))]
+            )
+            .is_err(),
+            "head sizes differ"
+        );
+        let q3 = t(&[1, 2, 8], &pseudo(16, 23));
+        assert!(
+            eval(&plain, &[Some(&q3), Some(&q3), Some(&q3)]).is_err(),
+            "3-D without head counts"
+        );
+        let heads = attention_op(&[
+            ("q_num_heads", Attr::Int(3)),
+            ("kv_num_heads", Attr::Int(2)),
+        ]);
+        assert!(
+            eval(&heads, &[Some(&q3), Some(&q3), Some(&q3)]).is_err(),
+            "8 not divisible by 3"
+        );
+        let kv = t(&[1, 2, 2, 2], &pseudo(8, 24));
+        let past = t(&[1, 2, 1, 2], &[0.0; 4]);
+        assert!(
+            eval(&plain, &[Some(&q), Some(&kv), Some(&kv), None, Some(&past)]).is_err(),
+            "past_key alone"
+        );
+        let neg = attention_op(&[("scale", Attr::Float(-1.0))]);
+        assert!(eval(&neg, &[Some(&q), Some(&kv), Some(&kv)]).is_err());
+        assert!(eval(&plain, &[Some(&q), Some(&kv)]).is_err());
+    }
+
+    // ---- RotaryEmbedding
+
+    #[test]
+    fn rotary_matches_onnx_reference_interleaved_with_positions() {
+        let x = t(
+            &[1, 2, 2, 4],
+            &[
+                1.03, 0.16, -0.59, -1.34, -1.4, 0.5, 0.99, -0.16, -1.07, 0.87, -1.28, -0.71, 0.62,
+                -2.25, 0.39, -0.58,
+            ],
+        );
+        let cos = t(&[3, 2], &[1.0, 0.765, 0.17, -0.505, -0.942, -0.936]);
+        let sin = t(&[3, 2], &[0.0, 0.644, 0.985, 0.863, 0.335, -0.351]);
+        let pos = Tensor::from_vec(&[1, 2], vec![2i64, 0]).unwrap();
+        let rope = op(OpKind::RotaryEmbedding, &[("interleaved", Attr::Int(1))]);
+        let y = &run(&rope, &[Some(&x), Some(&cos), Some(&sin), Some(&pos)])[0];
+        let want = [
+            -1.02386, 0.19433, 0.0819, 1.46133, -1.4, 0.5, 0.86039, 0.51516, 0.71649, -1.17799,
+            0.94887, 1.11384, 0.62, -2.25, 0.67187, -0.19254,
+        ];
+        assert_close(y, &want, 1e-5);
+    }
+
+    #[test]
+    fn rotary_matches_onnx_reference_3d_partial_without_positions() {
+        let x = t(
+            &[1, 2, 12],
+            &[
+                0.11, -0.08, 0.2, 0.69, -0.76, 1.42, 0.73, 0.84, 1.16, 0.79, 0.84, 0.08, -1.43,
+                -0.14, -0.77, -1.42, 0.26, -0.57, -1.03, -1.04, 0.27, 0.36, 1.32, -0.01,
+            ],
+        );
+        let cos = t(&[1, 2, 2], &[1.0, 0.955, 0.825, 0.622]);
+        let sin = t(&[1, 2, 2], &[0.0, 0.296, 0.565, 0.783]);
+        let rope = op(
+            OpKind::RotaryEmbedding,
+            &[
+                ("num_heads", Attr::Int(2)),
+                ("rotary_embedding_dim", Attr::Int(4)),
+            ],
+        );
+        let y = &run(&rope, &[Some(&x), Some(&cos), Some(&sin)])[0];
+        let want = [
+            0.11, -0.28064, 0.2, 0.63527, -0.76, 1.42, 0.73, 0.56836, 1.16, 1.00309, 0.84, 0.08,
+            -0.7447, 1.02478, -1.4432, -0.99286, 0.26, -0.57, -1.0023, -0.92876, -0.3592, -0.5904,
+            1.32, -0.01,
+        ];
+        assert_close(y, &want, 1e-5);
+    }
+
+    #[test]
+    fn rotary_rotates_pairs_by_the_cached_angle() {
+        let x = t(&[2, 3, 2, 8], &pseudo(96, 25));
+        let angles: Vec<f32> = (0..5 * 4).map(|i| i as f32 * 0.37).collect();
+        let cos = t(&[5, 4], &angles.iter().map(|a| a.cos()).collect::<Vec<_>>());
+        let sin = t(&[5, 4], &angles.iter().map(|a| a.sin()).collect::<Vec<_>>());
+        // Position 0 has angle 0 everywhere in row 0: identity.
+        let zeros = Tensor::from_vec(&[2, 2], vec![0i64; 4]).unwrap();
+        let rope = op(OpKind::RotaryEmbedding, &[]);
+        let y = &run(&rope, &[Some(&x), Some(&cos), Some(&sin), Some(&zeros)])[0];
+        let row0 = &angles[..4];
+        assert_eq!(row0[0], 0.0);
+        let (xr, yr) = (rows(&x, 8), rows(y, 8));
+        for (a, b) in xr.iter().zip(&yr) {
+            assert!((a[0] - b[0]).abs() < 1e-6 && (a[4] - b[4]).abs() < 1e-6);
+        }
+        // Rotation preserves the norm of each (k, k + 4) pair.
+        let pos = Tensor::from_vec(&[2, 2], vec![3i64, 1, 4, 2]).unwrap();
+        let y = &run(&rope, &[Some(&x), Some(&cos), Some(&sin), Some(&pos)])[0];
+        for (a, b) in rows(&x, 8).iter().zip(rows(y, 8)) {
+            for k in 0..4 {
+                let (na, nb) = (a[k].hypot(a[k + 4]), b[k].hypot(b[k + 4]));
+                assert!((na - nb).abs() < 1e-5, "{na} {nb}");
+            }
+        }
+    }
+
+    #[test]
+    fn rotary_rejects_bad_inputs() {
+        let x = t(&[1, 1, 2, 4], &pseudo(8, 26));
+        let cache = t(&[4, 2], &[0.5; 8]);
+        let rope = op(OpKind::RotaryEmbedding, &[]);
+        let pos = |ids: Vec<i64>| Tensor::from_vec(&[1, 2], ids).unwrap();
+        assert!(
+            eval(
+                &rope,
+                &[Some(&x), Some(&cache), Some(&cache), Some(&pos(vec![0, 4]))]
+            )
+            .is_err(),
+            "position out of range"
+        );
+        assert!(
+            eval(
+                &rope,
+                &[
+                    Some(&x),
+                    Some(&cache),
+                    Some(&cache),
+                    Some(&pos(vec![-1, 0]))
+                ]
+            )
+            .is_err(),
+            "negative position"
+        );
+        assert!(
+            eval(&rope, &[Some(&x), Some(&cache), Some(&cache)]).is_err(),
+            "2-D cache without positions"
+        );
+        let odd = op(
+            OpKind::RotaryEmbedding,
+            &[("rotary_embedding_dim", Attr::Int(3))],
+        );
+        assert!(eval(
+            &odd,
+            &[Some(&x), Some(&cache), Some(&cache), Some(&pos(vec![0, 1]))]
+        )
+        .is_err());
+        let wide = t(&[4, 3], &[0.5; 12]);
+        assert!(
+            eval(
+                &rope,
+                &[Some(&x), Some(&wide), Some(&wide), Some(&pos(vec![0, 1]))]
+            )
+            .is_err(),
+            "cache width"
+        );
+        let x3 = t(&[1, 2, 4], &pseudo(8, 27));
+        assert!(
+            eval(
+                &rope,
+                &[
+                    Some(&x3),
+                    Some(&cache),
+                    Some(&cache),
+                    Some(&pos(vec![0, 1]))
+                ]
+            )
+            .is_err(),
+            "3-D without num_heads"
+        );
     }
 }

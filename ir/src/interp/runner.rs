@@ -26,17 +26,29 @@ impl std::error::Error for RunError {}
 pub fn bind_symbols(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Bindings, RunError> {
     let mut bindings = Bindings::new();
     let mut bound_by: HashMap<String, String> = HashMap::new();
-    let declared: Vec<&str> = graph.inputs().map(|v| graph.value(v).name.as_str()).collect();
+    let declared: Vec<&str> = graph
+        .inputs()
+        .map(|v| graph.value(v).name.as_str())
+        .collect();
     if let Some(extra) = feeds.keys().find(|k| !declared.contains(&k.as_str())) {
-        return Err(RunError(format!("input `{extra}` is not an input of the model (inputs: {})", declared.join(", "))));
+        return Err(RunError(format!(
+            "input `{extra}` is not an input of the model (inputs: {})",
+            declared.join(", ")
+        )));
     }
     let mut deferred = vec![];
     for v in graph.inputs() {
         let info = graph.value(v);
         let name = &info.name;
-        let t = feeds.get(name).ok_or_else(|| RunError(format!("missing input `{name}`")))?;
+        let t = feeds
+            .get(name)
+            .ok_or_else(|| RunError(format!("missing input `{name}`")))?;
         if t.dtype() != info.ty.dtype {
-            return Err(RunError(format!("input `{name}` is {} but the model expects {}", t.dtype(), info.ty.dtype)));
+            return Err(RunError(format!(
+                "input `{name}` is {} but the model expects {}",
+                t.dtype(),
+                info.ty.dtype
+            )));
         }
         let mismatch = || {
             RunError(format!(
@@ -76,14 +88,20 @@ pub fn bind_symbols(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Bi
     }
     for (name, dim, actual) in deferred {
         if !dim.is_unknown() && dim.eval(&bindings).is_some_and(|v| v != actual) {
-            return Err(RunError(format!("input `{name}`: dim `{dim}` should be {} but is {actual}", dim.eval(&bindings).unwrap_or(0))));
+            return Err(RunError(format!(
+                "input `{name}`: dim `{dim}` should be {} but is {actual}",
+                dim.eval(&bindings).unwrap_or(0)
+            )));
         }
     }
     Ok(bindings)
 }
 
 /// Runs `graph` on `feeds` (input name to value) and returns the outputs in declaration order.
-pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, RunError> {
+pub fn run(
+    graph: &Graph,
+    feeds: &HashMap<String, Tensor>,
+) -> Result<Vec<(String, Tensor)>, RunError> {
     let bindings = bind_symbols(graph, feeds)?;
     let order = graph.topo_order();
     // How many more reads each value has, so intermediates can be dropped early.
@@ -103,16 +121,30 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Vec<(String
             NodeKind::Input => vec![feeds[&node.outputs[0].name].clone()],
             NodeKind::Constant(data) => vec![Tensor::from_data(data)],
             NodeKind::Op(op) => {
-                let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|i| i.and_then(|v| values.get(&v))).collect();
+                let args: Vec<Option<&Tensor>> = node
+                    .inputs
+                    .iter()
+                    .map(|i| i.and_then(|v| values.get(&v)))
+                    .collect();
                 let mut out = eval_op(op, &args, &bindings)
                     .map_err(|e| RunError(format!("node `{}` ({}): {e}", node.name, op.kind)))?;
                 if out.len() < node.outputs.len() {
-                    return Err(RunError(format!("node `{}` ({}): produced {} outputs, {} declared", node.name, op.kind, out.len(), node.outputs.len())));
+                    return Err(RunError(format!(
+                        "node `{}` ({}): produced {} outputs, {} declared",
+                        node.name,
+                        op.kind,
+                        out.len(),
+                        node.outputs.len()
+                    )));
                 }
                 out.truncate(node.outputs.len());
                 for (t, declared) in out.iter().zip(&node.outputs) {
-                    check_declared(t, declared, &bindings)
-                        .map_err(|e| RunError(format!("node `{}` ({}): output `{}` {e}", node.name, op.kind, declared.name)))?;
+                    check_declared(t, declared, &bindings).map_err(|e| {
+                        RunError(format!(
+                            "node `{}` ({}): output `{}` {e}",
+                            node.name, op.kind, declared.name
+                        ))
+                    })?;
                 }
                 out
             }
@@ -141,7 +173,15 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Vec<(String
 /// Checks a computed value against its statically inferred dtype and shape.
 fn check_declared(t: &Tensor, declared: &crate::Value, bindings: &Bindings) -> Result<(), String> {
     let ty = &declared.ty;
-    let bad = || format!("is {}{:?} but was inferred as {}{}", t.dtype(), t.shape(), ty.dtype, fmt_shape(&ty.shape));
+    let bad = || {
+        format!(
+            "is {}{:?} but was inferred as {}{}",
+            t.dtype(),
+            t.shape(),
+            ty.dtype,
+            fmt_shape(&ty.shape)
+        )
+    };
     if t.dtype() != ty.dtype || t.shape().len() != ty.shape.len() {
         return Err(bad());
     }

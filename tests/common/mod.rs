@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests: where test data lives and how outputs are compared.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use kiln_ir::Tensor;
+use std::path::PathBuf;
+
+/// The cache that `scripts/fetch-test-data.sh` fills (`KILN_TEST_DATA`, default `~/.cache/kiln`).
+pub fn test_data_dir() -> PathBuf {
+    match std::env::var_os("KILN_TEST_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/kiln"),
+    }
+}
+
+/// A directory of fetched test data, or a panic telling how to fetch it.
+pub fn require_test_data(sub: &str) -> PathBuf {
+    let dir = test_data_dir().join(sub);
+    assert!(
+        dir.exists(),
+        "{} is missing: run scripts/fetch-test-data.sh first",
+        dir.display()
+    );
+    dir
+}
+
+/// The repo's copy of a reference model (tests/models/<name>).
+pub fn model_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(name)
+}
+
+/// Largest absolute difference between two tensors of equal shape (as f64); an error if
+/// dtypes or shapes differ.
+pub fn max_abs_diff(actual: &Tensor, expected: &Tensor) -> Result<f64, String> {
+    if actual.dtype() != expected.dtype() || actual.shape() != expected.shape() {
+        return Err(format!(
+            "got {}{:?}, expected {}{:?}",
+            actual.dtype(),
+            actual.shape(),
+            expected.dtype(),
+            expected.shape()
+        ));
+    }
+    let (a, e) = (actual.to_f64_array(), expected.to_f64_array());
+    Ok(a.iter()
+        .zip(e.iter())
+        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
+        .fold(0.0, f64::max))
+}

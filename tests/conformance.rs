@@ -1,0 +1,322 @@
+//! The ONNX backend node tests (from the onnx==1.22.0 wheel, fetched by
+//! `scripts/fetch-test-data.sh`) for every op kiln imports, run on the reference interpreter.
+//!
+//! The op set's tests that use element types outside kiln's dtype set (f64, float8, int2/int4,
+//! i16, u16, u32, u64, strings, ...) or non-tensor values are counted apart: the 95% target is
+//! over the tests on kiln's dtypes, and both figures are printed.
+//!
+//! `tests/conformance/allowlist.txt` names the tests expected to pass; every other test of the
+//! op set must be listed with a reason in `tests/conformance/excluded.txt`. The test fails if an
+//! allow-listed test fails, if a test of the op set is in neither list, or if fewer than 95% pass.
+//! Set `KILN_CONFORMANCE_BLESS=1` to rewrite the allow-list from the passing tests (and append
+//! newly failing tests to the exclusions with their error as a provisional reason).
+
+mod common;
+
+use kiln_frontends::onnx::load_model;
+use kiln_frontends::onnx::proto::{type_proto, ModelProto, ValueInfoProto};
+use kiln_frontends::onnx::tensor::{dtype_from_onnx, load_model_proto, read_tensor_pb};
+use kiln_ir::Tensor;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The ONNX op types kiln imports (the op set whose node tests count).
+const OP_SET: &[&str] = &[
+    "MatMul",
+    "Gemm",
+    "Einsum",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Log",
+    "Erf",
+    "Tanh",
+    "Sigmoid",
+    "Relu",
+    "Gelu",
+    "Softmax",
+    "LogSoftmax",
+    "LayerNormalization",
+    "RMSNormalization",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "Transpose",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Expand",
+    "Tile",
+    "Where",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "IsNaN",
+    "Cast",
+    "CastLike",
+    "Shape",
+    "Size",
+    "ConstantOfShape",
+    "Constant",
+    "Range",
+    "Trilu",
+    "CumSum",
+    "Identity",
+    "Dropout",
+    "Attention",
+    "RotaryEmbedding",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "Max",
+    "Min",
+    "Mod",
+    "Sin",
+    "Cos",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Clip",
+    "Sum",
+];
+
+fn lists_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+/// The op a node test exercises (the single node of its non-expanded model), and whether the
+/// test stays within kiln's dtypes.
+fn classify_test(node_dir: &Path, test: &str) -> Option<(String, bool)> {
+    let base = test.strip_suffix("_expanded").unwrap_or(test);
+    let model = load_model_proto(&node_dir.join(base).join("model.onnx")).ok()?;
+    let op = match model.graph.as_ref()?.node.as_slice() {
+        [n] => n.op_type.clone()?,
+        _ => return None,
+    };
+    Some((op, kiln_dtypes_only(&model)))
+}
+
+/// True if every graph input and output is a tensor of a kiln dtype and every dtype named by a
+/// node attribute (`to`, `output_dtype`, a tensor value) is one too.
+fn kiln_dtypes_only(model: &ModelProto) -> bool {
+    let Some(g) = &model.graph else { return false };
+    let supported = |code: i32| dtype_from_onnx(code).is_ok();
+    let io_ok = |vi: &ValueInfoProto| match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => supported(t.elem_type.unwrap_or(0)),
+        _ => false,
+    };
+    let attrs_ok = g
+        .node
+        .iter()
+        .flat_map(|n| &n.attribute)
+        .all(|a| match a.name.as_deref() {
+            Some("to" | "output_dtype") => a.i.is_none_or(|c| c == 0 || supported(c as i32)),
+            _ => {
+                a.t.as_ref()
+                    .is_none_or(|t| supported(t.data_type.unwrap_or(0)))
+            }
+        });
+    g.input.iter().all(io_ok)
+        && g.output.iter().all(io_ok)
+        && attrs_ok
+        && g.initializer
+            .iter()
+            .all(|t| supported(t.data_type.unwrap_or(0)))
+}
+
+/// Runs one test directory; `Err` says why it failed.
+fn run_test(dir: &Path) -> Result<(), String> {
+    let graph = load_model(&dir.join("model.onnx"))?;
+    let input_names: Vec<String> = graph
+        .inputs()
+        .map(|v| graph.value(v).name.clone())
+        .collect();
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    sets.sort();
+    for set in sets {
+        let mut feeds = HashMap::new();
+        for i in 0.. {
+            let p = set.join(format!("input_{i}.pb"));
+            if !p.exists() {
+                break;
+            }
+            let (name, t) = read_tensor_pb(&p)?;
+            let name = if name.is_empty() {
+                input_names.get(i).cloned().unwrap_or_default()
+            } else {
+                name
+            };
+            feeds.insert(name, t);
+        }
+        // Inputs a test file omits are optional inputs the model declares but does not need.
+        let outputs = kiln_ir::interp::run(&graph, &feeds).map_err(|e| e.to_string())?;
+        for (j, (name, actual)) in outputs.iter().enumerate() {
+            let (_, expected) = read_tensor_pb(&set.join(format!("output_{j}.pb")))?;
+            compare(actual, &expected).map_err(|e| format!("output `{name}`: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// ONNX backend-test tolerance: |a - e| <= 1e-7 + 1e-3 * |e| (rtol widened for f16/bf16);
+/// NaN matches NaN, integers and bools must be equal.
+fn compare(actual: &Tensor, expected: &Tensor) -> Result<(), String> {
+    common::max_abs_diff(actual, expected)?;
+    let rtol = match expected.dtype() {
+        kiln_ir::DType::F16 | kiln_ir::DType::BF16 => 1e-2,
+        _ => 1e-3,
+    };
+    let (a, e) = (actual.to_f64_array(), expected.to_f64_array());
+    for (i, (x, y)) in a.iter().zip(e.iter()).enumerate() {
+        let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= 1e-7 + rtol * y.abs();
+        if !ok {
+            return Err(format!("element {i} is {x}, expected {y}"));
+        }
+    }
+    Ok(())
+}
+
+fn read_list(name: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(lists_dir().join(name)).unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once(char::is_whitespace) {
+            Some((t, reason)) => (t.to_string(), reason.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect()
+}
+
+#[test]
+fn onnx_node_tests() {
+    let node_dir = common::require_test_data("onnx-1.22.0/node");
+    let mut tests: Vec<String> = std::fs::read_dir(&node_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    tests.sort();
+    let mut results: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    let mut foreign_dtype: BTreeSet<String> = BTreeSet::new();
+    for test in &tests {
+        let Some((op, in_scope)) = classify_test(&node_dir, test) else {
+            continue;
+        };
+        if !OP_SET.contains(&op.as_str()) {
+            continue;
+        }
+        if !in_scope {
+            foreign_dtype.insert(test.clone());
+        }
+        let dir = node_dir.join(test);
+        let outcome = std::panic::catch_unwind(|| run_test(&dir))
+            .unwrap_or_else(|_| Err("panicked".to_string()));
+        results.insert(test.clone(), outcome);
+    }
+    let passed: BTreeSet<&String> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(t, _)| t)
+        .collect();
+    let allow = read_list("allowlist.txt");
+    let excluded = read_list("excluded.txt");
+
+    if std::env::var_os("KILN_CONFORMANCE_BLESS").is_some() {
+        let allow_text: String = passed.iter().map(|t| format!("{t}\n")).collect();
+        std::fs::write(lists_dir().join("allowlist.txt"), allow_text).unwrap();
+        let mut ex: BTreeMap<String, String> = excluded.clone();
+        ex.retain(|t, _| results.get(t).is_some_and(|r| r.is_err()));
+        for (t, r) in &results {
+            if let Err(e) = r {
+                ex.entry(t.clone()).or_insert_with(|| e.replace('\n', " "));
+            }
+        }
+        let ex_text: String = ex.iter().map(|(t, r)| format!("{t}  {r}\n")).collect();
+        std::fs::write(lists_dir().join("excluded.txt"), ex_text).unwrap();
+    }
+
+    let total = results.len();
+    let in_scope = total - foreign_dtype.len();
+    let passed_in_scope = passed
+        .iter()
+        .filter(|t| !foreign_dtype.contains(**t))
+        .count();
+    let pct = 100.0 * passed_in_scope as f64 / in_scope.max(1) as f64;
+    println!(
+        "ONNX node tests of kiln's op set on kiln's dtypes: {passed_in_scope} of {in_scope} pass ({pct:.1}%)"
+    );
+    println!(
+        "all node tests of the op set: {} of {total} pass ({:.1}%); {} use dtypes outside kiln's set",
+        passed.len(),
+        100.0 * passed.len() as f64 / total.max(1) as f64,
+        foreign_dtype.len()
+    );
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (t, r) in &excluded {
+        by_reason.entry(r.as_str()).or_default().push(t.as_str());
+    }
+    println!("excluded ({}), by reason:", excluded.len());
+    for (reason, ts) in &by_reason {
+        println!("  {} x {reason}", ts.len());
+    }
+
+    let mut problems = vec![];
+    for t in allow.keys() {
+        match results.get(t) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => problems.push(format!("{t}: allow-listed but fails: {e}")),
+            None => problems.push(format!(
+                "{t}: allow-listed but not found among the op set's tests"
+            )),
+        }
+    }
+    for (t, r) in &results {
+        if !allow.contains_key(t) && !excluded.contains_key(t) {
+            problems.push(format!(
+                "{t}: in neither list ({})",
+                r.as_ref().err().map_or("passes", |e| e.as_str())
+            ));
+        }
+        if r.is_ok() && excluded.contains_key(t) {
+            println!("note: {t} is excluded but passes; move it to the allow-list");
+        }
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    assert!(
+        problems.is_empty(),
+        "{} conformance problems (listed above)",
+        problems.len()
+    );
+    assert!(
+        pct >= 95.0,
+        "only {pct:.1}% of the op set's node tests pass (target 95%)"
+    );
+}
