@@ -1410,9 +1410,9 @@ pub(crate) mod tests {
         assert_eq!(lines[3], "input %odd:dims: f32[?, 2*seq+1, 0]");
         for want in [
             "const %ln.weight: f32[8] = [1.0, 0.5, -2.0, 0.001, 3.25, 1.0, 0.75, 2.0]",
-            r#"const %"weird \"name\"\n#1": f32[2, 3] = [NaN, inf, -inf, -0.0, 1e-12, 1e-45]"#,
+            r#"const %"weird \"name\"\n#1": f32[2, 3] = [NaN, inf, -inf, -0.0, 1e-12, 1.469368e-39]"#,
             r#"const %"h:": f16[4] = [1.0, 65504.0, -0.0, 1.1920929e-7]"#,
-            r#"const %"": bf16[3] = [1.0, -2.9937533e38, 0.10009766]"#,
+            r#"const %"": bf16[3] = [1.0, -3.0040553e38, 0.100097656]"#,
             "const %mask: bool[2, 2] = [true, false, false, true]",
             "const %q8: i8[3] = [-128, 0, 127]",
             "const %u8: u8[2] = [0, 255]",

@@ -1,7 +1,8 @@
 //! Linear algebra: `MatMul`, `Gemm`, `Einsum` and `MatMulInteger`.
 //!
-//! Every product goes through one kernel, [`batched_matmul`]: a stack of 2-D matrix products,
-//! each a real GEMM (ndarray's `general_mat_mul`, backed by the matrixmultiply crate) for floats.
+//! Every product is a GEMM on 2-D views, one per batch matrix ([`batched_matmul`]): for floats
+//! ndarray's `general_mat_mul`, backed by the matrixmultiply crate, so strided, transposed and
+//! broadcast operands are multiplied in place.
 //! Float inputs of every width are multiplied in f32 and rounded back to their dtype. Integer
 //! `MatMul`, `Gemm` and `Einsum` are exact: they are computed in i64 with wrapping arithmetic and
 //! wrapped to the input dtype, which is what numpy (the ONNX reference) gives. `MatMulInteger`

@@ -28,9 +28,12 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
 
 /// A `Reduce*` op: the axes come from attribute `axes` through [`reduce_axes`].
 fn reduce(op: &Op, x: &Tensor) -> Res<Tensor> {
-    let Some(axes) = reduce_axes(&op.attrs, x.shape().len())? else {
+    let rank = x.shape().len();
+    let Some(axes) = reduce_axes(&op.attrs, rank)? else {
         return Ok(x.clone());
     };
+    // `norm_axis` accepts axis 0 of a rank-0 tensor, which has no axis to reduce.
+    let axes: Vec<usize> = axes.into_iter().filter(|&a| a < rank).collect();
     let keepdims = op.attrs.int("keepdims")? != 0;
     let dtype = x.dtype();
     let kind = op.kind;

