@@ -449,7 +449,7 @@ fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> 
                 .last()
                 .and_then(Dim::as_known)
                 .ok_or("indices need a known last dim")? as usize;
-            if idx.shape.len() < 1 || b + last > x.shape.len() {
+            if b + last > x.shape.len() {
                 return Err("indices do not fit the data rank".into());
             }
             let shape = idx.shape[..idx.shape.len() - 1]

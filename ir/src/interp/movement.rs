@@ -65,7 +65,7 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
             if value.len() != 1 {
                 return Err("value must have exactly one element".into());
             }
-            crate::map_array!(&value, v => ArrayD::from_elem(IxDyn(&shape), v.iter().next().expect("one element").clone()))
+            crate::map_array!(&value, v => ArrayD::from_elem(IxDyn(&shape), *v.iter().next().expect("one element")))
         }
         Range => range(inputs)?,
         SymbolicDims => {
