@@ -18,21 +18,36 @@ fn check(model: &Path, dir: &Path, case: &str, inputs: &[&str], output: &str) ->
     let graph = load_model(model).unwrap();
     let feeds: HashMap<String, Tensor> = inputs
         .iter()
-        .map(|name| (name.to_string(), read_npy(&dir.join(format!("{case}.{name}.npy"))).unwrap()))
+        .map(|name| {
+            (
+                name.to_string(),
+                read_npy(&dir.join(format!("{case}.{name}.npy"))).unwrap(),
+            )
+        })
         .collect();
     let outputs = kiln_ir::interp::run(&graph, &feeds).unwrap();
     assert_eq!(outputs.len(), 1);
     let expected = read_npy(&dir.join(format!("{case}.{output}.npy"))).unwrap();
     let err = common::max_abs_diff(&outputs[0].1, &expected).unwrap();
     println!("{} {case}: max abs error {err:.3e}", model.display());
-    assert!(err <= TOLERANCE, "{} {case}: max abs error {err} > {TOLERANCE}", model.display());
+    assert!(
+        err <= TOLERANCE,
+        "{} {case}: max abs error {err} > {TOLERANCE}",
+        model.display()
+    );
     err
 }
 
 fn check_fixture(name: &str) {
     let dir = common::model_dir(name);
     for case in ["b1_s16", "b2_s33"] {
-        check(&dir.join("model.onnx"), &dir.join("io"), case, &["input_ids", "attention_mask"], "output");
+        check(
+            &dir.join("model.onnx"),
+            &dir.join("io"),
+            case,
+            &["input_ids", "attention_mask"],
+            "output",
+        );
     }
 }
 

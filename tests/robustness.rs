@@ -1,39 +1,1230 @@
+//! Robustness of the model and tensor readers against corrupted files.
+//!
+//! Deterministic (fixed-seed ChaCha) proptest runs mutate the real reference files and feed
+//! every variant to kiln's readers, proving that malformed input gives an error, never a panic:
+//!
+//! - **ONNX** (10,000 variants): `kiln_frontends::onnx::load_model` on a temp file, and
+//!   `import_model` on the proto whenever prost decodes the bytes (the two must agree, and their
+//!   errors must be one line). The corpora are the real `bert` model (mutations biased towards
+//!   its non-weight bytes) and compact but equivalent copies of `bert` and `llama` built here
+//!   with prost: node metadata stripped and every initializer over 256 bytes moved to an
+//!   external `weights.bin`, so that mutations hit graph structure, small constants and external
+//!   data entries rather than weights, and a load costs well under a millisecond.
+//! - Every mutated model that loads is inspected (what `kiln inspect` prints) and run on the
+//!   interpreter with the `b1_s16` fixture inputs; the run must return `Ok` or a one-line `Err`.
+//! - **.npy** (12,000 variants): `kiln_ir::npy::parse_npy` on mutated fixture inputs/outputs and
+//!   on generated files of every supported dtype, Fortran order and header versions 1 to 3. A
+//!   parsed tensor must re-serialise to a file that parses back to the same bytes; mutated `bert`
+//!   inputs that still parse are fed to the model, which must return `Ok` or `Err`.
+//!
+//! Mutations: truncation at a random point, bit flips, overwrites with random bytes, protobuf
+//! tags or varints of extreme values (negative, 2^40, 2^50, `i64::MAX`), inserted and deleted
+//! byte ranges, and splices from the same or another file. Counts and timings are printed
+//! (`cargo test --test robustness -- --nocapture`).
+
 mod common;
-use kiln_frontends::onnx::{import_model, load_model, proto::ModelProto};
+
+use kiln_frontends::onnx::proto::tensor_proto::DataLocation;
+use kiln_frontends::onnx::proto::tensor_shape_proto::dimension;
+use kiln_frontends::onnx::proto::{type_proto, ModelProto, StringStringEntryProto};
+use kiln_frontends::onnx::{import_model, load_model};
+use kiln_ir::infer::fmt_shape;
+use kiln_ir::npy::{npy_bytes, parse_npy};
+use kiln_ir::{Graph, Tensor};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use prost::bytes::Bytes;
 use prost::Message;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[test]
-fn probe() {
-    let dir = std::env::temp_dir().join("kiln-probe");
-    std::fs::create_dir_all(&dir).unwrap();
-    for m in ["bert", "llama"] {
-        let md = common::model_dir(m);
-        let bytes = std::fs::read(md.join("model.onnx")).unwrap();
-        let p = dir.join("m.onnx");
-        let t = Instant::now();
-        for _ in 0..50 {
-            std::fs::write(&p, &bytes).unwrap();
-            load_model(&p).unwrap();
-        }
-        println!("{m}: write+load {:?}", t.elapsed() / 50);
-        let t = Instant::now();
-        for _ in 0..50 {
-            let b = prost::bytes::Bytes::from(bytes.clone());
-            let mp = ModelProto::decode(b).unwrap();
-            import_model(&mp, &dir).unwrap();
-        }
-        println!("{m}: decode+import {:?}", t.elapsed() / 50);
-        let g = load_model(&p).unwrap();
-        let mut feeds = HashMap::new();
-        for n in ["input_ids", "attention_mask"] {
-            feeds.insert(n.to_string(), kiln_ir::npy::read_npy(&md.join(format!("io/b1_s16.{n}.npy"))).unwrap());
-        }
-        let t = Instant::now();
-        for _ in 0..10 {
-            kiln_ir::interp::run(&g, &feeds).unwrap();
-        }
-        println!("{m}: run {:?}", t.elapsed() / 10);
+/// Variants per ONNX corpus; together at least 10,000.
+const BERT_EXTERNAL_CASES: u32 = 5_000;
+const LLAMA_EXTERNAL_CASES: u32 = 3_000;
+const BERT_FULL_CASES: u32 = 2_000;
+const NPY_CASES: u32 = 12_000;
+/// Field-level edits of decoded models (in addition to the byte-level variants).
+const BERT_EDIT_CASES: u32 = 3_000;
+const LLAMA_EDIT_CASES: u32 = 2_000;
+const _: () = assert!(BERT_EXTERNAL_CASES + LLAMA_EXTERNAL_CASES + BERT_FULL_CASES >= 10_000);
+
+/// Initializers larger than this many bytes go to `weights.bin` in the compact models.
+const EXTERNAL_THRESHOLD: usize = 256;
+
+// ---------------------------------------------------------------------------------------------
+// Scaffolding: temp dirs, fixtures, the runner.
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("kiln-robustness-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
     }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `test` on `cases` values of `strategy` with a fixed ChaCha seed derived from `tag`, so
+/// every run tries the same variants. A panic inside `test` is caught by proptest, shrunk to a
+/// minimal mutation list and reported as a failure.
+///
+/// With `KILN_FUZZ_EXPLORE=1` the run does not stop at the first failure: every case runs, and
+/// the distinct panic locations and check failures are listed at the end (with a count and the
+/// first input that hit each), which is quicker when several bugs are open at once.
+/// `KILN_FUZZ_EXPLORE=N` for N > 1 also runs N times as many cases from another seed.
+fn fuzz<S: Strategy>(
+    tag: &str,
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let explore: Option<u32> = std::env::var("KILN_FUZZ_EXPLORE")
+        .ok()
+        .map(|v| v.parse().unwrap_or(1));
+    let scale = explore.unwrap_or(1).max(1);
+    let config = Config {
+        cases: cases * scale,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        failure_persistence: None,
+        max_shrink_iters: 2_000,
+        ..Config::default()
+    };
+    let mut seed = [0x6bu8; 32];
+    for (i, b) in tag.bytes().enumerate() {
+        seed[i % 32] ^= b;
+    }
+    seed[31] ^= (scale - 1) as u8;
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+    if explore.is_none() {
+        if let Err(e) = runner.run(&strategy, test) {
+            panic!("{tag}: {e}");
+        }
+        return;
+    }
+    explore::install_hook();
+    let found: RefCell<BTreeMap<String, (usize, String)>> = RefCell::default();
+    let result = runner.run(&strategy, |value| {
+        let shown = format!("{value:?}");
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| test(value)));
+        let key = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            // Grouped by message without the `quoted` names.
+            Ok(Err(e)) => format!(
+                "check failed: {}",
+                e.to_string()
+                    .split('`')
+                    .enumerate()
+                    .map(|(i, p)| if i % 2 == 0 { p } else { "_" })
+                    .collect::<Vec<_>>()
+                    .join("`")
+            ),
+            Err(_) => format!("panic: {}", explore::last_panic()),
+        };
+        let mut found = found.borrow_mut();
+        let entry = found.entry(key).or_insert((0, shown));
+        entry.0 += 1;
+        Ok(())
+    });
+    result.unwrap();
+    let found = found.into_inner();
+    for (key, (n, first)) in &found {
+        println!("{tag}: {n} x {key}\n    first input: {first}");
+    }
+    assert!(found.is_empty(), "{tag}: {} distinct failures", found.len());
+}
+
+/// Support for `KILN_FUZZ_EXPLORE`: a panic hook that records the last panic's location and
+/// message on the panicking thread instead of printing it.
+mod explore {
+    use std::cell::RefCell;
+    use std::sync::Once;
+
+    thread_local! {
+        static LAST: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+
+    pub fn install_hook() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST.with(|l| *l.borrow_mut() = format!("{at}: {msg}"));
+            }));
+        });
+    }
+
+    pub fn last_panic() -> String {
+        LAST.with(|l| l.borrow().clone())
+    }
+}
+
+/// Fails the case unless `msg` is a non-empty single line.
+fn one_line(what: &str, msg: &str) -> Result<(), TestCaseError> {
+    prop_assert!(
+        !msg.is_empty() && !msg.contains(['\n', '\r']),
+        "{what}: error is not one line: {msg:?}"
+    );
+    Ok(())
+}
+
+/// True if some identifier in the model (a node, value, tensor, op or attribute name, a domain
+/// or an external data entry) contains a line break.
+///
+/// Known issue (reported, not fixed here): the importer and the interpreter quote such names
+/// verbatim, so errors about them span several lines. The one-line check is skipped for these
+/// models (and the number of such cases printed); every other error must be one line.
+fn has_multiline_names(model: &ModelProto) -> bool {
+    let bad = |s: &str| s.contains(['\n', '\r']);
+    let opt = |s: &Option<String>| s.as_deref().is_some_and(bad);
+    let Some(g) = &model.graph else {
+        return false;
+    };
+    model.opset_import.iter().any(|o| opt(&o.domain))
+        || g.node.iter().any(|n| {
+            opt(&n.name)
+                || opt(&n.op_type)
+                || opt(&n.domain)
+                || n.input.iter().chain(&n.output).any(|s| bad(s))
+                || n.attribute.iter().any(|a| {
+                    opt(&a.name) || a.t.as_ref().is_some_and(|t| opt(&t.name))
+                })
+        })
+        || g.initializer.iter().any(|t| {
+            opt(&t.name)
+                || t
+                    .external_data
+                    .iter()
+                    .any(|e| opt(&e.key) || opt(&e.value))
+        })
+        || g.input.iter().chain(&g.output).any(|v| {
+            opt(&v.name)
+                || matches!(
+                    v.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                    Some(type_proto::Value::TensorType(t)) if t.shape.iter().flat_map(|s| &s.dim).any(|d| {
+                        matches!(&d.value, Some(dimension::Value::DimParam(p)) if bad(p))
+                    })
+                )
+        })
+}
+
+/// The `b1_s16` fixture inputs of a reference model.
+fn fixture_feeds(model: &str) -> HashMap<String, Tensor> {
+    let io = common::model_dir(model).join("io");
+    ["input_ids", "attention_mask"]
+        .into_iter()
+        .map(|n| {
+            let t = kiln_ir::npy::read_npy(&io.join(format!("b1_s16.{n}.npy"))).unwrap();
+            (n.to_string(), t)
+        })
+        .collect()
+}
+
+fn expected_output(model: &str) -> Tensor {
+    let io = common::model_dir(model).join("io");
+    kiln_ir::npy::read_npy(&io.join("b1_s16.output.npy")).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutations.
+
+/// A position in the file being mutated: anywhere (`hot == false`) or inside the corpus'
+/// "hot" ranges (structure rather than weight bytes).
+#[derive(Clone, Debug)]
+struct Pos {
+    hot: bool,
+    index: Index,
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    /// Cut the file at a point.
+    Truncate(Pos),
+    /// Flip one bit.
+    Flip(Pos, u8),
+    /// Overwrite bytes in place.
+    Overwrite(Pos, Vec<u8>),
+    /// Insert bytes.
+    Insert(Pos, Vec<u8>),
+    /// Delete a range.
+    Delete(Pos, usize),
+    /// Copy `len` bytes from `from` in the donor file (or this file) to `at`, replacing or
+    /// inserting.
+    Splice {
+        at: Pos,
+        from: Index,
+        len: usize,
+        donor: bool,
+        replace: bool,
+    },
+}
+
+/// Varints that make protobuf integers extreme: 0, small, 2^31, 2^32 - 1, 2^40, 2^50,
+/// `i64::MAX`, -1, -2, -(2^50).
+const EXTREME_INTS: &[u64] = &[
+    0,
+    1,
+    0x7f,
+    0x80,
+    1 << 31,
+    (1 << 32) - 1,
+    1 << 40,
+    1 << 50,
+    i64::MAX as u64,
+    u64::MAX,
+    -2i64 as u64,
+    -(1i64 << 50) as u64,
+];
+
+/// Bytes that are common protobuf tags (field 1 to 8, varint or length-delimited) and edges.
+const TAG_BYTES: &[u8] = &[
+    0x00, 0x01, 0x08, 0x0a, 0x10, 0x12, 0x1a, 0x22, 0x2a, 0x3a, 0x42, 0x7f, 0x80, 0xff,
+];
+
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = vec![];
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn pos(hot: f64) -> impl Strategy<Value = Pos> {
+    (prop::bool::weighted(hot), any::<Index>()).prop_map(|(hot, index)| Pos { hot, index })
+}
+
+fn some_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        vec(any::<u8>(), 1..8),
+        select(EXTREME_INTS).prop_map(varint),
+        vec(select(TAG_BYTES), 1..4),
+    ]
+}
+
+/// One mutation; positions fall in the corpus' hot ranges with probability `hot`.
+fn mutation(hot: f64) -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        2 => pos(hot).prop_map(Mutation::Truncate),
+        3 => (pos(hot), 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
+        3 => (pos(hot), some_bytes()).prop_map(|(p, b)| Mutation::Overwrite(p, b)),
+        2 => (pos(hot), some_bytes()).prop_map(|(p, b)| Mutation::Insert(p, b)),
+        2 => (pos(hot), 1usize..64).prop_map(|(p, n)| Mutation::Delete(p, n)),
+        1 => (pos(hot), any::<Index>(), 1usize..256, any::<bool>(), any::<bool>()).prop_map(
+            |(at, from, len, donor, replace)| Mutation::Splice { at, from, len, donor, replace }
+        ),
+    ]
+}
+
+/// One to three mutations.
+fn mutations(hot: f64) -> impl Strategy<Value = Vec<Mutation>> {
+    vec(mutation(hot), 1..4)
+}
+
+/// A file to mutate, the ranges mutations prefer, and a donor for splices.
+struct Corpus {
+    bytes: Vec<u8>,
+    hot: Vec<Range<usize>>,
+    donor: Vec<u8>,
+}
+
+impl Corpus {
+    /// A byte offset in `buf` (of length `len`) for `p`; `len` itself is allowed (the end).
+    fn at(&self, p: &Pos, len: usize) -> usize {
+        let hot_len: usize = self.hot.iter().map(|r| r.len()).sum();
+        let i = if p.hot && hot_len > 0 {
+            let mut k = p.index.index(hot_len);
+            let mut at = 0;
+            for r in &self.hot {
+                if k < r.len() {
+                    at = r.start + k;
+                    break;
+                }
+                k -= r.len();
+            }
+            at
+        } else {
+            p.index.index(len + 1)
+        };
+        i.min(len)
+    }
+
+    fn apply(&self, ms: &[Mutation]) -> Vec<u8> {
+        let mut b = self.bytes.clone();
+        for m in ms {
+            match m {
+                Mutation::Truncate(p) => {
+                    let at = self.at(p, b.len());
+                    b.truncate(at);
+                }
+                Mutation::Flip(p, bit) => {
+                    let at = self.at(p, b.len());
+                    if let Some(x) = b.get_mut(at) {
+                        *x ^= 1 << bit;
+                    }
+                }
+                Mutation::Overwrite(p, with) => {
+                    let at = self.at(p, b.len());
+                    for (i, &x) in with.iter().enumerate() {
+                        if let Some(y) = b.get_mut(at + i) {
+                            *y = x;
+                        }
+                    }
+                }
+                Mutation::Insert(p, bytes) => {
+                    let at = self.at(p, b.len());
+                    b.splice(at..at, bytes.iter().copied());
+                }
+                Mutation::Delete(p, n) => {
+                    let at = self.at(p, b.len());
+                    b.drain(at..(at + n).min(b.len()));
+                }
+                Mutation::Splice {
+                    at,
+                    from,
+                    len,
+                    donor,
+                    replace,
+                } => {
+                    let src = if *donor { &self.donor } else { &self.bytes };
+                    if src.is_empty() {
+                        continue;
+                    }
+                    let start = from.index(src.len());
+                    let piece = src[start..(start + len).min(src.len())].to_vec();
+                    let at = self.at(at, b.len());
+                    let end = if *replace {
+                        (at + piece.len()).min(b.len())
+                    } else {
+                        at
+                    };
+                    b.splice(at..end, piece);
+                }
+            }
+        }
+        b
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ONNX corpora.
+
+/// The byte ranges of `model_bytes` that are not initializer `raw_data` (found by decoding from
+/// a shared buffer, whose `raw_data` fields are views into it).
+fn structure_ranges(model_bytes: &[u8]) -> Vec<Range<usize>> {
+    let buf = Bytes::copy_from_slice(model_bytes);
+    let base = buf.as_ptr() as usize;
+    let model = ModelProto::decode(buf.clone()).unwrap();
+    let mut weights: Vec<Range<usize>> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.initializer)
+        .filter_map(|t| t.raw_data.as_ref())
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let start = r.as_ptr() as usize - base;
+            start..start + r.len()
+        })
+        .collect();
+    weights.sort_by_key(|r| r.start);
+    let mut hot = vec![];
+    let mut at = 0;
+    for w in weights {
+        if w.start > at {
+            hot.push(at..w.start);
+        }
+        at = at.max(w.end);
+    }
+    hot.push(at..model_bytes.len());
+    hot
+}
+
+fn entry(key: &str, value: String) -> StringStringEntryProto {
+    StringStringEntryProto {
+        key: Some(key.into()),
+        value: Some(value),
+    }
+}
+
+/// A compact, equivalent copy of a reference model: node metadata and doc strings stripped,
+/// every initializer over [`EXTERNAL_THRESHOLD`] bytes moved to `weights.bin` in `dir`.
+/// Returns the encoded model.
+fn compact_model(name: &str, dir: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(common::model_dir(name).join("model.onnx")).unwrap();
+    let mut model = ModelProto::decode(Bytes::from(bytes)).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    for node in &mut graph.node {
+        node.metadata_props.clear();
+        node.doc_string = None;
+    }
+    graph.value_info.clear();
+    let mut weights = vec![];
+    for init in &mut graph.initializer {
+        let Some(raw) = init.raw_data.take_if(|r| r.len() > EXTERNAL_THRESHOLD) else {
+            continue;
+        };
+        // 64-byte aligned, as exporters write it.
+        weights.resize(weights.len().next_multiple_of(64), 0);
+        init.data_location = Some(DataLocation::External as i32);
+        init.external_data = vec![
+            entry("location", "weights.bin".into()),
+            entry("offset", weights.len().to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        weights.extend_from_slice(&raw);
+    }
+    std::fs::write(dir.join("weights.bin"), weights).unwrap();
+    model.encode_to_vec()
+}
+
+#[derive(Default)]
+struct Counts {
+    tried: Cell<usize>,
+    decoded: Cell<usize>,
+    loaded: Cell<usize>,
+    ran_ok: Cell<usize>,
+    ran_err: Cell<usize>,
+    multiline_names: Cell<usize>,
+}
+
+fn bump(c: &Cell<usize>) {
+    c.set(c.get() + 1);
+}
+
+/// What `kiln inspect` computes, which must not panic on any loaded graph.
+fn inspect(g: &Graph) {
+    for v in g.inputs() {
+        let _ = fmt_shape(&g.value(v).ty.shape);
+    }
+    for (_, v) in g.outputs() {
+        let _ = fmt_shape(&g.value(*v).ty.shape);
+    }
+    let _ = g.op_histogram();
+    let _ = g.parameter_totals();
+}
+
+/// No legitimate value in these tests comes close to this many elements.
+const HUGE_ELEMENTS: i64 = 1 << 28;
+
+/// A node output whose statically inferred shape, evaluated for `feeds`, exceeds
+/// [`HUGE_ELEMENTS`]. The interpreter has no size limit of its own, so running such a graph
+/// attempts the allocation (and aborts the process when it fails).
+fn predicted_huge_value(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Option<String> {
+    let bindings = kiln_ir::interp::bind_symbols(graph, feeds).ok()?;
+    for id in graph.node_ids() {
+        let node = graph.node(id);
+        let Some(op) = node.op() else { continue };
+        for v in &node.outputs {
+            let n = v
+                .ty
+                .shape
+                .iter()
+                .map(|d| d.eval(&bindings))
+                .try_fold(1i64, |acc, d| Some(acc.saturating_mul(d?.max(0))));
+            if let Some(n) = n.filter(|&n| n > HUGE_ELEMENTS) {
+                return Some(format!(
+                    "interp::run would allocate {n} elements for output `{}` of node `{}` ({}): \
+                     nothing rejects it first",
+                    v.name, node.name, op.kind
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Loads one variant from a file and from its decoded proto, checks the two agree, and runs
+/// it on the interpreter if it loads.
+fn check_model_variant(
+    bytes: Vec<u8>,
+    dir: &Path,
+    feeds: &HashMap<String, Tensor>,
+    counts: &Counts,
+) -> Result<(), TestCaseError> {
+    bump(&counts.tried);
+    let path = dir.join("variant.onnx");
+    // A new file each time: the previous variant's mapping must never see its file change.
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, &bytes).unwrap();
+    let loaded = load_model(&path);
+    let _ = std::fs::remove_file(&path);
+    let mut check_lines = true;
+    match ModelProto::decode(Bytes::from(bytes)) {
+        Ok(model) => {
+            bump(&counts.decoded);
+            if has_multiline_names(&model) {
+                bump(&counts.multiline_names);
+                check_lines = false;
+            }
+            let imported = import_model(&model, dir);
+            match (&loaded, &imported) {
+                (Ok(_), Ok(_)) => {}
+                (Err(l), Err(i)) => {
+                    if check_lines {
+                        one_line("import_model", i)?;
+                    }
+                    prop_assert!(
+                        model.graph.is_none() || l.ends_with(i.as_str()),
+                        "load_model: {l}\nimport_model: {i}"
+                    );
+                }
+                (l, i) => prop_assert!(
+                    false,
+                    "load_model and import_model disagree: {:?} vs {:?}",
+                    l.as_ref().err(),
+                    i.as_ref().err()
+                ),
+            }
+        }
+        Err(_) => prop_assert!(loaded.is_err(), "load_model accepted undecodable bytes"),
+    }
+    match loaded {
+        Err(e) => {
+            if check_lines {
+                one_line("load_model", &e)?;
+            }
+            prop_assert!(e.starts_with(&path.display().to_string()), "{e}");
+        }
+        Ok(graph) => {
+            bump(&counts.loaded);
+            inspect(&graph);
+            if let Some(huge) = predicted_huge_value(&graph, feeds) {
+                // Running it would abort the whole test binary (allocation failure).
+                prop_assert!(false, "{huge}");
+            }
+            match kiln_ir::interp::run(&graph, feeds) {
+                Ok(_) => bump(&counts.ran_ok),
+                Err(e) => {
+                    bump(&counts.ran_err);
+                    if check_lines {
+                        one_line("interp::run", &e.0)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fuzz_model(tag: &str, cases: u32, corpus: &Corpus, dir: &Path, model: &str) {
+    let feeds = fixture_feeds(model);
+    let counts = Counts::default();
+    let start = Instant::now();
+    fuzz(tag, cases, mutations(0.75), |ms| {
+        check_model_variant(corpus.apply(&ms), dir, &feeds, &counts)
+    });
+    println!(
+        "{tag}: {} variants of a {}-byte model in {:.1?}: {} decoded ({} with line breaks in \
+         names), {} loaded, {} ran Ok, {} ran Err",
+        counts.tried.get(),
+        corpus.bytes.len(),
+        start.elapsed(),
+        counts.decoded.get(),
+        counts.multiline_names.get(),
+        counts.loaded.get(),
+        counts.ran_ok.get(),
+        counts.ran_err.get(),
+    );
+    assert!(counts.tried.get() >= cases as usize);
+    assert!(counts.loaded.get() > 0, "{tag}: no variant loaded at all");
+}
+
+/// Builds the compact copy of `model`, checks it still reproduces the reference output, and
+/// returns it as a corpus (all bytes hot).
+fn compact_corpus(model: &str, donor: &str, dir: &Path) -> Corpus {
+    let bytes = compact_model(model, dir);
+    let path = dir.join("compact.onnx");
+    std::fs::write(&path, &bytes).unwrap();
+    let graph = load_model(&path).unwrap();
+    let out = kiln_ir::interp::run(&graph, &fixture_feeds(model)).unwrap();
+    let diff = common::max_abs_diff(&out[0].1, &expected_output(model)).unwrap();
+    assert!(
+        diff < 1e-4,
+        "compact {model} differs from the reference by {diff}"
+    );
+    drop(graph);
+    std::fs::remove_file(&path).unwrap();
+    Corpus {
+        hot: vec![0..bytes.len()],
+        bytes,
+        donor: std::fs::read(common::model_dir(donor).join("model.onnx")).unwrap(),
+    }
+}
+
+#[test]
+fn mutated_compact_bert_models_never_panic() {
+    let dir = TempDir::new("bert-external");
+    let corpus = compact_corpus("bert", "llama", dir.path());
+    fuzz_model(
+        "bert-external",
+        BERT_EXTERNAL_CASES,
+        &corpus,
+        dir.path(),
+        "bert",
+    );
+}
+
+#[test]
+fn mutated_compact_llama_models_never_panic() {
+    let dir = TempDir::new("llama-external");
+    let corpus = compact_corpus("llama", "bert", dir.path());
+    fuzz_model(
+        "llama-external",
+        LLAMA_EXTERNAL_CASES,
+        &corpus,
+        dir.path(),
+        "llama",
+    );
+}
+
+#[test]
+fn mutated_full_bert_models_never_panic() {
+    let dir = TempDir::new("bert-full");
+    let bytes = std::fs::read(common::model_dir("bert").join("model.onnx")).unwrap();
+    let corpus = Corpus {
+        hot: structure_ranges(&bytes),
+        bytes,
+        donor: std::fs::read(common::model_dir("gpt2").join("model.onnx")).unwrap(),
+    };
+    fuzz_model("bert-full", BERT_FULL_CASES, &corpus, dir.path(), "bert");
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npy files.
+
+/// A hand-written `.npy` file: `header` is the dict text, padded and terminated here.
+fn npy_file(version: u8, header: &str, data: &[u8]) -> Vec<u8> {
+    let len_bytes = if version == 1 { 2 } else { 4 };
+    let mut h = header.to_string();
+    while (6 + 2 + len_bytes + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY".to_vec();
+    out.extend([version, 0]);
+    if version == 1 {
+        out.extend((h.len() as u16).to_le_bytes());
+    } else {
+        out.extend((h.len() as u32).to_le_bytes());
+    }
+    out.extend(h.as_bytes());
+    out.extend(data);
+    out
+}
+
+/// The .npy corpus: every fixture file of the three models, plus generated files of each
+/// supported dtype and layout. The second field names the bert input a file can be fed as.
+fn npy_corpus() -> Vec<(Vec<u8>, Option<&'static str>)> {
+    let mut files = vec![];
+    for model in ["bert", "gpt2", "llama"] {
+        for case in ["b1_s16", "b2_s33"] {
+            for what in ["input_ids", "attention_mask", "output"] {
+                let path = common::model_dir(model).join(format!("io/{case}.{what}.npy"));
+                let feed = match (model, case, what) {
+                    ("bert", "b1_s16", "input_ids") => Some("input_ids"),
+                    ("bert", "b1_s16", "attention_mask") => Some("attention_mask"),
+                    _ => None,
+                };
+                files.push((std::fs::read(path).unwrap(), feed));
+            }
+        }
+    }
+    let generated = [
+        Tensor::from_vec(&[2, 3], vec![1.5f32, -2.0, 0.0, 3.25, f32::MAX, -0.5]),
+        Tensor::from_vec(&[2, 2], vec![-1i8, 2, -128, 127]),
+        Tensor::from_vec(&[4], vec![0u8, 1, 200, 255]),
+        Tensor::from_vec(&[1, 2, 2], vec![i32::MIN, -1, 0, i32::MAX]),
+        Tensor::from_vec(&[], vec![42i64]),
+        Tensor::from_vec(&[0, 5], Vec::<i64>::new()),
+        Tensor::from_vec(&[2, 3], vec![true, false, true, true, false, false]),
+    ];
+    for t in generated {
+        files.push((npy_bytes(&t.unwrap()).unwrap(), None));
+    }
+    let f32s: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    files.push((
+        npy_file(
+            1,
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+            &f32s,
+        ),
+        None,
+    ));
+    // f16 1.0, 65504 (max), -1.0, NaN.
+    let f16s: Vec<u8> = [0x3c00u16, 0x7bff, 0xbc00, 0x7e00]
+        .iter()
+        .flat_map(|b| b.to_le_bytes())
+        .collect();
+    files.push((
+        npy_file(
+            1,
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 2), }",
+            &f16s,
+        ),
+        None,
+    ));
+    files.push((
+        npy_file(
+            2,
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
+            &f32s,
+        ),
+        None,
+    ));
+    files.push((
+        npy_file(
+            3,
+            "{\"descr\": \"<i8\", \"fortran_order\": False, \"shape\": (1L,)}",
+            &7i64.to_le_bytes(),
+        ),
+        None,
+    ));
+    for (bytes, _) in &files {
+        parse_npy(bytes).expect("every unmutated .npy in the corpus parses");
+    }
+    files
+}
+
+/// Where the data of a valid .npy file starts (the header is the hot range).
+fn npy_data_start(bytes: &[u8]) -> usize {
+    let (len_at, len_bytes) = if bytes[6] == 1 { (8, 2) } else { (8, 4) };
+    let len = bytes[len_at..len_at + len_bytes]
+        .iter()
+        .rev()
+        .fold(0usize, |acc, &b| (acc << 8) | b as usize);
+    len_at + len_bytes + len
+}
+
+#[test]
+fn mutated_npy_files_never_panic() {
+    let files = npy_corpus();
+    let corpora: Vec<(Corpus, Option<&str>)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (bytes, feed))| {
+            let corpus = Corpus {
+                hot: vec![0..npy_data_start(bytes)],
+                bytes: bytes.clone(),
+                donor: files[(i + 1) % files.len()].0.clone(),
+            };
+            (corpus, *feed)
+        })
+        .collect();
+    let all: Vec<usize> = (0..corpora.len()).collect();
+    let feedable: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| corpora[i].1.is_some())
+        .collect();
+    let bert = load_model(&common::model_dir("bert").join("model.onnx")).unwrap();
+    let feeds = fixture_feeds("bert");
+    let (tried, parsed, fed, fed_ok) = (Cell::new(0), Cell::new(0), Cell::new(0), Cell::new(0));
+    let start = Instant::now();
+    fuzz(
+        "npy",
+        NPY_CASES,
+        (prop::bool::weighted(0.3), any::<Index>(), mutations(0.5)),
+        |(bert_input, which, ms)| {
+            bump(&tried);
+            // A third of the cases mutate a bert input, to feed the model what still parses.
+            let pool = if bert_input { &feedable } else { &all };
+            let (corpus, feed) = &corpora[pool[which.index(pool.len())]];
+            let bytes = corpus.apply(&ms);
+            let t = match parse_npy(&bytes) {
+                Ok(t) => t,
+                Err(e) => return one_line("parse_npy", &e),
+            };
+            bump(&parsed);
+            prop_assert_eq!(t.len(), t.shape().iter().product::<usize>());
+            // A valid tensor: it serialises, and the file parses back to the same bytes.
+            let again = npy_bytes(&t).map_err(TestCaseError::fail)?;
+            let back = parse_npy(&again).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(npy_bytes(&back).map_err(TestCaseError::fail)?, again);
+            if let Some(name) = feed {
+                bump(&fed);
+                let mut feeds = feeds.clone();
+                feeds.insert(name.to_string(), t);
+                match kiln_ir::interp::run(&bert, &feeds) {
+                    Ok(_) => bump(&fed_ok),
+                    Err(e) => one_line("interp::run", &e.0)?,
+                }
+            }
+            Ok(())
+        },
+    );
+    println!(
+        "npy: {} variants of {} files in {:.1?}: {} parsed; {} fed to bert: {} ran Ok, {} ran Err",
+        tried.get(),
+        corpora.len(),
+        start.elapsed(),
+        parsed.get(),
+        fed.get(),
+        fed_ok.get(),
+        fed.get() - fed_ok.get()
+    );
+    assert!(tried.get() >= NPY_CASES as usize);
+    assert!(parsed.get() > 0 && fed.get() > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field-level mutations of decoded models.
+
+/// Integers that stress dims, axes, sizes and offsets.
+fn extreme_i64() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        -3i64..=3,
+        select(
+            &[
+                -1i64,
+                -64,
+                15,
+                16,
+                17,
+                63,
+                64,
+                65,
+                128,
+                1000,
+                1 << 31,
+                1 << 32,
+                1 << 40,
+                (1 << 40) + 1,
+                1 << 50,
+                i64::MAX,
+                i64::MIN,
+                i64::MIN + 1,
+            ][..]
+        ),
+    ]
+}
+
+/// A change to one field of a decoded model. Indices pick an element of the relevant list.
+#[derive(Clone, Debug)]
+enum Edit {
+    /// Set (or append) one dim of an initializer.
+    InitDim(Index, Index, i64),
+    /// Replace all dims of an initializer.
+    InitDims(Index, Vec<i64>),
+    /// Change an initializer's element type code.
+    InitType(Index, i32),
+    /// Overwrite one element of a small int64 initializer's inline data (shape constants).
+    InitValue(Index, Index, i64),
+    /// Set an external data entry (`location`, `offset` or `length`) of an initializer.
+    External(Index, Index, String),
+    /// Drop an initializer.
+    DropInit(Index),
+    /// Set one declared dim of a graph input (a value, a parameter name, or unset).
+    InputDim(Index, Index, Option<i64>, Option<String>),
+    /// Change a graph input's element type.
+    InputType(Index, i32),
+    /// Set an int attribute (or one element of an ints attribute) of a node.
+    AttrInt(Index, Index, Index, i64),
+    /// Drop an attribute of a node.
+    DropAttr(Index, Index),
+    /// Wire a node input to another value (any name in the model, empty or unknown).
+    Rewire(Index, Index, Index),
+    /// Append an input to a node.
+    ExtraInput(Index, Index),
+    /// Drop a node's last input or output.
+    DropInput(Index),
+    DropOutput(Index),
+    /// Give a node the op type of another node (or a few others).
+    OpType(Index, Index),
+    /// Remove a node, or swap two.
+    DropNode(Index),
+    SwapNodes(Index, Index),
+    /// Set the default-domain opset version.
+    Opset(i64),
+    /// Point a graph output at another value.
+    Output(Index, Index),
+}
+
+const OTHER_OPS: &[&str] = &[
+    "FooBar",
+    "",
+    "Attention",
+    "RotaryEmbedding",
+    "Einsum",
+    "Split",
+    "Tile",
+    "TopK",
+    "Constant",
+    "Sum",
+    "Max",
+    "CastLike",
+    "Dropout",
+];
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let i = any::<Index>;
+    let code = prop_oneof![0i32..=26, Just(-1), Just(1000)];
+    prop_oneof![
+        3 => (i(), i(), extreme_i64()).prop_map(|(a, b, v)| Edit::InitDim(a, b, v)),
+        1 => (i(), vec(extreme_i64(), 0..4)).prop_map(|(a, d)| Edit::InitDims(a, d)),
+        1 => (i(), code.clone()).prop_map(|(a, c)| Edit::InitType(a, c)),
+        4 => (i(), i(), extreme_i64()).prop_map(|(a, b, v)| Edit::InitValue(a, b, v)),
+        2 => (i(), i(), prop_oneof![
+            extreme_i64().prop_map(|v| v.to_string()),
+            select(&["weights.bin", "missing.bin", "../weights.bin", "/etc/passwd", "", ".", "x"][..])
+                .prop_map(String::from),
+        ]).prop_map(|(a, b, v)| Edit::External(a, b, v)),
+        1 => i().prop_map(Edit::DropInit),
+        2 => (i(), i(), proptest::option::of(extreme_i64()), proptest::option::of(select(&["batch", "seq", "", "n"][..]).prop_map(String::from)))
+            .prop_map(|(a, b, v, p)| Edit::InputDim(a, b, v, p)),
+        1 => (i(), code).prop_map(|(a, c)| Edit::InputType(a, c)),
+        4 => (i(), i(), i(), extreme_i64()).prop_map(|(a, b, c, v)| Edit::AttrInt(a, b, c, v)),
+        1 => (i(), i()).prop_map(|(a, b)| Edit::DropAttr(a, b)),
+        3 => (i(), i(), i()).prop_map(|(a, b, c)| Edit::Rewire(a, b, c)),
+        1 => (i(), i()).prop_map(|(a, b)| Edit::ExtraInput(a, b)),
+        1 => i().prop_map(Edit::DropInput),
+        1 => i().prop_map(Edit::DropOutput),
+        2 => (i(), i()).prop_map(|(a, b)| Edit::OpType(a, b)),
+        1 => i().prop_map(Edit::DropNode),
+        1 => (i(), i()).prop_map(|(a, b)| Edit::SwapNodes(a, b)),
+        1 => prop_oneof![-1i64..=27, Just(100)].prop_map(Edit::Opset),
+        1 => (i(), i()).prop_map(|(a, b)| Edit::Output(a, b)),
+    ]
+}
+
+/// `list[index]`, if the list is not empty.
+fn pick<'a, T>(list: &'a mut [T], index: &Index) -> Option<&'a mut T> {
+    if list.is_empty() {
+        None
+    } else {
+        let n = index.index(list.len());
+        list.get_mut(n)
+    }
+}
+
+/// Every value name in the graph, plus an empty and an unknown one.
+fn value_names(g: &kiln_frontends::onnx::proto::GraphProto) -> Vec<String> {
+    let mut names: Vec<String> = g
+        .input
+        .iter()
+        .filter_map(|v| v.name.clone())
+        .chain(g.initializer.iter().filter_map(|t| t.name.clone()))
+        .chain(g.node.iter().flat_map(|n| n.output.iter().cloned()))
+        .collect();
+    names.push(String::new());
+    names.push("no_such_value".into());
+    names
+}
+
+fn apply_edit(model: &mut ModelProto, e: &Edit) {
+    let g = model.graph.as_mut().unwrap();
+    let names = value_names(g);
+    let name = |i: &Index| names[i.index(names.len())].clone();
+    match e {
+        Edit::InitDim(t, d, v) => {
+            if let Some(t) = pick(&mut g.initializer, t) {
+                match pick(&mut t.dims, d) {
+                    Some(x) => *x = *v,
+                    None => t.dims.push(*v),
+                }
+            }
+        }
+        Edit::InitDims(t, dims) => {
+            if let Some(t) = pick(&mut g.initializer, t) {
+                t.dims = dims.clone();
+            }
+        }
+        Edit::InitType(t, c) => {
+            if let Some(t) = pick(&mut g.initializer, t) {
+                t.data_type = Some(*c);
+            }
+        }
+        Edit::InitValue(t, k, v) => {
+            let mut small: Vec<_> = g
+                .initializer
+                .iter_mut()
+                .filter(|t| t.data_type == Some(7) && t.raw_data.is_some())
+                .collect();
+            if let Some(t) = pick(&mut small, t) {
+                let mut raw = t.raw_data.take().unwrap().to_vec();
+                let n = raw.len() / 8;
+                if n > 0 {
+                    let at = k.index(n) * 8;
+                    raw[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                }
+                t.raw_data = Some(raw.into());
+            }
+        }
+        Edit::External(t, k, v) => {
+            let mut ext: Vec<_> = g
+                .initializer
+                .iter_mut()
+                .filter(|t| !t.external_data.is_empty())
+                .collect();
+            if let Some(t) = pick(&mut ext, t) {
+                if let Some(entry) = pick(&mut t.external_data, k) {
+                    entry.value = Some(v.clone());
+                }
+            }
+        }
+        Edit::DropInit(t) => {
+            if !g.initializer.is_empty() {
+                let n = t.index(g.initializer.len());
+                g.initializer.remove(n);
+            }
+        }
+        Edit::InputDim(v, d, value, param) => {
+            if let Some(Some(type_proto::Value::TensorType(t))) = pick(&mut g.input, v)
+                .and_then(|v| v.r#type.as_mut())
+                .map(|t| t.value.as_mut())
+            {
+                if let Some(dim) = t.shape.as_mut().and_then(|s| pick(&mut s.dim, d)) {
+                    dim.value = match (value, param) {
+                        (Some(v), _) => Some(dimension::Value::DimValue(*v)),
+                        (None, Some(p)) => Some(dimension::Value::DimParam(p.clone())),
+                        (None, None) => None,
+                    };
+                }
+            }
+        }
+        Edit::InputType(v, c) => {
+            if let Some(Some(type_proto::Value::TensorType(t))) = pick(&mut g.input, v)
+                .and_then(|v| v.r#type.as_mut())
+                .map(|t| t.value.as_mut())
+            {
+                t.elem_type = Some(*c);
+            }
+        }
+        Edit::AttrInt(n, a, k, v) => {
+            if let Some(a) = pick(&mut g.node, n).and_then(|n| pick(&mut n.attribute, a)) {
+                if a.i.is_some() {
+                    a.i = Some(*v);
+                } else if let Some(x) = pick(&mut a.ints, k) {
+                    *x = *v;
+                }
+            }
+        }
+        Edit::DropAttr(n, a) => {
+            if let Some(n) = pick(&mut g.node, n) {
+                if !n.attribute.is_empty() {
+                    let k = a.index(n.attribute.len());
+                    n.attribute.remove(k);
+                }
+            }
+        }
+        Edit::Rewire(n, k, v) => {
+            if let Some(slot) = pick(&mut g.node, n).and_then(|n| pick(&mut n.input, k)) {
+                *slot = name(v);
+            }
+        }
+        Edit::ExtraInput(n, v) => {
+            if let Some(n) = pick(&mut g.node, n) {
+                n.input.push(name(v));
+            }
+        }
+        Edit::DropInput(n) => {
+            if let Some(n) = pick(&mut g.node, n) {
+                n.input.pop();
+            }
+        }
+        Edit::DropOutput(n) => {
+            if let Some(n) = pick(&mut g.node, n) {
+                n.output.pop();
+            }
+        }
+        Edit::OpType(n, o) => {
+            let mut ops: Vec<String> = g.node.iter().filter_map(|n| n.op_type.clone()).collect();
+            ops.extend(OTHER_OPS.iter().map(|s| s.to_string()));
+            let op = ops[o.index(ops.len())].clone();
+            if let Some(n) = pick(&mut g.node, n) {
+                n.op_type = Some(op);
+            }
+        }
+        Edit::DropNode(n) => {
+            if !g.node.is_empty() {
+                let k = n.index(g.node.len());
+                g.node.remove(k);
+            }
+        }
+        Edit::SwapNodes(a, b) => {
+            if !g.node.is_empty() {
+                let (a, b) = (a.index(g.node.len()), b.index(g.node.len()));
+                g.node.swap(a, b);
+            }
+        }
+        Edit::Opset(v) => {
+            for o in &mut model.opset_import {
+                if o.domain.as_deref().unwrap_or("").is_empty() {
+                    o.version = Some(*v);
+                }
+            }
+        }
+        Edit::Output(o, v) => {
+            let v = name(v);
+            if let Some(o) = pick(&mut g.output, o) {
+                o.name = Some(v);
+            }
+        }
+    }
+}
+
+fn fuzz_model_edits(tag: &str, cases: u32, model: &str) {
+    let dir = TempDir::new(tag);
+    let bytes = compact_model(model, dir.path());
+    let original = ModelProto::decode(Bytes::from(bytes.clone())).unwrap();
+    let feeds = fixture_feeds(model);
+    let counts = Counts::default();
+    let start = Instant::now();
+    fuzz(tag, cases, vec(edit(), 1..4), |edits| {
+        let mut m = original.clone();
+        for e in &edits {
+            apply_edit(&mut m, e);
+        }
+        check_model_variant(m.encode_to_vec(), dir.path(), &feeds, &counts)
+    });
+    println!(
+        "{tag}: {} edited variants of {model} in {:.1?}: {} loaded, {} ran Ok, {} ran Err",
+        counts.tried.get(),
+        start.elapsed(),
+        counts.loaded.get(),
+        counts.ran_ok.get(),
+        counts.ran_err.get(),
+    );
+    assert!(counts.tried.get() >= cases as usize);
+}
+
+#[test]
+fn edited_bert_models_never_panic() {
+    fuzz_model_edits("bert-edits", BERT_EDIT_CASES, "bert");
+}
+
+#[test]
+fn edited_llama_models_never_panic() {
+    fuzz_model_edits("llama-edits", LLAMA_EDIT_CASES, "llama");
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A dimension size: a constant, a named symbol, or a polynomial over symbols (`batch*seq`, `seq+1`).
+/// Arithmetic whose coefficients overflow i64 gives [`Dim::unknown`], left to run-time checks.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Dim {
     /// Monomial (sorted symbol names, repeated for powers; empty for the constant term) to coefficient.
@@ -117,7 +118,11 @@ impl Dim {
     fn combine(&self, other: &Dim, sign: i64) -> Dim {
         let mut terms = self.terms.clone();
         for (m, c) in &other.terms {
-            *terms.entry(m.clone()).or_insert(0) += sign * c;
+            let entry = terms.entry(m.clone()).or_insert(0);
+            match c.checked_mul(sign).and_then(|c| entry.checked_add(c)) {
+                Some(v) => *entry = v,
+                None => return Dim::unknown(),
+            }
         }
         terms.retain(|_, c| *c != 0);
         Dim { terms }
@@ -158,7 +163,11 @@ impl std::ops::Mul for &Dim {
             for (mb, cb) in &rhs.terms {
                 let mut m: Vec<String> = ma.iter().chain(mb).cloned().collect();
                 m.sort();
-                *terms.entry(m).or_insert(0) += ca * cb;
+                let entry = terms.entry(m).or_insert(0);
+                match ca.checked_mul(*cb).and_then(|p| entry.checked_add(p)) {
+                    Some(v) => *entry = v,
+                    None => return Dim::unknown(),
+                }
             }
         }
         terms.retain(|_, c| *c != 0);

@@ -177,8 +177,8 @@ impl Graph {
         inputs: Vec<Option<ValueId>>,
         outputs: Vec<Value>,
     ) -> Result<ValueId, String> {
-        for v in &outputs {
-            if self.names.contains_key(&v.name) {
+        for (i, v) in outputs.iter().enumerate() {
+            if self.names.contains_key(&v.name) || outputs[..i].iter().any(|o| o.name == v.name) {
                 return Err(format!(
                     "node `{name}`: value `{}` is defined twice",
                     v.name

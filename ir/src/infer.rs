@@ -11,6 +11,9 @@ use crate::op::{Op, OpKind};
 use crate::tensor::Tensor;
 use crate::{DType, Dim};
 
+/// The largest tensor rank kiln accepts.
+pub const MAX_RANK: usize = 64;
+
 /// Integer tensors with at most this many elements carry symbolic values.
 pub const MAX_SYMBOLIC_ELEMENTS: usize = 64;
 
@@ -119,11 +122,16 @@ fn opt_input<'a>(inputs: &[Option<&'a ValueType>], i: usize) -> Option<&'a Value
 }
 
 fn same_dtype(inputs: &[Option<&ValueType>], idx: &[usize]) -> Res<DType> {
-    let first = input(inputs, idx[0])?.dtype;
+    let Some(&first_index) = idx.first() else {
+        return Err("no inputs".into());
+    };
+    let first = input(inputs, first_index)?.dtype;
     for &i in &idx[1..] {
         let d = input(inputs, i)?.dtype;
         if d != first {
-            return Err(format!("input {i} is {d} but input {} is {first}", idx[0]));
+            return Err(format!(
+                "input {i} is {d} but input {first_index} is {first}"
+            ));
         }
     }
     Ok(first)
@@ -184,7 +192,10 @@ fn shape_from_input(inputs: &[Option<&ValueType>], i: usize) -> Res<Shape> {
     }
     match t.shape.as_slice() {
         [n] => match n.as_known() {
-            Some(n) => Ok(unknown_shape(n as usize)),
+            Some(n) if (0..=MAX_RANK as i64).contains(&n) => Ok(unknown_shape(n as usize)),
+            Some(n) => Err(format!(
+                "shape input has {n} elements; ranks above {MAX_RANK} are not supported"
+            )),
             None => Err("shape input has unknown length".into()),
         },
         _ => Err(format!(

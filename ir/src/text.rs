@@ -1,4 +1,4 @@
-//! The text form of a [`Graph`]: a readable, line-oriented listing that [`print`] writes and
+//! The text form of a [`Graph`]: a readable, line-oriented listing that [`print()`] writes and
 //! [`parse`] reads back exactly (`print(&parse(&print(g))?) == print(g)`, with equal values,
 //! attributes and constant bytes).
 //!
@@ -1622,48 +1622,110 @@ pub(crate) mod tests {
         assert_eq!(e, "line 3: node `a\\nb` (Gather): input 1 is missing");
     }
 
+    /// Damages `b` in one to three places: byte flips, deletions, duplications, line swaps,
+    /// numbers replaced by extreme ones and op names replaced by other ops.
+    fn mutate(b: &mut Vec<u8>, rng: &mut Rng) {
+        const INTERESTING: &[u8] = b" ,:=%_[]()\"\\@#-+*?.0123456789eE\n";
+        const NUMBERS: &[&str] = &[
+            "0",
+            "1",
+            "-1",
+            "2",
+            "-2",
+            "7",
+            "1000000",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "99999999999",
+            "1e300",
+            "NaN",
+            "0.5",
+        ];
+        for _ in 0..1 + rng.below(3) {
+            if b.is_empty() {
+                return;
+            }
+            let i = rng.below(b.len());
+            match rng.below(8) {
+                0 => b[i] = rng.next() as u8,
+                1 => b[i] = INTERESTING[rng.below(INTERESTING.len())],
+                2 => {
+                    b.remove(i);
+                }
+                3 => {
+                    let j = (i + 1 + rng.below(8)).min(b.len());
+                    let chunk = b[i..j].to_vec();
+                    b.splice(i..i, chunk);
+                }
+                4 => {
+                    // Swap two lines.
+                    let text = String::from_utf8_lossy(b).into_owned();
+                    let mut lines: Vec<&str> = text.lines().collect();
+                    let (x, y) = (rng.below(lines.len()), rng.below(lines.len()));
+                    lines.swap(x, y);
+                    *b = lines.join("\n").into_bytes();
+                }
+                5 | 6 => {
+                    // Replace the number (or op name) around `i`.
+                    let is_num = |c: u8| c.is_ascii_digit() || c == b'-';
+                    let is_word = |c: u8| c.is_ascii_alphanumeric();
+                    let class: &dyn Fn(u8) -> bool = if is_num(b[i]) { &is_num } else { &is_word };
+                    if !class(b[i]) {
+                        continue;
+                    }
+                    let (mut s, mut e) = (i, i);
+                    while s > 0 && class(b[s - 1]) {
+                        s -= 1;
+                    }
+                    while e < b.len() && class(b[e]) {
+                        e += 1;
+                    }
+                    let with = if is_num(b[i]) {
+                        NUMBERS[rng.below(NUMBERS.len())].to_string()
+                    } else {
+                        OpKind::ALL[rng.below(OpKind::ALL.len())].name().to_string()
+                    };
+                    b.splice(s..e, with.into_bytes());
+                }
+                _ => b.insert(i, b"9999999999"[rng.below(10)]),
+            }
+        }
+    }
+
     #[test]
     fn never_panics_on_damaged_text() {
-        let text = print(&sample_graph());
-        let bytes = text.as_bytes();
+        // KILN_FUZZ_ITERS=1000000 fuzzes deeper.
+        let iters: usize = std::env::var("KILN_FUZZ_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let hand = "kiln graph v1\ninput %x: f32[b, 4]\nconst %s: i64[2] = [4, -1]\nconst %i: i64[1] = [1]\n\
+            %r: f32[4, b] = Reshape(%x, %s)  @\"r\"\n%t = Transpose[perm=[1, 0]](%r)\n\
+            %u = Unsqueeze[axes=[0]](%t)\n%g = Gather[axis=2](%u, %i)\n%c = Concat[axis=1](%u, %u)\n\
+            %sh = Shape[start=1](%c)\n%e = Expand(%x, %sh)\n%v = Slice(%c, %i, %s, _, _)\noutput y = %v\n";
         let mut rng = Rng(0xDEAD_BEEF);
         let mut ok = 0;
-        // Every truncation.
-        for cut in 0..bytes.len() {
-            let s = String::from_utf8_lossy(&bytes[..cut]);
-            ok += parse(&s).is_ok() as usize;
-        }
-        // Random byte flips, deletions, duplications and line swaps.
-        let interesting = b" ,:=%_[]()\"\\@#-+*?.0123456789eE\n";
-        for _ in 0..20_000 {
-            let mut b = bytes.to_vec();
-            for _ in 0..1 + rng.below(3) {
-                let i = rng.below(b.len());
-                match rng.below(5) {
-                    0 => b[i] = rng.next() as u8,
-                    1 => b[i] = interesting[rng.below(interesting.len())],
-                    2 => {
-                        b.remove(i);
-                    }
-                    3 => {
-                        let j = (i + 1 + rng.below(8)).min(b.len());
-                        let chunk = b[i..j].to_vec();
-                        b.splice(i..i, chunk);
-                    }
-                    _ => b.insert(i, b"9999999999"[rng.below(10)]),
-                }
+        for seed in [print(&sample_graph()), print(&parse(hand).unwrap())] {
+            let bytes = seed.as_bytes();
+            // Every truncation.
+            for cut in 0..bytes.len() {
+                ok += parse(&String::from_utf8_lossy(&bytes[..cut])).is_ok() as usize;
             }
-            let s = String::from_utf8_lossy(&b);
-            match parse(&s) {
-                Ok(g) => {
-                    ok += 1;
-                    // Whatever parses prints and parses back the same.
-                    let again = print(&g);
-                    assert_eq!(print(&parse(&again).unwrap()), again);
-                }
-                Err(e) => {
-                    assert!(e.starts_with("line "), "{e}");
-                    assert!(!e.contains('\n'), "{e}");
+            for _ in 0..iters {
+                let mut b = bytes.to_vec();
+                mutate(&mut b, &mut rng);
+                let s = String::from_utf8_lossy(&b);
+                match parse(&s) {
+                    Ok(g) => {
+                        ok += 1;
+                        // Whatever parses prints and parses back the same.
+                        let again = print(&g);
+                        assert_eq!(print(&parse(&again).unwrap()), again);
+                    }
+                    Err(e) => {
+                        assert!(e.starts_with("line "), "{e}");
+                        assert!(!e.contains('\n'), "{e}");
+                    }
                 }
             }
         }
