@@ -205,7 +205,8 @@ fn shape_from_input(inputs: &[Option<&ValueType>], i: usize) -> Res<Shape> {
     }
 }
 
-fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> {
+/// Infers the types of every output `op` can have (optional outputs included).
+pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> {
     use OpKind::*;
     if let (Some(key), Some(list)) = (op.kind.list_input_attr(), opt_input(inputs, 1)) {
         return match const_ints(inputs, 1) {

@@ -1,0 +1,118 @@
+//! Right-hand sides: templates instantiated into the e-graph once a rule's conditions hold.
+//! A new node is merged only if its inferred type equals the type of the class it joins, so a
+//! rule applied where shapes do not fit changes nothing.
+
+use super::condition::Condition;
+use super::Rule;
+use crate::analysis::{KilnAnalysis, KilnEGraph};
+use crate::lang::{Node, OpNode};
+use egg::{Applier, Id, PatternAst, Subst, Symbol, Var};
+use kiln_ir::{Attr, Attrs, Op, OpKind};
+
+/// A right-side template.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Template {
+    /// A class bound on the left.
+    Var(Var),
+    /// An absent optional input.
+    Absent,
+    /// An op: literal attributes, attributes taken from bound one-element constants, inputs.
+    Op {
+        /// The op kind.
+        kind: OpKind,
+        /// Attributes written literally.
+        attrs: Attrs,
+        /// Attributes read from a bound constant: (attribute, variable).
+        attr_vars: Vec<(String, Var)>,
+        /// The inputs.
+        args: Vec<Template>,
+    },
+    /// Output `i` of a multi-output template.
+    Get(u32, Box<Template>),
+}
+
+impl Template {
+    /// Every variable the template reads.
+    pub fn vars(&self) -> Vec<Var> {
+        match self {
+            Template::Var(v) => vec![*v],
+            Template::Absent => vec![],
+            Template::Op { attr_vars, args, .. } => attr_vars.iter().map(|(_, v)| *v).chain(args.iter().flat_map(Template::vars)).collect(),
+            Template::Get(_, t) => t.vars(),
+        }
+    }
+}
+
+/// Applies one rule's right side(s) where its conditions hold.
+pub struct RuleApplier {
+    rhs: Vec<(Option<Var>, Template)>,
+    conditions: Vec<Condition>,
+}
+
+impl RuleApplier {
+    /// The applier of `rule`.
+    pub fn new(rule: &Rule) -> RuleApplier {
+        let rhs = rule
+            .rhs
+            .iter()
+            .map(|(b, t)| (b.as_ref().map(|v| v.parse().expect("bindings were validated by the parser")), t.clone()))
+            .collect();
+        RuleApplier { rhs, conditions: rule.conditions.clone() }
+    }
+}
+
+impl Applier<Node, KilnAnalysis> for RuleApplier {
+    fn apply_one(
+        &self,
+        egraph: &mut KilnEGraph,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Node>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        if !self.conditions.iter().all(|c| c.holds(egraph, subst)) {
+            return vec![];
+        }
+        // Instantiate everything first, so a multi-pattern rule applies all parts or none.
+        let mut merges = vec![];
+        for (binding, template) in &self.rhs {
+            let target = binding.map_or(eclass, |v| subst[v]);
+            let Some(new) = instantiate(egraph, template, subst) else { return vec![] };
+            let (want, got) = (egraph[target].data.ty(), egraph[new].data.ty());
+            if want.is_none() || want.map(|t| (&t.shape, t.dtype)) != got.map(|t| (&t.shape, t.dtype)) {
+                return vec![];
+            }
+            merges.push((target, new));
+        }
+        merges.into_iter().filter_map(|(target, new)| egraph.union(target, new).then_some(target)).collect()
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.rhs.iter().flat_map(|(_, t)| t.vars()).collect()
+    }
+}
+
+/// Adds a template's nodes; `None` if an attribute variable is not a one-element constant or
+/// a node is ill-typed.
+fn instantiate(egraph: &mut KilnEGraph, t: &Template, subst: &Subst) -> Option<Id> {
+    match t {
+        Template::Var(v) => Some(subst[*v]),
+        Template::Absent => Some(egraph.add(Node::Absent)),
+        Template::Get(i, inner) => {
+            let x = instantiate(egraph, inner, subst)?;
+            Some(egraph.add(Node::Get(*i, [x])))
+        }
+        Template::Op { kind, attrs, attr_vars, args } => {
+            let mut all = attrs.clone();
+            for (key, var) in attr_vars {
+                let data = &egraph[subst[*var]].data;
+                let [value] = data.value.as_deref()? else { return None };
+                let attr = if data.ty()?.dtype.is_float() { Attr::Float(*value as f32) } else { Attr::Int(*value as i64) };
+                all.set(key, attr);
+            }
+            let ids = args.iter().map(|a| instantiate(egraph, a, subst)).collect::<Option<Vec<Id>>>()?;
+            let id = egraph.add(Node::Op(OpNode::new(Op::new(*kind, all)), ids));
+            egraph[id].data.ty().is_some().then_some(id)
+        }
+    }
+}

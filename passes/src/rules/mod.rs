@@ -1,0 +1,108 @@
+//! Rewrite rules as data. A `.rules` file holds blocks like
+//!
+//! ```text
+//! # GELU, erf form, as exported by torch: x * (0.5 * (1 + erf(x / sqrt 2)))
+//! rule gelu-erf (exact):
+//!     (Mul ?x (Mul (Add (Erf (Div ?x 1.4142135)) 1) 0.5))
+//!     => (Gelu[approximate=none] ?x)
+//!     where float ?x
+//! ```
+//!
+//! - `rule NAME (exact|approximate):` opens a rule; its body runs to the next `rule` line.
+//! - The left side is an s-expression over ops (`Kind` or `Kind[key=value,...]`: attributes a
+//!   pattern names must match, others are free), variables `?x`, `_` for an absent input, and
+//!   number literals, which match a constant whose every element equals the number (relative
+//!   tolerance 1e-6). A multi-pattern rule writes `?a = PATTERN, ?b = PATTERN, ...` on the left
+//!   and `?a = TEMPLATE, ...` on the right: each right template is merged with its left binding.
+//! - The right side (after `=>`) is a template: ops take every attribute not written from the
+//!   IR defaults; an attribute value may be a variable bound on the left to a one-element
+//!   constant (`LayerNormalization[epsilon=?eps]`). `(Get1 ?t)` reads output 1 of `?t`.
+//! - `where` lists conditions, comma separated; see [`condition::Condition`] for the vocabulary.
+//! - `#` starts a comment. Every parse error names the file, the line and what was expected.
+//!
+//! Exact rules keep outputs equal up to float reassociation; approximate ones change values
+//! and are applied only under an explicit policy.
+
+pub mod apply;
+pub mod condition;
+pub mod parse;
+
+use egg::{Pattern, Rewrite};
+use std::path::Path;
+
+pub use parse::{parse_rules, ParseError};
+
+use crate::analysis::KilnAnalysis;
+use crate::lang::Node;
+
+/// Whether a rule preserves values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exactness {
+    /// Equal outputs up to float reassociation.
+    Exact,
+    /// Changes values (quantisation, pruning); needs an explicit policy.
+    Approximate,
+}
+
+/// One parsed rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Its name (unique within a rule set).
+    pub name: String,
+    /// Exact or approximate.
+    pub exactness: Exactness,
+    /// Where it was defined: `file:line`.
+    pub origin: String,
+    /// The left side: one `(binding, pattern)` per part (binding `None` for a plain rule).
+    pub lhs: Vec<(Option<String>, Pattern<Node>)>,
+    /// The right side, with the binding each template is merged into.
+    pub rhs: Vec<(Option<String>, apply::Template)>,
+    /// Conditions on the bound variables.
+    pub conditions: Vec<condition::Condition>,
+    /// Left-side text, for reports.
+    pub lhs_text: String,
+    /// Right-side text, for reports.
+    pub rhs_text: String,
+}
+
+impl Rule {
+    /// The egg rewrite that applies this rule.
+    pub fn rewrite(&self) -> Result<Rewrite<Node, KilnAnalysis>, String> {
+        let applier = apply::RuleApplier::new(self);
+        if self.lhs.len() == 1 && self.lhs[0].0.is_none() {
+            Rewrite::new(self.name.clone(), self.lhs[0].1.clone(), applier)
+        } else {
+            let parts = self
+                .lhs
+                .iter()
+                .map(|(v, p)| {
+                    let var = v.as_ref().expect("multi-pattern parts are bound").parse().map_err(|e| format!("{e:?}"))?;
+                    Ok((var, p.ast.clone()))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Rewrite::new(self.name.clone(), egg::MultiPattern::new(parts), applier)
+        }
+    }
+}
+
+/// The built-in rules: the same text files a user's rules come from, embedded in the binary.
+pub fn builtin_rules() -> Vec<Rule> {
+    BUILTIN
+        .iter()
+        .flat_map(|(name, text)| parse_rules(name, text).unwrap_or_else(|e| panic!("built-in rules do not parse: {e}")))
+        .collect()
+}
+
+/// The built-in rule files, embedded at compile time.
+const BUILTIN: &[(&str, &str)] = &[
+    ("passes/rules/cleanup.rules", include_str!("../../rules/cleanup.rules")),
+    ("passes/rules/activations.rules", include_str!("../../rules/activations.rules")),
+    ("passes/rules/norms.rules", include_str!("../../rules/norms.rules")),
+    ("passes/rules/attention.rules", include_str!("../../rules/attention.rules")),
+];
+
+/// Reads and parses a rule file.
+pub fn load_rule_file(path: &Path) -> Result<Vec<Rule>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_rules(&path.display().to_string(), &text).map_err(|e| e.to_string())
+}
