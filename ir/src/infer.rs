@@ -557,6 +557,27 @@ pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
             one(with_sym(vt(DType::I64, shape), Some(dims)))
         }
         Attention => attention_types(a, inputs),
+        FusedAttention => {
+            for i in 0..3 {
+                if float_input(inputs, i)?.shape.len() != 4 {
+                    return Err(format!("input {i} must be 4-D [batch, heads, seq, head]"));
+                }
+            }
+            Ok(attention_types(a, inputs)?.into_iter().take(1).collect())
+        }
+        Silu | RopeRotateHalf => one(float_input(inputs, 0)?.clone()),
+        SwiGlu => {
+            let dtype = same_dtype(inputs, &[0, 1])?;
+            one(vt(dtype, broadcast_shapes(&[&input(inputs, 0)?.shape, &input(inputs, 1)?.shape])?))
+        }
+        FusedMatMul => {
+            let dtype = same_dtype_present(inputs, &[0, 1, 2])?;
+            let mut shape = matmul_shape(&input(inputs, 0)?.shape, &input(inputs, 1)?.shape)?;
+            if let Some(bias) = opt_input(inputs, 2) {
+                shape = broadcast_shapes(&[&shape, &bias.shape])?;
+            }
+            one(vt(dtype, shape))
+        }
         QuantizeLinear => {
             let x = input(inputs, 0)?;
             let dtype = match (opt_input(inputs, 2), a.get("output_dtype")) {

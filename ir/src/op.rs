@@ -193,6 +193,22 @@ op_kinds! {
     Attention,
     /// ONNX RotaryEmbedding (opset 23): inputs X, cos_cache, sin_cache, position_ids?.
     RotaryEmbedding,
+    // kiln's fused ops, produced by the rewrite passes. Each is defined as the composition of
+    // the plain ops named in its doc, and the interpreter evaluates it exactly so.
+    /// Attention on `[batch, heads, seq, head]` tensors: inputs Q, K, V, additive or bool mask?;
+    /// attributes `scale`, `is_causal`; grouped-query when K/V have fewer heads. Equals ONNX
+    /// `Attention` on 4-D inputs, output 0.
+    FusedAttention,
+    /// `x * sigmoid(x)`.
+    Silu,
+    /// `silu(gate) * up`: inputs gate, up.
+    SwiGlu,
+    /// `activation(a @ b + bias)`: inputs a, b, bias?; attribute `activation` is `none`,
+    /// `relu`, `gelu`, `gelu_tanh` or `silu`.
+    FusedMatMul,
+    /// Rotary embedding, rotate-half form: `x * cos + concat(-x2, x1) * sin` where x1, x2 are
+    /// the halves of the last axis; inputs x, cos, sin (broadcast to x).
+    RopeRotateHalf,
     // Quantisation.
     /// `saturate(round(x / scale) + zero_point)`; attributes `axis`, `block_size`, `output_dtype`.
     QuantizeLinear,
@@ -220,6 +236,12 @@ impl FromStr for OpKind {
 }
 
 impl OpKind {
+    /// True for ops that only kiln's passes and folding create (no model file has them).
+    pub fn is_kiln_internal(self) -> bool {
+        use OpKind::*;
+        matches!(self, SymbolicDims | FusedAttention | Silu | SwiGlu | FusedMatMul | RopeRotateHalf)
+    }
+
     /// For ops whose list parameter (reduction or squeeze axes, split sizes) may be given as
     /// input 1 at run time instead of as an attribute: the attribute's name. Frontends turn a
     /// constant input 1 into the attribute; a non-constant one stays an input.
@@ -279,6 +301,8 @@ impl OpKind {
                 int("softmax_precision", 0),
             ],
             RotaryEmbedding => vec![int("interleaved", 0), int("rotary_embedding_dim", 0)],
+            FusedAttention => vec![int("is_causal", 0)],
+            FusedMatMul => vec![("activation".into(), Attr::Str("none".into()))],
             QuantizeLinear => vec![int("axis", 1), int("block_size", 0), int("saturate", 1)],
             DequantizeLinear => vec![int("axis", 1), int("block_size", 0)],
             _ => vec![],

@@ -3,6 +3,7 @@
 //! clarity beats speed; floats of every width are computed in f32 and rounded back.
 
 mod elementwise;
+mod fused;
 mod linalg;
 mod movement;
 mod nn;
@@ -53,6 +54,7 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<V
         | GatherElements | GatherND | Expand | Tile | Trilu | Shape | Size | ConstantOfShape
         | Range | SymbolicDims => movement::eval(op, inputs, symbols),
         QuantizeLinear | DequantizeLinear | DynamicQuantizeLinear => quant::eval(op, inputs),
+        FusedAttention | Silu | SwiGlu | FusedMatMul | RopeRotateHalf => fused::eval(op, inputs, symbols),
     }
 }
 
