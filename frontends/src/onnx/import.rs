@@ -263,7 +263,7 @@ impl Importer {
             }
             ("" | "ai.onnx", _) => match op_type.parse::<OpKind>() {
                 Ok(k)
-                    if k != OpKind::SymbolicDims
+                    if !k.is_kiln_internal()
                         && !matches!(
                             k,
                             OpKind::SkipLayerNormalization
