@@ -11,7 +11,12 @@ fn run(graph: &Graph, model: &str) -> Vec<(String, Tensor)> {
     let io = common::model_dir(model).join("io");
     let feeds: HashMap<String, Tensor> = ["input_ids", "attention_mask"]
         .iter()
-        .map(|n| (n.to_string(), npy::read_npy(&io.join(format!("b2_s33.{n}.npy"))).unwrap()))
+        .map(|n| {
+            (
+                n.to_string(),
+                npy::read_npy(&io.join(format!("b2_s33.{n}.npy"))).unwrap(),
+            )
+        })
         .collect();
     interp::run(graph, &feeds).unwrap()
 }
@@ -22,11 +27,27 @@ fn real_models_round_trip_through_text_and_json() {
         let graph = load_model(&common::model_dir(model).join("model.onnx")).unwrap();
         let printed = text::print(&graph);
         let reparsed = text::parse(&printed).unwrap();
-        assert_eq!(text::print(&reparsed), printed, "{model}: text form does not round-trip");
+        assert_eq!(
+            text::print(&reparsed),
+            printed,
+            "{model}: text form does not round-trip"
+        );
         let from_json = json::from_json(&json::to_json(&graph)).unwrap();
-        assert_eq!(text::print(&from_json), printed, "{model}: JSON form does not round-trip");
+        assert_eq!(
+            text::print(&from_json),
+            printed,
+            "{model}: JSON form does not round-trip"
+        );
         let expected = run(&graph, model);
-        assert_eq!(run(&reparsed, model), expected, "{model}: parsed text computes differently");
-        assert_eq!(run(&from_json, model), expected, "{model}: parsed JSON computes differently");
+        assert_eq!(
+            run(&reparsed, model),
+            expected,
+            "{model}: parsed text computes differently"
+        );
+        assert_eq!(
+            run(&from_json, model),
+            expected,
+            "{model}: parsed JSON computes differently"
+        );
     }
 }

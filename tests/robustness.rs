@@ -606,12 +606,11 @@ fn predicted_huge_value(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Optio
             }
         }
         for v in &node.outputs {
-            let n = v
-                .ty
-                .shape
-                .iter()
-                .map(|d| d.eval(&bindings))
-                .try_fold(1i64, |acc, d| Some(acc.saturating_mul(d?.max(0))));
+            let n =
+                v.ty.shape
+                    .iter()
+                    .map(|d| d.eval(&bindings))
+                    .try_fold(1i64, |acc, d| Some(acc.saturating_mul(d?.max(0))));
             if let Some(n) = n.filter(|&n| n > HUGE_ELEMENTS) {
                 return Some(format!(
                     "interp::run would allocate {n} elements for output `{}` of node `{}` ({}): \
@@ -1290,28 +1289,4 @@ fn edited_bert_models_never_panic() {
 #[test]
 fn edited_llama_models_never_panic() {
     fuzz_model_edits("llama-edits", LLAMA_EDIT_CASES, "llama");
-}
-
-
-
-fn zz(text: &str) {
-    let r = std::panic::catch_unwind(|| {
-        let g = kiln_ir::text::parse(text);
-        match g {
-            Err(e) => format!("parse err: {e}"),
-            Ok(g) => { let mut f = HashMap::new(); f.insert("n".to_string(), Tensor::from_vec(&[], vec![16i64]).unwrap()); format!("run: {:?}", kiln_ir::interp::run(&g, &f).map(|o| o[0].1.shape().to_vec())) }
-        }
-    });
-    println!("{:?}", r);
-}
-
-#[test]
-#[ignore]
-fn zz_repros() {
-    zz("kiln graph v1\nconst %x: f32[4, 4] = base64\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nconst %s: i64[0] = []\nconst %e: i64[1] = [2]\nconst %a: i64[1] = [0]\n%y = Slice(%x, %s, %e, %a)\noutput y = %y\n");
-    zz("kiln graph v1\nconst %x: f32[4] = [1.0, 2.0, 3.0, 4.0]\nconst %s: i64[1] = [0]\nconst %e: i64[1] = [4]\nconst %a: i64[1] = [0]\nconst %t: i64[1] = [9223372036854775807]\n%y = Slice(%x, %s, %e, %a, %t)\noutput y = %y\n");
-    zz("kiln graph v1\nconst %x: f32[] = [1.0]\nconst %i: i64[] = [0]\n%y = Gather[axis=0](%x, %i)\noutput y = %y\n");
-    zz("kiln graph v1\nconst %x: f32[] = [1.0]\n%y = Concat[axis=0](%x, %x)\noutput y = %y\n");
-    zz("kiln graph v1\nconst %x: f32[2, 3] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]\nconst %i: i64[2, 1] = [0, 1]\n%y = GatherND[batch_dims=-1](%x, %i)\noutput y = %y\n");
-    zz("kiln graph v1\ninput %n: i64[]\nconst %s: i64[] = [-9223372036854775807]\nconst %d: i64[] = [1]\n%y = Range(%s, %n, %d)\noutput y = %y\n");
 }

@@ -568,7 +568,10 @@ pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
         Silu | RopeRotateHalf => one(float_input(inputs, 0)?.clone()),
         SwiGlu => {
             let dtype = same_dtype(inputs, &[0, 1])?;
-            one(vt(dtype, broadcast_shapes(&[&input(inputs, 0)?.shape, &input(inputs, 1)?.shape])?))
+            one(vt(
+                dtype,
+                broadcast_shapes(&[&input(inputs, 0)?.shape, &input(inputs, 1)?.shape])?,
+            ))
         }
         FusedMatMul => {
             let dtype = same_dtype_present(inputs, &[0, 1, 2])?;

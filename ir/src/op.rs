@@ -239,7 +239,10 @@ impl OpKind {
     /// True for ops that only kiln's passes and folding create (no model file has them).
     pub fn is_kiln_internal(self) -> bool {
         use OpKind::*;
-        matches!(self, SymbolicDims | FusedAttention | Silu | SwiGlu | FusedMatMul | RopeRotateHalf)
+        matches!(
+            self,
+            SymbolicDims | FusedAttention | Silu | SwiGlu | FusedMatMul | RopeRotateHalf
+        )
     }
 
     /// For ops whose list parameter (reduction or squeeze axes, split sizes) may be given as

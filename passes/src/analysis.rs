@@ -54,23 +54,48 @@ impl Analysis<Node> for KilnAnalysis {
     fn make(egraph: &mut KilnEGraph, enode: &Node, _id: Id) -> ClassData {
         match enode {
             Node::Input(name) => ClassData {
-                types: egraph.analysis.inputs.get(&**name).cloned().into_iter().collect(),
+                types: egraph
+                    .analysis
+                    .inputs
+                    .get(&**name)
+                    .cloned()
+                    .into_iter()
+                    .collect(),
                 value: None,
             },
             Node::Const(c) => {
                 let data = &egraph.analysis.constants[*c as usize].1;
-                let value = (data.len() <= MAX_CONSTANT_VALUES)
-                    .then(|| Tensor::from_data(data).to_f64_array().iter().copied().collect());
-                ClassData { types: vec![kiln_ir::infer::constant_type(data)], value }
+                let value = (data.len() <= MAX_CONSTANT_VALUES).then(|| {
+                    Tensor::from_data(data)
+                        .to_f64_array()
+                        .iter()
+                        .copied()
+                        .collect()
+                });
+                ClassData {
+                    types: vec![kiln_ir::infer::constant_type(data)],
+                    value,
+                }
             }
             Node::Absent => ClassData::default(),
             Node::Op(op, args) => {
-                let child_types: Vec<Option<ValueType>> = args.iter().map(|a| egraph[*a].data.ty().cloned()).collect();
-                let refs: Vec<Option<&ValueType>> = child_types.iter().map(Option::as_ref).collect();
-                ClassData { types: infer_outputs(&op.op, &refs).unwrap_or_default(), value: None }
+                let child_types: Vec<Option<ValueType>> =
+                    args.iter().map(|a| egraph[*a].data.ty().cloned()).collect();
+                let refs: Vec<Option<&ValueType>> =
+                    child_types.iter().map(Option::as_ref).collect();
+                ClassData {
+                    types: infer_outputs(&op.op, &refs).unwrap_or_default(),
+                    value: None,
+                }
             }
             Node::Get(i, [x]) => ClassData {
-                types: egraph[*x].data.types.get(*i as usize).cloned().into_iter().collect(),
+                types: egraph[*x]
+                    .data
+                    .types
+                    .get(*i as usize)
+                    .cloned()
+                    .into_iter()
+                    .collect(),
                 value: None,
             },
         }

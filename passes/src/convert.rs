@@ -16,15 +16,16 @@ pub struct Loaded {
     pub outputs: Vec<(String, Id)>,
     /// Input names, in order.
     pub inputs: Vec<String>,
-    /// The original value name of each e-class that had one (used when rebuilding).
-    pub names: HashMap<Id, String>,
+    /// The original value names with their e-classes, in graph order (when rebuilding, a class
+    /// takes the first name that maps to it, so merged classes are named deterministically).
+    pub names: Vec<(Id, String)>,
 }
 
 /// Adds every node of `graph` to a new e-graph.
 pub fn graph_to_egraph(graph: &Graph) -> Loaded {
     let mut egraph = KilnEGraph::new(KilnAnalysis::default());
     let mut ids: HashMap<ValueId, Id> = HashMap::new();
-    let mut names = HashMap::new();
+    let mut names = vec![];
     let mut inputs = vec![];
     for n in graph.topo_order() {
         let node = graph.node(n);
@@ -36,7 +37,9 @@ pub fn graph_to_egraph(graph: &Graph) -> Loaded {
                 egraph.add(Node::Input(v.name.as_str().into()))
             }
             NodeKind::Constant(data) => {
-                let leaf = egraph.analysis.add_constant(&node.outputs[0].name, data.clone());
+                let leaf = egraph
+                    .analysis
+                    .add_constant(&node.outputs[0].name, data.clone());
                 egraph.add(leaf)
             }
             NodeKind::Op(op) => {
@@ -52,14 +55,27 @@ pub fn graph_to_egraph(graph: &Graph) -> Loaded {
             }
         };
         for (output, v) in node.outputs.iter().enumerate() {
-            let id = if output == 0 { first } else { egraph.add(Node::Get(output as u32, [first])) };
+            let id = if output == 0 {
+                first
+            } else {
+                egraph.add(Node::Get(output as u32, [first]))
+            };
             ids.insert(ValueId { node: n, output }, id);
-            names.entry(id).or_insert_with(|| v.name.clone());
+            names.push((id, v.name.clone()));
         }
     }
-    let outputs = graph.outputs().iter().map(|(name, v)| (name.clone(), ids[v])).collect();
+    let outputs = graph
+        .outputs()
+        .iter()
+        .map(|(name, v)| (name.clone(), ids[v]))
+        .collect();
     egraph.rebuild();
-    Loaded { egraph, outputs, inputs, names }
+    Loaded {
+        egraph,
+        outputs,
+        inputs,
+        names,
+    }
 }
 
 /// Rebuilds a graph from the chosen e-node of each needed class (`choice` is keyed by
@@ -68,11 +84,21 @@ pub fn egraph_to_graph(loaded: &Loaded, choice: &HashMap<Id, Node>) -> Result<Gr
     let egraph = &loaded.egraph;
     let mut graph = Graph::new();
     let mut built: HashMap<Id, ValueId> = HashMap::new();
-    let names: HashMap<Id, &String> = loaded.names.iter().map(|(id, n)| (egraph.find(*id), n)).collect();
+    let mut names: HashMap<Id, &String> = HashMap::new();
+    for (id, n) in &loaded.names {
+        names.entry(egraph.find(*id)).or_insert(n);
+    }
     for name in &loaded.inputs {
         let ty = &egraph.analysis.inputs[name];
         let v = graph.add_input(name, ty.dtype, ty.shape.clone())?;
-        built.insert(egraph.find(egraph.lookup(Node::Input(name.as_str().into())).expect("inputs were added")), v);
+        built.insert(
+            egraph.find(
+                egraph
+                    .lookup(Node::Input(name.as_str().into()))
+                    .expect("inputs were added"),
+            ),
+            v,
+        );
     }
     let mut counter = 0usize;
     let mut fresh = |graph: &Graph, base: &str| loop {
@@ -83,12 +109,19 @@ pub fn egraph_to_graph(loaded: &Loaded, choice: &HashMap<Id, Node>) -> Result<Gr
         }
     };
     // Iterative post-order over the chosen nodes, from the outputs.
-    let mut stack: Vec<(Id, bool)> = loaded.outputs.iter().rev().map(|(_, id)| (egraph.find(*id), false)).collect();
+    let mut stack: Vec<(Id, bool)> = loaded
+        .outputs
+        .iter()
+        .rev()
+        .map(|(_, id)| (egraph.find(*id), false))
+        .collect();
     while let Some((class, expanded)) = stack.pop() {
         if built.contains_key(&class) {
             continue;
         }
-        let node = choice.get(&class).ok_or_else(|| format!("no e-node chosen for class {class}"))?;
+        let node = choice
+            .get(&class)
+            .ok_or_else(|| format!("no e-node chosen for class {class}"))?;
         if !expanded {
             stack.push((class, true));
             for c in node.children() {
@@ -124,12 +157,21 @@ pub fn egraph_to_graph(loaded: &Loaded, choice: &HashMap<Id, Node>) -> Result<Gr
             }
             Node::Get(i, [x]) => {
                 let base = built[&egraph.find(*x)];
-                ValueId { node: base.node, output: *i as usize }
+                ValueId {
+                    node: base.node,
+                    output: *i as usize,
+                }
             }
         };
         built.insert(class, value);
     }
-    graph.set_outputs(loaded.outputs.iter().map(|(n, id)| (n.clone(), built[&egraph.find(*id)])).collect());
+    graph.set_outputs(
+        loaded
+            .outputs
+            .iter()
+            .map(|(n, id)| (n.clone(), built[&egraph.find(*id)]))
+            .collect(),
+    );
     Ok(graph)
 }
 

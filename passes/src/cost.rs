@@ -105,7 +105,10 @@ pub fn dim_size(d: &Dim, bindings: &HashMap<String, i64>) -> f64 {
             .symbols()
             .into_iter()
             .map(|s| {
-                let v = bindings.get(s).copied().unwrap_or_else(|| default_symbol_value(s));
+                let v = bindings
+                    .get(s)
+                    .copied()
+                    .unwrap_or_else(|| default_symbol_value(s));
                 (s.to_string(), v)
             })
             .collect();
@@ -128,7 +131,10 @@ pub fn value_bytes(ty: &ValueType, bindings: &HashMap<String, i64>) -> f64 {
 /// Identity, and inference-mode Dropout): no flops and no bytes, only the launch overhead.
 pub fn is_view(kind: OpKind) -> bool {
     use OpKind::*;
-    matches!(kind, Reshape | Squeeze | Unsqueeze | Flatten | Identity | Dropout)
+    matches!(
+        kind,
+        Reshape | Squeeze | Unsqueeze | Flatten | Identity | Dropout
+    )
 }
 
 /// True for fused attention ops: ONNX `Attention`, and any op kind whose name ends in
@@ -263,7 +269,13 @@ fn einsum_flops(
     inputs: &[Option<&ValueType>],
     bindings: &HashMap<String, i64>,
 ) -> Option<f64> {
-    let equation: String = op.attrs.str("equation").ok()?.chars().filter(|c| !c.is_whitespace()).collect();
+    let equation: String = op
+        .attrs
+        .str("equation")
+        .ok()?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let lhs = equation.split("->").next()?;
     let terms: Vec<&str> = lhs.split(',').collect();
     if terms.len() != inputs.len() {
@@ -281,7 +293,11 @@ fn einsum_flops(
             if c == '.' {
                 if !seen_ellipsis {
                     seen_ellipsis = true;
-                    let sizes: Vec<f64> = dims.by_ref().take(ell).map(|d| dim_size(d, bindings)).collect();
+                    let sizes: Vec<f64> = dims
+                        .by_ref()
+                        .take(ell)
+                        .map(|d| dim_size(d, bindings))
+                        .collect();
                     // Right-aligned broadcast with the ellipsis dims seen so far.
                     if sizes.len() > ellipsis.len() {
                         let pad = sizes.len() - ellipsis.len();
@@ -300,7 +316,11 @@ fn einsum_flops(
         }
     }
     let product = labels.values().product::<f64>() * ellipsis.iter().product::<f64>();
-    Some(if inputs.len() >= 2 { 2.0 * product } else { product })
+    Some(if inputs.len() >= 2 {
+        2.0 * product
+    } else {
+        product
+    })
 }
 
 /// The bytes `op` moves to and from memory, each input read once and each output written once,
@@ -323,7 +343,14 @@ pub fn op_bytes(
 ) -> f64 {
     use OpKind::*;
     let bytes = |t: &ValueType| value_bytes(t, bindings);
-    let read = |from: usize| inputs.iter().skip(from).flatten().map(|t| bytes(t)).sum::<f64>();
+    let read = |from: usize| {
+        inputs
+            .iter()
+            .skip(from)
+            .flatten()
+            .map(|t| bytes(t))
+            .sum::<f64>()
+    };
     let written: f64 = outputs.iter().map(bytes).sum();
     if is_view(op.kind) {
         return 0.0;
@@ -350,7 +377,10 @@ pub fn op_cost(
     outputs: &[ValueType],
     bindings: &HashMap<String, i64>,
 ) -> f64 {
-    target.seconds(op_flops(op, inputs, outputs, bindings), op_bytes(op, inputs, outputs, bindings))
+    target.seconds(
+        op_flops(op, inputs, outputs, bindings),
+        op_bytes(op, inputs, outputs, bindings),
+    )
 }
 
 #[cfg(test)]
@@ -389,16 +419,25 @@ mod tests {
         let b = HashMap::from([("seq".to_string(), 10)]);
         assert_eq!(dim_size(&"batch*seq".parse().unwrap(), &b), 10.0);
         assert_eq!(dim_size(&"past+seq".parse().unwrap(), &b), 138.0);
-        assert_eq!(value_bytes(&f32s(&["batch", "seq", "4"]), &default_bindings()), 2048.0);
+        assert_eq!(
+            value_bytes(&f32s(&["batch", "seq", "4"]), &default_bindings()),
+            2048.0
+        );
     }
 
     #[test]
     fn target_defaults_and_measured_figures() {
         let t = Target::default();
         assert_eq!(t, Target::ZEN4_ONE_CORE);
-        assert_eq!((t.peak_flops, t.bandwidth_bytes, t.launch_overhead_s), (100e9, 20e9, 2e-7));
+        assert_eq!(
+            (t.peak_flops, t.bandwidth_bytes, t.launch_overhead_s),
+            (100e9, 20e9, 2e-7)
+        );
         let m = Target::with_measured(50e9, 0.0);
-        assert_eq!((m.peak_flops, m.bandwidth_bytes, m.launch_overhead_s), (50e9, 20e9, 2e-7));
+        assert_eq!(
+            (m.peak_flops, m.bandwidth_bytes, m.launch_overhead_s),
+            (50e9, 20e9, 2e-7)
+        );
         assert_eq!(t.with_launch_overhead(0.0).seconds(100e9, 0.0), 1.0);
         assert_eq!(t.seconds(0.0, 20e9), 1.0 + 2e-7);
     }
@@ -415,7 +454,11 @@ mod tests {
         assert_eq!(secs, (flops / 100e9).max(bytes / 20e9) + 2e-7);
         let mut attrs = Attrs::default();
         attrs.set("transA", Attr::Int(1));
-        let (flops, _, _) = cost_of(&t, &Op::new(OpKind::Gemm, attrs), &[&f32s(&["64", "32"]), &f32s(&["64", "16"])]);
+        let (flops, _, _) = cost_of(
+            &t,
+            &Op::new(OpKind::Gemm, attrs),
+            &[&f32s(&["64", "32"]), &f32s(&["64", "16"])],
+        );
         assert_eq!(flops, 2.0 * 32.0 * 16.0 * 64.0);
     }
 
@@ -424,7 +467,11 @@ mod tests {
         let mut attrs = Attrs::default();
         attrs.set("equation", Attr::Str("bhqd,bhkd->bhqk".into()));
         let q = f32s(&["1", "12", "128", "64"]);
-        let (flops, _, _) = cost_of(&Target::default(), &Op::new(OpKind::Einsum, attrs), &[&q, &q]);
+        let (flops, _, _) = cost_of(
+            &Target::default(),
+            &Op::new(OpKind::Einsum, attrs),
+            &[&q, &q],
+        );
         assert_eq!(flops, 2.0 * 12.0 * 128.0 * 128.0 * 64.0);
         let mut attrs = Attrs::default();
         attrs.set("equation", Attr::Str("...ij,...jk".into()));
@@ -444,7 +491,11 @@ mod tests {
         let (f, b, _) = cost_of(&t, &Op::plain(OpKind::Add), &[&x, &x]);
         assert_eq!((f, b), (n, 3.0 * 4.0 * n));
         let (f, b, _) = cost_of(&t, &Op::plain(OpKind::Gelu), &[&x]);
-        assert_eq!((f, b), (10.0 * n, 2.0 * 4.0 * n), "x read once, y written once");
+        assert_eq!(
+            (f, b),
+            (10.0 * n, 2.0 * 4.0 * n),
+            "x read once, y written once"
+        );
         let mut attrs = Attrs::default();
         attrs.set("axes", Attr::Ints(vec![-1]));
         let (f, b, _) = cost_of(&t, &Op::new(OpKind::ReduceSum, attrs), &[&x]);
@@ -465,20 +516,44 @@ mod tests {
         let b = default_bindings();
         let q = f32s(&["batch", "12", "seq", "64"]);
         let kt = f32s(&["batch", "12", "64", "seq"]);
-        let (attn_flops, attn_bytes, fused) = cost_of(&t, &Op::plain(OpKind::Attention), &[&q, &q, &q]);
+        let (attn_flops, attn_bytes, fused) =
+            cost_of(&t, &Op::plain(OpKind::Attention), &[&q, &q, &q]);
         let scores = 12.0 * 128.0 * 128.0;
         assert_eq!(attn_flops, 4.0 * scores * 64.0 + 5.0 * scores);
-        assert_eq!(attn_bytes, 4.0 * 4.0 * 12.0 * 128.0 * 64.0, "Q, K, V and Y only");
+        assert_eq!(
+            attn_bytes,
+            4.0 * 4.0 * 12.0 * 128.0 * 64.0,
+            "Q, K, V and Y only"
+        );
         // MatMul(Q, K^T) -> Softmax -> MatMul(P, V), each writing and rereading the scores.
         let mm = |x: &ValueType, y: &ValueType| {
             let out = infer_outputs(&Op::plain(OpKind::MatMul), &[Some(x), Some(y)]).unwrap();
-            (op_cost(&t, &Op::plain(OpKind::MatMul), &[Some(x), Some(y)], &out, &b), out[0].clone())
+            (
+                op_cost(
+                    &t,
+                    &Op::plain(OpKind::MatMul),
+                    &[Some(x), Some(y)],
+                    &out,
+                    &b,
+                ),
+                out[0].clone(),
+            )
         };
         let (c1, s) = mm(&q, &kt);
-        let c2 = op_cost(&t, &Op::plain(OpKind::Softmax), &[Some(&s)], std::slice::from_ref(&s), &b);
+        let c2 = op_cost(
+            &t,
+            &Op::plain(OpKind::Softmax),
+            &[Some(&s)],
+            std::slice::from_ref(&s),
+            &b,
+        );
         let (c3, y) = mm(&s, &q);
         assert_eq!(y.shape, q.shape);
-        assert!(fused < c1 + c2 + c3, "fused {fused} vs unfused {}", c1 + c2 + c3);
+        assert!(
+            fused < c1 + c2 + c3,
+            "fused {fused} vs unfused {}",
+            c1 + c2 + c3
+        );
         // The 3-D form with heads in attributes costs the same arithmetic.
         let mut attrs = Attrs::default();
         attrs.set("q_num_heads", Attr::Int(12));

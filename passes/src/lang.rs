@@ -25,7 +25,10 @@ impl OpNode {
     /// Wraps an op.
     pub fn new(op: Op) -> OpNode {
         let token = op_token(&op).into();
-        OpNode { op: Arc::new(op), token }
+        OpNode {
+            op: Arc::new(op),
+            token,
+        }
     }
 }
 
@@ -102,7 +105,12 @@ impl Language for Node {
             (Node::Op(p, a), Node::Op(q, b)) => {
                 p.op.kind == q.op.kind
                     && a.len() == b.len()
-                    && (p.token == q.token || p.op.attrs.0.iter().all(|(k, v)| q.op.attrs.get(k) == Some(v)))
+                    && (p.token == q.token
+                        || p.op
+                            .attrs
+                            .0
+                            .iter()
+                            .all(|(k, v)| q.op.attrs.get(k) == Some(v)))
             }
             _ => self.discriminant() == other.discriminant(),
         }
@@ -147,7 +155,10 @@ impl egg::FromOp for Node {
             return Ok(Node::Input(n.into()));
         }
         if let Some(c) = token.strip_prefix("const:") {
-            return c.parse().map(Node::Const).map_err(|_| format!("bad constant `{token}`"));
+            return c
+                .parse()
+                .map(Node::Const)
+                .map_err(|_| format!("bad constant `{token}`"));
         }
         if token == "_" {
             return Ok(Node::Absent);
@@ -160,7 +171,13 @@ impl egg::FromOp for Node {
             return Ok(Node::Get(i, [*x]));
         }
         let op = parse_op_token(token)?;
-        Ok(Node::Op(OpNode { token: token.into(), op: Arc::new(op) }, children))
+        Ok(Node::Op(
+            OpNode {
+                token: token.into(),
+                op: Arc::new(op),
+            },
+            children,
+        ))
     }
 }
 
@@ -169,7 +186,12 @@ pub fn op_token(op: &Op) -> String {
     if op.attrs.0.is_empty() {
         return op.kind.name().to_string();
     }
-    let attrs: Vec<String> = op.attrs.0.iter().map(|(k, v)| format!("{k}={}", attr_token(v))).collect();
+    let attrs: Vec<String> = op
+        .attrs
+        .0
+        .iter()
+        .map(|(k, v)| format!("{k}={}", attr_token(v)))
+        .collect();
     format!("{}[{}]", op.kind.name(), attrs.join(","))
 }
 
@@ -179,16 +201,32 @@ pub fn attr_token(a: &Attr) -> String {
     match a {
         Attr::Int(v) => v.to_string(),
         Attr::Float(v) => float_token(*v),
-        Attr::Str(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => s.clone(),
-        Attr::Str(s) => format!("str:{}", s.bytes().map(|b| format!("{b:02x}")).collect::<String>()),
+        Attr::Str(s)
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            s.clone()
+        }
+        Attr::Str(s) => format!(
+            "str:{}",
+            s.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
         Attr::Ints(v) => format!("[{}]", join(v.iter().map(|x| x.to_string()).collect())),
-        Attr::Floats(v) => format!("floats[{}]", join(v.iter().map(|x| float_token(*x)).collect())),
-        Attr::Dims(v) => format!("dims[{}]", join(v.iter().map(|d| d.to_string().replace(' ', "")).collect())),
+        Attr::Floats(v) => format!(
+            "floats[{}]",
+            join(v.iter().map(|x| float_token(*x)).collect())
+        ),
+        Attr::Dims(v) => format!(
+            "dims[{}]",
+            join(v.iter().map(|d| d.to_string().replace(' ', "")).collect())
+        ),
         Attr::Tensor(t) => format!(
             "tensor:{}:{}:{}",
             t.dtype(),
             join(t.shape().iter().map(|d| d.to_string()).collect()),
-            t.bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
+            t.bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         ),
     }
 }
@@ -199,7 +237,11 @@ fn float_token(v: f32) -> String {
         return format!("nan:{:08x}", v.to_bits());
     }
     let s = format!("{v:?}");
-    if s.contains(['.', 'e', 'i']) { s } else { format!("{s}.0") }
+    if s.contains(['.', 'e', 'i']) {
+        s
+    } else {
+        format!("{s}.0")
+    }
 }
 
 /// Parses an op token; attributes it names are set, others are left absent.
@@ -216,8 +258,13 @@ pub fn parse_op_token(token: &str) -> Result<Op, String> {
             .and_then(|r| r.strip_suffix(']'))
             .ok_or_else(|| format!("unbalanced brackets in `{token}`"))?;
         for item in split_top_level(inner) {
-            let (k, v) = item.split_once('=').ok_or_else(|| format!("expected key=value in `{token}`, found `{item}`"))?;
-            attrs.set(k, parse_attr_token(v).map_err(|e| format!("`{token}`: {e}"))?);
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value in `{token}`, found `{item}`"))?;
+            attrs.set(
+                k,
+                parse_attr_token(v).map_err(|e| format!("`{token}`: {e}"))?,
+            );
         }
     }
     Ok(Op { kind, attrs })
@@ -249,26 +296,49 @@ pub fn parse_attr_token(v: &str) -> Result<Attr, String> {
     let unhex = |h: &str| -> Result<Vec<u8>, String> {
         (0..h.len())
             .step_by(2)
-            .map(|i| h.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()).ok_or_else(bad))
+            .map(|i| {
+                h.get(i..i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+                    .ok_or_else(bad)
+            })
             .collect()
     };
     if let Some(inner) = v.strip_prefix("floats[").and_then(|r| r.strip_suffix(']')) {
-        return split_top_level(inner).into_iter().map(|x| parse_float_token(x).ok_or_else(bad)).collect::<Result<_, _>>().map(Attr::Floats);
+        return split_top_level(inner)
+            .into_iter()
+            .map(|x| parse_float_token(x).ok_or_else(bad))
+            .collect::<Result<_, _>>()
+            .map(Attr::Floats);
     }
     if let Some(inner) = v.strip_prefix("dims[").and_then(|r| r.strip_suffix(']')) {
-        return split_top_level(inner).into_iter().map(|x| x.parse::<Dim>()).collect::<Result<_, _>>().map(Attr::Dims);
+        return split_top_level(inner)
+            .into_iter()
+            .map(|x| x.parse::<Dim>())
+            .collect::<Result<_, _>>()
+            .map(Attr::Dims);
     }
     if let Some(inner) = v.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        return split_top_level(inner).into_iter().map(|x| x.parse::<i64>().map_err(|_| bad())).collect::<Result<_, _>>().map(Attr::Ints);
+        return split_top_level(inner)
+            .into_iter()
+            .map(|x| x.parse::<i64>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()
+            .map(Attr::Ints);
     }
     if let Some(h) = v.strip_prefix("str:") {
-        return String::from_utf8(unhex(h)?).map(Attr::Str).map_err(|_| bad());
+        return String::from_utf8(unhex(h)?)
+            .map(Attr::Str)
+            .map_err(|_| bad());
     }
     if let Some(t) = v.strip_prefix("tensor:") {
         let parts: Vec<&str> = t.splitn(3, ':').collect();
-        let [dtype, shape, data] = parts.as_slice() else { return Err(bad()) };
+        let [dtype, shape, data] = parts.as_slice() else {
+            return Err(bad());
+        };
         let dtype: DType = dtype.parse()?;
-        let shape: Vec<usize> = split_top_level(shape).into_iter().map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+        let shape: Vec<usize> = split_top_level(shape)
+            .into_iter()
+            .map(|x| x.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
         return TensorData::new(dtype, shape, unhex(data)?.into()).map(Attr::Tensor);
     }
     if let Ok(i) = v.parse::<i64>() {
@@ -306,23 +376,48 @@ mod tests {
         attrs.set("mode", Attr::Str("tanh".into()));
         attrs.set("odd", Attr::Str("a b".into()));
         attrs.set("fs", Attr::Floats(vec![0.5, -2.0]));
-        attrs.set("dims", Attr::Dims(vec![Dim::sym("batch"), "2*seq+1".parse().unwrap()]));
-        attrs.set("value", Attr::Tensor(kiln_ir::Tensor::from_vec(&[2], vec![1i64, 2]).unwrap().to_data()));
-        let op = Op { kind: OpKind::Transpose, attrs };
+        attrs.set(
+            "dims",
+            Attr::Dims(vec![Dim::sym("batch"), "2*seq+1".parse().unwrap()]),
+        );
+        attrs.set(
+            "value",
+            Attr::Tensor(
+                kiln_ir::Tensor::from_vec(&[2], vec![1i64, 2])
+                    .unwrap()
+                    .to_data(),
+            ),
+        );
+        let op = Op {
+            kind: OpKind::Transpose,
+            attrs,
+        };
         let token = op_token(&op);
         assert!(!token.contains(' '), "{token}");
         assert_eq!(parse_op_token(&token).unwrap(), op);
-        assert_eq!(op_token(&parse_op_token("Softmax[axis=-1]").unwrap()), "Softmax[axis=-1]");
+        assert_eq!(
+            op_token(&parse_op_token("Softmax[axis=-1]").unwrap()),
+            "Softmax[axis=-1]"
+        );
         assert!(parse_op_token("Softmax[axis=]").is_err());
         assert!(parse_op_token("NoSuchOp").is_err());
     }
 
     #[test]
     fn partial_pattern_ops_match_complete_ones() {
-        let pattern = Node::Op(OpNode::new(parse_op_token("Softmax").unwrap()), vec![Id::from(0)]);
+        let pattern = Node::Op(
+            OpNode::new(parse_op_token("Softmax").unwrap()),
+            vec![Id::from(0)],
+        );
         let full = Node::Op(OpNode::new(Op::plain(OpKind::Softmax)), vec![Id::from(3)]);
-        let other_axis = Node::Op(OpNode::new(parse_op_token("Softmax[axis=1]").unwrap()), vec![Id::from(3)]);
-        let pinned = Node::Op(OpNode::new(parse_op_token("Softmax[axis=-1]").unwrap()), vec![Id::from(0)]);
+        let other_axis = Node::Op(
+            OpNode::new(parse_op_token("Softmax[axis=1]").unwrap()),
+            vec![Id::from(3)],
+        );
+        let pinned = Node::Op(
+            OpNode::new(parse_op_token("Softmax[axis=-1]").unwrap()),
+            vec![Id::from(0)],
+        );
         assert!(pattern.matches(&full) && pattern.matches(&other_axis));
         assert!(pinned.matches(&full) && !pinned.matches(&other_axis));
     }

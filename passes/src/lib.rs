@@ -10,4 +10,5 @@ pub mod convert;
 pub mod cost;
 pub mod extract;
 pub mod lang;
+pub mod optimize;
 pub mod rules;

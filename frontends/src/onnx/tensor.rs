@@ -126,8 +126,12 @@ impl ExternalDataCache {
             return Ok(b.clone());
         }
         let full = self.dir.join(&rel);
-        let bytes = map_file(&full)
-            .map_err(|e| format!("cannot read external data file {}: {e}", full.display()))?;
+        let bytes = map_file(&full).map_err(|e| {
+            format!(
+                "cannot read external data file {}: {e}",
+                escape_controls(&full.display().to_string())
+            )
+        })?;
         self.files.insert(rel, bytes.clone());
         Ok(bytes)
     }
@@ -136,6 +140,7 @@ impl ExternalDataCache {
 /// Checks that an external data `location` is a non-empty relative path without `..`, and
 /// returns it normalised (without `.` components).
 fn checked_relative_path(location: &str) -> Result<PathBuf, String> {
+    let shown = escape_controls(location);
     let mut out = PathBuf::new();
     for c in Path::new(location).components() {
         match c {
@@ -143,26 +148,40 @@ fn checked_relative_path(location: &str) -> Result<PathBuf, String> {
             Component::CurDir => {}
             Component::ParentDir => {
                 return Err(format!(
-                    "external data location `{location}` leaves the model directory"
+                    "external data location `{shown}` leaves the model directory"
                 ))
             }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(format!(
-                    "external data location `{location}` must be a relative path"
+                    "external data location `{shown}` must be a relative path"
                 ))
             }
         }
     }
     if out.as_os_str().is_empty() {
-        return Err(format!("external data location `{location}` names no file"));
+        return Err(format!("external data location `{shown}` names no file"));
     }
     Ok(out)
+}
+
+/// `s` with control characters (line breaks, tabs, ...) escaped as in Rust literals, so that
+/// names and paths taken from a model file cannot split a one-line error message.
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// How a tensor is named in error messages.
 fn label(t: &TensorProto) -> String {
     match t.name.as_deref() {
-        Some(n) if !n.is_empty() => format!("tensor `{n}`"),
+        Some(n) if !n.is_empty() => format!("tensor `{}`", escape_controls(n)),
         _ => "unnamed tensor".to_string(),
     }
 }
@@ -252,10 +271,12 @@ fn external_bytes(t: &TensorProto, cache: &mut ExternalDataCache) -> Result<Byte
     for entry in &t.external_data {
         let value = entry.value.as_deref().unwrap_or("");
         let parse = |key: &str| {
-            value
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("external data {key} `{value}` is not a non-negative integer"))
+            value.trim().parse::<u64>().map_err(|_| {
+                format!(
+                    "external data {key} `{}` is not a non-negative integer",
+                    escape_controls(value)
+                )
+            })
         };
         match entry.key.as_deref().unwrap_or("") {
             "location" => location = Some(value),
@@ -278,8 +299,9 @@ fn external_bytes(t: &TensorProto, cache: &mut ExternalDataCache) -> Result<Byte
             Ok(file.slice(offset as usize..end as usize))
         }
         _ => Err(format!(
-            "external data range offset {offset}{} is past the end of `{location}` ({size} bytes)",
-            length.map(|l| format!(" length {l}")).unwrap_or_default()
+            "external data range offset {offset}{} is past the end of `{}` ({size} bytes)",
+            length.map(|l| format!(" length {l}")).unwrap_or_default(),
+            escape_controls(location)
         )),
     }
 }
@@ -957,6 +979,24 @@ mod tests {
         assert!(tensor_from_proto(&t, &mut cache)
             .unwrap_err()
             .contains("names no file"));
+    }
+
+    #[test]
+    fn names_from_the_file_cannot_split_an_error() {
+        let t = raw("a\nb\r", DType::F32, &[2], &[0; 3]);
+        assert_eq!(
+            read(&t).unwrap_err(),
+            "tensor `a\\nb\\r`: 3 bytes of data but f32[2] needs 8"
+        );
+        for (key, value) in [("location", "x\n/../y"), ("offset", "1\nx")] {
+            let t = TensorProto {
+                data_location: Some(DataLocation::External as i32),
+                external_data: vec![entry("location", "w.bin"), entry(key, value)],
+                ..proto("e", DType::U8, &[1])
+            };
+            let e = read(&t).unwrap_err();
+            assert!(!e.contains('\n') && e.contains("\\n"), "{e}");
+        }
     }
 
     #[test]

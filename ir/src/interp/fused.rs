@@ -5,7 +5,9 @@ use super::*;
 use crate::{Attr, Attrs};
 
 pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<Vec<Tensor>> {
-    let plain = |kind: OpKind, args: &[Option<&Tensor>]| -> Res<Tensor> { Ok(eval_op(&Op::plain(kind), args, symbols)?.remove(0)) };
+    let plain = |kind: OpKind, args: &[Option<&Tensor>]| -> Res<Tensor> {
+        Ok(eval_op(&Op::plain(kind), args, symbols)?.remove(0))
+    };
     let out = match op.kind {
         OpKind::FusedAttention => {
             let mut attrs = Attrs::default();
@@ -18,7 +20,13 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
             eval_op(&Op::new(OpKind::Attention, attrs), &args, symbols)?.remove(0)
         }
         OpKind::Silu => silu(input(inputs, 0)?, symbols)?,
-        OpKind::SwiGlu => plain(OpKind::Mul, &[Some(&silu(input(inputs, 0)?, symbols)?), Some(input(inputs, 1)?)])?,
+        OpKind::SwiGlu => plain(
+            OpKind::Mul,
+            &[
+                Some(&silu(input(inputs, 0)?, symbols)?),
+                Some(input(inputs, 1)?),
+            ],
+        )?,
         OpKind::FusedMatMul => {
             let mut y = plain(OpKind::MatMul, &inputs[..2])?;
             if let Some(bias) = opt_input(inputs, 2) {
@@ -29,7 +37,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
                 "relu" => plain(OpKind::Relu, &[Some(&y)])?,
                 "silu" => silu(&y, symbols)?,
                 "gelu" | "gelu_tanh" => {
-                    let approximate = if op.attrs.str("activation")? == "gelu" { "none" } else { "tanh" };
+                    let approximate = if op.attrs.str("activation")? == "gelu" {
+                        "none"
+                    } else {
+                        "tanh"
+                    };
                     let mut attrs = Attrs::default();
                     attrs.set("approximate", Attr::Str(approximate.into()));
                     eval_op(&Op::new(OpKind::Gelu, attrs), &[Some(&y)], symbols)?.remove(0)
@@ -54,7 +66,9 @@ fn rope_rotate_half(inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<Tenso
     if d % 2 != 0 {
         return Err(format!("the last dim ({d}) must be even"));
     }
-    let run = |kind: OpKind, attrs: Attrs, args: &[Option<&Tensor>]| -> Res<Vec<Tensor>> { eval_op(&Op::new(kind, attrs), args, symbols) };
+    let run = |kind: OpKind, attrs: Attrs, args: &[Option<&Tensor>]| -> Res<Vec<Tensor>> {
+        eval_op(&Op::new(kind, attrs), args, symbols)
+    };
     let mut split = Attrs::default();
     split.set("axis", Attr::Int(-1));
     split.set("split", Attr::Ints(vec![d as i64 / 2, d as i64 / 2]));
@@ -63,7 +77,17 @@ fn rope_rotate_half(inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<Tenso
     let mut cat = Attrs::default();
     cat.set("axis", Attr::Int(-1));
     let rotated = run(OpKind::Concat, cat, &[Some(&neg), Some(&halves[0])])?.remove(0);
-    let a = run(OpKind::Mul, Attrs::default(), &[Some(x), Some(input(inputs, 1)?)])?.remove(0);
-    let b = run(OpKind::Mul, Attrs::default(), &[Some(&rotated), Some(input(inputs, 2)?)])?.remove(0);
+    let a = run(
+        OpKind::Mul,
+        Attrs::default(),
+        &[Some(x), Some(input(inputs, 1)?)],
+    )?
+    .remove(0);
+    let b = run(
+        OpKind::Mul,
+        Attrs::default(),
+        &[Some(&rotated), Some(input(inputs, 2)?)],
+    )?
+    .remove(0);
     Ok(run(OpKind::Add, Attrs::default(), &[Some(&a), Some(&b)])?.remove(0))
 }

@@ -54,7 +54,9 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<V
         | GatherElements | GatherND | Expand | Tile | Trilu | Shape | Size | ConstantOfShape
         | Range | SymbolicDims => movement::eval(op, inputs, symbols),
         QuantizeLinear | DequantizeLinear | DynamicQuantizeLinear => quant::eval(op, inputs),
-        FusedAttention | Silu | SwiGlu | FusedMatMul | RopeRotateHalf => fused::eval(op, inputs, symbols),
+        FusedAttention | Silu | SwiGlu | FusedMatMul | RopeRotateHalf => {
+            fused::eval(op, inputs, symbols)
+        }
     }
 }
 

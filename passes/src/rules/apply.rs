@@ -22,8 +22,9 @@ pub enum Template {
         kind: OpKind,
         /// Attributes written literally.
         attrs: Attrs,
-        /// Attributes read from a bound constant: (attribute, variable).
-        attr_vars: Vec<(String, Var)>,
+        /// Attributes computed from bound one-element constants: (attribute, variables whose
+        /// values are multiplied, e.g. `scale=?s*?s`).
+        attr_vars: Vec<(String, Vec<Var>)>,
         /// The inputs.
         args: Vec<Template>,
     },
@@ -37,7 +38,13 @@ impl Template {
         match self {
             Template::Var(v) => vec![*v],
             Template::Absent => vec![],
-            Template::Op { attr_vars, args, .. } => attr_vars.iter().map(|(_, v)| *v).chain(args.iter().flat_map(Template::vars)).collect(),
+            Template::Op {
+                attr_vars, args, ..
+            } => attr_vars
+                .iter()
+                .flat_map(|(_, v)| v.iter().copied())
+                .chain(args.iter().flat_map(Template::vars))
+                .collect(),
             Template::Get(_, t) => t.vars(),
         }
     }
@@ -55,9 +62,18 @@ impl RuleApplier {
         let rhs = rule
             .rhs
             .iter()
-            .map(|(b, t)| (b.as_ref().map(|v| v.parse().expect("bindings were validated by the parser")), t.clone()))
+            .map(|(b, t)| {
+                (
+                    b.as_ref()
+                        .map(|v| v.parse().expect("bindings were validated by the parser")),
+                    t.clone(),
+                )
+            })
             .collect();
-        RuleApplier { rhs, conditions: rule.conditions.clone() }
+        RuleApplier {
+            rhs,
+            conditions: rule.conditions.clone(),
+        }
     }
 }
 
@@ -77,14 +93,21 @@ impl Applier<Node, KilnAnalysis> for RuleApplier {
         let mut merges = vec![];
         for (binding, template) in &self.rhs {
             let target = binding.map_or(eclass, |v| subst[v]);
-            let Some(new) = instantiate(egraph, template, subst) else { return vec![] };
+            let Some(new) = instantiate(egraph, template, subst) else {
+                return vec![];
+            };
             let (want, got) = (egraph[target].data.ty(), egraph[new].data.ty());
-            if want.is_none() || want.map(|t| (&t.shape, t.dtype)) != got.map(|t| (&t.shape, t.dtype)) {
+            if want.is_none()
+                || want.map(|t| (&t.shape, t.dtype)) != got.map(|t| (&t.shape, t.dtype))
+            {
                 return vec![];
             }
             merges.push((target, new));
         }
-        merges.into_iter().filter_map(|(target, new)| egraph.union(target, new).then_some(target)).collect()
+        merges
+            .into_iter()
+            .filter_map(|(target, new)| egraph.union(target, new).then_some(target))
+            .collect()
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -102,15 +125,36 @@ fn instantiate(egraph: &mut KilnEGraph, t: &Template, subst: &Subst) -> Option<I
             let x = instantiate(egraph, inner, subst)?;
             Some(egraph.add(Node::Get(*i, [x])))
         }
-        Template::Op { kind, attrs, attr_vars, args } => {
+        Template::Op {
+            kind,
+            attrs,
+            attr_vars,
+            args,
+        } => {
             let mut all = attrs.clone();
-            for (key, var) in attr_vars {
-                let data = &egraph[subst[*var]].data;
-                let [value] = data.value.as_deref()? else { return None };
-                let attr = if data.ty()?.dtype.is_float() { Attr::Float(*value as f32) } else { Attr::Int(*value as i64) };
-                all.set(key, attr);
+            for (key, vars) in attr_vars {
+                let (mut product, mut float) = (1.0f64, false);
+                for var in vars {
+                    let data = &egraph[subst[*var]].data;
+                    let [value] = data.value.as_deref()? else {
+                        return None;
+                    };
+                    product *= value;
+                    float |= data.ty()?.dtype.is_float();
+                }
+                all.set(
+                    key,
+                    if float {
+                        Attr::Float(product as f32)
+                    } else {
+                        Attr::Int(product as i64)
+                    },
+                );
             }
-            let ids = args.iter().map(|a| instantiate(egraph, a, subst)).collect::<Option<Vec<Id>>>()?;
+            let ids = args
+                .iter()
+                .map(|a| instantiate(egraph, a, subst))
+                .collect::<Option<Vec<Id>>>()?;
             let id = egraph.add(Node::Op(OpNode::new(Op::new(*kind, all)), ids));
             egraph[id].data.ty().is_some().then_some(id)
         }

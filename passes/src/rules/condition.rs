@@ -13,6 +13,8 @@
 //! | `dim ?a I = N` | dim `I` of `?a` (negative counts from the end) is the constant `N` |
 //! | `dim ?a I = dim ?b J` | those two dims are equal (symbolically) |
 //! | `distinct ?a ?b` | `?a` and `?b` are different e-classes |
+//! | `half ?c ?x` | constant `?c` is half of the last dim of `?x` |
+//! | `last-axis ?c ?x` | constant `?c` names the last axis of `?x` (-1 or rank - 1) |
 
 use crate::analysis::{ClassData, KilnEGraph};
 use egg::{Subst, Var};
@@ -41,6 +43,10 @@ pub enum Condition {
     DimEq(Var, i64, Var, i64),
     /// `distinct ?a ?b`.
     Distinct(Var, Var),
+    /// `half ?c ?x`.
+    Half(Var, Var),
+    /// `last-axis ?c ?x`.
+    LastAxis(Var, Var),
 }
 
 impl Condition {
@@ -48,8 +54,16 @@ impl Condition {
     pub fn vars(&self) -> Vec<Var> {
         use Condition::*;
         match self {
-            IsConst(v) | ConstEq(v, _) | Scalar(v) | Float(v) | DType(v, _) | Rank(v, _) | DimIs(v, _, _) => vec![*v],
-            SameShape(a, b) | DimEq(a, _, b, _) | Distinct(a, b) => vec![*a, *b],
+            IsConst(v)
+            | ConstEq(v, _)
+            | Scalar(v)
+            | Float(v)
+            | DType(v, _)
+            | Rank(v, _)
+            | DimIs(v, _, _) => vec![*v],
+            SameShape(a, b) | DimEq(a, _, b, _) | Distinct(a, b) | Half(a, b) | LastAxis(a, b) => {
+                vec![*a, *b]
+            }
         }
     }
 
@@ -62,8 +76,14 @@ impl Condition {
             }
             w.parse().map_err(|_| format!("bad variable `{w}`"))
         };
-        let num = |w: &str| -> Result<f64, String> { w.parse().map_err(|_| format!("expected a number, found `{w}`")) };
-        let int = |w: &str| -> Result<i64, String> { w.parse().map_err(|_| format!("expected an integer, found `{w}`")) };
+        let num = |w: &str| -> Result<f64, String> {
+            w.parse()
+                .map_err(|_| format!("expected a number, found `{w}`"))
+        };
+        let int = |w: &str| -> Result<i64, String> {
+            w.parse()
+                .map_err(|_| format!("expected an integer, found `{w}`"))
+        };
         use Condition::*;
         Ok(match words.as_slice() {
             ["const", v] => IsConst(var(v)?),
@@ -76,9 +96,11 @@ impl Condition {
             ["dim", a, i, "=", "dim", b, j] => DimEq(var(a)?, int(i)?, var(b)?, int(j)?),
             ["dim", a, i, "=", n] => DimIs(var(a)?, int(i)?, int(n)?),
             ["distinct", a, b] => Distinct(var(a)?, var(b)?),
+            ["half", c, x] => Half(var(c)?, var(x)?),
+            ["last-axis", c, x] => LastAxis(var(c)?, var(x)?),
             _ => {
                 return Err(format!(
-                    "unknown condition `{text}` (expected const, scalar, float, dtype, rank, same-shape, dim or distinct)"
+                    "unknown condition `{text}` (expected const, scalar, float, dtype, rank, same-shape, dim, distinct, half or last-axis)"
                 ))
             }
         })
@@ -95,22 +117,49 @@ impl Condition {
         use Condition::*;
         match self {
             IsConst(v) => is_constant(egraph, subst[*v]),
-            ConstEq(v, n) => is_constant(egraph, subst[*v])
-                && data(v).value.as_ref().is_some_and(|vals| !vals.is_empty() && vals.iter().all(|x| close(*x, *n))),
-            Scalar(v) => data(v).ty().is_some_and(|t| t.shape.iter().all(|d| d.is(1))),
+            ConstEq(v, n) => const_is(egraph, subst, v, *n),
+            Scalar(v) => data(v)
+                .ty()
+                .is_some_and(|t| t.shape.iter().all(|d| d.is(1))),
             Float(v) => data(v).ty().is_some_and(|t| t.dtype.is_float()),
             DType(v, d) => data(v).ty().is_some_and(|t| t.dtype == *d),
             Rank(v, r) => data(v).ty().is_some_and(|t| t.shape.len() == *r),
-            SameShape(a, b) => matches!((data(a).ty(), data(b).ty()), (Some(x), Some(y)) if x.shape == y.shape),
+            SameShape(a, b) => {
+                matches!((data(a).ty(), data(b).ty()), (Some(x), Some(y)) if x.shape == y.shape)
+            }
             DimIs(v, i, n) => dim(v, *i).is_some_and(|d| d.is(*n)),
             DimEq(a, i, b, j) => matches!((dim(a, *i), dim(b, *j)), (Some(x), Some(y)) if x == y),
             Distinct(a, b) => egraph.find(subst[*a]) != egraph.find(subst[*b]),
+            Half(c, x) => {
+                let last = data(x)
+                    .ty()
+                    .and_then(|t| t.shape.last())
+                    .and_then(Dim::as_known);
+                last.is_some_and(|d| d % 2 == 0 && const_is(egraph, subst, c, (d / 2) as f64))
+            }
+            LastAxis(c, x) => data(x).ty().is_some_and(|t| {
+                const_is(egraph, subst, c, -1.0)
+                    || const_is(egraph, subst, c, t.shape.len() as f64 - 1.0)
+            }),
         }
     }
 }
 
+/// True if `?v` is a constant whose every element is `n`.
+fn const_is(egraph: &KilnEGraph, subst: &Subst, v: &Var, n: f64) -> bool {
+    is_constant(egraph, subst[*v])
+        && egraph[subst[*v]]
+            .data
+            .value
+            .as_ref()
+            .is_some_and(|vals| !vals.is_empty() && vals.iter().all(|x| close(*x, n)))
+}
+
 fn is_constant(egraph: &KilnEGraph, id: egg::Id) -> bool {
-    egraph[id].nodes.iter().any(|n| matches!(n, crate::lang::Node::Const(_)))
+    egraph[id]
+        .nodes
+        .iter()
+        .any(|n| matches!(n, crate::lang::Node::Const(_)))
 }
 
 fn close(x: f64, n: f64) -> bool {

@@ -16,7 +16,8 @@
 //!   and `?a = TEMPLATE, ...` on the right: each right template is merged with its left binding.
 //! - The right side (after `=>`) is a template: ops take every attribute not written from the
 //!   IR defaults; an attribute value may be a variable bound on the left to a one-element
-//!   constant (`LayerNormalization[epsilon=?eps]`). `(Get1 ?t)` reads output 1 of `?t`.
+//!   constant (`LayerNormalization[epsilon=?eps]`) or a product of such (`scale=?s*?s`).
+//!   `(Get1 ?t)` reads output 1 of `?t`.
 //! - `where` lists conditions, comma separated; see [`condition::Condition`] for the vocabulary.
 //! - `#` starts a comment. Every parse error names the file, the line and what was expected.
 //!
@@ -76,7 +77,11 @@ impl Rule {
                 .lhs
                 .iter()
                 .map(|(v, p)| {
-                    let var = v.as_ref().expect("multi-pattern parts are bound").parse().map_err(|e| format!("{e:?}"))?;
+                    let var = v
+                        .as_ref()
+                        .expect("multi-pattern parts are bound")
+                        .parse()
+                        .map_err(|e| format!("{e:?}"))?;
                     Ok((var, p.ast.clone()))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -89,16 +94,30 @@ impl Rule {
 pub fn builtin_rules() -> Vec<Rule> {
     BUILTIN
         .iter()
-        .flat_map(|(name, text)| parse_rules(name, text).unwrap_or_else(|e| panic!("built-in rules do not parse: {e}")))
+        .flat_map(|(name, text)| {
+            parse_rules(name, text).unwrap_or_else(|e| panic!("built-in rules do not parse: {e}"))
+        })
         .collect()
 }
 
 /// The built-in rule files, embedded at compile time.
 const BUILTIN: &[(&str, &str)] = &[
-    ("passes/rules/cleanup.rules", include_str!("../../rules/cleanup.rules")),
-    ("passes/rules/activations.rules", include_str!("../../rules/activations.rules")),
-    ("passes/rules/norms.rules", include_str!("../../rules/norms.rules")),
-    ("passes/rules/attention.rules", include_str!("../../rules/attention.rules")),
+    (
+        "passes/rules/cleanup.rules",
+        include_str!("../../rules/cleanup.rules"),
+    ),
+    (
+        "passes/rules/activations.rules",
+        include_str!("../../rules/activations.rules"),
+    ),
+    (
+        "passes/rules/norms.rules",
+        include_str!("../../rules/norms.rules"),
+    ),
+    (
+        "passes/rules/attention.rules",
+        include_str!("../../rules/attention.rules"),
+    ),
 ];
 
 /// Reads and parses a rule file.

@@ -50,7 +50,11 @@ impl Sexp {
 
 /// Parses every rule of a file; `file` is used in error messages.
 pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, ParseError> {
-    let err = |line: usize, message: String| ParseError { file: file.to_string(), line, message };
+    let err = |line: usize, message: String| ParseError {
+        file: file.to_string(),
+        line,
+        message,
+    };
     let mut blocks: Vec<(usize, &str, Vec<Token>)> = vec![];
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -63,9 +67,14 @@ pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, ParseError> {
             continue;
         }
         let Some(block) = blocks.last_mut() else {
-            return Err(err(line, format!("expected `rule NAME (exact):`, found `{}`", content.trim())));
+            return Err(err(
+                line,
+                format!("expected `rule NAME (exact):`, found `{}`", content.trim()),
+            ));
         };
-        block.2.extend(tokenize(content, line).map_err(|m| err(line, m))?);
+        block
+            .2
+            .extend(tokenize(content, line).map_err(|m| err(line, m))?);
     }
     let mut rules = vec![];
     let mut names = BTreeSet::new();
@@ -86,7 +95,10 @@ fn tokenize(s: &str, line: usize) -> Result<Vec<Token>, String> {
     let mut depth = 0i32;
     let flush = |cur: &mut String, out: &mut Vec<Token>| {
         if !cur.is_empty() {
-            out.push(Token { text: std::mem::take(cur), line });
+            out.push(Token {
+                text: std::mem::take(cur),
+                line,
+            });
         }
     };
     for c in s.chars() {
@@ -110,7 +122,10 @@ fn tokenize(s: &str, line: usize) -> Result<Vec<Token>, String> {
             }
             '(' | ')' | ',' => {
                 flush(&mut cur, &mut out);
-                out.push(Token { text: c.to_string(), line });
+                out.push(Token {
+                    text: c.to_string(),
+                    line,
+                });
             }
             c if c.is_whitespace() => flush(&mut cur, &mut out),
             c => cur.push(c),
@@ -126,47 +141,95 @@ fn tokenize(s: &str, line: usize) -> Result<Vec<Token>, String> {
 type Res<T> = Result<T, (usize, String)>;
 
 fn parse_rule(file: &str, line: usize, header: &str, tokens: Vec<Token>) -> Res<Rule> {
-    let header = header.strip_suffix(':').ok_or((line, "expected `:` at the end of the rule header".to_string()))?;
-    let (name, tag) = header.split_once(' ').ok_or((line, "expected `rule NAME (exact):` or `(approximate):`".to_string()))?;
+    let header = header.strip_suffix(':').ok_or((
+        line,
+        "expected `:` at the end of the rule header".to_string(),
+    ))?;
+    let (name, tag) = header.split_once(' ').ok_or((
+        line,
+        "expected `rule NAME (exact):` or `(approximate):`".to_string(),
+    ))?;
     let exactness = match tag.trim() {
         "(exact)" => Exactness::Exact,
         "(approximate)" => Exactness::Approximate,
-        other => return Err((line, format!("expected `(exact)` or `(approximate)`, found `{other}`"))),
+        other => {
+            return Err((
+                line,
+                format!("expected `(exact)` or `(approximate)`, found `{other}`"),
+            ))
+        }
     };
-    let arrow = tokens.iter().position(|t| t.text == "=>").ok_or((line, "expected `=>` between the left and right sides".to_string()))?;
-    let where_at = tokens.iter().position(|t| t.text == "where").unwrap_or(tokens.len());
+    let arrow = tokens.iter().position(|t| t.text == "=>").ok_or((
+        line,
+        "expected `=>` between the left and right sides".to_string(),
+    ))?;
+    let where_at = tokens
+        .iter()
+        .position(|t| t.text == "where")
+        .unwrap_or(tokens.len());
     if where_at < arrow {
-        return Err((tokens[where_at].line, "`where` must come after the right side".into()));
+        return Err((
+            tokens[where_at].line,
+            "`where` must come after the right side".into(),
+        ));
     }
-    let (lhs_tokens, rhs_tokens, cond_tokens) = (&tokens[..arrow], &tokens[arrow + 1..where_at], tokens.get(where_at + 1..).unwrap_or(&[]));
-    let text_of = |ts: &[Token]| ts.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(" ").replace("( ", "(").replace(" )", ")");
+    let (lhs_tokens, rhs_tokens, cond_tokens) = (
+        &tokens[..arrow],
+        &tokens[arrow + 1..where_at],
+        tokens.get(where_at + 1..).unwrap_or(&[]),
+    );
+    let text_of = |ts: &[Token]| {
+        ts.iter()
+            .map(|t| t.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace("( ", "(")
+            .replace(" )", ")")
+    };
 
     let mut conditions = vec![];
     let mut literals = 0;
     let mut lhs = vec![];
     for (binding, sexp) in bound_parts(lhs_tokens, line)? {
         let text = pattern_text(&sexp, &mut literals, &mut conditions)?;
-        let pattern: Pattern<crate::lang::Node> = text.parse().map_err(|e| (sexp.line(), format!("bad pattern: {e}")))?;
+        let pattern: Pattern<crate::lang::Node> = text
+            .parse()
+            .map_err(|e| (sexp.line(), format!("bad pattern: {e}")))?;
         lhs.push((binding, pattern));
     }
-    let bound: BTreeSet<Var> = lhs.iter().flat_map(|(b, p)| p.vars().into_iter().chain(b.as_ref().map(|v| v.parse().expect("checked")))).collect();
+    let bound: BTreeSet<Var> = lhs
+        .iter()
+        .flat_map(|(b, p)| {
+            p.vars()
+                .into_iter()
+                .chain(b.as_ref().map(|v| v.parse().expect("checked")))
+        })
+        .collect();
     let mut rhs = vec![];
     for (binding, sexp) in bound_parts(rhs_tokens, line)? {
         let template = template(&sexp)?;
         for v in template.vars() {
             if !bound.contains(&v) {
-                return Err((sexp.line(), format!("variable `{v}` on the right side is not bound on the left")));
+                return Err((
+                    sexp.line(),
+                    format!("variable `{v}` on the right side is not bound on the left"),
+                ));
             }
         }
         rhs.push((binding, template));
     }
-    if (lhs.len() > 1 || lhs[0].0.is_some()) != (rhs.iter().any(|(b, _)| b.is_some())) || rhs.is_empty() {
+    if (lhs.len() > 1 || lhs[0].0.is_some()) != (rhs.iter().any(|(b, _)| b.is_some()))
+        || rhs.is_empty()
+    {
         return Err((line, "a multi-pattern rule binds every part on both sides (`?a = ...`); a plain rule binds none".into()));
     }
     for (b, _) in &rhs {
         if let Some(b) = b {
             if !lhs.iter().any(|(l, _)| l.as_ref() == Some(b)) {
-                return Err((line, format!("right side binds `{b}`, which no left part binds")));
+                return Err((
+                    line,
+                    format!("right side binds `{b}`, which no left part binds"),
+                ));
             }
         }
     }
@@ -175,7 +238,10 @@ fn parse_rule(file: &str, line: usize, header: &str, tokens: Vec<Token>) -> Res<
         let c = Condition::parse(&text_of(part)).map_err(|m| (first.line, m))?;
         for v in c.vars() {
             if !bound.contains(&v) {
-                return Err((first.line, format!("condition on `{v}`, which the left side does not bind")));
+                return Err((
+                    first.line,
+                    format!("condition on `{v}`, which the left side does not bind"),
+                ));
             }
         }
         conditions.push(c);
@@ -213,26 +279,43 @@ fn bound_parts(tokens: &[Token], line: usize) -> Res<Vec<(Option<String>, Sexp)>
         match tokens.get(pos) {
             None => break,
             Some(t) if t.text == "," => pos += 1,
-            Some(t) => return Err((t.line, format!("expected `,` or the end of the side, found `{}`", t.text))),
+            Some(t) => {
+                return Err((
+                    t.line,
+                    format!("expected `,` or the end of the side, found `{}`", t.text),
+                ))
+            }
         }
     }
     if parts.len() > 1 && parts.iter().any(|(b, _)| b.is_none()) {
-        return Err((tokens[0].line, "every part of a multi-pattern side needs a binding `?a = ...`".into()));
+        return Err((
+            tokens[0].line,
+            "every part of a multi-pattern side needs a binding `?a = ...`".into(),
+        ));
     }
     Ok(parts)
 }
 
 fn parse_sexp(tokens: &[Token], pos: usize) -> Res<(Sexp, usize)> {
-    let t = tokens.get(pos).ok_or_else(|| (tokens.last().map_or(0, |t| t.line), "unexpected end of expression".to_string()))?;
+    let t = tokens.get(pos).ok_or_else(|| {
+        (
+            tokens.last().map_or(0, |t| t.line),
+            "unexpected end of expression".to_string(),
+        )
+    })?;
     match t.text.as_str() {
         "(" => {
-            let head = tokens.get(pos + 1).filter(|h| !["(", ")", ","].contains(&h.text.as_str()));
+            let head = tokens
+                .get(pos + 1)
+                .filter(|h| !["(", ")", ","].contains(&h.text.as_str()));
             let head = head.ok_or((t.line, "expected an op name after `(`".to_string()))?;
             let mut items = vec![];
             let mut p = pos + 2;
             loop {
                 match tokens.get(p) {
-                    Some(c) if c.text == ")" => return Ok((Sexp::List(head.clone(), items), p + 1)),
+                    Some(c) if c.text == ")" => {
+                        return Ok((Sexp::List(head.clone(), items), p + 1))
+                    }
                     Some(_) => {
                         let (s, next) = parse_sexp(tokens, p)?;
                         items.push(s);
@@ -242,7 +325,10 @@ fn parse_sexp(tokens: &[Token], pos: usize) -> Res<(Sexp, usize)> {
                 }
             }
         }
-        ")" | "," | "=" | "=>" => Err((t.line, format!("expected an expression, found `{}`", t.text))),
+        ")" | "," | "=" | "=>" => Err((
+            t.line,
+            format!("expected an expression, found `{}`", t.text),
+        )),
         _ => Ok((Sexp::Atom(t.clone()), pos + 1)),
     }
 }
@@ -257,12 +343,20 @@ fn pattern_text(s: &Sexp, literals: &mut usize, conditions: &mut Vec<Condition>)
     match s {
         Sexp::Atom(t) if is_number(&t.text) => {
             *literals += 1;
-            let var: Var = format!("?literal{literals}").parse().expect("valid variable");
+            let var: Var = format!("?literal{literals}")
+                .parse()
+                .expect("valid variable");
             conditions.push(Condition::ConstEq(var, t.text.parse().expect("checked")));
             Ok(var.to_string())
         }
         Sexp::Atom(t) if t.text.starts_with('?') || t.text == "_" => Ok(t.text.clone()),
-        Sexp::Atom(t) => Err((t.line, format!("expected a variable, `_`, a number or `(op ...)`, found `{}`", t.text))),
+        Sexp::Atom(t) => Err((
+            t.line,
+            format!(
+                "expected a variable, `_`, a number or `(op ...)`, found `{}`",
+                t.text
+            ),
+        )),
         Sexp::List(head, items) => {
             check_head(head)?;
             let mut out = format!("({}", head.text);
@@ -278,21 +372,42 @@ fn pattern_text(s: &Sexp, literals: &mut usize, conditions: &mut Vec<Condition>)
 
 fn check_head(head: &Token) -> Res<()> {
     if let Some(i) = head.text.strip_prefix("Get") {
-        return i.parse::<u32>().map(drop).map_err(|_| (head.line, format!("bad projection `{}` (expected Get1, Get2, ...)", head.text)));
+        return i.parse::<u32>().map(drop).map_err(|_| {
+            (
+                head.line,
+                format!("bad projection `{}` (expected Get1, Get2, ...)", head.text),
+            )
+        });
     }
-    parse_op_token(&head.text).map(drop).map_err(|e| (head.line, e))
+    parse_op_token(&head.text)
+        .map(drop)
+        .map_err(|e| (head.line, e))
 }
 
 /// A right-side template.
 fn template(s: &Sexp) -> Res<Template> {
     match s {
         Sexp::Atom(t) if t.text == "_" => Ok(Template::Absent),
-        Sexp::Atom(t) if t.text.starts_with('?') => t.text.parse().map(Template::Var).map_err(|_| (t.line, format!("bad variable `{}`", t.text))),
-        Sexp::Atom(t) => Err((t.line, format!("expected a variable, `_` or `(op ...)` on the right side, found `{}`", t.text))),
+        Sexp::Atom(t) if t.text.starts_with('?') => t
+            .text
+            .parse()
+            .map(Template::Var)
+            .map_err(|_| (t.line, format!("bad variable `{}`", t.text))),
+        Sexp::Atom(t) => Err((
+            t.line,
+            format!(
+                "expected a variable, `_` or `(op ...)` on the right side, found `{}`",
+                t.text
+            ),
+        )),
         Sexp::List(head, items) => {
             if let Some(i) = head.text.strip_prefix("Get") {
-                let i: u32 = i.parse().map_err(|_| (head.line, format!("bad projection `{}`", head.text)))?;
-                let [inner] = items.as_slice() else { return Err((head.line, format!("`{}` takes one argument", head.text))) };
+                let i: u32 = i
+                    .parse()
+                    .map_err(|_| (head.line, format!("bad projection `{}`", head.text)))?;
+                let [inner] = items.as_slice() else {
+                    return Err((head.line, format!("`{}` takes one argument", head.text)));
+                };
                 return Ok(Template::Get(i, Box::new(template(inner)?)));
             }
             let (kind, attr_text) = match head.text.find('[') {
@@ -300,18 +415,33 @@ fn template(s: &Sexp) -> Res<Template> {
                 None => (head.text.as_str(), Some("")),
             };
             let kind: OpKind = kind.parse().map_err(|e| (head.line, e))?;
-            let attr_text = attr_text.ok_or((head.line, format!("unbalanced brackets in `{}`", head.text)))?;
+            let attr_text =
+                attr_text.ok_or((head.line, format!("unbalanced brackets in `{}`", head.text)))?;
             let (mut attrs, mut attr_vars) = (Attrs::default(), vec![]);
             for item in split_top_level(attr_text) {
-                let (k, v) = item.split_once('=').ok_or((head.line, format!("expected key=value in `{}`", head.text)))?;
+                let (k, v) = item
+                    .split_once('=')
+                    .ok_or((head.line, format!("expected key=value in `{}`", head.text)))?;
                 if v.starts_with('?') {
-                    attr_vars.push((k.to_string(), v.parse().map_err(|_| (head.line, format!("bad variable `{v}`")))?));
+                    let vars = v
+                        .split('*')
+                        .map(|x| {
+                            x.parse()
+                                .map_err(|_| (head.line, format!("bad variable `{x}`")))
+                        })
+                        .collect::<Res<_>>()?;
+                    attr_vars.push((k.to_string(), vars));
                 } else {
                     attrs.set(k, parse_attr_token(v).map_err(|e| (head.line, e))?);
                 }
             }
             let args = items.iter().map(template).collect::<Res<_>>()?;
-            Ok(Template::Op { kind, attrs, attr_vars, args })
+            Ok(Template::Op {
+                kind,
+                attrs,
+                attr_vars,
+                args,
+            })
         }
     }
 }
@@ -327,7 +457,11 @@ mod tests {
                     rule pair (exact):\n  ?a = (Neg ?x), ?b = (Abs ?x)\n  => ?a = (Neg ?x), ?b = (Abs ?x)\n";
         let rules = parse_rules("t.rules", text).unwrap();
         assert_eq!(rules.len(), 3);
-        assert_eq!(rules[1].conditions.len(), 2, "the literal adds a const condition");
+        assert_eq!(
+            rules[1].conditions.len(),
+            2,
+            "the literal adds a const condition"
+        );
         assert_eq!(rules[2].lhs.len(), 2);
         for r in &rules {
             r.rewrite().unwrap();
@@ -337,19 +471,46 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let cases = [
-            ("rule a (exact):\n (Neg ?x)\n => (Frob ?x)\n", 3, "unknown op `Frob`"),
-            ("rule a (exact):\n (Neg ?x)\n => (Neg ?y)\n", 3, "`?y` on the right side is not bound"),
-            ("rule a (exact):\n (Neg ?x) => (Neg ?x)\n where float ?z\n", 3, "condition on `?z`"),
-            ("rule a (exact):\n (Neg ?x (Abs ?x)\n => (Neg ?x)\n", 2, "expected `)`"),
+            (
+                "rule a (exact):\n (Neg ?x)\n => (Frob ?x)\n",
+                3,
+                "unknown op `Frob`",
+            ),
+            (
+                "rule a (exact):\n (Neg ?x)\n => (Neg ?y)\n",
+                3,
+                "`?y` on the right side is not bound",
+            ),
+            (
+                "rule a (exact):\n (Neg ?x) => (Neg ?x)\n where float ?z\n",
+                3,
+                "condition on `?z`",
+            ),
+            (
+                "rule a (exact):\n (Neg ?x (Abs ?x)\n => (Neg ?x)\n",
+                2,
+                "expected `)`",
+            ),
             ("(Neg ?x)\n", 1, "expected `rule NAME (exact):`"),
-            ("rule a (maybe):\n (Neg ?x) => (Neg ?x)\n", 1, "expected `(exact)`"),
+            (
+                "rule a (maybe):\n (Neg ?x) => (Neg ?x)\n",
+                1,
+                "expected `(exact)`",
+            ),
             ("rule a (exact):\n (Neg ?x) (Neg ?x)\n", 1, "expected `=>`"),
-            ("rule a (exact):\n (Neg ?x) => (Neg ?x) where wobbly ?x\n", 2, "unknown condition"),
+            (
+                "rule a (exact):\n (Neg ?x) => (Neg ?x) where wobbly ?x\n",
+                2,
+                "unknown condition",
+            ),
         ];
         for (text, line, msg) in cases {
             let e = parse_rules("bad.rules", text).unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
-            assert!(e.to_string().starts_with(&format!("bad.rules:{line}: ")), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!("bad.rules:{line}: ")),
+                "{e}"
+            );
             assert!(e.message.contains(msg), "{text:?}: {e}");
         }
     }

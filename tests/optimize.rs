@@ -1,0 +1,162 @@
+//! The built-in rules on real models: every attention block becomes one FusedAttention, every
+//! decomposed norm and activation is recognised, and the optimised graph still matches the
+//! reference outputs within 1e-4 on the interpreter.
+
+mod common;
+
+use kiln_frontends::onnx::load_model;
+use kiln_ir::{interp, npy::read_npy, Graph, OpKind, Tensor};
+use kiln_passes::optimize::{optimize, Limits};
+use kiln_passes::rules::builtin_rules;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn run_case(graph: &Graph, dir: &Path, case: &str, inputs: &[&str]) -> Tensor {
+    let feeds: HashMap<String, Tensor> = inputs
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                read_npy(&dir.join(format!("{case}.{n}.npy"))).unwrap(),
+            )
+        })
+        .collect();
+    interp::run(graph, &feeds).unwrap().remove(0).1
+}
+
+/// Optimises `model`, checks outputs on every case, and returns the histograms before/after.
+fn check(
+    model: &Path,
+    dir: &Path,
+    cases: &[&str],
+    inputs: &[&str],
+    output: &str,
+) -> (Graph, Graph) {
+    let graph = load_model(model).unwrap();
+    let (optimized, report) = optimize(&graph, &builtin_rules(), &Limits::default()).unwrap();
+    let seconds = (report.saturate_time + report.extract_time).as_secs_f64();
+    println!(
+        "{}: rules {:?}; {} e-nodes; saturate+extract {:.1} ms; est. cost {:.3} -> {:.3} ms",
+        model.display(),
+        report.rules_fired,
+        report.egraph_nodes,
+        seconds * 1e3,
+        report.cost_before * 1e3,
+        report.cost_after * 1e3
+    );
+    assert!(report.cost_after <= report.cost_before);
+    for case in cases {
+        let expected = read_npy(&dir.join(format!("{case}.{output}.npy"))).unwrap();
+        let err =
+            common::max_abs_diff(&run_case(&optimized, dir, case, inputs), &expected).unwrap();
+        println!("  {case}: optimised max abs error {err:.3e}");
+        assert!(err <= 1e-4, "{case}: {err}");
+    }
+    (graph, optimized)
+}
+
+fn count(g: &Graph, kind: OpKind) -> usize {
+    g.op_histogram().get(&kind).copied().unwrap_or(0)
+}
+
+fn fixture(name: &str) -> (Graph, Graph) {
+    let dir = common::model_dir(name);
+    check(
+        &dir.join("model.onnx"),
+        &dir.join("io"),
+        &["b1_s16", "b2_s33"],
+        &["input_ids", "attention_mask"],
+        "output",
+    )
+}
+
+#[test]
+fn bert_attention_and_gelu_fuse() {
+    let (before, after) = fixture("bert");
+    assert_eq!(
+        count(&after, OpKind::FusedAttention),
+        count(&before, OpKind::Softmax)
+    );
+    assert_eq!(
+        count(&after, OpKind::Softmax) + count(&after, OpKind::Erf),
+        0
+    );
+    assert_eq!(
+        count(&after, OpKind::LayerNormalization),
+        count(&before, OpKind::LayerNormalization)
+    );
+}
+
+#[test]
+fn gpt2_attention_and_gelu_tanh_fuse() {
+    let (before, after) = fixture("gpt2");
+    assert_eq!(
+        count(&after, OpKind::FusedAttention),
+        count(&before, OpKind::Softmax)
+    );
+    assert_eq!(
+        count(&after, OpKind::Tanh) + count(&after, OpKind::Softmax),
+        0
+    );
+    assert_eq!(count(&after, OpKind::Gelu), count(&before, OpKind::Tanh));
+}
+
+#[test]
+fn llama_attention_rmsnorm_swiglu_rope_fuse() {
+    let (before, after) = fixture("llama");
+    assert_eq!(
+        count(&after, OpKind::FusedAttention),
+        count(&before, OpKind::Softmax)
+    );
+    assert_eq!(
+        count(&after, OpKind::RMSNormalization),
+        count(&before, OpKind::ReduceMean)
+    );
+    assert_eq!(
+        count(&after, OpKind::SwiGlu),
+        count(&before, OpKind::Sigmoid)
+    );
+    assert_eq!(
+        count(&after, OpKind::RopeRotateHalf),
+        count(&before, OpKind::Neg)
+    );
+    for kind in [
+        OpKind::Softmax,
+        OpKind::Sigmoid,
+        OpKind::Sqrt,
+        OpKind::Pow,
+        OpKind::Neg,
+    ] {
+        assert_eq!(count(&after, kind), 0, "{kind} left");
+    }
+}
+
+#[test]
+fn minilm_int8_attention_and_gelu_fuse() {
+    let dir = common::require_test_data("minilm");
+    let model = std::fs::read_to_string(dir.join("model_path.txt")).unwrap();
+    let (before, after) = check(
+        Path::new(model.trim()),
+        &dir,
+        &["b1_s128", "b2_s37"],
+        &["input_ids", "attention_mask", "token_type_ids"],
+        "last_hidden_state",
+    );
+    assert_eq!(
+        count(&after, OpKind::FusedAttention),
+        count(&before, OpKind::Softmax)
+    );
+    assert_eq!(
+        count(&after, OpKind::Softmax) + count(&after, OpKind::Erf),
+        0
+    );
+}
+
+#[test]
+fn optimisation_is_deterministic() {
+    let graph = load_model(&common::model_dir("llama").join("model.onnx")).unwrap();
+    let rules = builtin_rules();
+    let a = kiln_ir::text::print(&optimize(&graph, &rules, &Limits::default()).unwrap().0);
+    let b = kiln_ir::text::print(&optimize(&graph, &rules, &Limits::default()).unwrap().0);
+    assert_eq!(a, b);
+}
