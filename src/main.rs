@@ -21,6 +21,10 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Print a model's inputs and outputs, op histogram and parameter count.
     Inspect(commands::inspect::InspectArgs),
+    /// Optimise a model with the rewrite rules and write the graph in the IR's text form.
+    Optimize(commands::optimize::OptimizeArgs),
+    /// Show what the rewrite rules do to a model: rules fired, fusions, e-graph size, cost.
+    Explain(commands::optimize::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::run(&args),
         Command::Inspect(args) => commands::inspect::inspect(&args),
+        Command::Optimize(args) => commands::optimize::optimize_cmd(&args),
+        Command::Explain(args) => commands::optimize::explain(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@
 pub mod attr;
 pub mod data;
 pub mod dim;
+pub mod dot;
 pub mod dtype;
 pub mod fold;
 pub mod graph;

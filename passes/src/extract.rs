@@ -158,6 +158,19 @@ pub fn total_cost(
         .sum()
 }
 
+/// The smallest e-node of every class, keyed by canonical id (children canonical). On an
+/// e-graph fresh from [`crate::convert::graph_to_egraph`] (one node per class) this is the
+/// loaded graph itself, so [`total_cost`] of it is the cost before rewriting.
+pub fn first_node_choice(egraph: &KilnEGraph) -> HashMap<Id, Node> {
+    egraph
+        .classes()
+        .filter_map(|c| {
+            let node = c.nodes.iter().min()?;
+            Some((c.id, node.clone().map_children(|x| egraph.find(x))))
+        })
+        .collect()
+}
+
 /// Extracts the cheapest acyclic, well-typed graph computing `roots` (see the module docs).
 /// Errors if some root (or a class it needs) has no well-typed, acyclic choice.
 pub fn extract(
@@ -346,7 +359,7 @@ impl<'a> Problem<'a> {
                         let inputs: Vec<Option<&ValueType>> =
                             args.iter().map(|a| egraph[*a].data.ty()).collect();
                         match infer_outputs(&op.op, &inputs) {
-                            Ok(outs) if !outs.is_empty() => outs,
+                            Ok(outs) if compatible(&outs[0], &class.data.types[0]) => outs,
                             _ => continue,
                         }
                     }
@@ -630,6 +643,22 @@ impl<'a> Problem<'a> {
     }
 }
 
+/// False if `have` (a node's inferred type) contradicts `want` (its class's type): another
+/// dtype or rank, or a dim both know as different numbers. Symbolic dims are not compared,
+/// since inference through a rewrite may know less than the class.
+fn compatible(have: &ValueType, want: &ValueType) -> bool {
+    have.dtype == want.dtype
+        && have.shape.len() == want.shape.len()
+        && have
+            .shape
+            .iter()
+            .zip(&want.shape)
+            .all(|(a, b)| match (a.as_known(), b.as_known()) {
+                (Some(x), Some(y)) => x == y,
+                _ => true,
+            })
+}
+
 fn or_into(dst: &mut Vec<u64>, src: &[u64]) {
     if src.len() > dst.len() {
         dst.resize(src.len(), 0);
@@ -796,7 +825,7 @@ mod tests {
         // Gelu(x) against its erf decomposition x * 0.5 * (1 + erf(x / sqrt 2)).
         let (mut eg, v) = egraph(&[("x", f32s(&[1, 128, 768]))]);
         let x = v[0];
-        let mut constant = |eg: &mut KilnEGraph, name: &str, value: f32| {
+        let constant = |eg: &mut KilnEGraph, name: &str, value: f32| {
             let leaf = eg
                 .analysis
                 .add_constant(name, Tensor::scalar(value).to_data());
@@ -927,14 +956,16 @@ mod tests {
         // An ill-typed class (its only node fails inference) ...
         let bad = op(&mut eg, OpKind::MatMul, &[v[0], v[1]]);
         assert!(eg[bad].data.types.is_empty());
-        // ... a cheap view of it, and a cheap node that fails inference itself, both merged
-        // into the well-typed class.
+        // ... a cheap view of it, a node that fails inference itself and a node of another
+        // shape, all merged into the well-typed class.
         let view_of_bad = op(&mut eg, OpKind::Identity, &[bad]);
-        let bad_itself = op(&mut eg, OpKind::Transpose, &[v[1]]);
+        let bad_itself = op(&mut eg, OpKind::Add, &[v[0], v[1]]);
+        let wrong_shape = op(&mut eg, OpKind::Transpose, &[v[1]]);
         eg.union(good, view_of_bad);
         eg.union(good, bad_itself);
+        eg.union(good, wrong_shape);
         eg.rebuild();
-        assert!(!eg[good].data.types.is_empty());
+        assert_eq!(eg[good].data.types, vec![f32s(&[4, 8])]);
         let t = Target::default().with_launch_overhead(0.0);
         let ex = extract(&eg, &[good], &t, &default_bindings()).unwrap();
         assert_eq!(chosen_kind(&eg, &ex, good), Some(OpKind::Relu));
@@ -1013,7 +1044,15 @@ mod tests {
         let loaded = graph_to_egraph(&g);
         let roots: Vec<Id> = loaded.outputs.iter().map(|(_, id)| *id).collect();
         let (t, b) = (Target::default(), default_bindings());
+        let before = total_cost(
+            &loaded.egraph,
+            &first_node_choice(&loaded.egraph),
+            &roots,
+            &t,
+            &b,
+        );
         let ex = extract(&loaded.egraph, &roots, &t, &b).unwrap();
+        assert_eq!(ex.cost, before, "nothing to improve");
         let rebuilt = egraph_to_graph(&loaded, &ex.choice).unwrap();
         assert_eq!(rebuilt.op_histogram(), g.op_histogram());
         assert_eq!(

@@ -6,6 +6,7 @@
 //! extraction ([`extract`], [`cost`]) rebuilds the optimised graph.
 
 pub mod analysis;
+pub mod check;
 pub mod convert;
 pub mod cost;
 pub mod extract;

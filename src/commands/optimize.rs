@@ -1,0 +1,155 @@
+//! `kiln optimize` and `kiln explain`: run the equality-saturation passes on a model.
+
+use crate::model;
+use clap::Args;
+use kiln_ir::OpKind;
+use kiln_passes::optimize::{optimize, Limits, Report};
+use kiln_passes::rules::{builtin_rules, load_rule_file, Rule};
+use std::path::PathBuf;
+
+/// Options shared by `optimize` and `explain`.
+#[derive(Args)]
+pub struct PassArgs {
+    /// The model (.onnx file).
+    model: PathBuf,
+    /// An extra rule file (repeatable); its rules are added to the built-in ones.
+    #[arg(long = "rules", value_name = "FILE")]
+    rules: Vec<PathBuf>,
+    /// Use only the rules given with --rules.
+    #[arg(long)]
+    no_builtin: bool,
+}
+
+/// Arguments of `kiln optimize`.
+#[derive(Args)]
+pub struct OptimizeArgs {
+    #[command(flatten)]
+    pass: PassArgs,
+    /// Where to write the optimised graph (the IR's text form).
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+}
+
+/// Arguments of `kiln explain`.
+#[derive(Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pass: PassArgs,
+    /// Also write the optimised graph as Graphviz to this file.
+    #[arg(long, value_name = "FILE")]
+    dot: Option<PathBuf>,
+}
+
+fn rules(args: &PassArgs) -> Result<Vec<Rule>, String> {
+    let mut rules = if args.no_builtin {
+        vec![]
+    } else {
+        builtin_rules()
+    };
+    for file in &args.rules {
+        rules.extend(load_rule_file(file)?);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for r in &rules {
+        if !names.insert(r.name.as_str()) {
+            return Err(format!(
+                "{}: rule `{}` is already defined",
+                r.origin, r.name
+            ));
+        }
+    }
+    Ok(rules)
+}
+
+fn run(args: &PassArgs) -> Result<(kiln_ir::Graph, kiln_ir::Graph, Report), String> {
+    let rules = rules(args)?;
+    let graph = model::load(&args.model)?;
+    let (optimized, report) = optimize(&graph, &rules, &Limits::default())
+        .map_err(|e| format!("{}: {e}", args.model.display()))?;
+    Ok((graph, optimized, report))
+}
+
+/// Optimises the model and writes the result in the IR's text form.
+pub fn optimize_cmd(args: &OptimizeArgs) -> Result<(), String> {
+    let (_, optimized, report) = run(&args.pass)?;
+    std::fs::write(&args.output, kiln_ir::text::print(&optimized))
+        .map_err(|e| format!("{}: {e}", args.output.display()))?;
+    println!(
+        "wrote {} ({} ops; estimated cost {:.3} ms -> {:.3} ms)",
+        args.output.display(),
+        report.ops_after.values().sum::<usize>(),
+        report.cost_before * 1e3,
+        report.cost_after * 1e3
+    );
+    Ok(())
+}
+
+/// The fused ops `explain` reports, with the op each one replaces (for found / present).
+const FUSIONS: &[(OpKind, &str)] = &[
+    (OpKind::FusedAttention, "attention blocks (Softmax present)"),
+    (OpKind::FusedMatMul, "matmul epilogues"),
+    (OpKind::Gelu, "GELU"),
+    (OpKind::LayerNormalization, "LayerNorm"),
+    (OpKind::RMSNormalization, "RMSNorm"),
+    (OpKind::SkipLayerNormalization, "residual + LayerNorm"),
+    (OpKind::Silu, "SiLU"),
+    (OpKind::SwiGlu, "SwiGLU"),
+    (OpKind::RopeRotateHalf, "RoPE (rotate-half)"),
+];
+
+/// Prints what the passes did to the model.
+pub fn explain(args: &ExplainArgs) -> Result<(), String> {
+    let (_, optimized, report) = run(&args.pass)?;
+    println!("rules fired:");
+    if report.rules_fired.is_empty() {
+        println!("  (none)");
+    }
+    for (rule, n) in &report.rules_fired {
+        println!("  {rule:<32} {n}");
+    }
+    println!("fused ops in the optimised graph:");
+    for (kind, what) in FUSIONS {
+        let n = report.ops_after.get(kind).copied().unwrap_or(0);
+        if n > 0 {
+            println!("  {:<24} {n:>4}   {what}", kind.name());
+        }
+    }
+    println!(
+        "softmax blocks left: {}",
+        report.ops_after.get(&OpKind::Softmax).copied().unwrap_or(0)
+    );
+    println!("ops before -> after:");
+    let kinds: std::collections::BTreeSet<&OpKind> = report
+        .ops_before
+        .keys()
+        .chain(report.ops_after.keys())
+        .collect();
+    for k in kinds {
+        let (b, a) = (
+            report.ops_before.get(k).copied().unwrap_or(0),
+            report.ops_after.get(k).copied().unwrap_or(0),
+        );
+        println!("  {:<32} {b:>5} -> {a:<5}", k.name());
+    }
+    println!(
+        "e-graph: {} e-nodes in {} e-classes after {} iterations ({})",
+        report.egraph_nodes, report.egraph_classes, report.iterations, report.stop_reason
+    );
+    println!(
+        "time: saturation {:.2} ms, extraction {:.2} ms",
+        report.saturate_time.as_secs_f64() * 1e3,
+        report.extract_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "estimated cost (roofline, batch 1, seq 128): {:.3} ms -> {:.3} ms ({:.2}x)",
+        report.cost_before * 1e3,
+        report.cost_after * 1e3,
+        report.cost_before / report.cost_after.max(f64::MIN_POSITIVE)
+    );
+    if let Some(dot) = &args.dot {
+        std::fs::write(dot, kiln_ir::dot::to_dot(&optimized))
+            .map_err(|e| format!("{}: {e}", dot.display()))?;
+        println!("wrote {}", dot.display());
+    }
+    Ok(())
+}

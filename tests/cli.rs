@@ -1,0 +1,698 @@
+//! End-to-end tests of the `kiln` binary (run as a subprocess, as a user would).
+//!
+//! They prove that:
+//! - `kiln run` on the bert reference model writes `output.npy` matching the torch reference
+//!   within 1e-4 and prints the output's name, dtype and shape;
+//! - `kiln inspect` prints the inputs with their symbolic shapes (`i64[batch, seq]`), the op
+//!   histogram and a parameter count consistent with the model's weights;
+//! - `--help` works for the binary and for every subcommand it lists;
+//! - every kind of bad input (corrupted or garbage model files, inconsistent initializers,
+//!   broken external data, invalid declared dims, unsupported ops, wrong or conflicting `.npy`
+//!   inputs, bad command-line specs) exits with code 2 and prints exactly one line on stderr,
+//!   `error: ...`, naming the file, tensor, input or node at fault and the problem, never a
+//!   panic.
+//!
+//! Corrupted models are derived from `tests/models/bert/model.onnx` at test time (by editing the
+//! decoded proto with prost and re-encoding it) in temporary directories.
+
+mod common;
+
+use kiln_frontends::onnx::proto::tensor_proto::DataLocation;
+use kiln_frontends::onnx::proto::tensor_shape_proto::dimension;
+use kiln_frontends::onnx::proto::{type_proto, ModelProto, StringStringEntryProto, TensorProto};
+use kiln_ir::npy::{read_npy, write_npy};
+use kiln_ir::Tensor;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kiln-cli-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the kiln binary with `args`.
+fn kiln<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("the kiln binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts a successful run and returns its stdout.
+fn success(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Asserts the failure contract: exit code 2, nothing on stdout, and exactly one line on
+/// stderr, `error: ...`, containing every one of `needles` and no panic. Returns the line.
+fn failure(out: &Output, needles: &[&str]) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit code 2\nstdout: {}\nstderr: {stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked: {stderr}"
+    );
+    assert!(
+        stderr.ends_with('\n') && stderr.matches('\n').count() == 1,
+        "stderr is not exactly one line: {stderr:?}"
+    );
+    let line = stderr.trim_end().to_string();
+    assert!(line.starts_with("error: "), "{line}");
+    for needle in needles {
+        assert!(line.contains(needle), "`{needle}` is missing from: {line}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "unexpected stdout: {}",
+        text(&out.stdout)
+    );
+    line
+}
+
+fn bert() -> PathBuf {
+    common::model_dir("bert").join("model.onnx")
+}
+
+fn bert_io(case: &str, what: &str) -> PathBuf {
+    common::model_dir("bert").join(format!("io/{case}.{what}.npy"))
+}
+
+/// `--input` arguments feeding bert's `b1_s16` fixtures.
+fn bert_inputs() -> Vec<String> {
+    ["input_ids", "attention_mask"]
+        .iter()
+        .flat_map(|n| {
+            [
+                "--input".to_string(),
+                format!("{n}={}", bert_io("b1_s16", n).display()),
+            ]
+        })
+        .collect()
+}
+
+/// `kiln run MODEL <inputs> --output-dir DIR/out`.
+fn run_model(model: &Path, inputs: &[String], dir: &TempDir) -> Output {
+    let mut args = vec!["run".to_string(), model.display().to_string()];
+    args.extend(inputs.iter().cloned());
+    args.extend(["--output-dir".into(), dir.join("out").display().to_string()]);
+    kiln(&args)
+}
+
+fn bert_proto() -> ModelProto {
+    ModelProto::decode(std::fs::read(bert()).unwrap().as_slice()).unwrap()
+}
+
+/// Writes bert, edited by `edit`, as `dir/model.onnx`.
+fn edited_bert(dir: &TempDir, edit: impl FnOnce(&mut ModelProto)) -> PathBuf {
+    let mut model = bert_proto();
+    edit(&mut model);
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    path
+}
+
+fn initializer<'a>(model: &'a mut ModelProto, name: &str) -> &'a mut TensorProto {
+    model
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("bert has an initializer `{name}`"))
+}
+
+/// Sets dim `i` of graph input `name`'s declared shape.
+fn set_input_dim(model: &mut ModelProto, name: &str, i: usize, value: i64) {
+    let input = model
+        .graph
+        .as_mut()
+        .unwrap()
+        .input
+        .iter_mut()
+        .find(|v| v.name.as_deref() == Some(name))
+        .unwrap();
+    let Some(type_proto::Value::TensorType(t)) =
+        input.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        panic!("input `{name}` is a tensor");
+    };
+    t.shape.as_mut().unwrap().dim[i].value = Some(dimension::Value::DimValue(value));
+}
+
+fn entry(key: &str, value: &str) -> StringStringEntryProto {
+    StringStringEntryProto {
+        key: Some(key.into()),
+        value: Some(value.into()),
+    }
+}
+
+/// Moves initializer `name`'s data to an external file `weights.bin` (not written here).
+fn make_external(model: &mut ModelProto, name: &str) -> usize {
+    let t = initializer(model, name);
+    let len = t.raw_data.take().unwrap().len();
+    t.data_location = Some(DataLocation::External as i32);
+    t.external_data = vec![
+        entry("location", "weights.bin"),
+        entry("offset", "0"),
+        entry("length", &len.to_string()),
+    ];
+    len
+}
+
+/// Writes `t` as `dir/name` and returns the path.
+fn npy(dir: &TempDir, name: &str, t: &Tensor) -> PathBuf {
+    let path = dir.join(name);
+    write_npy(&path, t).unwrap();
+    path
+}
+
+fn ids(shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n as i64).map(|i| 1 + i % 900).collect()).unwrap()
+}
+
+fn mask(shape: &[usize]) -> Tensor {
+    Tensor::from_vec(shape, vec![1i64; shape.iter().product()]).unwrap()
+}
+
+fn input_args(pairs: &[(&str, &Path)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(n, p)| ["--input".to_string(), format!("{n}={}", p.display())])
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Working commands.
+
+#[test]
+fn run_bert_matches_the_reference() {
+    for case in ["b1_s16", "b2_s33"] {
+        let dir = TempDir::new("run");
+        let inputs = input_args(&[
+            ("input_ids", &bert_io(case, "input_ids")),
+            ("attention_mask", &bert_io(case, "attention_mask")),
+        ]);
+        let stdout = success(&run_model(&bert(), &inputs, &dir));
+        let written = dir.join("out/output.npy");
+        let actual = read_npy(&written).unwrap();
+        let expected = read_npy(&bert_io(case, "output")).unwrap();
+        let diff = common::max_abs_diff(&actual, &expected).unwrap();
+        assert!(diff <= 1e-4, "{case}: max abs diff {diff}");
+        // One line per output: name, dtype, shape, summary and where it went.
+        let shape = format!("{:?}", expected.shape());
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("output: "))
+            .unwrap_or_else(|| panic!("no `output:` line in {stdout}"));
+        assert!(line.contains("f32") && line.contains(&shape), "{line}");
+        assert!(line.contains(&written.display().to_string()), "{line}");
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    }
+}
+
+/// The number of weights bert stores in `model.safetensors` (from its JSON header).
+fn safetensors_parameter_count() -> usize {
+    let bytes = std::fs::read(common::model_dir("bert").join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| {
+            v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .product::<usize>()
+        })
+        .sum()
+}
+
+#[test]
+fn inspect_bert() {
+    let stdout = success(&kiln(&["inspect".as_ref(), bert().as_os_str()]));
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    for expected in [
+        "input_ids: i64[batch, seq]",
+        "attention_mask: i64[batch, seq]",
+        "output: f32[batch, seq, 64]",
+    ] {
+        assert!(lines.contains(&expected), "`{expected}` in:\n{stdout}");
+    }
+    // The histogram: "ops (N nodes):" then one "Kind count" line per kind, summing to N.
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("ops ("))
+        .expect("an ops line");
+    let total: usize = lines[at]
+        .trim_start_matches("ops (")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut histogram = std::collections::HashMap::new();
+    for l in &lines[at + 1..] {
+        let mut parts = l.split_whitespace();
+        let (Some(kind), Some(count), None) = (parts.next(), parts.next(), parts.next()) else {
+            break;
+        };
+        let Ok(count) = count.parse::<usize>() else {
+            break;
+        };
+        histogram.insert(kind.to_string(), count);
+    }
+    assert_eq!(histogram.values().sum::<usize>(), total, "{stdout}");
+    // bert: 2 layers of 4 attention + 2 feed-forward matmuls, 2 softmaxes, 5 layer norms.
+    for (kind, count) in [
+        ("MatMul", 16),
+        ("Softmax", 2),
+        ("LayerNormalization", 5),
+        ("Erf", 2),
+    ] {
+        assert_eq!(histogram.get(kind), Some(&count), "{kind} in:\n{stdout}");
+    }
+    // "parameters: N (B bytes)": every stored weight, and no more than the file's initializers.
+    let params = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("parameters: "))
+        .expect("a parameters line");
+    let (count, bytes) = params.split_once(" (").unwrap();
+    let count: usize = count.parse().unwrap();
+    let bytes: usize = bytes.trim_end_matches(" bytes)").parse().unwrap();
+    let initializers: usize = bert_proto()
+        .graph
+        .unwrap()
+        .initializer
+        .iter()
+        .map(|t| t.dims.iter().product::<i64>() as usize)
+        .sum();
+    let weights = safetensors_parameter_count();
+    assert!(
+        (weights..=initializers).contains(&count),
+        "{count} parameters, expected {weights} to {initializers}"
+    );
+    assert!(bytes >= 4 * weights, "{bytes} bytes for {count} parameters");
+}
+
+#[test]
+fn help_works_for_every_subcommand() {
+    let top = success(&kiln(&["--help"]));
+    assert!(top.contains("Usage: kiln"), "{top}");
+    // The subcommands listed under "Commands:" (clap's own `help` included).
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for expected in ["run", "inspect", "help"] {
+        assert!(commands.contains(&expected), "{commands:?} in:\n{top}");
+    }
+    for cmd in commands {
+        let out = success(&kiln(&[cmd, "--help"]));
+        assert!(out.contains(&format!("Usage: kiln {cmd}")), "{cmd}:\n{out}");
+        if cmd != "help" {
+            let via_help = success(&kiln(&["help", cmd]));
+            assert_eq!(
+                via_help, out,
+                "`kiln help {cmd}` and `kiln {cmd} --help` differ"
+            );
+        }
+    }
+    let run = success(&kiln(&["run", "--help"]));
+    for flag in ["--input", "--output-dir", "NAME=FILE.npy"] {
+        assert!(run.contains(flag), "{flag} in:\n{run}");
+    }
+    let version = success(&kiln(&["--version"]));
+    assert!(version.starts_with("kiln "), "{version}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad model files: each is reported by both `inspect` and `run`.
+
+/// Checks that `inspect` and `run` (with valid inputs) both fail on `model` with one line
+/// naming the model file and containing `needles`.
+fn bad_model(model: &Path, dir: &TempDir, needles: &[&str]) -> String {
+    let path = model.display().to_string();
+    let mut all = vec![path.as_str()];
+    all.extend(needles);
+    let line = failure(&kiln(&["inspect".as_ref(), model.as_os_str()]), &all);
+    failure(&run_model(model, &bert_inputs(), dir), &all);
+    assert!(
+        !dir.join("out").exists(),
+        "no output directory for a failed run"
+    );
+    line
+}
+
+#[test]
+fn truncated_protobuf() {
+    let dir = TempDir::new("truncated");
+    let bytes = std::fs::read(bert()).unwrap();
+    let path = dir.join("model.onnx");
+    // Cut inside the graph (in a node, and in an initializer's data), and an empty file.
+    for cut in [1000, bytes.len() / 2, bytes.len() - 3] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        bad_model(&path, &dir, &["not a valid ONNX model"]);
+    }
+    std::fs::write(&path, b"").unwrap();
+    bad_model(&path, &dir, &["not a valid ONNX model", "empty"]);
+}
+
+#[test]
+fn garbage_bytes() {
+    let dir = TempDir::new("garbage");
+    let path = dir.join("model.onnx");
+    // Deterministic noise (an LCG), then text that is not protobuf at all.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    std::fs::write(&path, noise).unwrap();
+    bad_model(&path, &dir, &["not a valid ONNX model"]);
+    std::fs::write(&path, "{\"this is\": \"json, not an ONNX model\"}\n").unwrap();
+    bad_model(&path, &dir, &["not a valid ONNX model"]);
+}
+
+#[test]
+fn initializer_data_length_disagrees_with_dims() {
+    let dir = TempDir::new("init-len");
+    // val_71 is a 64x64 f32 weight (16384 bytes); claim 64x65.
+    let model = edited_bert(&dir, |m| initializer(m, "val_71").dims = vec![64, 65]);
+    bad_model(
+        &model,
+        &dir,
+        &[
+            "tensor `val_71`",
+            "16384 bytes of data",
+            "f32[64, 65]",
+            "16640",
+        ],
+    );
+}
+
+#[test]
+fn external_data_file_is_missing() {
+    let dir = TempDir::new("ext-missing");
+    let model = edited_bert(&dir, |m| {
+        make_external(m, "val_71");
+    });
+    bad_model(
+        &model,
+        &dir,
+        &[
+            "tensor `val_71`",
+            "cannot read external data file",
+            "weights.bin",
+        ],
+    );
+}
+
+#[test]
+fn external_data_file_is_too_short() {
+    let dir = TempDir::new("ext-short");
+    let mut len = 0;
+    let model = edited_bert(&dir, |m| len = make_external(m, "val_71"));
+    std::fs::write(dir.join("weights.bin"), vec![0u8; len / 2]).unwrap();
+    bad_model(
+        &model,
+        &dir,
+        &[
+            "tensor `val_71`",
+            "past the end of `weights.bin`",
+            &format!("length {len}"),
+            &format!("({} bytes)", len / 2),
+        ],
+    );
+    // With the whole file, it loads.
+    std::fs::write(dir.join("weights.bin"), vec![0u8; len]).unwrap();
+    success(&kiln(&["inspect".as_ref(), model.as_os_str()]));
+}
+
+#[test]
+fn invalid_dims_in_an_input_declared_shape() {
+    for (dim, shown) in [(-3, "-3"), (1 << 50, "1125899906842624")] {
+        let dir = TempDir::new("input-dim");
+        let model = edited_bert(&dir, |m| set_input_dim(m, "input_ids", 1, dim));
+        bad_model(
+            &model,
+            &dir,
+            &["input `input_ids`", "dim 1", shown, "not a valid size"],
+        );
+    }
+}
+
+#[test]
+fn invalid_dims_in_an_initializer() {
+    let dir = TempDir::new("init-dim");
+    let model = edited_bert(&dir, |m| initializer(m, "val_71").dims = vec![-64, -64]);
+    bad_model(&model, &dir, &["tensor `val_71`", "negative dimension -64"]);
+    // 2^50 x 64 f32s: a size that fits in memory arithmetic but not in the file.
+    let model = edited_bert(&dir, |m| initializer(m, "val_71").dims = vec![1 << 50, 64]);
+    bad_model(
+        &model,
+        &dir,
+        &[
+            "tensor `val_71`",
+            "f32[1125899906842624, 64]",
+            "16384 bytes",
+        ],
+    );
+    // 2^50 x 2^50: the byte count itself overflows.
+    let model = edited_bert(&dir, |m| {
+        initializer(m, "val_71").dims = vec![1 << 50, 1 << 50]
+    });
+    bad_model(&model, &dir, &["tensor `val_71`", "too large"]);
+}
+
+#[test]
+fn unsupported_op() {
+    let dir = TempDir::new("op");
+    let mut node_name = String::new();
+    let model = edited_bert(&dir, |m| {
+        let node = m
+            .graph
+            .as_mut()
+            .unwrap()
+            .node
+            .iter_mut()
+            .find(|n| n.op_type.as_deref() == Some("Softmax"))
+            .unwrap();
+        node.op_type = Some("FooBar".into());
+        node_name = node.name.clone().unwrap();
+    });
+    bad_model(
+        &model,
+        &dir,
+        &[
+            "op `FooBar`",
+            &format!("node `{node_name}`"),
+            "opset 18",
+            "not supported",
+        ],
+    );
+}
+
+#[test]
+fn model_path_problems() {
+    let dir = TempDir::new("paths");
+    let missing = dir.join("no-such-model.onnx");
+    let line = failure(
+        &kiln(&["inspect".as_ref(), missing.as_os_str()]),
+        &[&missing.display().to_string()],
+    );
+    assert!(
+        line.contains("No such file") || line.contains("not found"),
+        "{line}"
+    );
+    failure(
+        &run_model(&missing, &bert_inputs(), &dir),
+        &[&missing.display().to_string()],
+    );
+    failure(
+        &kiln(&["inspect".as_ref(), dir.path().as_os_str()]),
+        &[&dir.path().display().to_string(), "is a directory"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad inputs to `kiln run` (on the valid bert model).
+
+#[test]
+fn input_with_the_wrong_dtype() {
+    let dir = TempDir::new("dtype");
+    let f = Tensor::from_vec(&[1, 16], vec![1.0f32; 16]).unwrap();
+    let inputs = input_args(&[
+        ("input_ids", &npy(&dir, "ids.npy", &f)),
+        ("attention_mask", &bert_io("b1_s16", "attention_mask")),
+    ]);
+    failure(
+        &run_model(&bert(), &inputs, &dir),
+        &["model.onnx", "input `input_ids`", "is f32", "expects i64"],
+    );
+}
+
+#[test]
+fn input_with_the_wrong_rank() {
+    let dir = TempDir::new("rank");
+    let inputs = input_args(&[
+        ("input_ids", &npy(&dir, "ids.npy", &ids(&[16]))),
+        ("attention_mask", &bert_io("b1_s16", "attention_mask")),
+    ]);
+    failure(
+        &run_model(&bert(), &inputs, &dir),
+        &["input `input_ids`", "shape [16]", "[batch, seq]"],
+    );
+}
+
+#[test]
+fn inputs_binding_a_symbol_to_two_sizes() {
+    let dir = TempDir::new("symbol");
+    let inputs = input_args(&[
+        ("input_ids", &npy(&dir, "ids.npy", &ids(&[1, 16]))),
+        ("attention_mask", &npy(&dir, "mask.npy", &mask(&[1, 17]))),
+    ]);
+    failure(
+        &run_model(&bert(), &inputs, &dir),
+        &[
+            "input `attention_mask`",
+            "`seq` to 17",
+            "input `input_ids`",
+            "16",
+        ],
+    );
+}
+
+#[test]
+fn missing_input() {
+    let dir = TempDir::new("missing");
+    let inputs = input_args(&[("input_ids", &bert_io("b1_s16", "input_ids"))]);
+    failure(
+        &run_model(&bert(), &inputs, &dir),
+        &["missing input `attention_mask`"],
+    );
+}
+
+#[test]
+fn unknown_input_name() {
+    let dir = TempDir::new("unknown");
+    let mut inputs = bert_inputs();
+    inputs.extend(input_args(&[(
+        "token_type_ids",
+        &bert_io("b1_s16", "input_ids"),
+    )]));
+    failure(
+        &run_model(&bert(), &inputs, &dir),
+        &[
+            "input `token_type_ids` is not an input of the model",
+            "input_ids",
+            "attention_mask",
+        ],
+    );
+}
+
+#[test]
+fn malformed_input_spec() {
+    let dir = TempDir::new("spec");
+    let mut inputs = bert_inputs();
+    inputs.extend(["--input".to_string(), "input_ids".to_string()]);
+    failure(
+        &run_model(&bert(), &inputs, &dir),
+        &["--input `input_ids`", "expected NAME=FILE.npy"],
+    );
+}
+
+#[test]
+fn input_given_twice() {
+    let dir = TempDir::new("twice");
+    let mut inputs = bert_inputs();
+    inputs.extend(input_args(&[(
+        "input_ids",
+        &bert_io("b1_s16", "input_ids"),
+    )]));
+    failure(
+        &run_model(&bert(), &inputs, &dir),
+        &["--input `input_ids`", "twice"],
+    );
+}
+
+#[test]
+fn input_npy_problems() {
+    let dir = TempDir::new("npy");
+    let missing = dir.join("missing.npy");
+    let garbage = dir.join("garbage.npy");
+    std::fs::write(&garbage, b"\x93NUMPY\x01\x00\xff\xff{'descr'").unwrap();
+    let truncated = dir.join("truncated.npy");
+    let ok = std::fs::read(bert_io("b1_s16", "input_ids")).unwrap();
+    std::fs::write(&truncated, &ok[..ok.len() - 5]).unwrap();
+    for (path, problem) in [
+        (&missing, "No such file"),
+        (&garbage, "header length"),
+        (&truncated, "bytes of data follow"),
+    ] {
+        let inputs = input_args(&[
+            ("input_ids", path),
+            ("attention_mask", &bert_io("b1_s16", "attention_mask")),
+        ]);
+        failure(
+            &run_model(&bert(), &inputs, &dir),
+            &[&path.display().to_string(), problem],
+        );
+    }
+}
