@@ -212,7 +212,7 @@ fn npy(dir: &TempDir, name: &str, t: &Tensor) -> PathBuf {
 }
 
 fn ids(shape: &[usize]) -> Tensor {
-    let n = shape.iter().product();
+    let n: usize = shape.iter().product();
     Tensor::from_vec(shape, (0..n as i64).map(|i| 1 + i % 900).collect()).unwrap()
 }
 
@@ -254,27 +254,6 @@ fn run_bert_matches_the_reference() {
         assert!(line.contains(&written.display().to_string()), "{line}");
         assert_eq!(stdout.lines().count(), 1, "{stdout}");
     }
-}
-
-/// The number of weights bert stores in `model.safetensors` (from its JSON header).
-fn safetensors_parameter_count() -> usize {
-    let bytes = std::fs::read(common::model_dir("bert").join("model.safetensors")).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(_, v)| {
-            v["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .product::<usize>()
-        })
-        .sum()
 }
 
 #[test]
@@ -329,14 +308,24 @@ fn inspect_bert() {
     let (count, bytes) = params.split_once(" (").unwrap();
     let count: usize = count.parse().unwrap();
     let bytes: usize = bytes.trim_end_matches(" bytes)").parse().unwrap();
-    let initializers: usize = bert_proto()
+    let sizes: Vec<(i32, usize)> = bert_proto()
         .graph
         .unwrap()
         .initializer
         .iter()
-        .map(|t| t.dims.iter().product::<i64>() as usize)
+        .map(|t| {
+            let n = t.dims.iter().product::<i64>() as usize;
+            (t.data_type.unwrap(), n)
+        })
+        .collect();
+    let initializers: usize = sizes.iter().map(|(_, n)| n).sum();
+    // The f32 weight matrices, embeddings and norms (shape folding may drop small constants).
+    let weights: usize = sizes
+        .iter()
+        .filter(|&&(dtype, n)| dtype == 1 && n >= 64)
+        .map(|(_, n)| n)
         .sum();
-    let weights = safetensors_parameter_count();
+    assert!(weights > 130_000, "{weights}");
     assert!(
         (weights..=initializers).contains(&count),
         "{count} parameters, expected {weights} to {initializers}"
@@ -360,15 +349,22 @@ fn help_works_for_every_subcommand() {
         assert!(commands.contains(&expected), "{commands:?} in:\n{top}");
     }
     for cmd in commands {
+        if cmd == "help" {
+            // clap's own `help` takes no `--help`; `kiln help` alone prints the top-level help.
+            assert_eq!(success(&kiln(&["help"])), top);
+            continue;
+        }
         let out = success(&kiln(&[cmd, "--help"]));
         assert!(out.contains(&format!("Usage: kiln {cmd}")), "{cmd}:\n{out}");
-        if cmd != "help" {
-            let via_help = success(&kiln(&["help", cmd]));
-            assert_eq!(
-                via_help, out,
-                "`kiln help {cmd}` and `kiln {cmd} --help` differ"
-            );
-        }
+        assert_eq!(
+            success(&kiln(&[cmd, "-h"])).lines().next(),
+            out.lines().next()
+        );
+        let via_help = success(&kiln(&["help", cmd]));
+        assert_eq!(
+            via_help, out,
+            "`kiln help {cmd}` and `kiln {cmd} --help` differ"
+        );
     }
     let run = success(&kiln(&["run", "--help"]));
     for flag in ["--input", "--output-dir", "NAME=FILE.npy"] {
@@ -694,5 +690,43 @@ fn input_npy_problems() {
             &run_model(&bert(), &inputs, &dir),
             &[&path.display().to_string(), problem],
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command-line usage errors (reported by clap).
+
+/// Usage errors exit with code 2 and start with an `error:` line naming the problem.
+#[test]
+fn usage_errors() {
+    for (args, problem) in [
+        (&["run"][..], "<MODEL>"),
+        (&["frobnicate"][..], "'frobnicate'"),
+        (&["run", "model.onnx", "--bogus"][..], "'--bogus'"),
+        (&[][..], "Usage"),
+    ] {
+        let out = kiln(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.contains(problem), "{args:?}: {stderr}");
+        if !args.is_empty() {
+            assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        }
+    }
+}
+
+/// The one-line contract of `main.rs` ("every error is printed as one line on stderr") for
+/// usage errors. clap prints them over several lines (the error, a blank line, the usage and a
+/// hint); see the robustness report for the suggested fix in `src/main.rs`.
+#[test]
+#[ignore = "clap usage errors span several lines; fix pending in src/main.rs"]
+fn usage_errors_are_one_line() {
+    for args in [
+        &["run"][..],
+        &["frobnicate"][..],
+        &["run", "m.onnx", "--bogus"][..],
+    ] {
+        failure(&kiln(args), &[]);
     }
 }

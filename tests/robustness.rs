@@ -26,7 +26,7 @@ mod common;
 
 use kiln_frontends::onnx::proto::tensor_proto::DataLocation;
 use kiln_frontends::onnx::proto::tensor_shape_proto::dimension;
-use kiln_frontends::onnx::proto::{type_proto, ModelProto, StringStringEntryProto};
+use kiln_frontends::onnx::proto::{type_proto, ModelProto, StringStringEntryProto, TensorProto};
 use kiln_frontends::onnx::{import_model, load_model};
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::npy::{npy_bytes, parse_npy};
@@ -34,13 +34,12 @@ use kiln_ir::{Graph, Tensor};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use prost::bytes::Bytes;
 use prost::Message;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -123,19 +122,23 @@ impl Drop for TempDir {
 }
 
 /// Runs `test` on `cases` values of `strategy` with a fixed ChaCha seed derived from `tag`, so
-/// every run tries the same variants. A panic inside `test` is caught by proptest, shrunk to a
-/// minimal mutation list and reported as a failure.
+/// every run tries the same variants.
+///
+/// A panic inside `test` becomes a failure naming the panic's location; proptest shrinks the
+/// failing input, and the test fails with the minimal input and `explain(minimal input)` (which
+/// saves a reproduction file and says how to run it).
 ///
 /// With `KILN_FUZZ_EXPLORE=1` the run does not stop at the first failure: every case runs, and
-/// the distinct panic locations and check failures are listed at the end (with a count and the
-/// first input that hit each), which is quicker when several bugs are open at once.
-/// `KILN_FUZZ_EXPLORE=N` for N > 1 also runs N times as many cases from another seed.
+/// the distinct failures are listed at the end (with a count and the first input that hit
+/// each), which is quicker when several bugs are open at once. `KILN_FUZZ_EXPLORE=N` for N > 1
+/// also runs N times as many cases from another seed.
 fn fuzz<S: Strategy>(
     tag: &str,
     cases: u32,
     strategy: S,
     test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
+    explain: impl Fn(&S::Value) -> String,
+) -> Failures {
     let explore: Option<u32> = std::env::var("KILN_FUZZ_EXPLORE")
         .ok()
         .map(|v| v.parse().unwrap_or(1));
@@ -154,37 +157,40 @@ fn fuzz<S: Strategy>(
     seed[31] ^= (scale - 1) as u8;
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
-    if explore.is_none() {
-        if let Err(e) = runner.run(&strategy, test) {
-            panic!("{tag}: {e}");
+    let run_case = |value: S::Value| -> Result<(), TestCaseError> {
+        match panics::catching(|| test(value)) {
+            Ok(result) => result,
+            Err(panic) => Err(TestCaseError::fail(format!("panic at {panic}"))),
         }
-        return;
+    };
+    if explore.is_none() {
+        match runner.run(&strategy, run_case) {
+            Ok(()) => {}
+            Err(TestError::Fail(reason, value)) => panic!(
+                "{tag}: {reason}\nminimal failing input: {value:?}\n{}",
+                explain(&value)
+            ),
+            Err(e) => panic!("{tag}: {e}"),
+        }
+        return Failures(0);
     }
-    explore::install_hook();
     let found: RefCell<BTreeMap<String, (usize, String)>> = RefCell::default();
     let result = runner.run(&strategy, |value| {
         let shown = format!("{value:?}");
         // If the process aborts (allocation failure), this names the culprit.
         let last = std::env::temp_dir().join(format!("kiln-fuzz-last-{tag}.txt"));
         std::fs::write(last, &shown).unwrap();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| test(value)));
-        let key = match outcome {
-            Ok(Ok(())) => return Ok(()),
+        if let Err(e) = run_case(value) {
             // Grouped by message without the `quoted` names.
-            Ok(Err(e)) => format!(
-                "check failed: {}",
-                e.to_string()
-                    .split('`')
-                    .enumerate()
-                    .map(|(i, p)| if i % 2 == 0 { p } else { "_" })
-                    .collect::<Vec<_>>()
-                    .join("`")
-            ),
-            Err(_) => format!("panic: {}", explore::last_panic()),
-        };
-        let mut found = found.borrow_mut();
-        let entry = found.entry(key).or_insert((0, shown));
-        entry.0 += 1;
+            let key = e
+                .to_string()
+                .split('`')
+                .enumerate()
+                .map(|(i, p)| if i % 2 == 0 { p } else { "_" })
+                .collect::<Vec<_>>()
+                .join("`");
+            found.borrow_mut().entry(key).or_insert((0, shown)).0 += 1;
+        }
         Ok(())
     });
     result.unwrap();
@@ -192,28 +198,51 @@ fn fuzz<S: Strategy>(
     for (key, (n, first)) in &found {
         println!("{tag}: {n} x {key}\n    first input: {first}");
     }
-    assert!(found.is_empty(), "{tag}: {} distinct failures", found.len());
+    Failures(found.len())
 }
 
-/// Support for `KILN_FUZZ_EXPLORE`: a panic hook that records the last panic's location and
-/// message on the panicking thread instead of printing it.
-mod explore {
-    use std::cell::RefCell;
+/// How many distinct failures an exploring run found (always 0 otherwise: failures panic).
+#[must_use = "check it after printing the run's statistics"]
+struct Failures(usize);
+
+impl Failures {
+    fn check(self, tag: &str) {
+        assert_eq!(
+            self.0, 0,
+            "{tag}: {} distinct failures (listed above)",
+            self.0
+        );
+    }
+}
+
+/// Catching panics of the code under test: while [`panics::catching`] runs, a panic is
+/// recorded (location and message) instead of printed, so shrinking does not flood the output;
+/// panics elsewhere (the tests' own assertions) go to the default hook as usual.
+mod panics {
+    use std::cell::{Cell, RefCell};
+    use std::panic::{AssertUnwindSafe, PanicHookInfo};
     use std::sync::Once;
 
+    type Hook = Box<dyn Fn(&PanicHookInfo<'_>) + Sync + Send + 'static>;
+
     thread_local! {
+        static CATCHING: Cell<bool> = const { Cell::new(false) };
         static LAST: RefCell<String> = const { RefCell::new(String::new()) };
     }
 
-    pub fn install_hook() {
+    fn install_hook() {
         static ONCE: Once = Once::new();
         ONCE.call_once(|| {
-            std::panic::set_hook(Box::new(|info| {
-                let msg = info
-                    .payload()
+            let default: Hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !CATCHING.with(Cell::get) {
+                    return default(info);
+                }
+                let payload = info.payload();
+                let msg = payload
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
-                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 let at = info
                     .location()
@@ -224,8 +253,13 @@ mod explore {
         });
     }
 
-    pub fn last_panic() -> String {
-        LAST.with(|l| l.borrow().clone())
+    /// Runs `f`; a panic becomes `Err("file:line: message")`.
+    pub fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+        install_hook();
+        CATCHING.with(|c| c.set(true));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+        CATCHING.with(|c| c.set(false));
+        result.map_err(|_| LAST.with(|l| l.borrow().clone()))
     }
 }
 
@@ -393,6 +427,11 @@ fn mutation(hot: f64) -> impl Strategy<Value = Mutation> {
 /// One to three mutations.
 fn mutations(hot: f64) -> impl Strategy<Value = Vec<Mutation>> {
     vec(mutation(hot), 1..4)
+}
+
+/// A list of one range.
+fn ranges(r: Range<usize>) -> Vec<Range<usize>> {
+    std::iter::once(r).collect()
 }
 
 /// A file to mutate, the ranges mutations prefer, and a donor for splices.
@@ -704,9 +743,13 @@ fn fuzz_model(tag: &str, cases: u32, corpus: &Corpus, dir: &Path, model: &str) {
     let feeds = fixture_feeds(model);
     let counts = Counts::default();
     let start = Instant::now();
-    fuzz(tag, cases, mutations(0.75), |ms| {
-        check_model_variant(corpus.apply(&ms), dir, &feeds, &counts)
-    });
+    let failures = fuzz(
+        tag,
+        cases,
+        mutations(0.75),
+        |ms| check_model_variant(corpus.apply(&ms), dir, &feeds, &counts),
+        |ms| save_model_repro(tag, &corpus.apply(ms), &corpus.bytes, dir, model),
+    );
     println!(
         "{tag}: {} variants of a {}-byte model in {:.1?}: {} decoded ({} with line breaks in \
          names), {} loaded, {} ran Ok, {} ran Err",
@@ -719,8 +762,166 @@ fn fuzz_model(tag: &str, cases: u32, corpus: &Corpus, dir: &Path, model: &str) {
         counts.ran_ok.get(),
         counts.ran_err.get(),
     );
+    failures.check(tag);
     assert!(counts.tried.get() >= cases as usize);
     assert!(counts.loaded.get() > 0, "{tag}: no variant loaded at all");
+}
+
+/// Saves a failing model variant (with the external weights it refers to) where it outlives
+/// the test, and says how to reproduce the failure and what differs from the original model.
+fn save_model_repro(tag: &str, bytes: &[u8], original: &[u8], dir: &Path, model: &str) -> String {
+    let out = std::env::temp_dir().join(format!("kiln-fuzz-{tag}"));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    if dir.join("weights.bin").exists() {
+        std::fs::copy(dir.join("weights.bin"), out.join("weights.bin")).unwrap();
+    }
+    let path = out.join("model.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    let io = common::model_dir(model).join("io");
+    let mut text = format!(
+        "the minimal failing model is saved as {0}; reproduce with\n  \
+         cargo run -- run {0} -i input_ids={1}/b1_s16.input_ids.npy \
+         -i attention_mask={1}/b1_s16.attention_mask.npy -o {2}",
+        path.display(),
+        io.display(),
+        out.join("out").display()
+    );
+    let decode = |b: &[u8]| ModelProto::decode(b).ok();
+    if let (Some(a), Some(b)) = (decode(original), decode(bytes)) {
+        text.push_str("\nchanges from the original model:");
+        for change in model_changes(&a, &b) {
+            text.push_str("\n  ");
+            text.push_str(&change);
+        }
+    }
+    text
+}
+
+/// What differs between two versions of a model, one line per item.
+fn model_changes(a: &ModelProto, b: &ModelProto) -> Vec<String> {
+    let mut out = vec![];
+    if a.opset_import != b.opset_import {
+        out.push(format!(
+            "opsets {:?} -> {:?}",
+            a.opset_import.iter().map(|o| o.version).collect::<Vec<_>>(),
+            b.opset_import.iter().map(|o| o.version).collect::<Vec<_>>()
+        ));
+    }
+    let (Some(ga), Some(gb)) = (&a.graph, &b.graph) else {
+        out.push("the graph is gone".into());
+        return out;
+    };
+    let short = |s: String| -> String {
+        if s.len() > 300 {
+            format!("{}...", s.chars().take(300).collect::<String>())
+        } else {
+            s
+        }
+    };
+    let mut list = |what: &str, x: Vec<String>, y: Vec<String>, name: &dyn Fn(usize) -> String| {
+        if x.len() != y.len() {
+            out.push(format!("{} {what}s (was {})", y.len(), x.len()));
+        }
+        for (i, (x, y)) in x.iter().zip(&y).enumerate() {
+            if x != y {
+                out.push(short(format!("{what} {}: {x}  ->  {y}", name(i))));
+            }
+        }
+    };
+    let node = |n: &kiln_frontends::onnx::proto::NodeProto| {
+        let attrs: Vec<String> = n
+            .attribute
+            .iter()
+            .map(|a| {
+                let name = a.name.clone().unwrap_or_default();
+                match (a.i, a.ints.is_empty()) {
+                    (Some(i), _) => format!("{name}={i}"),
+                    (None, false) => format!("{name}={:?}", a.ints),
+                    _ => name,
+                }
+            })
+            .collect();
+        format!(
+            "{}{:?} -> {:?} [{}]",
+            n.op_type.as_deref().unwrap_or(""),
+            n.input,
+            n.output,
+            attrs.join(", ")
+        )
+    };
+    list(
+        "node",
+        ga.node.iter().map(node).collect(),
+        gb.node.iter().map(node).collect(),
+        &|i| format!("`{}`", gb.node[i].name.as_deref().unwrap_or("")),
+    );
+    let tensor = |t: &TensorProto| {
+        let raw = t.raw_data.as_ref().map(|r| {
+            let shown: Vec<u8> = r.iter().copied().take(16).collect();
+            format!(" raw {} bytes {shown:?}", r.len())
+        });
+        let ext: Vec<String> = t
+            .external_data
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}={}",
+                    e.key.as_deref().unwrap_or(""),
+                    e.value.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        format!(
+            "`{}` type {} dims {:?}{} {}",
+            t.name.as_deref().unwrap_or(""),
+            t.data_type.unwrap_or(0),
+            t.dims,
+            raw.unwrap_or_default(),
+            ext.join(" ")
+        )
+    };
+    list(
+        "initializer",
+        ga.initializer.iter().map(tensor).collect(),
+        gb.initializer.iter().map(tensor).collect(),
+        &|i| i.to_string(),
+    );
+    let value = |v: &kiln_frontends::onnx::proto::ValueInfoProto| {
+        let ty = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => {
+                let dims: Vec<String> = t
+                    .shape
+                    .iter()
+                    .flat_map(|s| &s.dim)
+                    .map(|d| match &d.value {
+                        Some(dimension::Value::DimValue(v)) => v.to_string(),
+                        Some(dimension::Value::DimParam(p)) => format!("{p:?}"),
+                        None => "?".into(),
+                    })
+                    .collect();
+                format!("type {} [{}]", t.elem_type.unwrap_or(0), dims.join(", "))
+            }
+            other => format!("{other:?}"),
+        };
+        format!("`{}` {ty}", v.name.as_deref().unwrap_or(""))
+    };
+    list(
+        "input",
+        ga.input.iter().map(value).collect(),
+        gb.input.iter().map(value).collect(),
+        &|i| i.to_string(),
+    );
+    list(
+        "output",
+        ga.output.iter().map(value).collect(),
+        gb.output.iter().map(value).collect(),
+        &|i| i.to_string(),
+    );
+    if out.is_empty() {
+        out.push("none in the graph's nodes, initializers, inputs and outputs".into());
+    }
+    out
 }
 
 /// Builds the compact copy of `model`, checks it still reproduces the reference output, and
@@ -739,7 +940,7 @@ fn compact_corpus(model: &str, donor: &str, dir: &Path) -> Corpus {
     drop(graph);
     std::fs::remove_file(&path).unwrap();
     Corpus {
-        hot: vec![0..bytes.len()],
+        hot: ranges(0..bytes.len()),
         bytes,
         donor: std::fs::read(common::model_dir(donor).join("model.onnx")).unwrap(),
     }
@@ -790,9 +991,8 @@ fn mutated_full_bert_models_never_panic() {
 fn npy_file(version: u8, header: &str, data: &[u8]) -> Vec<u8> {
     let len_bytes = if version == 1 { 2 } else { 4 };
     let mut h = header.to_string();
-    while (6 + 2 + len_bytes + h.len() + 1) % 64 != 0 {
-        h.push(' ');
-    }
+    let unpadded = 6 + 2 + len_bytes + h.len() + 1;
+    h.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     h.push('\n');
     let mut out = b"\x93NUMPY".to_vec();
     out.extend([version, 0]);
@@ -897,7 +1097,7 @@ fn mutated_npy_files_never_panic() {
         .enumerate()
         .map(|(i, (bytes, feed))| {
             let corpus = Corpus {
-                hot: vec![0..npy_data_start(bytes)],
+                hot: ranges(0..npy_data_start(bytes)),
                 bytes: bytes.clone(),
                 donor: files[(i + 1) % files.len()].0.clone(),
             };
@@ -914,7 +1114,7 @@ fn mutated_npy_files_never_panic() {
     let feeds = fixture_feeds("bert");
     let (tried, parsed, fed, fed_ok) = (Cell::new(0), Cell::new(0), Cell::new(0), Cell::new(0));
     let start = Instant::now();
-    fuzz(
+    let failures = fuzz(
         "npy",
         NPY_CASES,
         (prop::bool::weighted(0.3), any::<Index>(), mutations(0.5)),
@@ -945,6 +1145,18 @@ fn mutated_npy_files_never_panic() {
             }
             Ok(())
         },
+        |(bert_input, which, ms)| {
+            let pool = if *bert_input { &feedable } else { &all };
+            let (corpus, feed) = &corpora[pool[which.index(pool.len())]];
+            let path = std::env::temp_dir().join("kiln-fuzz-npy-minimal.npy");
+            std::fs::write(&path, corpus.apply(ms)).unwrap();
+            format!(
+                "the minimal failing file is saved as {}{}",
+                path.display(),
+                feed.map(|f| format!(" (fed to bert as `{f}`)"))
+                    .unwrap_or_default()
+            )
+        },
     );
     println!(
         "npy: {} variants of {} files in {:.1?}: {} parsed; {} fed to bert: {} ran Ok, {} ran Err",
@@ -956,6 +1168,7 @@ fn mutated_npy_files_never_panic() {
         fed_ok.get(),
         fed.get() - fed_ok.get()
     );
+    failures.check("npy");
     assert!(tried.get() >= NPY_CASES as usize);
     assert!(parsed.get() > 0 && fed.get() > 0);
 }
@@ -1263,13 +1476,20 @@ fn fuzz_model_edits(tag: &str, cases: u32, model: &str) {
     let feeds = fixture_feeds(model);
     let counts = Counts::default();
     let start = Instant::now();
-    fuzz(tag, cases, vec(edit(), 1..4), |edits| {
+    let edited = |edits: &[Edit]| {
         let mut m = original.clone();
-        for e in &edits {
+        for e in edits {
             apply_edit(&mut m, e);
         }
-        check_model_variant(m.encode_to_vec(), dir.path(), &feeds, &counts)
-    });
+        m.encode_to_vec()
+    };
+    let failures = fuzz(
+        tag,
+        cases,
+        vec(edit(), 1..4),
+        |edits| check_model_variant(edited(&edits), dir.path(), &feeds, &counts),
+        |edits| save_model_repro(tag, &edited(edits), &bytes, dir.path(), model),
+    );
     println!(
         "{tag}: {} edited variants of {model} in {:.1?}: {} loaded, {} ran Ok, {} ran Err",
         counts.tried.get(),
@@ -1278,6 +1498,7 @@ fn fuzz_model_edits(tag: &str, cases: u32, model: &str) {
         counts.ran_ok.get(),
         counts.ran_err.get(),
     );
+    failures.check(tag);
     assert!(counts.tried.get() >= cases as usize);
 }
 

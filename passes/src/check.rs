@@ -307,7 +307,9 @@ fn build_template(
             let name = format!("r{counter}");
             let op = Op::new(*kind, all);
             Some(Some(
-                graph.add_op(&name, op, inputs, &[name.clone()]).ok()?[0],
+                graph
+                    .add_op(&name, op, inputs, std::slice::from_ref(&name))
+                    .ok()?[0],
             ))
         }
     }

@@ -137,14 +137,26 @@ pub fn is_view(kind: OpKind) -> bool {
     )
 }
 
-/// True for fused attention ops: ONNX `Attention`, and any op kind whose name ends in
-/// `Attention` (such as a `FusedAttention`), with inputs Q, K, V, mask?, past_key?, past_value?.
+/// True for attention ops that never materialise their score matrix: ONNX `Attention`, kiln's
+/// `FusedAttention`, and any other op kind whose name ends in `Attention`; inputs Q, K, V,
+/// mask?, past_key?, past_value?.
 pub fn is_attention(kind: OpKind) -> bool {
-    kind == OpKind::Attention || kind.name().ends_with("Attention")
+    matches!(kind, OpKind::Attention | OpKind::FusedAttention) || kind.name().ends_with("Attention")
 }
 
-/// Arithmetic per output element of the elementwise and row-wise ops (`None` for ops whose
-/// flops are not proportional to their output, see [`op_flops`]).
+/// Flops per element of a [`OpKind::FusedMatMul`] epilogue `activation` (`none`, `relu`,
+/// `gelu`, `gelu_tanh`, `silu`).
+fn activation_flops(activation: &str) -> f64 {
+    match activation {
+        "none" => 0.0,
+        "relu" => 1.0,
+        "silu" => 11.0,
+        _ => 10.0,
+    }
+}
+
+/// Arithmetic per output element of the elementwise and row-wise ops (ops whose flops are not
+/// proportional to their output are handled by [`op_flops`] first).
 fn flops_per_output_element(kind: OpKind) -> f64 {
     use OpKind::*;
     match kind {
@@ -169,7 +181,11 @@ fn flops_per_output_element(kind: OpKind) -> f64 {
         RMSNormalization | SimplifiedLayerNormalization => 6.0,
         SkipLayerNormalization => 9.0,
         SkipSimplifiedLayerNormalization => 7.0,
-        RotaryEmbedding => 3.0,
+        // x * sigmoid(x); silu(gate) * up.
+        Silu => 11.0,
+        SwiGlu => 12.0,
+        // x * cos + rotate_half(x) * sin.
+        RotaryEmbedding | RopeRotateHalf => 3.0,
         QuantizeLinear => 3.0,
         DequantizeLinear => 2.0,
         DynamicQuantizeLinear => 5.0,
@@ -184,6 +200,9 @@ fn flops_per_output_element(kind: OpKind) -> f64 {
 /// - MatMul, MatMulInteger: `2 * M * N * K * batch`, i.e. `2 * elements(Y) * K` with `K` the last
 ///   dim of A.
 /// - Gemm: `2 * M * N * K`, plus `M * N` for the scaled bias when C is present.
+/// - FusedMatMul: the MatMul's `2 * elements(Y) * K`, plus per output element 1 for the bias
+///   and the activation's count (relu 1, gelu / gelu_tanh 10, silu 11); its bytes are A, B,
+///   bias and Y only, as the pre-activation result is never written.
 /// - Einsum: `2 *` the product of the sizes of all distinct labels (and of the broadcast `...`
 ///   dims); a single-operand Einsum (a transpose, trace or sum) counts 1 per label combination.
 /// - Attention ([`is_attention`]): `2 * B * Sq * Skv * H * (Dqk + Dv)` for `Q K^T` and `P V`
@@ -193,8 +212,8 @@ fn flops_per_output_element(kind: OpKind) -> f64 {
 /// - Elementwise and row-wise ops: a fixed count per output element: 1 for cheap arithmetic,
 ///   comparisons and logic, 2 for Clip, 4 for Div/Reciprocal/Sqrt/Mod, ~10 for transcendentals
 ///   (Exp, Log, Erf, Tanh, Sigmoid, Sin, Cos, Pow, Gelu), 5 for Softmax, 6 for LogSoftmax,
-///   8 for LayerNormalization, 6 for RMS norms, 9/7 for the skip variants, 3 for
-///   RotaryEmbedding, 2-5 for (de)quantisation.
+///   8 for LayerNormalization, 6 for RMS norms, 9/7 for the skip variants, 11 for Silu, 12 for
+///   SwiGlu, 3 for RotaryEmbedding and RopeRotateHalf, 2-5 for (de)quantisation.
 /// - Data movement (Transpose, Concat, Split, Slice, Gather*, Expand, Tile, Cast, ...) and views
 ///   (Reshape, Squeeze, Unsqueeze, Flatten, Identity, Dropout): 0.
 pub fn op_flops(
@@ -215,6 +234,12 @@ pub fn op_flops(
             Some(k) => 2.0 * out_elems * size(k),
             None => out_elems,
         },
+        FusedMatMul => {
+            let k = input(0).and_then(|a| a.shape.last()).map_or(0.0, size);
+            let bias = if input(2).is_some() { 1.0 } else { 0.0 };
+            let act = activation_flops(op.attrs.str("activation").unwrap_or("none"));
+            out_elems * (2.0 * k + bias + act)
+        }
         Gemm => {
             let k = input(0).and_then(|a| {
                 let trans = op.attrs.int("transA").unwrap_or(0) != 0;
@@ -561,6 +586,41 @@ mod tests {
         let q3 = f32s(&["batch", "seq", "768"]);
         let (f3, b3, _) = cost_of(&t, &Op::new(OpKind::Attention, attrs), &[&q3, &q3, &q3]);
         assert_eq!((f3, b3), (attn_flops, attn_bytes));
+    }
+
+    #[test]
+    fn fused_ops_cost_their_arithmetic_without_intermediates() {
+        let t = Target::default();
+        let b = default_bindings();
+        let a = f32s(&["batch", "seq", "768"]);
+        let w = f32s(&["768", "3072"]);
+        let bias = f32s(&["3072"]);
+        let mut attrs = Attrs::default();
+        attrs.set("activation", Attr::Str("gelu".into()));
+        let fused = Op::new(OpKind::FusedMatMul, attrs);
+        let (f, by, c) = cost_of(&t, &fused, &[&a, &w, &bias]);
+        let n = 128.0 * 3072.0;
+        assert_eq!(f, n * (2.0 * 768.0 + 1.0 + 10.0));
+        assert_eq!(by, 4.0 * (128.0 * 768.0 + 768.0 * 3072.0 + 3072.0 + n));
+        // MatMul, Add, Gelu: each writes and rereads the [seq, 3072] intermediate.
+        let (_, _, c1) = cost_of(&t, &Op::plain(OpKind::MatMul), &[&a, &w]);
+        let y = f32s(&["batch", "seq", "3072"]);
+        let (_, _, c2) = cost_of(&t, &Op::plain(OpKind::Add), &[&y, &bias]);
+        let (_, _, c3) = cost_of(&t, &Op::plain(OpKind::Gelu), &[&y]);
+        assert!(c < c1 + c2 + c3, "{c} vs {}", c1 + c2 + c3);
+        // FusedAttention costs like Attention.
+        let q = f32s(&["batch", "12", "seq", "64"]);
+        let ins = [Some(&q), Some(&q), Some(&q)];
+        let fa = Op::plain(OpKind::FusedAttention);
+        let outs = infer_outputs(&fa, &ins).unwrap();
+        let at = Op::plain(OpKind::Attention);
+        let at_outs = infer_outputs(&at, &ins).unwrap();
+        assert_eq!(
+            op_cost(&t, &fa, &ins, &outs, &b),
+            op_cost(&t, &at, &ins, &at_outs, &b)
+        );
+        let (f, _, _) = cost_of(&t, &Op::plain(OpKind::Silu), &[&y]);
+        assert_eq!(f, 11.0 * n);
     }
 
     #[test]

@@ -428,14 +428,12 @@ impl<'a> Problem<'a> {
                 }
             }
         }
-        let mut ready = vec![false; n];
-        let mut queue: VecDeque<u32> = VecDeque::new();
-        for c in 0..n {
-            if self.cands[c].iter().any(|k| k.distinct.is_empty()) {
-                ready[c] = true;
-                queue.push_back(c as u32);
-            }
-        }
+        let mut ready: Vec<bool> = self
+            .cands
+            .iter()
+            .map(|l| l.iter().any(|k| k.distinct.is_empty()))
+            .collect();
+        let mut queue: VecDeque<u32> = (0..n as u32).filter(|&c| ready[c as usize]).collect();
         let mut order = Vec::with_capacity(n);
         while let Some(c) = queue.pop_front() {
             order.push(c);

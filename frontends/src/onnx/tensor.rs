@@ -408,7 +408,8 @@ fn decode_model(bytes: Bytes) -> Result<ModelProto, String> {
     if bytes.is_empty() {
         return Err("the file is empty".into());
     }
-    let model = ModelProto::decode(bytes).map_err(|e| e.to_string())?;
+    let model = ModelProto::decode(bytes)
+        .map_err(|e| format!("{e} (the file is truncated, corrupt or not ONNX)"))?;
     if model.graph.is_none() {
         return Err("it has no graph".into());
     }

@@ -10,7 +10,7 @@
 //!
 //! - `rule NAME (exact|approximate):` opens a rule; its body runs to the next `rule` line.
 //! - The left side is an s-expression over ops (`Kind` or `Kind[key=value,...]`: attributes a
-//!   pattern names must match, others are free), variables `?x`, `_` for an absent input, and
+//!   pattern does not name must have their default value; `key=*` matches any value), variables `?x`, `_` for an absent input, and
 //!   number literals, which match a constant whose every element equals the number (relative
 //!   tolerance 1e-6). A multi-pattern rule writes `?a = PATTERN, ?b = PATTERN, ...` on the left
 //!   and `?a = TEMPLATE, ...` on the right: each right template is merged with its left binding.

@@ -359,7 +359,7 @@ fn pattern_text(s: &Sexp, literals: &mut usize, conditions: &mut Vec<Condition>)
         )),
         Sexp::List(head, items) => {
             check_head(head)?;
-            let mut out = format!("({}", head.text);
+            let mut out = format!("({}", complete_pattern_op(head)?);
             for i in items {
                 out.push(' ');
                 out.push_str(&pattern_text(i, literals, conditions)?);
@@ -368,6 +368,36 @@ fn pattern_text(s: &Sexp, literals: &mut usize, conditions: &mut Vec<Condition>)
             Ok(out)
         }
     }
+}
+
+/// A left-side op token with every attribute the pattern does not name set to its default,
+/// except those written `key=*`, which match any value. (Complete tokens also let egg look a
+/// subterm up directly once its variables are bound.)
+fn complete_pattern_op(head: &Token) -> Res<String> {
+    if head.text.starts_with("Get") {
+        return Ok(head.text.clone());
+    }
+    let (kind, inner) = match head.text.find('[') {
+        Some(i) => (
+            &head.text[..i],
+            head.text[i + 1..].strip_suffix(']').unwrap_or(""),
+        ),
+        None => (head.text.as_str(), ""),
+    };
+    let (wild, given): (Vec<&str>, Vec<&str>) = split_top_level(inner)
+        .into_iter()
+        .partition(|item| item.ends_with("=*"));
+    let given_token = if given.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}[{}]", given.join(","))
+    };
+    let op = parse_op_token(&given_token).map_err(|e| (head.line, e))?;
+    let mut complete = kiln_ir::Op::new(op.kind, op.attrs);
+    for w in wild {
+        complete.attrs.0.remove(w.trim_end_matches("=*"));
+    }
+    Ok(crate::lang::op_token(&complete))
 }
 
 fn check_head(head: &Token) -> Res<()> {
@@ -379,9 +409,7 @@ fn check_head(head: &Token) -> Res<()> {
             )
         });
     }
-    parse_op_token(&head.text)
-        .map(drop)
-        .map_err(|e| (head.line, e))
+    complete_pattern_op(head).map(drop)
 }
 
 /// A right-side template.
