@@ -25,11 +25,17 @@ enum Command {
     Optimize(commands::optimize::OptimizeArgs),
     /// Show what the rewrite rules do to a model: rules fired, fusions, e-graph size, cost.
     Explain(commands::optimize::ExplainArgs),
+    /// Work with rule files (`kiln rules check FILE`).
+    Rules(commands::rules::RulesArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Rules(args) => match commands::rules::rules(&args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Run(args) => commands::run::run(&args),
         Command::Inspect(args) => commands::inspect::inspect(&args),
         Command::Optimize(args) => commands::optimize::optimize_cmd(&args),

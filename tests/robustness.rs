@@ -1,26 +1,37 @@
 //! Robustness of the model and tensor readers against corrupted files.
 //!
-//! Deterministic (fixed-seed ChaCha) proptest runs mutate the real reference files and feed
-//! every variant to kiln's readers, proving that malformed input gives an error, never a panic:
+//! Deterministic (fixed-seed ChaCha, no failure persistence) proptest runs mutate the real
+//! reference files and feed every variant to kiln's readers, proving that malformed input gives
+//! an error, never a panic, a hang or a huge allocation:
 //!
-//! - **ONNX** (10,000 variants): `kiln_frontends::onnx::load_model` on a temp file, and
-//!   `import_model` on the proto whenever prost decodes the bytes (the two must agree, and their
-//!   errors must be one line). The corpora are the real `bert` model (mutations biased towards
-//!   its non-weight bytes) and compact but equivalent copies of `bert` and `llama` built here
-//!   with prost: node metadata stripped and every initializer over 256 bytes moved to an
+//! - **ONNX, byte level** (10,000 variants): `kiln_frontends::onnx::load_model` on a temp file,
+//!   and `import_model` on the proto whenever prost decodes the bytes (the two must agree, and
+//!   their errors must be one line). The corpora are the real `bert` model (mutations biased
+//!   towards its non-weight bytes) and compact but equivalent copies of `bert` and `llama` built
+//!   here with prost: node metadata stripped and every initializer over 256 bytes moved to an
 //!   external `weights.bin`, so that mutations hit graph structure, small constants and external
 //!   data entries rather than weights, and a load costs well under a millisecond.
-//! - Every mutated model that loads is inspected (what `kiln inspect` prints) and run on the
+//! - **ONNX, field level** (5,000 variants): edits of decoded compact models (dims, element
+//!   types, shape constants, external data entries, declared input dims, attributes, wiring, op
+//!   types, opset, dropped or swapped nodes), re-encoded and checked the same way.
+//! - Every model variant that loads is inspected (what `kiln inspect` computes) and run on the
 //!   interpreter with the `b1_s16` fixture inputs; the run must return `Ok` or a one-line `Err`.
+//!   A run whose inferred shapes need more than 2^28 elements somewhere is a failure rather than
+//!   being attempted, and the test binary refuses any single allocation over 1 GiB.
 //! - **.npy** (12,000 variants): `kiln_ir::npy::parse_npy` on mutated fixture inputs/outputs and
 //!   on generated files of every supported dtype, Fortran order and header versions 1 to 3. A
 //!   parsed tensor must re-serialise to a file that parses back to the same bytes; mutated `bert`
 //!   inputs that still parse are fed to the model, which must return `Ok` or `Err`.
 //!
-//! Mutations: truncation at a random point, bit flips, overwrites with random bytes, protobuf
-//! tags or varints of extreme values (negative, 2^40, 2^50, `i64::MAX`), inserted and deleted
-//! byte ranges, and splices from the same or another file. Counts and timings are printed
-//! (`cargo test --test robustness -- --nocapture`).
+//! Byte mutations: truncation at a random point, bit flips, overwrites with random bytes,
+//! printable text, protobuf tags or varints of extreme values (negative, 2^40, 2^50,
+//! `i64::MAX`), inserted and deleted byte ranges, and splices from the same or another file.
+//!
+//! A failure reports the panic location, the shrunk input, what it changed in the model, and
+//! a saved copy of the failing file with the `kiln run` command reproducing it. Counts and
+//! timings are printed with `cargo test --test robustness -- --nocapture`;
+//! `KILN_FUZZ_EXPLORE=1` lists every distinct failure instead of stopping at the first (see
+//! [`fuzz`]).
 
 mod common;
 
@@ -407,6 +418,8 @@ fn some_bytes() -> impl Strategy<Value = Vec<u8>> {
         vec(any::<u8>(), 1..8),
         select(EXTREME_INTS).prop_map(varint),
         vec(select(TAG_BYTES), 1..4),
+        // Printable ASCII keeps strings valid UTF-8: names change instead of decoding failing.
+        vec(0x20u8..0x7f, 1..8),
     ]
 }
 

@@ -2,4 +2,5 @@
 
 pub mod inspect;
 pub mod optimize;
+pub mod rules;
 pub mod run;
