@@ -455,13 +455,15 @@ pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
         GatherElements => one(vt(input(inputs, 0)?.dtype, input(inputs, 1)?.shape.clone())),
         GatherND => {
             let (x, idx) = (input(inputs, 0)?, input(inputs, 1)?);
-            let b = a.int("batch_dims")? as usize;
+            let b = usize::try_from(a.int("batch_dims")?)
+                .map_err(|_| "batch_dims must be non-negative")?;
             let last = idx
                 .shape
                 .last()
                 .and_then(Dim::as_known)
-                .ok_or("indices need a known last dim")? as usize;
-            if b + last > x.shape.len() {
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or("indices need a known, non-negative last dim")?;
+            if b.checked_add(last).is_none_or(|end| end > x.shape.len()) {
                 return Err("indices do not fit the data rank".into());
             }
             let shape = idx.shape[..idx.shape.len() - 1]
@@ -1028,6 +1030,13 @@ fn slice_type(inputs: &[Option<&ValueType>]) -> Res<ValueType> {
         // Which axes change is unknown: every dim may.
         return Ok(vt(x.dtype, unknown_shape(rank)));
     };
+    let n = starts.len();
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return Err("starts, ends, axes and steps must have the same length".into());
+    }
+    if rank == 0 {
+        return Err("cannot slice a scalar".into());
+    }
     let mut shape = x.shape.clone();
     let mut sym = x.sym.clone();
     for (k, &ax) in axes.iter().enumerate() {

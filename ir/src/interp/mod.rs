@@ -60,6 +60,20 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<V
     }
 }
 
+/// The most elements one tensor may have (2^30, 4 GiB of f32): ops whose output size comes
+/// from data (Range, ConstantOfShape, Expand, Tile) check it before allocating.
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// Errors if a tensor of `shape` would exceed [`MAX_ELEMENTS`].
+fn check_size(shape: &[usize]) -> Res<()> {
+    match crate::data::element_count(shape) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(format!(
+            "output shape {shape:?} exceeds kiln's limit of {MAX_ELEMENTS} elements"
+        )),
+    }
+}
+
 /// Input `i`, or an error naming it.
 fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Res<&'a Tensor> {
     inputs

@@ -31,14 +31,16 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
         Gather => gather(a.int("axis")?, input(inputs, 0)?, input(inputs, 1)?)?,
         GatherElements => gather_elements(a.int("axis")?, input(inputs, 0)?, input(inputs, 1)?)?,
         GatherND => gather_nd(
-            a.int("batch_dims")? as usize,
+            usize::try_from(a.int("batch_dims")?).map_err(|_| "batch_dims must be non-negative")?,
             input(inputs, 0)?,
             input(inputs, 1)?,
         )?,
         Expand => {
             let x = input(inputs, 0)?;
             let target = shape_values(input(inputs, 1)?)?;
-            let shape = IxDyn(&broadcast_shape(&[x.shape(), &target])?);
+            let shape = broadcast_shape(&[x.shape(), &target])?;
+            check_size(&shape)?;
+            let shape = IxDyn(&shape);
             crate::map_array!(x, v => v.broadcast(shape.clone()).expect("broadcast checked").to_owned())
         }
         Tile => tile(input(inputs, 0)?, input(inputs, 1)?)?,
@@ -61,6 +63,7 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
         }
         ConstantOfShape => {
             let shape = shape_values(input(inputs, 0)?)?;
+            check_size(&shape)?;
             let value = Tensor::from_data(a.tensor("value")?);
             if value.len() != 1 {
                 return Err("value must have exactly one element".into());
@@ -189,6 +192,9 @@ fn slice(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err("starts, ends, axes and steps must have the same length".into());
     }
+    if rank == 0 {
+        return Err("cannot slice a scalar".into());
+    }
     let mut out = x.clone();
     for k in 0..starts.len() {
         let ax = norm_axis(axes[k], rank)?;
@@ -280,7 +286,9 @@ fn gather_elements(axis: i64, x: &Tensor, idx: &Tensor) -> Res<Tensor> {
 fn gather_nd(batch_dims: usize, x: &Tensor, idx: &Tensor) -> Res<Tensor> {
     let (xs, is) = (x.shape(), idx.shape());
     let last = *is.last().ok_or("indices must have rank at least 1")?;
-    if batch_dims + last > xs.len()
+    if batch_dims
+        .checked_add(last)
+        .is_none_or(|end| end > xs.len())
         || batch_dims >= is.len()
         || xs[..batch_dims] != is[..batch_dims]
     {
@@ -327,6 +335,13 @@ fn tile(x: &Tensor, repeats: &Tensor) -> Res<Tensor> {
     if reps.len() != x.shape().len() || reps.iter().any(|&r| r < 0) {
         return Err(format!("repeats {reps:?} do not fit shape {:?}", x.shape()));
     }
+    let tiled: Vec<usize> = x
+        .shape()
+        .iter()
+        .zip(&reps)
+        .map(|(&d, &r)| d.saturating_mul(r as usize))
+        .collect();
+    check_size(&tiled)?;
     let mut out = x.clone();
     for (ax, &r) in reps.iter().enumerate() {
         let d = x.shape()[ax];
@@ -371,7 +386,9 @@ fn range(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
         if d == 0 {
             return Err("delta cannot be 0".into());
         }
-        let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+        let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
+        check_size(&[n.min(usize::MAX as f64) as usize])?;
+        let n = n as usize;
         let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
         return Ok(Tensor::from_vec(&[n], v)?.cast(dtype));
     }
@@ -383,7 +400,12 @@ fn range(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
     if d == 0.0 {
         return Err("delta cannot be 0".into());
     }
-    let n = ((l - s) / d).ceil().max(0.0) as usize;
+    let n = ((l - s) / d).ceil().max(0.0);
+    if !n.is_finite() {
+        return Err("the range is infinite".into());
+    }
+    check_size(&[n.min(usize::MAX as f64) as usize])?;
+    let n = n as usize;
     let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
     Ok(Tensor::from_f64_array(
         dtype,
