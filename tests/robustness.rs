@@ -650,8 +650,9 @@ fn predicted_huge_value(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Optio
                 let n = (limit as f64 - start as f64) / delta as f64;
                 if delta != 0 && n > HUGE_ELEMENTS as f64 {
                     return Some(format!(
-                        "interp::run would allocate {n} elements for Range({start}, {limit}, \
-                         {delta}) in node `{}`: nothing rejects it first",
+                        "Range({start}, {limit}, {delta}) in node `{}` has {n:.0} elements: \
+                         interp::run would overflow computing its length or try to allocate \
+                         them, as nothing rejects it first",
                         node.name
                     ));
                 }

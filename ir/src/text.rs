@@ -1702,7 +1702,7 @@ pub(crate) mod tests {
         let hand = "kiln graph v1\ninput %x: f32[b, 4]\nconst %s: i64[2] = [4, -1]\nconst %i: i64[1] = [1]\n\
             %r: f32[4, b] = Reshape(%x, %s)  @\"r\"\n%t = Transpose[perm=[1, 0]](%r)\n\
             %u = Unsqueeze[axes=[0]](%t)\n%g = Gather[axis=2](%u, %i)\n%c = Concat[axis=1](%u, %u)\n\
-            %sh = Shape[start=1](%c)\n%e = Expand(%x, %sh)\n%v = Slice(%c, %i, %s, _, _)\noutput y = %v\n";
+            %sh = Shape[start=1](%c)\n%e = Expand(%x, %sh)\n%v = Slice(%c, %i, %i, _, _)\noutput y = %v\n";
         let mut rng = Rng(0xDEAD_BEEF);
         let mut ok = 0;
         for seed in [print(&sample_graph()), print(&parse(hand).unwrap())] {
