@@ -107,3 +107,17 @@ fn from_f32(dtype: DType, a: ArrayD<f32>) -> Tensor {
         other => Tensor::F32(a).cast(other),
     }
 }
+
+/// Deterministic pseudo-random test values in `[lo, hi)` (an LCG), shared by the op tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    const A: u64 = 6364136223846793005;
+    const C: u64 = 1442695040888963407;
+    let mut s = seed.wrapping_mul(A).wrapping_add(C);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(A).wrapping_add(C);
+            lo + ((s >> 40) as f32 / (1u64 << 24) as f32) * (hi - lo)
+        })
+        .collect()
+}

@@ -747,17 +747,7 @@ mod tests {
 
     /// Deterministic pseudo-random values in [-2, 2).
     fn pseudo(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
+        crate::interp::test_values(n, seed, -2.0, 2.0)
     }
 
     fn assert_close(got: &Tensor, want: &[f32], tol: f32) {
