@@ -30,7 +30,29 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and bare `kiln` (help on stderr, exit 2).
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text
+                .split("\n\n")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            eprintln!("error: {first} (try `kiln --help`)");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Rules(args) => match commands::rules::rules(&args) {
             Ok(code) => return code,
@@ -44,7 +66,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Names from model files may hold line breaks; the error stays on one line.
+            eprintln!("error: {}", e.replace('\n', "\\n").replace('\r', "\\r"));
             ExitCode::from(2)
         }
     }

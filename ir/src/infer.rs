@@ -41,7 +41,7 @@ pub fn constant_type(data: &TensorData) -> ValueType {
 /// Normalises a possibly negative `axis` for a tensor of rank `rank`.
 pub fn norm_axis(axis: i64, rank: usize) -> Res<usize> {
     let r = rank as i64;
-    if axis < -r || axis >= r.max(1) && !(r == 0 && axis == 0) {
+    if axis < -r || axis >= r {
         return Err(format!("axis {axis} is out of range for rank {rank}"));
     }
     Ok(if axis < 0 {
@@ -426,6 +426,9 @@ pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
         Slice => slice_type(inputs).map(|t| vec![t]),
         Gather => {
             let (x, idx) = (input(inputs, 0)?, input(inputs, 1)?);
+            if x.shape.is_empty() {
+                return Err("cannot gather from a scalar".into());
+            }
             if !idx.dtype.is_int() {
                 return Err("indices must be integers".into());
             }
@@ -539,7 +542,7 @@ pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
                 (Some([s]), Some([l]), Some([d])) => {
                     match (s.as_known(), l.as_known(), d.as_known()) {
                         (Some(s), Some(l), Some(d)) if d != 0 => {
-                            Dim::known(((l - s) as f64 / d as f64).ceil().max(0.0) as i64)
+                            Dim::known(((l as f64 - s as f64) / d as f64).ceil().max(0.0) as i64)
                         }
                         _ if d.is(1) => l - s,
                         _ => Dim::unknown(),
@@ -958,6 +961,9 @@ fn concat_type(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<ValueType> {
     }
     let dtype = same_dtype(inputs, &(0..n).collect::<Vec<_>>())?;
     let first = input(inputs, 0)?;
+    if first.shape.is_empty() {
+        return Err("cannot concatenate scalars".into());
+    }
     let axis = norm_axis(a.int("axis")?, first.shape.len())?;
     let mut shape = first.shape.clone();
     shape[axis] = Dim::known(0);
@@ -1050,17 +1056,10 @@ fn slice_type(inputs: &[Option<&ValueType>]) -> Res<ValueType> {
         match (dim.as_known(), s.as_known(), e.as_known()) {
             (Some(d), Some(s), Some(e)) => {
                 let (lo, hi) = slice_bounds(d, s, e, step);
-                let len = if step > 0 {
-                    (hi - lo + step - 1).div_euclid(step)
-                } else {
-                    (lo - hi - step - 1).div_euclid(-step)
-                };
-                shape[ax] = Dim::known(len.max(0));
+                let taken = slice_indices(lo, hi, step);
+                shape[ax] = Dim::from(taken.len());
                 if let (Some(vals), 1) = (&sym, rank) {
-                    let picked: Vec<Dim> = (0..len.max(0))
-                        .map(|i| vals[(lo + i * step) as usize].clone())
-                        .collect();
-                    sym = Some(picked);
+                    sym = Some(taken.iter().map(|&i| vals[i].clone()).collect());
                 }
             }
             (None, Some(0), Some(e)) if step == 1 && e >= i32::MAX as i64 => {}
@@ -1080,6 +1079,18 @@ fn slice_type(inputs: &[Option<&ValueType>]) -> Res<ValueType> {
         }
     }
     Ok(with_sym(vt(x.dtype, shape), sym))
+}
+
+/// The indices a slice takes from clamped bounds `[lo, hi)` (see [`slice_bounds`]) by `step`,
+/// computed without overflow for any step.
+pub fn slice_indices(lo: i64, hi: i64, step: i64) -> Vec<usize> {
+    let (lo, hi, step) = (lo as i128, hi as i128, step as i128);
+    let len = if step > 0 {
+        (hi - lo + step - 1).div_euclid(step)
+    } else {
+        (lo - hi - step - 1).div_euclid(-step)
+    };
+    (0..len.max(0)).map(|i| (lo + i * step) as usize).collect()
 }
 
 /// Clamped slice bounds `[lo, hi)` (for negative steps, `lo` is the first index taken).
@@ -1147,4 +1158,32 @@ fn attention_types(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
             vec![q4[0].clone(), q4[1].clone(), q4[2].clone(), total],
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{interp, text};
+    use std::collections::HashMap;
+
+    /// Graphs found by fuzzing that once panicked in inference or the interpreter: each must
+    /// now parse and run to a value or fail with an error.
+    #[test]
+    fn extreme_slices_ranges_and_scalars_do_not_panic() {
+        let cases = [
+            "const %x: f32[4] = [1.0, 2.0, 3.0, 4.0]\nconst %s: i64[1] = [0]\nconst %e: i64[1] = [4]\n\
+             const %a: i64[1] = [0]\nconst %k: i64[1] = [9223372036854775807]\n%y = Slice(%x, %s, %e, %a, %k)\noutput y = %y",
+            "const %x: f32[4] = [1.0, 2.0, 3.0, 4.0]\nconst %s: i64[1] = [3]\nconst %e: i64[1] = [-9223372036854775808]\n\
+             const %a: i64[1] = [0]\nconst %k: i64[1] = [-9223372036854775808]\n%y = Slice(%x, %s, %e, %a, %k)\noutput y = %y",
+            "const %x: f32[] = [1.0]\nconst %i: i64[] = [0]\n%y = Gather[axis=0](%x, %i)\noutput y = %y",
+            "const %x: f32[] = [1.0]\n%y = Concat[axis=0](%x, %x)\noutput y = %y",
+            "const %s: i64[] = [-9223372036854775808]\nconst %l: i64[] = [9223372036854775807]\n\
+             const %d: i64[] = [1099511627776]\n%y = Range(%s, %l, %d)\noutput y = %y",
+        ];
+        for body in cases {
+            let source = format!("kiln graph v1\n{body}\n");
+            if let Ok(graph) = text::parse(&source) {
+                let _ = interp::run(&graph, &HashMap::new());
+            }
+        }
+    }
 }

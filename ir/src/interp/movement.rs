@@ -7,7 +7,7 @@
 use super::elementwise::broadcast_shape;
 use super::*;
 use crate::graph::ValueType;
-use crate::infer::{infer_op, norm_axis, slice_bounds, transpose_perm};
+use crate::infer::{infer_op, norm_axis, slice_bounds, slice_indices, transpose_perm};
 use crate::tensor::Element;
 use crate::{with_array, with_dtype, Dim};
 use ndarray::{Axis, IxDyn};
@@ -203,20 +203,7 @@ fn slice(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
         }
         let dim = x.shape()[ax] as i64;
         let (lo, hi) = slice_bounds(dim, starts[k], ends[k], steps[k]);
-        let idx: Vec<usize> = if steps[k] > 0 {
-            (lo..hi)
-                .step_by(steps[k] as usize)
-                .map(|i| i as usize)
-                .collect()
-        } else {
-            let mut v = vec![];
-            let mut i = lo;
-            while i > hi {
-                v.push(i as usize);
-                i += steps[k];
-            }
-            v
-        };
+        let idx = slice_indices(lo, hi, steps[k]);
         out = crate::map_array!(&out, v => v.select(Axis(ax), &idx));
     }
     Ok(out)
@@ -389,7 +376,9 @@ fn range(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
         let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
         check_size(&[n.min(usize::MAX as f64) as usize])?;
         let n = n as usize;
-        let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
+        let v: Vec<i64> = (0..n as i128)
+            .map(|i| (s as i128 + i * d as i128) as i64)
+            .collect();
         return Ok(Tensor::from_vec(&[n], v)?.cast(dtype));
     }
     let (s, l, d) = (
