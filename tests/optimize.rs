@@ -81,9 +81,12 @@ fn bert_attention_and_gelu_fuse() {
         count(&after, OpKind::Softmax) + count(&after, OpKind::Erf),
         0
     );
-    assert_eq!(
-        count(&after, OpKind::LayerNormalization),
-        count(&before, OpKind::LayerNormalization)
+    let norms =
+        count(&after, OpKind::LayerNormalization) + count(&after, OpKind::SkipLayerNormalization);
+    assert_eq!(norms, count(&before, OpKind::LayerNormalization));
+    assert!(
+        count(&after, OpKind::SkipLayerNormalization) >= 4,
+        "residual adds fuse into the norms"
     );
 }
 
@@ -98,7 +101,15 @@ fn gpt2_attention_and_gelu_tanh_fuse() {
         count(&after, OpKind::Tanh) + count(&after, OpKind::Softmax),
         0
     );
+    assert!(
+        count(&after, OpKind::SkipLayerNormalization) >= 4,
+        "residual adds fuse into the norms"
+    );
     assert_eq!(count(&after, OpKind::Gelu), count(&before, OpKind::Tanh));
+    assert!(
+        count(&after, OpKind::SkipLayerNormalization) >= 4,
+        "residual adds fuse into the norms"
+    );
 }
 
 #[test]
@@ -108,9 +119,12 @@ fn llama_attention_rmsnorm_swiglu_rope_fuse() {
         count(&after, OpKind::FusedAttention),
         count(&before, OpKind::Softmax)
     );
-    assert_eq!(
-        count(&after, OpKind::RMSNormalization),
-        count(&before, OpKind::ReduceMean)
+    let norms = count(&after, OpKind::RMSNormalization)
+        + count(&after, OpKind::SkipSimplifiedLayerNormalization);
+    assert_eq!(norms, count(&before, OpKind::ReduceMean));
+    assert!(
+        count(&after, OpKind::SkipSimplifiedLayerNormalization) >= 4,
+        "residual adds fuse into the norms"
     );
     assert_eq!(
         count(&after, OpKind::SwiGlu),

@@ -92,9 +92,14 @@ const FUSIONS: &[(OpKind, &str)] = &[
     (OpKind::LayerNormalization, "LayerNorm"),
     (OpKind::RMSNormalization, "RMSNorm"),
     (OpKind::SkipLayerNormalization, "residual + LayerNorm"),
+    (
+        OpKind::SkipSimplifiedLayerNormalization,
+        "residual + RMSNorm",
+    ),
     (OpKind::Silu, "SiLU"),
     (OpKind::SwiGlu, "SwiGLU"),
     (OpKind::RopeRotateHalf, "RoPE (rotate-half)"),
+    (OpKind::RotaryEmbedding, "RoPE (ONNX RotaryEmbedding)"),
 ];
 
 /// Prints what the passes did to the model.

@@ -3,11 +3,12 @@
 //! rule applied where shapes do not fit changes nothing.
 
 use super::condition::Condition;
-use super::Rule;
+use super::{AttrBinding, Rule};
 use crate::analysis::{KilnAnalysis, KilnEGraph};
 use crate::lang::{Node, OpNode};
 use egg::{Applier, Id, PatternAst, Subst, Symbol, Var};
 use kiln_ir::{Attr, Attrs, Op, OpKind};
+use std::collections::HashMap;
 
 /// A right-side template.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +55,8 @@ impl Template {
 pub struct RuleApplier {
     rhs: Vec<(Option<Var>, Template)>,
     conditions: Vec<Condition>,
+    /// Per left part: its binding and its attribute bindings.
+    attr_bindings: Vec<(Option<Var>, Vec<AttrBinding>)>,
 }
 
 impl RuleApplier {
@@ -70,9 +73,22 @@ impl RuleApplier {
                 )
             })
             .collect();
+        let attr_bindings = rule
+            .lhs
+            .iter()
+            .zip(&rule.attr_bindings)
+            .map(|((b, _), a)| {
+                (
+                    b.as_ref()
+                        .map(|v| v.parse().expect("bindings were validated by the parser")),
+                    a.clone(),
+                )
+            })
+            .collect();
         RuleApplier {
             rhs,
             conditions: rule.conditions.clone(),
+            attr_bindings,
         }
     }
 }
@@ -89,11 +105,21 @@ impl Applier<Node, KilnAnalysis> for RuleApplier {
         if !self.conditions.iter().all(|c| c.holds(egraph, subst)) {
             return vec![];
         }
+        let mut attrs = HashMap::new();
+        for (part, bindings) in &self.attr_bindings {
+            let class = part.map_or(eclass, |v| subst[v]);
+            for b in bindings {
+                let Some(value) = bound_attr(egraph, class, b, subst) else {
+                    return vec![];
+                };
+                attrs.insert(b.var, value);
+            }
+        }
         // Instantiate everything first, so a multi-pattern rule applies all parts or none.
         let mut merges = vec![];
         for (binding, template) in &self.rhs {
             let target = binding.map_or(eclass, |v| subst[v]);
-            let Some(new) = instantiate(egraph, template, subst) else {
+            let Some(new) = instantiate(egraph, template, subst, &attrs) else {
                 return vec![];
             };
             let (want, got) = (egraph[target].data.ty(), egraph[new].data.ty());
@@ -110,19 +136,54 @@ impl Applier<Node, KilnAnalysis> for RuleApplier {
             .collect()
     }
 
+    /// The pattern variables the right side reads (attribute-bound variables are resolved
+    /// from the matched e-node, not from the search, so they are left out).
     fn vars(&self) -> Vec<Var> {
-        self.rhs.iter().flat_map(|(_, t)| t.vars()).collect()
+        let attr_bound: Vec<Var> = self
+            .attr_bindings
+            .iter()
+            .flat_map(|(_, b)| b.iter().map(|a| a.var))
+            .collect();
+        self.rhs
+            .iter()
+            .flat_map(|(_, t)| t.vars())
+            .filter(|v| !attr_bound.contains(v))
+            .collect()
     }
+}
+
+/// The value of a bound attribute: from the first op e-node in `class` of the binding's kind
+/// whose variable inputs are the classes `subst` binds.
+fn bound_attr(egraph: &KilnEGraph, class: Id, b: &AttrBinding, subst: &Subst) -> Option<Attr> {
+    egraph[class].nodes.iter().find_map(|n| match n {
+        Node::Op(op, args) if op.op.kind == b.kind && args.len() == b.children.len() => {
+            let inputs_match = args
+                .iter()
+                .zip(&b.children)
+                .all(|(a, v)| v.is_none_or(|v| egraph.find(*a) == egraph.find(subst[v])));
+            if inputs_match {
+                op.op.attrs.get(&b.key).cloned()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    })
 }
 
 /// Adds a template's nodes; `None` if an attribute variable is not a one-element constant or
 /// a node is ill-typed.
-fn instantiate(egraph: &mut KilnEGraph, t: &Template, subst: &Subst) -> Option<Id> {
+fn instantiate(
+    egraph: &mut KilnEGraph,
+    t: &Template,
+    subst: &Subst,
+    bound: &HashMap<Var, Attr>,
+) -> Option<Id> {
     match t {
         Template::Var(v) => Some(subst[*v]),
         Template::Absent => Some(egraph.add(Node::Absent)),
         Template::Get(i, inner) => {
-            let x = instantiate(egraph, inner, subst)?;
+            let x = instantiate(egraph, inner, subst, bound)?;
             Some(egraph.add(Node::Get(*i, [x])))
         }
         Template::Op {
@@ -133,6 +194,12 @@ fn instantiate(egraph: &mut KilnEGraph, t: &Template, subst: &Subst) -> Option<I
         } => {
             let mut all = attrs.clone();
             for (key, vars) in attr_vars {
+                if let [var] = vars.as_slice() {
+                    if let Some(a) = bound.get(var) {
+                        all.set(key, a.clone());
+                        continue;
+                    }
+                }
                 let (mut product, mut float) = (1.0f64, false);
                 for var in vars {
                     let data = &egraph[subst[*var]].data;
@@ -153,7 +220,7 @@ fn instantiate(egraph: &mut KilnEGraph, t: &Template, subst: &Subst) -> Option<I
             }
             let ids = args
                 .iter()
-                .map(|a| instantiate(egraph, a, subst))
+                .map(|a| instantiate(egraph, a, subst, bound))
                 .collect::<Option<Vec<Id>>>()?;
             let id = egraph.add(Node::Op(OpNode::new(Op::new(*kind, all)), ids));
             egraph[id].data.ty().is_some().then_some(id)

@@ -17,7 +17,8 @@
 //! - The right side (after `=>`) is a template: ops take every attribute not written from the
 //!   IR defaults; an attribute value may be a variable bound on the left to a one-element
 //!   constant (`LayerNormalization[epsilon=?eps]`) or a product of such (`scale=?s*?s`).
-//!   `(Get1 ?t)` reads output 1 of `?t`.
+//!   `(Get1 ?t)` reads output 1 of `?t`. The outermost op of a left side may bind an attribute
+//!   to a variable (`(LayerNormalization[epsilon=?eps] ...)`) for the right side to reuse.
 //! - `where` lists conditions, comma separated; see [`condition::Condition`] for the vocabulary.
 //! - `#` starts a comment. Every parse error names the file, the line and what was expected.
 //!
@@ -45,6 +46,20 @@ pub enum Exactness {
     Approximate,
 }
 
+/// An attribute of a left part's outermost op bound to a variable: the op kind, the attribute,
+/// the variable, and the variables of the op's inputs (to find the matched e-node).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttrBinding {
+    /// The op kind.
+    pub kind: kiln_ir::OpKind,
+    /// The attribute's name.
+    pub key: String,
+    /// The variable it binds.
+    pub var: egg::Var,
+    /// The op's inputs that are plain variables (`None` for sub-patterns).
+    pub children: Vec<Option<egg::Var>>,
+}
+
 /// One parsed rule.
 #[derive(Clone, Debug)]
 pub struct Rule {
@@ -60,6 +75,8 @@ pub struct Rule {
     pub rhs: Vec<(Option<String>, apply::Template)>,
     /// Conditions on the bound variables.
     pub conditions: Vec<condition::Condition>,
+    /// Attributes of each left part's outermost op bound to variables (`epsilon=?eps`).
+    pub attr_bindings: Vec<Vec<AttrBinding>>,
     /// Left-side text, for reports.
     pub lhs_text: String,
     /// Right-side text, for reports.

@@ -2,7 +2,7 @@
 
 use super::apply::Template;
 use super::condition::Condition;
-use super::{Exactness, Rule};
+use super::{AttrBinding, Exactness, Rule};
 use crate::lang::{parse_attr_token, parse_op_token, split_top_level};
 use egg::{Pattern, Var};
 use kiln_ir::{Attrs, OpKind};
@@ -190,8 +190,16 @@ fn parse_rule(file: &str, line: usize, header: &str, tokens: Vec<Token>) -> Res<
     let mut conditions = vec![];
     let mut literals = 0;
     let mut lhs = vec![];
+    let mut attr_bindings = vec![];
     for (binding, sexp) in bound_parts(lhs_tokens, line)? {
-        let text = pattern_text(&sexp, &mut literals, &mut conditions)?;
+        let mut part_bindings = vec![];
+        let text = pattern_text(
+            &sexp,
+            &mut literals,
+            &mut conditions,
+            Some(&mut part_bindings),
+        )?;
+        attr_bindings.push(part_bindings);
         let pattern: Pattern<crate::lang::Node> = text
             .parse()
             .map_err(|e| (sexp.line(), format!("bad pattern: {e}")))?;
@@ -204,6 +212,7 @@ fn parse_rule(file: &str, line: usize, header: &str, tokens: Vec<Token>) -> Res<
                 .into_iter()
                 .chain(b.as_ref().map(|v| v.parse().expect("checked")))
         })
+        .chain(attr_bindings.iter().flatten().map(|a| a.var))
         .collect();
     let mut rhs = vec![];
     for (binding, sexp) in bound_parts(rhs_tokens, line)? {
@@ -253,6 +262,7 @@ fn parse_rule(file: &str, line: usize, header: &str, tokens: Vec<Token>) -> Res<
         lhs,
         rhs,
         conditions,
+        attr_bindings,
         lhs_text: text_of(lhs_tokens),
         rhs_text: text_of(rhs_tokens),
     })
@@ -339,7 +349,12 @@ fn is_number(s: &str) -> bool {
 
 /// The egg pattern text of a left side; number literals become fresh variables with a
 /// `const ?v = N` condition.
-fn pattern_text(s: &Sexp, literals: &mut usize, conditions: &mut Vec<Condition>) -> Res<String> {
+fn pattern_text(
+    s: &Sexp,
+    literals: &mut usize,
+    conditions: &mut Vec<Condition>,
+    attr_vars: Option<&mut Vec<AttrBinding>>,
+) -> Res<String> {
     match s {
         Sexp::Atom(t) if is_number(&t.text) => {
             *literals += 1;
@@ -359,15 +374,54 @@ fn pattern_text(s: &Sexp, literals: &mut usize, conditions: &mut Vec<Condition>)
         )),
         Sexp::List(head, items) => {
             check_head(head)?;
+            let bindings = attr_var_items(head);
+            if !bindings.is_empty() {
+                let sink = attr_vars.ok_or((head.line, "attribute variables (`key=?v`) are only allowed on the outermost op of a left side".to_string()))?;
+                let kind: OpKind = head.text[..head.text.find('[').unwrap_or(head.text.len())]
+                    .parse()
+                    .map_err(|e| (head.line, e))?;
+                let children = items
+                    .iter()
+                    .map(|i| match i {
+                        Sexp::Atom(t) if t.text.starts_with('?') => t.text.parse().ok(),
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<Var>>>();
+                for (key, var) in bindings {
+                    let var = var
+                        .parse()
+                        .map_err(|_| (head.line, format!("bad variable `{var}`")))?;
+                    sink.push(AttrBinding {
+                        kind,
+                        key,
+                        var,
+                        children: children.clone(),
+                    });
+                }
+            }
             let mut out = format!("({}", complete_pattern_op(head)?);
             for i in items {
                 out.push(' ');
-                out.push_str(&pattern_text(i, literals, conditions)?);
+                out.push_str(&pattern_text(i, literals, conditions, None)?);
             }
             out.push(')');
             Ok(out)
         }
     }
+}
+
+/// The `key=?var` items of an op token: attributes bound to variables.
+fn attr_var_items(head: &Token) -> Vec<(String, String)> {
+    let Some(i) = head.text.find('[') else {
+        return vec![];
+    };
+    split_top_level(head.text[i + 1..].strip_suffix(']').unwrap_or(""))
+        .into_iter()
+        .filter_map(|item| {
+            item.split_once("=?")
+                .map(|(k, v)| (k.to_string(), format!("?{v}")))
+        })
+        .collect()
 }
 
 /// A left-side op token with every attribute the pattern does not name set to its default,
@@ -386,7 +440,7 @@ fn complete_pattern_op(head: &Token) -> Res<String> {
     };
     let (wild, given): (Vec<&str>, Vec<&str>) = split_top_level(inner)
         .into_iter()
-        .partition(|item| item.ends_with("=*"));
+        .partition(|item| item.ends_with("=*") || item.contains("=?"));
     let given_token = if given.is_empty() {
         kind.to_string()
     } else {
@@ -395,7 +449,7 @@ fn complete_pattern_op(head: &Token) -> Res<String> {
     let op = parse_op_token(&given_token).map_err(|e| (head.line, e))?;
     let mut complete = kiln_ir::Op::new(op.kind, op.attrs);
     for w in wild {
-        complete.attrs.0.remove(w.trim_end_matches("=*"));
+        complete.attrs.0.remove(w.split('=').next().unwrap_or(w));
     }
     Ok(crate::lang::op_token(&complete))
 }
