@@ -174,3 +174,51 @@ fn optimisation_is_deterministic() {
     let b = kiln_ir::text::print(&optimize(&graph, &rules, &Limits::default()).unwrap().0);
     assert_eq!(a, b);
 }
+
+#[test]
+fn projection_merge_fires_and_keeps_values() {
+    let mut graph = Graph::new();
+    let x = graph
+        .add_input("x", kiln_ir::DType::F32, vec![2i64.into(), 5i64.into(), 8i64.into()])
+        .unwrap();
+    let mut outputs = vec![];
+    for (i, name) in ["q", "k", "v"].into_iter().enumerate() {
+        let values = (0..64)
+            .map(|j| ((j * 7 + i * 13) % 17) as f32 / 17.0 - 0.5)
+            .collect();
+        let w = Tensor::from_vec(&[8, 8], values).unwrap();
+        let w = graph
+            .add_constant(&format!("w{name}"), w.to_data())
+            .unwrap();
+        let y = graph
+            .add_op(
+                name,
+                kiln_ir::Op::plain(OpKind::MatMul),
+                vec![Some(x), Some(w)],
+                &[name.to_string()],
+            )
+            .unwrap();
+        outputs.push((name.to_string(), y[0]));
+    }
+    graph.set_outputs(outputs);
+    let rules: Vec<_> = builtin_rules()
+        .into_iter()
+        .filter(|r| r.name == "merge-projections")
+        .collect();
+    let (optimized, report) = optimize(&graph, &rules, &Limits::default()).unwrap();
+    assert_eq!(
+        report.rules_fired.get("merge-projections"),
+        Some(&3),
+        "one match, three unions"
+    );
+    let x = Tensor::from_vec(
+        &[2, 5, 8],
+        (0..80).map(|i| (i as f32 * 0.37).sin()).collect(),
+    )
+    .unwrap();
+    let feeds = HashMap::from([("x".to_string(), x)]);
+    assert_eq!(
+        interp::run(&optimized, &feeds).unwrap(),
+        interp::run(&graph, &feeds).unwrap()
+    );
+}

@@ -21,6 +21,9 @@ pub struct KilnAnalysis {
     pub constants: Vec<(String, TensorData)>,
     /// Input types by name.
     pub inputs: HashMap<String, ValueType>,
+    /// Constants made by folding, by op token and input classes, so a rule that applies again
+    /// reuses its constant instead of adding a new one each time.
+    pub folded: HashMap<(String, Vec<Id>), Id>,
 }
 
 /// What is known about one e-class.

@@ -128,12 +128,14 @@ pub fn value_bytes(ty: &ValueType, bindings: &HashMap<String, i64>) -> f64 {
 }
 
 /// True for ops that are free views of their input (Reshape, Squeeze, Unsqueeze, Flatten,
-/// Identity, and inference-mode Dropout): no flops and no bytes, only the launch overhead.
+/// Identity, inference-mode Dropout, and Split, whose parts are strided views that consumers
+/// read in place — after a merged QKV projection they feed head transposes, which copy
+/// anyway): no flops and no bytes, only the launch overhead.
 pub fn is_view(kind: OpKind) -> bool {
     use OpKind::*;
     matches!(
         kind,
-        Reshape | Squeeze | Unsqueeze | Flatten | Identity | Dropout
+        Reshape | Squeeze | Unsqueeze | Flatten | Identity | Dropout | Split
     )
 }
 

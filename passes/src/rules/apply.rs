@@ -152,6 +152,45 @@ impl Applier<Node, KilnAnalysis> for RuleApplier {
     }
 }
 
+/// Constants a rule may create by folding (elements): a concatenation of projection weights.
+const MAX_FOLDED_ELEMENTS: usize = 1 << 24;
+
+/// If every input of `op` is a constant, evaluates it on the interpreter and adds the result as
+/// a new constant (so, say, the Q, K and V weights a merge rule concatenates are concatenated
+/// once, at compile time).
+fn fold_constants(egraph: &mut KilnEGraph, op: &Op, ids: &[Id]) -> Option<Id> {
+    let key = (
+        crate::lang::op_token(op),
+        ids.iter().map(|i| egraph.find(*i)).collect::<Vec<_>>(),
+    );
+    if let Some(id) = egraph.analysis.folded.get(&key) {
+        return Some(*id);
+    }
+    let tensors = ids
+        .iter()
+        .map(|id| {
+            egraph[*id].nodes.iter().find_map(|n| match n {
+                Node::Const(c) => Some(kiln_ir::Tensor::from_data(
+                    &egraph.analysis.constants[*c as usize].1,
+                )),
+                _ => None,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let inputs: Vec<Option<&kiln_ir::Tensor>> = tensors.iter().map(Some).collect();
+    let mut outputs = kiln_ir::interp::eval_op(op, &inputs, &Default::default()).ok()?;
+    if outputs.len() != 1 || outputs[0].len() > MAX_FOLDED_ELEMENTS {
+        return None;
+    }
+    let name = format!("{}_folded_{}", op.kind, egraph.analysis.constants.len());
+    let leaf = egraph
+        .analysis
+        .add_constant(&name, outputs.remove(0).to_data());
+    let id = egraph.add(leaf);
+    egraph.analysis.folded.insert(key, id);
+    Some(id)
+}
+
 /// The value of a bound attribute: from the first op e-node in `class` of the binding's kind
 /// whose variable inputs are the classes `subst` binds.
 fn bound_attr(egraph: &KilnEGraph, class: Id, b: &AttrBinding, subst: &Subst) -> Option<Attr> {
@@ -222,7 +261,11 @@ fn instantiate(
                 .iter()
                 .map(|a| instantiate(egraph, a, subst, bound))
                 .collect::<Option<Vec<Id>>>()?;
-            let id = egraph.add(Node::Op(OpNode::new(Op::new(*kind, all)), ids));
+            let op = Op::new(*kind, all);
+            if let Some(folded) = fold_constants(egraph, &op, &ids) {
+                return Some(folded);
+            }
+            let id = egraph.add(Node::Op(OpNode::new(op), ids));
             egraph[id].data.ty().is_some().then_some(id)
         }
     }

@@ -13,6 +13,7 @@
 //! | `dim ?a I = N` | dim `I` of `?a` (negative counts from the end) is the constant `N` |
 //! | `dim ?a I = dim ?b J` | those two dims are equal (symbolically) |
 //! | `distinct ?a ?b` | `?a` and `?b` are different e-classes |
+//! | `ordered ?a ?b` | `?a`'s e-class id is below `?b`'s (breaks the symmetry of multi-patterns) |
 //! | `half ?c ?x` | constant `?c` is half of the last dim of `?x` |
 //! | `last-axis ?c ?x` | constant `?c` names the last axis of `?x` (-1 or rank - 1) |
 
@@ -43,6 +44,8 @@ pub enum Condition {
     DimEq(Var, i64, Var, i64),
     /// `distinct ?a ?b`.
     Distinct(Var, Var),
+    /// `ordered ?a ?b`.
+    Ordered(Var, Var),
     /// `half ?c ?x`.
     Half(Var, Var),
     /// `last-axis ?c ?x`.
@@ -61,7 +64,12 @@ impl Condition {
             | DType(v, _)
             | Rank(v, _)
             | DimIs(v, _, _) => vec![*v],
-            SameShape(a, b) | DimEq(a, _, b, _) | Distinct(a, b) | Half(a, b) | LastAxis(a, b) => {
+            SameShape(a, b)
+            | DimEq(a, _, b, _)
+            | Distinct(a, b)
+            | Ordered(a, b)
+            | Half(a, b)
+            | LastAxis(a, b) => {
                 vec![*a, *b]
             }
         }
@@ -96,11 +104,12 @@ impl Condition {
             ["dim", a, i, "=", "dim", b, j] => DimEq(var(a)?, int(i)?, var(b)?, int(j)?),
             ["dim", a, i, "=", n] => DimIs(var(a)?, int(i)?, int(n)?),
             ["distinct", a, b] => Distinct(var(a)?, var(b)?),
+            ["ordered", a, b] => Ordered(var(a)?, var(b)?),
             ["half", c, x] => Half(var(c)?, var(x)?),
             ["last-axis", c, x] => LastAxis(var(c)?, var(x)?),
             _ => {
                 return Err(format!(
-                    "unknown condition `{text}` (expected const, scalar, float, dtype, rank, same-shape, dim, distinct, half or last-axis)"
+                    "unknown condition `{text}` (expected const, scalar, float, dtype, rank, same-shape, dim, distinct, ordered, half or last-axis)"
                 ))
             }
         })
@@ -130,6 +139,7 @@ impl Condition {
             DimIs(v, i, n) => dim(v, *i).is_some_and(|d| d.is(*n)),
             DimEq(a, i, b, j) => matches!((dim(a, *i), dim(b, *j)), (Some(x), Some(y)) if x == y),
             Distinct(a, b) => egraph.find(subst[*a]) != egraph.find(subst[*b]),
+            Ordered(a, b) => egraph.find(subst[*a]) < egraph.find(subst[*b]),
             Half(c, x) => {
                 let last = data(x)
                     .ty()
