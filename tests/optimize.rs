@@ -251,18 +251,63 @@ fn every_builtin_rule_is_covered() {
     }
     // Rules the checker cannot instantiate (a Cast needs its target type; Reshape needs shape
     // constants), exercised on a small graph whose outputs are compared here.
-    let small = kiln_ir::text::parse(
-        "kiln graph v1\ninput %x: f32[2, 6]\nconst %s1: i64[2] = [3, 4]\nconst %s2: i64[1] = [12]\n\
-         %c = Cast[to=\"f32\"](%x)\n%r1 = Reshape[allowzero=0](%c, %s1)\n%r2 = Reshape[allowzero=1](%r1, %s2)\noutput y = %r2\n",
-    )
+    let small = kiln_ir::text::parse(concat!(
+        "kiln graph v1\n",
+        "input %x: f32[2, 6]\ninput %h: f16[3]\ninput %b: bf16[3]\ninput %i: i32[3]\n",
+        "const %s1: i64[2] = [3, 4]\nconst %s2: i64[1] = [12]\n",
+        "%c = Cast[to=\"f32\"](%x)\n%r1 = Reshape[allowzero=0](%c, %s1)\n",
+        "%r2 = Reshape[allowzero=1](%r1, %s2)\n",
+        "%h1 = Cast[to=\"f32\"](%h)\n%h2 = Cast[to=\"f16\"](%h1)\n",
+        "%b1 = Cast[to=\"f32\"](%b)\n%b2 = Cast[to=\"bf16\"](%b1)\n",
+        "%i1 = Cast[to=\"i64\"](%i)\n%i2 = Cast[to=\"i32\"](%i1)\n",
+        "output y = %r2\noutput h = %h2\noutput b = %b2\noutput i = %i2\n",
+    ))
     .unwrap();
     let (optimized, report) = optimize(&small, &rules, &Limits::default()).unwrap();
-    let x = Tensor::from_vec(&[2, 6], (0..12).map(|i| i as f32 - 5.5).collect()).unwrap();
-    let feeds = HashMap::from([("x".to_string(), x)]);
+    let feeds = HashMap::from([
+        (
+            "x".to_string(),
+            Tensor::from_vec(&[2, 6], (0..12).map(|i| i as f32 - 5.5).collect()).unwrap(),
+        ),
+        (
+            "h".to_string(),
+            Tensor::from_vec(&[3], vec![0.5f32, -2.25, 7.0])
+                .unwrap()
+                .cast(kiln_ir::DType::F16),
+        ),
+        (
+            "b".to_string(),
+            Tensor::from_vec(&[3], vec![0.5f32, -2.25, 7.0])
+                .unwrap()
+                .cast(kiln_ir::DType::BF16),
+        ),
+        (
+            "i".to_string(),
+            Tensor::from_vec(&[3], vec![1i32, -7, 1 << 30]).unwrap(),
+        ),
+    ]);
     assert_eq!(
         interp::run(&optimized, &feeds).unwrap(),
         interp::run(&small, &feeds).unwrap()
     );
+    // Softmax written out, on a graph whose outputs are compared.
+    let softmax = kiln_ir::text::parse(concat!(
+        "kiln graph v1\ninput %x: f32[2, 5]\nconst %axes: i64[1] = [-1]\n",
+        "%e = Exp(%x)\n%s = ReduceSum[axes=[-1]](%e)\n%y = Div(%e, %s)\noutput y = %y\n",
+    ))
+    .unwrap();
+    let (soft_opt, soft_report) = optimize(&softmax, &rules, &Limits::default()).unwrap();
+    let feeds = HashMap::from([(
+        "x".to_string(),
+        Tensor::from_vec(&[2, 5], (0..10).map(|i| i as f32 * 0.3).collect()).unwrap(),
+    )]);
+    let (got, want) = (
+        interp::run(&soft_opt, &feeds).unwrap(),
+        interp::run(&softmax, &feeds).unwrap(),
+    );
+    assert!(common::max_abs_diff(&got[0].1, &want[0].1).unwrap() <= 1e-6);
+    assert!(soft_opt.op_histogram().contains_key(&OpKind::Softmax));
+    covered.extend(soft_report.rules_fired.into_keys());
     covered.extend(report.rules_fired.into_keys());
     let missing: Vec<&str> = rules
         .iter()
