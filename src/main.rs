@@ -25,6 +25,8 @@ enum Command {
     Optimize(commands::optimize::OptimizeArgs),
     /// Show what the rewrite rules do to a model: rules fired, fusions, e-graph size, cost.
     Explain(commands::optimize::ExplainArgs),
+    /// Greedy generation from a causal checkpoint: prefill, then decode with the KV cache.
+    Generate(commands::generate::GenerateArgs),
     /// Work with rule files (`kiln rules check FILE`).
     Rules(commands::rules::RulesArgs),
 }
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => commands::run::run(&args),
         Command::Inspect(args) => commands::inspect::inspect(&args),
+        Command::Generate(args) => commands::generate::generate(&args),
         Command::Optimize(args) => commands::optimize::optimize_cmd(&args),
         Command::Explain(args) => commands::optimize::explain(&args),
     };

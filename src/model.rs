@@ -3,13 +3,11 @@
 use kiln_ir::Graph;
 use std::path::Path;
 
-/// Loads the model at `path` (an `.onnx` file) into a graph.
+/// Loads the model at `path` into a graph: an `.onnx` file, or a Hugging Face checkpoint
+/// directory (config.json + safetensors; its prefill graph).
 pub fn load(path: &Path) -> Result<Graph, String> {
     if path.is_dir() {
-        return Err(format!(
-            "{}: is a directory; expected an .onnx model file",
-            path.display()
-        ));
+        return kiln_frontends::hf::load_checkpoint(path);
     }
     kiln_frontends::onnx::load_model(path)
 }

@@ -563,7 +563,7 @@ fn model_path_problems() {
     );
     failure(
         &kiln(&["inspect".as_ref(), dir.path().as_os_str()]),
-        &[&dir.path().display().to_string(), "is a directory"],
+        &[&dir.path().display().to_string(), "config.json"],
     );
 }
 

@@ -1,5 +1,7 @@
 //! kiln-frontends: read models from disk into a [`kiln_ir::Graph`].
 //!
-//! - [`onnx`]: ONNX model files (opsets 13 to 25), with external data and shape folding.
+//! - [`onnx`]: ONNX model files, with external data and shape folding;
+//! - [`hf`]: Hugging Face checkpoints (config.json + safetensors) for BERT, GPT-2 and LLaMA.
 
+pub mod hf;
 pub mod onnx;

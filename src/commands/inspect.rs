@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Arguments of `kiln inspect`.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The model (.onnx file).
+    /// The model (.onnx file or Hugging Face checkpoint directory).
     model: PathBuf,
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Options shared by `optimize` and `explain`.
 #[derive(Args)]
 pub struct PassArgs {
-    /// The model (.onnx file).
+    /// The model (.onnx file or Hugging Face checkpoint directory).
     model: PathBuf,
     /// An extra rule file (repeatable); its rules are added to the built-in ones.
     #[arg(long = "rules", value_name = "FILE")]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Arguments of `kiln run`.
 #[derive(Args)]
 pub struct RunArgs {
-    /// The model (.onnx file).
+    /// The model (.onnx file or Hugging Face checkpoint directory).
     model: PathBuf,
     /// An input as NAME=FILE.npy (repeat for each input).
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]

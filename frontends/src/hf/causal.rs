@@ -1,0 +1,300 @@
+//! The causal language models, GPT-2 and LLaMA (with Mistral and Qwen2), in two entry points:
+//! prefill (`input_ids`, `attention_mask` → `logits` and the KV cache `present_key.{l}`,
+//! `present_value.{l}`) and decode (the same plus `past_key.{l}` / `past_value.{l}` of
+//! symbolic length `past`; the mask covers `past + seq` positions). Attention is the IR's
+//! `Attention` op (causal, grouped-query, with past and present key/value).
+
+use super::builder::Builder;
+use super::config::{Architecture, HfConfig, RopeScaling};
+use kiln_ir::{Attr, DType, Dim, OpKind, Tensor, ValueId};
+
+/// Which graph to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// The whole prompt at once; no cache in.
+    Prefill,
+    /// New tokens after a cache of `past` positions.
+    Decode,
+}
+
+type Res<T> = Result<T, String>;
+
+struct Io {
+    ids: ValueId,
+    mask: ValueId,
+    past: Vec<(ValueId, ValueId)>,
+    past_len: Dim,
+}
+
+fn inputs(b: &mut Builder, c: &HfConfig, entry: Entry) -> Res<Io> {
+    let (batch, seq, past) = (Dim::sym("batch"), Dim::sym("seq"), Dim::sym("past"));
+    let ids = b
+        .graph
+        .add_input("input_ids", DType::I64, vec![batch.clone(), seq.clone()])?;
+    let past_len = if entry == Entry::Decode {
+        past
+    } else {
+        Dim::known(0)
+    };
+    let mask = b.graph.add_input(
+        "attention_mask",
+        DType::I64,
+        vec![batch.clone(), &past_len + &seq],
+    )?;
+    let mut caches = vec![];
+    if entry == Entry::Decode {
+        let d = c.head_dim;
+        for l in 0..c.num_layers {
+            let shape = vec![
+                batch.clone(),
+                Dim::from(c.num_kv_heads),
+                past_len.clone(),
+                Dim::from(d),
+            ];
+            let k = b
+                .graph
+                .add_input(&format!("past_key.{l}"), DType::F32, shape.clone())?;
+            let v = b
+                .graph
+                .add_input(&format!("past_value.{l}"), DType::F32, shape)?;
+            caches.push((k, v));
+        }
+    }
+    Ok(Io {
+        ids,
+        mask,
+        past: caches,
+        past_len,
+    })
+}
+
+/// Causal attention with the cache: returns the output `[batch, heads, seq, d]` and the present
+/// key and value.
+fn attend(
+    b: &mut Builder,
+    q: ValueId,
+    k: ValueId,
+    v: ValueId,
+    mask: ValueId,
+    past: Option<(ValueId, ValueId)>,
+    d: usize,
+) -> Res<[ValueId; 3]> {
+    let scale = Attr::Float(1.0 / (d as f32).sqrt());
+    let (pk, pv) = (past.map(|p| p.0), past.map(|p| p.1));
+    let outs = b.ops(
+        OpKind::Attention,
+        &[("is_causal", Attr::Int(1)), ("scale", scale)],
+        &[Some(q), Some(k), Some(v), Some(mask), pk, pv],
+        3,
+    )?;
+    Ok([outs[0], outs[1], outs[2]])
+}
+
+/// Builds the graph of a causal model.
+pub(crate) fn build(b: &mut Builder, c: &HfConfig, entry: Entry) -> Res<()> {
+    let io = inputs(b, c, entry)?;
+    match c.architecture {
+        Architecture::Gpt2 => gpt2(b, c, io),
+        Architecture::Llama => llama(b, c, io),
+        Architecture::Bert => Err("BERT is not a causal language model".into()),
+    }
+}
+
+fn finish(b: &mut Builder, logits: ValueId, presents: Vec<(ValueId, ValueId)>) {
+    let mut outputs = vec![("logits".to_string(), logits)];
+    for (l, (k, v)) in presents.into_iter().enumerate() {
+        outputs.push((format!("present_key.{l}"), k));
+        outputs.push((format!("present_value.{l}"), v));
+    }
+    b.graph.set_outputs(outputs);
+}
+
+fn gpt2(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
+    let (h, heads, d) = (c.hidden_size, c.num_heads, c.head_dim);
+    let wte = b.weight("transformer.wte.weight", &[c.vocab_size, h])?;
+    let wpe = b.weight("transformer.wpe.weight", &[c.max_positions, h])?;
+    let tokens = b.op(OpKind::Gather, &[], &[wte, io.ids])?;
+    let positions = b.positions(&io.past_len)?;
+    let pos = b.op(OpKind::Gather, &[], &[wpe, positions])?;
+    let mut x = b.op(OpKind::Add, &[], &[tokens, pos])?;
+    let mask = b.padding_mask(io.mask)?;
+    let approximate = if c.hidden_act == "gelu" {
+        "none"
+    } else {
+        "tanh"
+    };
+    let mut presents = vec![];
+    for l in 0..c.num_layers {
+        let p = format!("transformer.h.{l}");
+        let a = b.layer_norm(x, &format!("{p}.ln_1"), h, c.norm_eps)?;
+        let qkv = b.conv1d(a, &format!("{p}.attn.c_attn"), h, 3 * h)?;
+        let parts = b.ops(
+            OpKind::Split,
+            &[("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(3))],
+            &[Some(qkv)],
+            3,
+        )?;
+        let (q, k, v) = (
+            b.split_heads(parts[0], heads, d)?,
+            b.split_heads(parts[1], heads, d)?,
+            b.split_heads(parts[2], heads, d)?,
+        );
+        let [y, pk, pv] = attend(b, q, k, v, mask, io.past.get(l).copied(), d)?;
+        presents.push((pk, pv));
+        let y = b.merge_heads(y, h)?;
+        let y = b.conv1d(y, &format!("{p}.attn.c_proj"), h, h)?;
+        x = b.op(OpKind::Add, &[], &[x, y])?;
+        let m = b.layer_norm(x, &format!("{p}.ln_2"), h, c.norm_eps)?;
+        let m = b.conv1d(m, &format!("{p}.mlp.c_fc"), h, c.intermediate_size)?;
+        let m = b.op(
+            OpKind::Gelu,
+            &[("approximate", Attr::Str(approximate.into()))],
+            &[m],
+        )?;
+        let m = b.conv1d(m, &format!("{p}.mlp.c_proj"), c.intermediate_size, h)?;
+        x = b.op(OpKind::Add, &[], &[x, m])?;
+    }
+    let x = b.layer_norm(x, "transformer.ln_f", h, c.norm_eps)?;
+    let head = if c.tie_word_embeddings {
+        "transformer.wte.weight"
+    } else {
+        "lm_head.weight"
+    };
+    let logits = lm_head(b, x, head, c)?;
+    finish(b, logits, presents);
+    Ok(())
+}
+
+fn lm_head(b: &mut Builder, x: ValueId, name: &str, c: &HfConfig) -> Res<ValueId> {
+    let w = b.weight(name, &[c.vocab_size, c.hidden_size])?;
+    let wt = b.op(OpKind::Transpose, &[("perm", Attr::Ints(vec![1, 0]))], &[w])?;
+    b.op(OpKind::MatMul, &[], &[x, wt])
+}
+
+/// RoPE tables `cos`, `sin` of shape `[seq, head_dim]` for the positions, with the configured
+/// scaling (linear: positions divided by the factor; dynamic NTK: the base grows with the total
+/// length once it passes the original maximum).
+fn rope_tables(b: &mut Builder, c: &HfConfig, past: &Dim) -> Res<(ValueId, ValueId)> {
+    let d = c.head_dim;
+    let half = d / 2;
+    let exponents: Vec<f32> = (0..half).map(|i| -(2.0 * i as f32) / d as f32).collect();
+    let inv_freq = match c.rope_scaling {
+        RopeScaling::Dynamic {
+            factor,
+            original_max_positions,
+        } => {
+            let total = b.dim_scalar(&(past + &Dim::sym("seq")))?;
+            let total = b.op(OpKind::Cast, &[("to", Attr::Str("f32".into()))], &[total])?;
+            let scaled = b.scalar(factor / original_max_positions as f32)?;
+            let t = b.op(OpKind::Mul, &[], &[total, scaled])?;
+            let shift = b.scalar(factor - 1.0)?;
+            let t = b.op(OpKind::Sub, &[], &[t, shift])?;
+            let one = b.scalar(1.0)?;
+            let t = b.op(OpKind::Max, &[], &[t, one])?;
+            let power = b.scalar(d as f32 / (d as f32 - 2.0))?;
+            let t = b.op(OpKind::Pow, &[], &[t, power])?;
+            let theta = b.scalar(c.rope_theta)?;
+            let base = b.op(OpKind::Mul, &[], &[t, theta])?;
+            let exps = b.constant("rope_exponents", Tensor::from_vec(&[half], exponents)?)?;
+            b.op(OpKind::Pow, &[], &[base, exps])?
+        }
+        RopeScaling::None | RopeScaling::Linear { .. } => {
+            let factor = match c.rope_scaling {
+                RopeScaling::Linear { factor } => factor,
+                _ => 1.0,
+            };
+            let values: Vec<f32> = exponents
+                .iter()
+                .map(|e| (c.rope_theta as f64).powf(*e as f64) as f32 / factor)
+                .collect();
+            b.constant("rope_inv_freq", Tensor::from_vec(&[half], values)?)?
+        }
+    };
+    let positions = b.positions(past)?;
+    let positions = b.op(
+        OpKind::Cast,
+        &[("to", Attr::Str("f32".into()))],
+        &[positions],
+    )?;
+    let positions = b.op(
+        OpKind::Unsqueeze,
+        &[("axes", Attr::Ints(vec![1]))],
+        &[positions],
+    )?;
+    let freqs = b.op(OpKind::Mul, &[], &[positions, inv_freq])?;
+    let emb = b.op(OpKind::Concat, &[("axis", Attr::Int(-1))], &[freqs, freqs])?;
+    Ok((
+        b.op(OpKind::Cos, &[], &[emb])?,
+        b.op(OpKind::Sin, &[], &[emb])?,
+    ))
+}
+
+fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
+    let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+    let embed = b.weight("model.embed_tokens.weight", &[c.vocab_size, h])?;
+    let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
+    let (cos, sin) = rope_tables(b, c, &io.past_len)?;
+    let mask = b.padding_mask(io.mask)?;
+    let mut presents = vec![];
+    for l in 0..c.num_layers {
+        let p = format!("model.layers.{l}");
+        let a = b.rms_norm(x, &format!("{p}.input_layernorm.weight"), h, c.norm_eps)?;
+        let q = b.linear(
+            a,
+            &format!("{p}.self_attn.q_proj"),
+            h,
+            heads * d,
+            c.qkv_bias,
+        )?;
+        let k = b.linear(a, &format!("{p}.self_attn.k_proj"), h, kv * d, c.qkv_bias)?;
+        let v = b.linear(a, &format!("{p}.self_attn.v_proj"), h, kv * d, c.qkv_bias)?;
+        let q = b.split_heads(q, heads, d)?;
+        let q = b.op(OpKind::RopeRotateHalf, &[], &[q, cos, sin])?;
+        let k = b.split_heads(k, kv, d)?;
+        let k = b.op(OpKind::RopeRotateHalf, &[], &[k, cos, sin])?;
+        let v = b.split_heads(v, kv, d)?;
+        let [y, pk, pv] = attend(b, q, k, v, mask, io.past.get(l).copied(), d)?;
+        presents.push((pk, pv));
+        let y = b.merge_heads(y, heads * d)?;
+        let y = b.linear(y, &format!("{p}.self_attn.o_proj"), heads * d, h, false)?;
+        x = b.op(OpKind::Add, &[], &[x, y])?;
+        let m = b.rms_norm(
+            x,
+            &format!("{p}.post_attention_layernorm.weight"),
+            h,
+            c.norm_eps,
+        )?;
+        let gate = b.linear(
+            m,
+            &format!("{p}.mlp.gate_proj"),
+            h,
+            c.intermediate_size,
+            false,
+        )?;
+        let up = b.linear(
+            m,
+            &format!("{p}.mlp.up_proj"),
+            h,
+            c.intermediate_size,
+            false,
+        )?;
+        let m = b.op(OpKind::SwiGlu, &[], &[gate, up])?;
+        let m = b.linear(
+            m,
+            &format!("{p}.mlp.down_proj"),
+            c.intermediate_size,
+            h,
+            false,
+        )?;
+        x = b.op(OpKind::Add, &[], &[x, m])?;
+    }
+    let x = b.rms_norm(x, "model.norm.weight", h, c.norm_eps)?;
+    let head = if c.tie_word_embeddings {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
+    let logits = lm_head(b, x, head, c)?;
+    finish(b, logits, presents);
+    Ok(())
+}
