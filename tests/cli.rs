@@ -799,3 +799,86 @@ fn rule_files_and_pass_commands() {
         .contains_key(&kiln_ir::OpKind::FusedAttention));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Hugging Face checkpoint directories: bad config.json, an unsupported architecture, a
+/// safetensors header that lies and a tensor of the wrong shape are one-line errors naming the
+/// file (and tensor), exit 2; a good checkpoint runs and generates.
+#[test]
+fn checkpoint_directories() {
+    let src = common::model_dir("llama");
+    let llama = src.to_str().unwrap();
+    let out = success(&kiln(&[
+        "generate",
+        llama,
+        "--prompt-ids",
+        "1,5,9",
+        "--max-new-tokens",
+        "3",
+    ]));
+    assert!(out.contains("generated: "), "{out}");
+    let fresh = |tag: &str| {
+        let dir = std::env::temp_dir().join(format!("kiln-cli-hf-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        dir
+    };
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let edit_config = |tag: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let dir = fresh(tag);
+        let mut c = config.clone();
+        f(&mut c);
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        dir
+    };
+    let missing = edit_config("missing", &|c| {
+        c.as_object_mut().unwrap().remove("hidden_size");
+    });
+    failure(
+        &kiln(&["inspect", missing.to_str().unwrap()]),
+        &["config.json", "hidden_size"],
+    );
+    let arch = edit_config("arch", &|c| {
+        c["architectures"] = serde_json::json!(["FooForBar"])
+    });
+    failure(
+        &kiln(&["inspect", arch.to_str().unwrap()]),
+        &["FooForBar", "LlamaForCausalLM"],
+    );
+    let shape = edit_config("shape", &|c| {
+        c["intermediate_size"] = serde_json::json!(173)
+    });
+    failure(
+        &kiln(&["inspect", shape.to_str().unwrap()]),
+        &["model.safetensors", "mlp", "173"],
+    );
+    // A header whose first tensor claims data past the end of the file.
+    let lie = fresh("lie");
+    let mut bytes = std::fs::read(lie.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    let lied = header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[99999990,", 1);
+    assert_ne!(lied, header, "the fixture header has a tensor at offset 0");
+    let mut rebuilt = (lied.len() as u64).to_le_bytes().to_vec();
+    rebuilt.extend_from_slice(lied.as_bytes());
+    rebuilt.extend_from_slice(&bytes.split_off(8 + n));
+    std::fs::write(lie.join("model.safetensors"), rebuilt).unwrap();
+    let message = failure(
+        &kiln(&["inspect", lie.to_str().unwrap()]),
+        &["model.safetensors"],
+    );
+    assert!(
+        message.contains("99999990") || message.contains("outside"),
+        "{message}"
+    );
+    let bert = common::model_dir("bert");
+    failure(
+        &kiln(&["generate", bert.to_str().unwrap(), "--prompt-ids", "1,2"]),
+        &["not a causal language model"],
+    );
+    for dir in [missing, arch, shape, lie] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
