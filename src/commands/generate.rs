@@ -66,7 +66,11 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
         ("input_ids".to_string(), row(&tokens)),
         ("attention_mask".to_string(), row(&vec![1; n])),
     ]);
+    let start = std::time::Instant::now();
     let mut out = interp::run(&prefill, &inputs).map_err(|e| e.to_string())?;
+    let prefill_time = start.elapsed();
+    let start = std::time::Instant::now();
+    let mut steps = 0usize;
     for _ in 0..args.max_new_tokens {
         let next = argmax_last(&out[0].1);
         tokens.push(next);
@@ -81,7 +85,9 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
             inputs.insert(name.replacen("present", "past", 1), value);
         }
         out = interp::run(&decode, &inputs).map_err(|e| e.to_string())?;
+        steps += 1;
     }
+    let decode_time = start.elapsed();
     let show = |ids: &[i64]| {
         ids.iter()
             .map(|t| t.to_string())
@@ -90,5 +96,15 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     };
     println!("prompt: {}", show(&tokens[..n]));
     println!("generated: {}", show(&tokens[n..]));
+    println!(
+        "prefill: {:.1} ms for {n} tokens (reference interpreter)",
+        prefill_time.as_secs_f64() * 1e3
+    );
+    if steps > 0 {
+        println!(
+            "decode: {:.2} tokens/s over {steps} steps",
+            steps as f64 / decode_time.as_secs_f64()
+        );
+    }
     Ok(())
 }

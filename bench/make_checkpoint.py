@@ -1,0 +1,59 @@
+"""Writes a random-weight LLaMA-architecture checkpoint (config.json + model.safetensors) with
+SmolLM2-135M's shape: 30 layers, hidden 576, 9 heads, 3 kv heads, FFN 1536, vocab 49152, tied
+embeddings. Usage: python3 bench/make_checkpoint.py OUT_DIR"""
+
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576,
+    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+    "intermediate_size": 1536, "vocab_size": 49152, "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": True,
+    "hidden_act": "silu", "torch_dtype": "float32",
+}
+
+
+def tensors():
+    rng = np.random.default_rng(0)
+    h, kv, d, f, v = 576, 3, 64, 1536, 49152
+    w = lambda *shape: (rng.standard_normal(shape, dtype=np.float32) * 0.02)
+    yield "model.embed_tokens.weight", w(v, h)
+    for l in range(30):
+        p = f"model.layers.{l}"
+        yield f"{p}.input_layernorm.weight", np.ones(h, np.float32)
+        yield f"{p}.post_attention_layernorm.weight", np.ones(h, np.float32)
+        yield f"{p}.self_attn.q_proj.weight", w(9 * d, h)
+        yield f"{p}.self_attn.k_proj.weight", w(kv * d, h)
+        yield f"{p}.self_attn.v_proj.weight", w(kv * d, h)
+        yield f"{p}.self_attn.o_proj.weight", w(h, 9 * d)
+        yield f"{p}.mlp.gate_proj.weight", w(f, h)
+        yield f"{p}.mlp.up_proj.weight", w(f, h)
+        yield f"{p}.mlp.down_proj.weight", w(h, f)
+    yield "model.norm.weight", np.ones(h, np.float32)
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as fh:
+        json.dump(CONFIG, fh)
+    items = list(tensors())
+    header, offset = {}, 0
+    for name, t in items:
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(os.path.join(out, "model.safetensors"), "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for _, t in items:
+            fh.write(t.tobytes())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
