@@ -155,17 +155,18 @@ fn gpt2(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
         x = b.op(OpKind::Add, &[], &[x, m])?;
     }
     let x = b.layer_norm(x, "transformer.ln_f", h, c.norm_eps)?;
-    let head = if c.tie_word_embeddings {
-        "transformer.wte.weight"
-    } else {
-        "lm_head.weight"
-    };
-    let logits = lm_head(b, x, head, c)?;
+    let logits = lm_head(b, x, "transformer.wte.weight", c)?;
     finish(b, logits, presents);
     Ok(())
 }
 
-fn lm_head(b: &mut Builder, x: ValueId, name: &str, c: &HfConfig) -> Res<ValueId> {
+/// Logits `x @ W^T`, with `W` the token embedding when the head is tied, else `lm_head.weight`.
+fn lm_head(b: &mut Builder, x: ValueId, embedding: &str, c: &HfConfig) -> Res<ValueId> {
+    let name = if c.tie_word_embeddings {
+        embedding
+    } else {
+        "lm_head.weight"
+    };
     let w = b.weight(name, &[c.vocab_size, c.hidden_size])?;
     let wt = b.op(OpKind::Transpose, &[("perm", Attr::Ints(vec![1, 0]))], &[w])?;
     b.op(OpKind::MatMul, &[], &[x, wt])
@@ -289,12 +290,7 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
         x = b.op(OpKind::Add, &[], &[x, m])?;
     }
     let x = b.rms_norm(x, "model.norm.weight", h, c.norm_eps)?;
-    let head = if c.tie_word_embeddings {
-        "model.embed_tokens.weight"
-    } else {
-        "lm_head.weight"
-    };
-    let logits = lm_head(b, x, head, c)?;
+    let logits = lm_head(b, x, "model.embed_tokens.weight", c)?;
     finish(b, logits, presents);
     Ok(())
 }

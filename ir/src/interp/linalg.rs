@@ -633,8 +633,7 @@ fn contract_pair<T: Scalar>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::infer_op;
-    use crate::{Attr, Attrs, ValueType};
+    use crate::{Attr, Attrs};
     use half::f16;
 
     /// Deterministic values in [-1, 1).
@@ -664,25 +663,7 @@ mod tests {
 
     /// Runs one op and checks its output against shape inference.
     fn run(kind: OpKind, a: Attrs, inputs: &[Option<&Tensor>]) -> Res<Tensor> {
-        let op = Op::new(kind, a);
-        let mut out = eval(&op, inputs)?;
-        assert_eq!(out.len(), 1);
-        let out = out.remove(0);
-        let types: Vec<Option<ValueType>> = inputs
-            .iter()
-            .map(|t| t.map(|t| ValueType::new(t.dtype(), to_dims(t.shape()))))
-            .collect();
-        let refs: Vec<Option<&ValueType>> = types.iter().map(|t| t.as_ref()).collect();
-        let inferred = infer_op(&op, &refs, 1)
-            .expect("inference accepts what eval accepts")
-            .remove(0);
-        assert_eq!(inferred.dtype, out.dtype(), "dtype differs from inference");
-        assert_eq!(
-            inferred.concrete_shape().as_deref(),
-            Some(out.shape()),
-            "shape differs from inference"
-        );
-        Ok(out)
+        crate::interp::eval_checked(&Op::new(kind, a), inputs)
     }
 
     fn run2(kind: OpKind, a: Attrs, x: &Tensor, y: &Tensor) -> Res<Tensor> {

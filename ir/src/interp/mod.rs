@@ -121,3 +121,35 @@ pub(crate) fn test_values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Test helper: evaluates a single-output op and checks its result against shape inference
+/// (the declared types of a graph come from inference, so the two must agree).
+#[cfg(test)]
+pub(crate) fn eval_checked(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Tensor> {
+    use crate::graph::ValueType;
+    let mut out = eval_op(op, inputs, &Bindings::new())?;
+    assert_eq!(out.len(), 1);
+    let out = out.remove(0);
+    let types: Vec<Option<ValueType>> = inputs
+        .iter()
+        .map(|t| {
+            t.map(|t| {
+                ValueType::new(
+                    t.dtype(),
+                    t.shape().iter().map(|&d| crate::Dim::from(d)).collect(),
+                )
+            })
+        })
+        .collect();
+    let refs: Vec<Option<&ValueType>> = types.iter().map(|t| t.as_ref()).collect();
+    let inferred = crate::infer::infer_op(op, &refs, 1)
+        .expect("inference accepts what eval accepts")
+        .remove(0);
+    assert_eq!(inferred.dtype, out.dtype(), "dtype differs from inference");
+    assert_eq!(
+        inferred.concrete_shape().as_deref(),
+        Some(out.shape()),
+        "shape differs from inference"
+    );
+    Ok(out)
+}

@@ -206,8 +206,7 @@ fn cumsum_lanes<T: Copy + Default>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::infer_op;
-    use crate::{Attr, Attrs, Dim, ValueType};
+    use crate::{Attr, Attrs};
 
     /// Deterministic values in [-1, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -231,26 +230,7 @@ mod tests {
 
     /// Runs one op and checks its output against shape inference.
     fn run(kind: OpKind, a: Attrs, inputs: &[Option<&Tensor>]) -> Res<Tensor> {
-        let op = Op::new(kind, a);
-        let mut out = eval(&op, inputs)?;
-        assert_eq!(out.len(), 1);
-        let out = out.remove(0);
-        let dims = |s: &[usize]| s.iter().map(|&d| Dim::known(d as i64)).collect();
-        let types: Vec<Option<ValueType>> = inputs
-            .iter()
-            .map(|t| t.map(|t| ValueType::new(t.dtype(), dims(t.shape()))))
-            .collect();
-        let refs: Vec<Option<&ValueType>> = types.iter().map(|t| t.as_ref()).collect();
-        let inferred = infer_op(&op, &refs, 1)
-            .expect("inference accepts what eval accepts")
-            .remove(0);
-        assert_eq!(inferred.dtype, out.dtype(), "dtype differs from inference");
-        assert_eq!(
-            inferred.concrete_shape().as_deref(),
-            Some(out.shape()),
-            "shape differs from inference"
-        );
-        Ok(out)
+        crate::interp::eval_checked(&Op::new(kind, a), inputs)
     }
 
     fn run1(kind: OpKind, a: Attrs, x: &Tensor) -> Tensor {
