@@ -108,13 +108,19 @@ impl Lower<'_> {
     fn stmts(&mut self, stmts: &[Stmt]) {
         for s in stmts {
             match s {
-                Stmt::Loop { extent, body } => self.counted_loop(extent, body),
+                Stmt::Loop { start, end, body } => self.counted_loop(start, end, body),
                 Stmt::Store {
                     buffer,
                     index,
                     value,
+                    lanes,
                 } => {
-                    let v = self.value(value);
+                    let ty = if *lanes == 4 {
+                        types::F32X4
+                    } else {
+                        types::F32
+                    };
+                    let v = self.value(value, ty);
                     let addr = self.address(*buffer, index);
                     self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
                 }
@@ -122,14 +128,14 @@ impl Lower<'_> {
         }
     }
 
-    fn counted_loop(&mut self, extent: &Index, body: &[Stmt]) {
-        let n = self.index(extent);
+    fn counted_loop(&mut self, start: &Index, end: &Index, body: &[Stmt]) {
+        let first = self.index(start);
+        let n = self.index(end);
         let header = self.b.create_block();
         let inner = self.b.create_block();
         let exit = self.b.create_block();
         let counter = self.b.append_block_param(header, types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.ins().jump(header, &[zero.into()]);
+        self.b.ins().jump(header, &[first.into()]);
         self.b.switch_to_block(header);
         let more = self.b.ins().icmp(
             cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
@@ -162,6 +168,10 @@ impl Lower<'_> {
                 let (x, y) = (self.index(x), self.index(y));
                 self.b.ins().imul(x, y)
             }
+            Index::Div(x, y) => {
+                let (x, y) = (self.index(x), self.index(y));
+                self.b.ins().sdiv(x, y)
+            }
         }
     }
 
@@ -176,17 +186,23 @@ impl Lower<'_> {
         self.b.ins().iadd(self.buffers[buffer], bytes)
     }
 
-    fn value(&mut self, v: &Value) -> cranelift_codegen::ir::Value {
+    /// Lowers a value computed at type `ty` (F32, or F32X4 for four lanes at once).
+    fn value(&mut self, v: &Value, ty: Type) -> cranelift_codegen::ir::Value {
         match v {
-            Value::Const(c) => self.b.ins().f32const(*c),
+            Value::Const(c) => {
+                let scalar = self.b.ins().f32const(*c);
+                if ty == types::F32 {
+                    scalar
+                } else {
+                    self.b.ins().splat(ty, scalar)
+                }
+            }
             Value::Load(buffer, index) => {
                 let addr = self.address(*buffer, index);
-                self.b
-                    .ins()
-                    .load(types::F32, MemFlagsData::trusted(), addr, 0)
+                self.b.ins().load(ty, MemFlagsData::trusted(), addr, 0)
             }
             Value::Unary(op, x) => {
-                let x = self.value(x);
+                let x = self.value(x, ty);
                 match op {
                     Unary::Neg => self.b.ins().fneg(x),
                     Unary::Abs => self.b.ins().fabs(x),
@@ -194,7 +210,7 @@ impl Lower<'_> {
                 }
             }
             Value::Binary(op, x, y) => {
-                let (x, y) = (self.value(x), self.value(y));
+                let (x, y) = (self.value(x, ty), self.value(y, ty));
                 match op {
                     Binary::Add => self.b.ins().fadd(x, y),
                     Binary::Sub => self.b.ins().fsub(x, y),

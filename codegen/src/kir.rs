@@ -31,6 +31,25 @@ pub enum Index {
     Add(Box<Index>, Box<Index>),
     /// Product.
     Mul(Box<Index>, Box<Index>),
+    /// Quotient rounded down (operands are non-negative).
+    Div(Box<Index>, Box<Index>),
+}
+
+impl Index {
+    /// `a + b`.
+    pub fn add(a: Index, b: Index) -> Index {
+        Index::Add(Box::new(a), Box::new(b))
+    }
+
+    /// `a * b`.
+    pub fn mul(a: Index, b: Index) -> Index {
+        Index::Mul(Box::new(a), Box::new(b))
+    }
+
+    /// `a / b`, rounded down.
+    pub fn div(a: Index, b: Index) -> Index {
+        Index::Div(Box::new(a), Box::new(b))
+    }
 }
 
 /// An f32 value.
@@ -38,7 +57,7 @@ pub enum Index {
 pub enum Value {
     /// A constant.
     Const(f32),
-    /// `buffer[index]`.
+    /// `buffer[index]` (with `lanes` > 1, the `lanes` consecutive elements from `index`).
     Load(usize, Index),
     /// A unary operation.
     Unary(Unary, Box<Value>),
@@ -77,20 +96,25 @@ pub enum Binary {
 /// A statement.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    /// `for loop_var in 0..extent { body }`.
+    /// `for loop_var in start..end { body }`.
     Loop {
-        /// Trip count.
-        extent: Index,
+        /// First value of the counter.
+        start: Index,
+        /// One past the last value.
+        end: Index,
         /// Loop body.
         body: Vec<Stmt>,
     },
-    /// `buffer[index] = value`.
+    /// `buffer[index..index + lanes] = value`, the value computed `lanes` elements at a time
+    /// (1 = scalar; 4 = f32x4, the widest vector Cranelift has on x86-64).
     Store {
         /// Destination buffer.
         buffer: usize,
-        /// Element index.
+        /// Element index of the first lane.
         index: Index,
         /// Stored value.
         value: Value,
+        /// Elements per operation: 1 or 4.
+        lanes: u8,
     },
 }

@@ -19,18 +19,40 @@ pub enum Expr {
 }
 
 /// A kernel computing `expr` elementwise over `inputs` f32 buffers of equal length into an
-/// output buffer (the last buffer); size parameter 0 is the element count. Errors name the op
-/// that has no elementwise lowering yet.
-pub fn elementwise(name: &str, expr: &Expr, inputs: usize) -> Result<Kernel, String> {
-    let value = lower(expr, inputs)?;
-    let body = vec![Stmt::Loop {
-        extent: Index::Size(0),
+/// output buffer (the last buffer); size parameter 0 is the element count. With `lanes` 4 the
+/// main loop runs on f32x4 vectors and a scalar loop finishes the last `n % 4` elements.
+/// Errors name the op that has no elementwise lowering yet.
+pub fn elementwise(name: &str, expr: &Expr, inputs: usize, lanes: u8) -> Result<Kernel, String> {
+    if !matches!(lanes, 1 | 4) {
+        return Err(format!("vector width {lanes} is not supported (1 or 4)"));
+    }
+    let n = Index::Size(0);
+    let width = Index::Const(lanes as i64);
+    // Whole vectors: chunks 0..n/lanes, element index chunk*lanes.
+    let chunks = Index::div(n.clone(), width.clone());
+    let first = Index::mul(Index::Loop(0), width.clone());
+    let mut body = vec![Stmt::Loop {
+        start: Index::Const(0),
+        end: chunks.clone(),
         body: vec![Stmt::Store {
             buffer: inputs,
-            index: Index::Loop(0),
-            value,
+            index: first.clone(),
+            value: lower(expr, inputs, &first)?,
+            lanes,
         }],
     }];
+    if lanes > 1 {
+        body.push(Stmt::Loop {
+            start: Index::mul(chunks, width),
+            end: n,
+            body: vec![Stmt::Store {
+                buffer: inputs,
+                index: Index::Loop(0),
+                value: lower(expr, inputs, &Index::Loop(0))?,
+                lanes: 1,
+            }],
+        });
+    }
     Ok(Kernel {
         name: name.to_string(),
         buffers: inputs + 1,
@@ -39,15 +61,16 @@ pub fn elementwise(name: &str, expr: &Expr, inputs: usize) -> Result<Kernel, Str
     })
 }
 
-fn lower(expr: &Expr, inputs: usize) -> Result<Value, String> {
+/// The KIR value of `expr` with every input read at `at`.
+fn lower(expr: &Expr, inputs: usize, at: &Index) -> Result<Value, String> {
     Ok(match expr {
-        Expr::Input(i) if *i < inputs => Value::Load(*i, Index::Loop(0)),
+        Expr::Input(i) if *i < inputs => Value::Load(*i, at.clone()),
         Expr::Input(i) => return Err(format!("input {i} does not exist ({inputs} inputs)")),
         Expr::Const(c) => Value::Const(*c),
         Expr::Op(kind, args) => {
             let args = args
                 .iter()
-                .map(|a| lower(a, inputs))
+                .map(|a| lower(a, inputs, at))
                 .collect::<Result<Vec<_>, _>>()?;
             let unary = |op| -> Result<Value, String> {
                 match args.as_slice() {
@@ -132,39 +155,42 @@ mod tests {
                 ),
             ],
         );
-        let kernel = compile(&elementwise("chain", &expr, 3).unwrap()).unwrap();
-        for n in [0usize, 1, 3, 1000] {
-            let data: Vec<Vec<f32>> = (0..3)
-                .map(|k| {
-                    (0..n)
-                        .map(|i| ((i * 7 + k * 13) % 23) as f32 / 7.0 - 1.3)
-                        .collect()
-                })
-                .collect();
-            let inputs: Vec<Tensor> = data
-                .iter()
-                .map(|d| Tensor::from_vec(&[n], d.clone()).unwrap())
-                .collect();
-            let want = interpret(&expr, &inputs).to_f32_array();
-            let mut out = vec![0f32; n];
-            let mut bufs = data.clone();
-            let mut ptrs: Vec<*mut f32> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
-            ptrs.push(out.as_mut_ptr());
-            // SAFETY: every buffer holds `n` elements, the kernel touches indices 0..n.
-            unsafe { kernel.call(&ptrs, &[n as i64]) };
-            for (g, w) in out.iter().zip(want.iter()) {
-                assert!(
-                    (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                    "n={n}: {g} vs {w}"
-                );
+        for lanes in [1, 4] {
+            let kernel = compile(&elementwise("chain", &expr, 3, lanes).unwrap()).unwrap();
+            for n in [0usize, 1, 3, 4, 5, 7, 1000, 1001] {
+                let data: Vec<Vec<f32>> = (0..3)
+                    .map(|k| {
+                        (0..n)
+                            .map(|i| ((i * 7 + k * 13) % 23) as f32 / 7.0 - 1.3)
+                            .collect()
+                    })
+                    .collect();
+                let inputs: Vec<Tensor> = data
+                    .iter()
+                    .map(|d| Tensor::from_vec(&[n], d.clone()).unwrap())
+                    .collect();
+                let want = interpret(&expr, &inputs).to_f32_array();
+                let mut out = vec![0f32; n];
+                let mut bufs = data.clone();
+                let mut ptrs: Vec<*mut f32> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+                ptrs.push(out.as_mut_ptr());
+                // SAFETY: every buffer holds `n` elements, the kernel touches indices 0..n.
+                unsafe { kernel.call(&ptrs, &[n as i64]) };
+                for (g, w) in out.iter().zip(want.iter()) {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                        "lanes={lanes} n={n}: {g} vs {w}"
+                    );
+                }
             }
         }
     }
 
     #[test]
     fn ops_without_a_kernel_are_reported() {
-        let e = elementwise("k", &op(OpKind::Erf, vec![Expr::Input(0)]), 1).unwrap_err();
+        let e = elementwise("k", &op(OpKind::Erf, vec![Expr::Input(0)]), 1, 4).unwrap_err();
         assert!(e.contains("Erf"), "{e}");
-        assert!(elementwise("k", &Expr::Input(2), 1).is_err());
+        assert!(elementwise("k", &Expr::Input(2), 1, 1).is_err());
+        assert!(elementwise("k", &Expr::Input(0), 1, 8).is_err());
     }
 }
