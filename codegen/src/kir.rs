@@ -35,20 +35,25 @@ pub enum Index {
     Div(Box<Index>, Box<Index>),
 }
 
-impl Index {
-    /// `a + b`.
-    pub fn add(a: Index, b: Index) -> Index {
-        Index::Add(Box::new(a), Box::new(b))
+impl std::ops::Add for Index {
+    type Output = Index;
+    fn add(self, rhs: Index) -> Index {
+        Index::Add(Box::new(self), Box::new(rhs))
     }
+}
 
-    /// `a * b`.
-    pub fn mul(a: Index, b: Index) -> Index {
-        Index::Mul(Box::new(a), Box::new(b))
+impl std::ops::Mul for Index {
+    type Output = Index;
+    fn mul(self, rhs: Index) -> Index {
+        Index::Mul(Box::new(self), Box::new(rhs))
     }
+}
 
-    /// `a / b`, rounded down.
-    pub fn div(a: Index, b: Index) -> Index {
-        Index::Div(Box::new(a), Box::new(b))
+impl std::ops::Div for Index {
+    type Output = Index;
+    /// Rounded down (operands are non-negative).
+    fn div(self, rhs: Index) -> Index {
+        Index::Div(Box::new(self), Box::new(rhs))
     }
 }
 

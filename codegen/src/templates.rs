@@ -29,8 +29,8 @@ pub fn elementwise(name: &str, expr: &Expr, inputs: usize, lanes: u8) -> Result<
     let n = Index::Size(0);
     let width = Index::Const(lanes as i64);
     // Whole vectors: chunks 0..n/lanes, element index chunk*lanes.
-    let chunks = Index::div(n.clone(), width.clone());
-    let first = Index::mul(Index::Loop(0), width.clone());
+    let chunks = n.clone() / width.clone();
+    let first = Index::Loop(0) * width.clone();
     let mut body = vec![Stmt::Loop {
         start: Index::Const(0),
         end: chunks.clone(),
@@ -43,7 +43,7 @@ pub fn elementwise(name: &str, expr: &Expr, inputs: usize, lanes: u8) -> Result<
     }];
     if lanes > 1 {
         body.push(Stmt::Loop {
-            start: Index::mul(chunks, width),
+            start: chunks * width,
             end: n,
             body: vec![Stmt::Store {
                 buffer: inputs,
