@@ -45,6 +45,16 @@ impl Attr {
 pub struct Attrs(pub BTreeMap<String, Attr>);
 
 impl Attrs {
+    /// Attributes from `(name, value)` pairs.
+    pub fn from_pairs(pairs: &[(&str, Attr)]) -> Attrs {
+        Attrs(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
     /// Looks up an attribute.
     pub fn get(&self, name: &str) -> Option<&Attr> {
         self.0.get(name)

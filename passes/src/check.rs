@@ -18,7 +18,7 @@ use crate::rules::apply::Template;
 use crate::rules::condition::Condition;
 use crate::rules::{Exactness, Rule};
 use egg::{ENodeOrVar, Id, Searcher, Var};
-use kiln_ir::{interp, Attr, DType, Dim, Graph, Op, OpKind, Tensor, ValueId};
+use kiln_ir::{interp, DType, Dim, Graph, Op, OpKind, Tensor, ValueId};
 use std::collections::HashMap;
 
 /// The result of checking one rule.
@@ -281,23 +281,16 @@ fn build_template(
         } => {
             let mut all = attrs.clone();
             for (key, vs) in attr_vars {
-                let (mut product, mut float) = (1.0f64, false);
-                for v in vs {
-                    let t = consts.get(v)?;
-                    if t.len() != 1 {
-                        return None;
-                    }
-                    product *= t.to_f64_array().iter().next().copied()?;
-                    float |= t.dtype().is_float();
-                }
-                all.set(
-                    key,
-                    if float {
-                        Attr::Float(product as f32)
-                    } else {
-                        Attr::Int(product as i64)
-                    },
-                );
+                let factors = vs
+                    .iter()
+                    .map(|v| {
+                        let t = consts.get(v)?;
+                        let value =
+                            (t.len() == 1).then(|| t.to_f64_array().iter().next().copied())??;
+                        Some((value, t.dtype().is_float()))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                all.set(key, crate::rules::apply::product_attr(&factors));
             }
             let mut inputs = vec![];
             for a in args {

@@ -15,15 +15,6 @@ pub(crate) struct Builder<'a> {
     counter: usize,
 }
 
-/// Attributes from a list of pairs.
-pub(crate) fn attrs(list: &[(&str, Attr)]) -> Attrs {
-    Attrs(
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    )
-}
-
 impl<'a> Builder<'a> {
     pub fn new(ckpt: &'a Checkpoint) -> Builder<'a> {
         Builder {
@@ -57,8 +48,12 @@ impl<'a> Builder<'a> {
                 }
             })
             .collect();
-        self.graph
-            .add_op(&name, Op::new(kind, attrs(a)), inputs.to_vec(), &outs)
+        self.graph.add_op(
+            &name,
+            Op::new(kind, Attrs::from_pairs(a)),
+            inputs.to_vec(),
+            &outs,
+        )
     }
 
     /// A single-output op on present inputs.

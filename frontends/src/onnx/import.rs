@@ -231,7 +231,7 @@ impl Importer {
                     .dtype;
                 let op = Op::new(
                     OpKind::Cast,
-                    attrs_of([("to", Attr::Str(to.name().into()))]),
+                    Attrs::from_pairs(&[("to", Attr::Str(to.name().into()))]),
                 );
                 return self.emit(name, op, vec![inputs[0]], &outputs).map(drop);
             }
@@ -447,8 +447,4 @@ impl Importer {
             }
         })
     }
-}
-
-fn attrs_of<const N: usize>(list: [(&str, Attr); N]) -> Attrs {
-    Attrs(list.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }

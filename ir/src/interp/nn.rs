@@ -726,15 +726,7 @@ mod tests {
     use half::f16;
 
     fn op(kind: OpKind, attrs: &[(&str, Attr)]) -> Op {
-        Op::new(
-            kind,
-            Attrs(
-                attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            ),
-        )
+        Op::new(kind, Attrs::from_pairs(attrs))
     }
 
     fn t(shape: &[usize], data: &[f32]) -> Tensor {

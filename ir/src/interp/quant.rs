@@ -81,7 +81,7 @@ fn params(
     op: &Op,
     inputs: &[Option<&Tensor>],
     x: &[usize],
-) -> Res<(Granularity, ArrayD<f64>, Option<ArrayD<i64>>)> {
+) -> Res<(Granularity, Vec<f64>, Option<Vec<i64>>)> {
     let scale = input(inputs, 1)?;
     let zero = opt_input(inputs, 2);
     if let Some(z) = zero {
@@ -99,20 +99,12 @@ fn params(
         op.attrs.int("axis")?,
         op.attrs.int("block_size")?,
     )?;
+    // Row-major element order (the order `Granularity::index` counts in).
     Ok((
         g,
-        as_row_major(scale.to_f64_array()),
-        zero.map(|z| as_row_major(z.to_i64_array())),
+        scale.to_f64_array().iter().copied().collect(),
+        zero.map(|z| z.to_i64_vec()),
     ))
-}
-
-/// The array in row-major layout, so that `as_slice` succeeds.
-fn as_row_major<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
-    if a.is_standard_layout() {
-        a
-    } else {
-        a.as_standard_layout().into_owned()
-    }
 }
 
 /// The inclusive range of a quantised integer type.
@@ -179,11 +171,7 @@ fn quantize(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
     };
     let (lo, hi) = int_range(out)?;
     let (g, scales, zeros) = params(op, inputs, x.shape())?;
-    let scales = scales.as_slice().ok_or("scale is not contiguous")?;
-    let zeros = zeros
-        .as_ref()
-        .map(|z| z.as_slice().ok_or("zero point is not contiguous"))
-        .transpose()?;
+    let zeros = zeros.as_deref();
     let q: Vec<i64> = x
         .to_f64_array()
         .iter()
@@ -231,11 +219,7 @@ fn dequantize(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         }
     }
     let (g, scales, zeros) = params(op, inputs, x.shape())?;
-    let scales = scales.as_slice().ok_or("scale is not contiguous")?;
-    let zeros = zeros
-        .as_ref()
-        .map(|z| z.as_slice().ok_or("zero point is not contiguous"))
-        .transpose()?;
+    let zeros = zeros.as_deref();
     let y: Vec<f32> = x
         .to_i64_array()
         .iter()
@@ -283,15 +267,7 @@ mod tests {
     use half::f16;
 
     fn op(kind: OpKind, attrs: &[(&str, Attr)]) -> Op {
-        Op::new(
-            kind,
-            Attrs(
-                attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            ),
-        )
+        Op::new(kind, Attrs::from_pairs(attrs))
     }
 
     fn t<T: crate::Element>(shape: &[usize], data: &[T]) -> Tensor {

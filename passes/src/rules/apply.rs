@@ -152,6 +152,17 @@ impl Applier<Node, KilnAnalysis> for RuleApplier {
     }
 }
 
+/// The attribute a template computes from one-element constants `(value, is_float)`: their
+/// product, a float if any factor is.
+pub(crate) fn product_attr(factors: &[(f64, bool)]) -> Attr {
+    let product: f64 = factors.iter().map(|(v, _)| v).product();
+    if factors.iter().any(|(_, float)| *float) {
+        Attr::Float(product as f32)
+    } else {
+        Attr::Int(product as i64)
+    }
+}
+
 /// Constants a rule may create by folding (elements): a concatenation of projection weights.
 const MAX_FOLDED_ELEMENTS: usize = 1 << 24;
 
@@ -239,23 +250,17 @@ fn instantiate(
                         continue;
                     }
                 }
-                let (mut product, mut float) = (1.0f64, false);
-                for var in vars {
-                    let data = &egraph[subst[*var]].data;
-                    let [value] = data.value.as_deref()? else {
-                        return None;
-                    };
-                    product *= value;
-                    float |= data.ty()?.dtype.is_float();
-                }
-                all.set(
-                    key,
-                    if float {
-                        Attr::Float(product as f32)
-                    } else {
-                        Attr::Int(product as i64)
-                    },
-                );
+                let factors = vars
+                    .iter()
+                    .map(|var| {
+                        let data = &egraph[subst[*var]].data;
+                        let [value] = data.value.as_deref()? else {
+                            return None;
+                        };
+                        Some((*value, data.ty()?.dtype.is_float()))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                all.set(key, product_attr(&factors));
             }
             let ids = args
                 .iter()
