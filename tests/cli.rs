@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::TempDir;
+
 use kiln_frontends::onnx::proto::tensor_proto::DataLocation;
 use kiln_frontends::onnx::proto::tensor_shape_proto::dimension;
 use kiln_frontends::onnx::proto::{type_proto, ModelProto, StringStringEntryProto, TensorProto};
@@ -25,38 +27,9 @@ use kiln_ir::Tensor;
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("kiln-cli-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs the kiln binary with `args`.
 fn kiln<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
@@ -733,8 +706,7 @@ fn usage_errors_are_one_line() {
 /// `kiln rules check` exit 1 with a counterexample; `optimize` and `explain` work.
 #[test]
 fn rule_files_and_pass_commands() {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-rules-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("rules");
     let model = common::model_dir("bert").join("model.onnx");
     let cases = [
         (
@@ -759,7 +731,7 @@ fn rule_files_and_pass_commands() {
         ),
     ];
     for (name, body, needle) in cases {
-        let file = dir.join(format!("{name}.rules"));
+        let file = dir.join(&format!("{name}.rules"));
         std::fs::write(&file, body).unwrap();
         let path = file.to_str().unwrap();
         failure(
@@ -797,7 +769,6 @@ fn rule_files_and_pass_commands() {
     assert!(optimized
         .op_histogram()
         .contains_key(&kiln_ir::OpKind::FusedAttention));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Hugging Face checkpoint directories: bad config.json, an unsupported architecture, a
@@ -817,8 +788,7 @@ fn checkpoint_directories() {
     ]));
     assert!(out.contains("generated: "), "{out}");
     let fresh = |tag: &str| {
-        let dir = std::env::temp_dir().join(format!("kiln-cli-hf-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(tag);
         for f in ["config.json", "model.safetensors"] {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();
         }
@@ -837,21 +807,21 @@ fn checkpoint_directories() {
         c.as_object_mut().unwrap().remove("hidden_size");
     });
     failure(
-        &kiln(&["inspect", missing.to_str().unwrap()]),
+        &kiln(&["inspect", missing.path().to_str().unwrap()]),
         &["config.json", "hidden_size"],
     );
     let arch = edit_config("arch", &|c| {
         c["architectures"] = serde_json::json!(["FooForBar"])
     });
     failure(
-        &kiln(&["inspect", arch.to_str().unwrap()]),
+        &kiln(&["inspect", arch.path().to_str().unwrap()]),
         &["FooForBar", "LlamaForCausalLM"],
     );
     let shape = edit_config("shape", &|c| {
         c["intermediate_size"] = serde_json::json!(173)
     });
     failure(
-        &kiln(&["inspect", shape.to_str().unwrap()]),
+        &kiln(&["inspect", shape.path().to_str().unwrap()]),
         &["model.safetensors", "mlp", "173"],
     );
     // A header whose first tensor claims data past the end of the file.
@@ -866,7 +836,7 @@ fn checkpoint_directories() {
     rebuilt.extend_from_slice(&bytes.split_off(8 + n));
     std::fs::write(lie.join("model.safetensors"), rebuilt).unwrap();
     let message = failure(
-        &kiln(&["inspect", lie.to_str().unwrap()]),
+        &kiln(&["inspect", lie.path().to_str().unwrap()]),
         &["model.safetensors"],
     );
     assert!(
@@ -878,7 +848,4 @@ fn checkpoint_directories() {
         &kiln(&["generate", bert.to_str().unwrap(), "--prompt-ids", "1,2"]),
         &["not a causal language model"],
     );
-    for dir in [missing, arch, shape, lie] {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
 }

@@ -36,6 +36,8 @@
 
 mod common;
 
+use common::TempDir;
+
 use kiln_frontends::onnx::proto::tensor_proto::DataLocation;
 use kiln_frontends::onnx::proto::tensor_shape_proto::dimension;
 use kiln_frontends::onnx::proto::{type_proto, ModelProto, StringStringEntryProto, TensorProto};
@@ -52,7 +54,7 @@ use prost::Message;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// Variants per ONNX corpus; together at least 10,000.
@@ -113,29 +115,6 @@ unsafe impl std::alloc::GlobalAlloc for CappedAlloc {
 
 #[global_allocator]
 static GLOBAL: CappedAlloc = CappedAlloc;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-robustness-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `test` on `cases` values of `strategy` with a fixed ChaCha seed derived from `tag`, so
 /// every run tries the same variants.

@@ -382,34 +382,12 @@ fn check_overlap(path: &Path, entries: &BTreeMap<String, Entry>) -> Result<(), S
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn fixture(name: &str) -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/models")).join(name)
     }
 
-    /// A fresh temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "kiln-hf-ckpt-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     /// A safetensors file from a raw header and data.
     fn raw_file(header: &Value, data: &[u8]) -> Vec<u8> {
@@ -532,16 +510,16 @@ mod tests {
             ("b.bf16", "BF16", vec![4], bf16),
             ("b.i64", "I64", vec![1], 7i64.to_le_bytes().to_vec()),
         ]);
-        std::fs::write(dir.0.join("model-00001-of-00002.safetensors"), a).unwrap();
-        std::fs::write(dir.0.join("model-00002-of-00002.safetensors"), b).unwrap();
+        std::fs::write(dir.path().join("model-00001-of-00002.safetensors"), a).unwrap();
+        std::fs::write(dir.path().join("model-00002-of-00002.safetensors"), b).unwrap();
         let index = json!({"metadata": {}, "weight_map": {
             "a.f16": "model-00001-of-00002.safetensors",
             "a.f32": "model-00001-of-00002.safetensors",
             "b.bf16": "model-00002-of-00002.safetensors",
             "b.i64": "model-00002-of-00002.safetensors",
         }});
-        std::fs::write(dir.0.join(INDEX), index.to_string()).unwrap();
-        let ck = Checkpoint::open(&dir.0).unwrap();
+        std::fs::write(dir.path().join(INDEX), index.to_string()).unwrap();
+        let ck = Checkpoint::open(dir.path()).unwrap();
         assert_eq!(ck.shards.len(), 2);
         assert_eq!(ck.names(), ["a.f16", "a.f32", "b.bf16", "b.i64"]);
         let t = ck.expect("a.f16", &[2, 2]).unwrap();
@@ -560,27 +538,27 @@ mod tests {
 
         // An index naming a tensor its shard lacks, and a missing shard.
         let index = json!({"weight_map": {"ghost": "model-00001-of-00002.safetensors"}});
-        std::fs::write(dir.0.join(INDEX), index.to_string()).unwrap();
-        let e = Checkpoint::open(&dir.0).unwrap_err();
+        std::fs::write(dir.path().join(INDEX), index.to_string()).unwrap();
+        let e = Checkpoint::open(dir.path()).unwrap_err();
         assert!(e.contains(INDEX) && e.contains("`ghost`"), "{e}");
         assert!(e.contains("does not contain it"), "{e}");
         let index = json!({"weight_map": {"x": "model-00009-of-00009.safetensors"}});
-        std::fs::write(dir.0.join(INDEX), index.to_string()).unwrap();
-        let e = Checkpoint::open(&dir.0).unwrap_err();
+        std::fs::write(dir.path().join(INDEX), index.to_string()).unwrap();
+        let e = Checkpoint::open(dir.path()).unwrap_err();
         assert!(
             e.contains("model-00009-of-00009.safetensors") && e.contains("missing"),
             "{e}"
         );
         let index = json!({"weight_map": {"x": "../evil.safetensors"}});
-        std::fs::write(dir.0.join(INDEX), index.to_string()).unwrap();
-        assert!(Checkpoint::open(&dir.0).is_err());
+        std::fs::write(dir.path().join(INDEX), index.to_string()).unwrap();
+        assert!(Checkpoint::open(dir.path()).is_err());
     }
 
     /// Writes `bytes` as `model.safetensors` and returns the open error.
     fn open_err(bytes: &[u8]) -> String {
         let dir = TempDir::new("bad");
-        std::fs::write(dir.0.join(SINGLE), bytes).unwrap();
-        let e = Checkpoint::open(&dir.0).unwrap_err();
+        std::fs::write(dir.path().join(SINGLE), bytes).unwrap();
+        let e = Checkpoint::open(dir.path()).unwrap_err();
         assert!(e.contains(SINGLE), "{e}");
         assert!(!e.contains('\n'), "{e}");
         e
@@ -650,7 +628,7 @@ mod tests {
         assert!(e.contains("tensor `w`") && e.contains("too large"), "{e}");
 
         let dir = TempDir::new("empty");
-        let e = Checkpoint::open(&dir.0).unwrap_err();
+        let e = Checkpoint::open(dir.path()).unwrap_err();
         assert!(e.contains(SINGLE) && e.contains(INDEX), "{e}");
     }
 
