@@ -1,21 +1,35 @@
-//! The Cranelift backend: lowers a KIR [`Kernel`] to native code with Cranelift's JIT.
+//! The Cranelift backend: lowers KIR [`Kernel`]s to native code with Cranelift's JIT.
 //!
-//! Every kernel has one ABI, `extern "C" fn(buffers: *const *mut f32, sizes: *const i64)`:
+//! Every kernel has one ABI, `extern "C" fn(buffers: *const *mut u8, sizes: *const i64)`:
 //! the buffer pointers and the size arguments are passed as arrays, so one function-pointer
-//! type serves every kernel.
+//! type serves every kernel. Vectors are f32x4 (Cranelift's x86-64 vectors are 128-bit).
 
-use crate::kir::{Binary, Index, Kernel, Stmt, Unary, Value};
+use crate::intrinsics::{self, Math};
+use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
+use std::sync::Arc;
 
-type KernelFn = unsafe extern "C" fn(*const *mut f32, *const i64);
+type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64);
+type Ssa = cranelift_codegen::ir::Value;
 
-/// A compiled kernel and the JIT module that owns its code.
+/// The JIT module that owns the code of a batch of kernels.
+struct CodeOwner(#[allow(dead_code)] JITModule);
+
+// SAFETY: after `finalize_definitions` the module's code is immutable; it is only kept alive
+// (never used) while kernels that point into it exist.
+unsafe impl Send for CodeOwner {}
+// SAFETY: as above; nothing reads or writes the module through a shared reference.
+unsafe impl Sync for CodeOwner {}
+
+/// A compiled kernel; cheap to clone, callable from any thread.
+#[derive(Clone)]
 pub struct JitKernel {
-    _module: JITModule,
+    _code: Arc<CodeOwner>,
     function: KernelFn,
     buffers: usize,
     sizes: usize,
@@ -27,7 +41,7 @@ impl JitKernel {
     /// # Safety
     /// `buffers` and `sizes` must have the kernel's counts (checked), and every buffer must be
     /// valid for every index the kernel reads or writes with these sizes.
-    pub unsafe fn call(&self, buffers: &[*mut f32], sizes: &[i64]) {
+    pub unsafe fn call(&self, buffers: &[*mut u8], sizes: &[i64]) {
         assert_eq!(buffers.len(), self.buffers, "buffer count");
         assert_eq!(sizes.len(), self.sizes, "size count");
         // SAFETY: the caller guarantees the buffers cover the kernel's accesses.
@@ -35,191 +49,607 @@ impl JitKernel {
     }
 }
 
-/// JIT-compiles `kernel` for the host CPU.
+/// JIT-compiles one kernel for the host CPU.
 pub fn compile(kernel: &Kernel) -> Result<JitKernel, String> {
-    let err = |e: &dyn std::fmt::Display| format!("kernel `{}`: {e}", kernel.name);
+    Ok(compile_all(std::slice::from_ref(kernel))?.remove(0))
+}
+
+/// JIT-compiles kernels for the host CPU into one code module (their names must differ).
+pub fn compile_all(kernels: &[Kernel]) -> Result<Vec<JitKernel>, String> {
     let mut flags = settings::builder();
-    flags.set("opt_level", "speed").map_err(|e| err(&e))?;
+    flags
+        .set("opt_level", "speed")
+        .map_err(|e| format!("cranelift: {e}"))?;
     let isa = cranelift_native::builder()
-        .map_err(|e| err(&e))?
+        .map_err(|e| format!("cranelift: {e}"))?
         .finish(settings::Flags::new(flags))
-        .map_err(|e| err(&e))?;
+        .map_err(|e| format!("cranelift: {e}"))?;
+    let fma = isa
+        .isa_flags()
+        .iter()
+        .any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),
     ));
-    let target = module.target_config();
-    let ptr = target.pointer_type();
-    let mut ctx = module.make_context();
-    ctx.func.signature.params.push(AbiParam::new(ptr));
-    ctx.func.signature.params.push(AbiParam::new(ptr));
+    let mut ids = Vec::with_capacity(kernels.len());
     let mut fctx = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let (buffer_array, size_array) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-        let flags = MemFlagsData::trusted();
-        let buffers = (0..kernel.buffers)
-            .map(|i| b.ins().load(ptr, flags, buffer_array, (i * 8) as i32))
-            .collect();
-        let sizes = (0..kernel.sizes)
-            .map(|i| b.ins().load(types::I64, flags, size_array, (i * 8) as i32))
-            .collect();
-        let mut lower = Lower {
-            b,
-            ptr,
-            buffers,
-            sizes,
-            loops: vec![],
-        };
-        lower.stmts(&kernel.body);
-        lower.b.ins().return_(&[]);
-        lower.b.finalize(target);
+    for kernel in kernels {
+        let err = |e: &dyn std::fmt::Display| format!("kernel `{}`: {e}", kernel.name);
+        let target = module.target_config();
+        let mut ctx = module.make_context();
+        let ptr = target.pointer_type();
+        ctx.func.signature.params.push(AbiParam::new(ptr));
+        ctx.func.signature.params.push(AbiParam::new(ptr));
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let (buffer_array, size_array) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+            let flags = MemFlagsData::trusted();
+            let buffers = (0..kernel.buffers)
+                .map(|i| b.ins().load(ptr, flags, buffer_array, (i * 8) as i32))
+                .collect();
+            let sizes = (0..kernel.sizes)
+                .map(|i| b.ins().load(types::I64, flags, size_array, (i * 8) as i32))
+                .collect();
+            let vars = kernel
+                .vars
+                .iter()
+                .map(|&lanes| {
+                    let ty = vector_type(lanes).map_err(|e| err(&e))?;
+                    Ok((b.declare_var(ty), ty))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let mut lower = Lower {
+                b,
+                ptr,
+                fma,
+                buffers,
+                sizes,
+                vars,
+                loops: vec![],
+            };
+            lower.stmts(&kernel.body).map_err(|e| err(&e))?;
+            lower.b.ins().return_(&[]);
+            lower.b.finalize(target);
+        }
+        let id = module
+            .declare_function(&kernel.name, Linkage::Export, &ctx.func.signature)
+            .map_err(|e| err(&e))?;
+        module.define_function(id, &mut ctx).map_err(|e| err(&e))?;
+        module.clear_context(&mut ctx);
+        ids.push(id);
     }
-    let id = module
-        .declare_function(&kernel.name, Linkage::Export, &ctx.func.signature)
-        .map_err(|e| err(&e))?;
-    module.define_function(id, &mut ctx).map_err(|e| err(&e))?;
-    module.clear_context(&mut ctx);
-    module.finalize_definitions().map_err(|e| err(&e))?;
-    let code = module.get_finalized_function(id);
-    // SAFETY: the function was built with exactly the `KernelFn` signature above.
-    let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
-    Ok(JitKernel {
-        _module: module,
-        function,
-        buffers: kernel.buffers,
-        sizes: kernel.sizes,
-    })
+    module
+        .finalize_definitions()
+        .map_err(|e| format!("cranelift: {e}"))?;
+    let functions: Vec<KernelFn> = ids
+        .iter()
+        .map(|&id| {
+            let code = module.get_finalized_function(id);
+            // SAFETY: every function was built with exactly the `KernelFn` signature above.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
+        })
+        .collect();
+    let code = Arc::new(CodeOwner(module));
+    Ok(functions
+        .into_iter()
+        .zip(kernels)
+        .map(|(function, k)| JitKernel {
+            _code: code.clone(),
+            function,
+            buffers: k.buffers,
+            sizes: k.sizes,
+        })
+        .collect())
+}
+
+/// The Cranelift type of `lanes` f32s.
+fn vector_type(lanes: u8) -> Result<Type, String> {
+    match lanes {
+        1 => Ok(types::F32),
+        4 => Ok(types::F32X4),
+        other => Err(format!("vector width {other} is not supported (1 or 4)")),
+    }
 }
 
 struct Lower<'a> {
     b: FunctionBuilder<'a>,
     ptr: Type,
-    buffers: Vec<cranelift_codegen::ir::Value>,
-    sizes: Vec<cranelift_codegen::ir::Value>,
-    loops: Vec<cranelift_codegen::ir::Value>,
+    fma: bool,
+    buffers: Vec<Ssa>,
+    sizes: Vec<Ssa>,
+    vars: Vec<(Variable, Type)>,
+    loops: Vec<Ssa>,
 }
 
 impl Lower<'_> {
-    fn stmts(&mut self, stmts: &[Stmt]) {
+    fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), String> {
         for s in stmts {
             match s {
-                Stmt::Loop { start, end, body } => self.counted_loop(start, end, body),
+                Stmt::Loop { start, end, body } => self.counted_loop(start, end, body)?,
                 Stmt::Store {
                     buffer,
                     index,
                     value,
                     lanes,
                 } => {
-                    let ty = if *lanes == 4 {
-                        types::F32X4
-                    } else {
-                        types::F32
-                    };
-                    let v = self.value(value, ty);
-                    let addr = self.address(*buffer, index);
+                    let v = self.value(value, vector_type(*lanes)?)?;
+                    let addr = self.address(*buffer, index, 4)?;
                     self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
+                }
+                Stmt::Set { var, value } => {
+                    let &(variable, ty) = self
+                        .vars
+                        .get(*var)
+                        .ok_or_else(|| format!("variable {var} is not declared"))?;
+                    let v = self.value(value, ty)?;
+                    self.b.def_var(variable, v);
+                }
+                Stmt::If {
+                    lhs,
+                    cmp,
+                    rhs,
+                    then,
+                    otherwise,
+                } => {
+                    let (l, r) = (self.index(lhs)?, self.index(rhs)?);
+                    let c = self.b.ins().icmp(int_cc(*cmp), l, r);
+                    let (then_block, else_block, join) = (
+                        self.b.create_block(),
+                        self.b.create_block(),
+                        self.b.create_block(),
+                    );
+                    self.b.ins().brif(c, then_block, &[], else_block, &[]);
+                    for (block, body) in [(then_block, then), (else_block, otherwise)] {
+                        self.b.switch_to_block(block);
+                        self.b.seal_block(block);
+                        self.stmts(body)?;
+                        self.b.ins().jump(join, &[]);
+                    }
+                    self.b.switch_to_block(join);
+                    self.b.seal_block(join);
                 }
             }
         }
+        Ok(())
     }
 
-    fn counted_loop(&mut self, start: &Index, end: &Index, body: &[Stmt]) {
-        let first = self.index(start);
-        let n = self.index(end);
+    fn counted_loop(&mut self, start: &Index, end: &Index, body: &[Stmt]) -> Result<(), String> {
+        let first = self.index(start)?;
+        let n = self.index(end)?;
         let header = self.b.create_block();
         let inner = self.b.create_block();
         let exit = self.b.create_block();
         let counter = self.b.append_block_param(header, types::I64);
         self.b.ins().jump(header, &[first.into()]);
         self.b.switch_to_block(header);
-        let more = self.b.ins().icmp(
-            cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
-            counter,
-            n,
-        );
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, counter, n);
         self.b.ins().brif(more, inner, &[], exit, &[]);
         self.b.switch_to_block(inner);
         self.b.seal_block(inner);
         self.loops.push(counter);
-        self.stmts(body);
+        self.stmts(body)?;
         self.loops.pop();
         let next = self.b.ins().iadd_imm_s(counter, 1);
         self.b.ins().jump(header, &[next.into()]);
         self.b.seal_block(header);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
+        Ok(())
     }
 
-    fn index(&mut self, i: &Index) -> cranelift_codegen::ir::Value {
-        match i {
+    fn index(&mut self, i: &Index) -> Result<Ssa, String> {
+        Ok(match i {
             Index::Const(c) => self.b.ins().iconst(types::I64, *c),
-            Index::Size(s) => self.sizes[*s],
-            Index::Loop(d) => self.loops[*d],
+            Index::Size(s) => *self
+                .sizes
+                .get(*s)
+                .ok_or_else(|| format!("size parameter {s} does not exist"))?,
+            Index::Loop(d) => *self
+                .loops
+                .get(*d)
+                .ok_or_else(|| format!("loop {d} is not enclosing"))?,
             Index::Add(x, y) => {
-                let (x, y) = (self.index(x), self.index(y));
+                let (x, y) = (self.index(x)?, self.index(y)?);
                 self.b.ins().iadd(x, y)
             }
+            Index::Sub(x, y) => {
+                let (x, y) = (self.index(x)?, self.index(y)?);
+                self.b.ins().isub(x, y)
+            }
             Index::Mul(x, y) => {
-                let (x, y) = (self.index(x), self.index(y));
+                let (x, y) = (self.index(x)?, self.index(y)?);
                 self.b.ins().imul(x, y)
             }
             Index::Div(x, y) => {
-                let (x, y) = (self.index(x), self.index(y));
+                let (x, y) = (self.index(x)?, self.index(y)?);
                 self.b.ins().sdiv(x, y)
             }
-        }
+            Index::Rem(x, y) => {
+                let (x, y) = (self.index(x)?, self.index(y)?);
+                self.b.ins().srem(x, y)
+            }
+            Index::Min(x, y) => {
+                let (x, y) = (self.index(x)?, self.index(y)?);
+                self.b.ins().smin(x, y)
+            }
+            Index::Max(x, y) => {
+                let (x, y) = (self.index(x)?, self.index(y)?);
+                self.b.ins().smax(x, y)
+            }
+            Index::Load(buffer, index) => {
+                let addr = self.address(*buffer, index, 8)?;
+                self.b
+                    .ins()
+                    .load(types::I64, MemFlagsData::trusted(), addr, 0)
+            }
+        })
     }
 
-    fn address(&mut self, buffer: usize, index: &Index) -> cranelift_codegen::ir::Value {
-        let i = self.index(index);
-        let bytes = self.b.ins().imul_imm_s(i, 4);
+    /// The address of element `index` of `buffer`, with elements of `width` bytes.
+    fn address(&mut self, buffer: usize, index: &Index, width: i64) -> Result<Ssa, String> {
+        let base = *self
+            .buffers
+            .get(buffer)
+            .ok_or_else(|| format!("buffer {buffer} does not exist"))?;
+        let i = self.index(index)?;
+        let bytes = self.b.ins().imul_imm_s(i, width);
         let bytes = if self.ptr == types::I64 {
             bytes
         } else {
             self.b.ins().ireduce(self.ptr, bytes)
         };
-        self.b.ins().iadd(self.buffers[buffer], bytes)
+        Ok(self.b.ins().iadd(base, bytes))
     }
 
     /// Lowers a value computed at type `ty` (F32, or F32X4 for four lanes at once).
-    fn value(&mut self, v: &Value, ty: Type) -> cranelift_codegen::ir::Value {
-        match v {
-            Value::Const(c) => {
-                let scalar = self.b.ins().f32const(*c);
-                if ty == types::F32 {
-                    scalar
-                } else {
-                    self.b.ins().splat(ty, scalar)
-                }
-            }
+    fn value(&mut self, v: &Value, ty: Type) -> Result<Ssa, String> {
+        Ok(match v {
+            Value::Const(c) => self.constant(*c, ty),
             Value::Load(buffer, index) => {
-                let addr = self.address(*buffer, index);
+                let addr = self.address(*buffer, index, 4)?;
                 self.b.ins().load(ty, MemFlagsData::trusted(), addr, 0)
             }
+            Value::Var(var) => {
+                let &(variable, declared) = self
+                    .vars
+                    .get(*var)
+                    .ok_or_else(|| format!("variable {var} is not declared"))?;
+                if declared != ty {
+                    return Err(format!("variable {var} is {declared}, used as {ty}"));
+                }
+                self.b.use_var(variable)
+            }
+            Value::Splat(x) => {
+                let x = self.value(x, types::F32)?;
+                self.widen(x, ty)
+            }
+            Value::Reduce(op, x) => {
+                if ty != types::F32 {
+                    return Err("a horizontal reduction is a scalar".into());
+                }
+                let x = self.value(x, types::F32X4)?;
+                let lanes: Vec<Ssa> = (0..4u8).map(|i| self.b.ins().extractlane(x, i)).collect();
+                let pair = |l: &mut Self, a, b| l.binary(*op, a, b);
+                let lo = pair(self, lanes[0], lanes[1])?;
+                let hi = pair(self, lanes[2], lanes[3])?;
+                pair(self, lo, hi)?
+            }
+            Value::FromIndex(i) => {
+                let i = self.index(i)?;
+                let x = self.b.ins().fcvt_from_sint(types::F32, i);
+                self.widen(x, ty)
+            }
             Value::Unary(op, x) => {
-                let x = self.value(x, ty);
+                let x = self.value(x, ty)?;
+                let mut m = Emit { l: self, ty };
                 match op {
-                    Unary::Neg => self.b.ins().fneg(x),
-                    Unary::Abs => self.b.ins().fabs(x),
-                    Unary::Sqrt => self.b.ins().sqrt(x),
+                    Unary::Neg => m.l.b.ins().fneg(x),
+                    Unary::Abs => m.abs(x),
+                    Unary::Sqrt => m.l.b.ins().sqrt(x),
+                    Unary::Rsqrt => {
+                        let s = m.l.b.ins().sqrt(x);
+                        let one = m.constant(1.0);
+                        m.div(one, s)
+                    }
+                    Unary::Floor => m.floor(x),
+                    Unary::Exp => intrinsics::exp(&mut m, x),
+                    Unary::Erf => intrinsics::erf(&mut m, x),
+                    Unary::Tanh => intrinsics::tanh(&mut m, x),
+                    Unary::Sigmoid => intrinsics::sigmoid(&mut m, x),
                 }
             }
             Value::Binary(op, x, y) => {
-                let (x, y) = (self.value(x, ty), self.value(y, ty));
-                match op {
-                    Binary::Add => self.b.ins().fadd(x, y),
-                    Binary::Sub => self.b.ins().fsub(x, y),
-                    Binary::Mul => self.b.ins().fmul(x, y),
-                    Binary::Div => self.b.ins().fdiv(x, y),
-                    Binary::Max => self.b.ins().fmax(x, y),
-                    Binary::Min => self.b.ins().fmin(x, y),
+                let (x, y) = (self.value(x, ty)?, self.value(y, ty)?);
+                self.binary(*op, x, y)?
+            }
+            Value::Fma(a, b, c) => {
+                let (a, b, c) = (self.value(a, ty)?, self.value(b, ty)?, self.value(c, ty)?);
+                Emit { l: self, ty }.fma(a, b, c)
+            }
+            Value::Select(cmp, args) => {
+                let [a, b, then, otherwise] = &**args;
+                let (a, b) = (self.value(a, ty)?, self.value(b, ty)?);
+                let (t, o) = (self.value(then, ty)?, self.value(otherwise, ty)?);
+                let cc = match cmp {
+                    Compare::Lt => FloatCC::LessThan,
+                    Compare::Le => FloatCC::LessThanOrEqual,
+                    Compare::Eq => FloatCC::Equal,
+                };
+                let c = self.b.ins().fcmp(cc, a, b);
+                if ty == types::F32 {
+                    self.b.ins().select(c, t, o)
+                } else {
+                    let mask = self.b.ins().bitcast(ty, little(), c);
+                    self.b.ins().bitselect(mask, t, o)
+                }
+            }
+        })
+    }
+
+    fn constant(&mut self, c: f32, ty: Type) -> Ssa {
+        let scalar = self.b.ins().f32const(c);
+        self.widen(scalar, ty)
+    }
+
+    /// A scalar broadcast to `ty`.
+    fn widen(&mut self, scalar: Ssa, ty: Type) -> Ssa {
+        if ty == types::F32 {
+            scalar
+        } else {
+            self.b.ins().splat(ty, scalar)
+        }
+    }
+
+    fn binary(&mut self, op: Binary, x: Ssa, y: Ssa) -> Result<Ssa, String> {
+        let ty = self.b.func.dfg.value_type(x);
+        Ok(match op {
+            Binary::Add => self.b.ins().fadd(x, y),
+            Binary::Sub => self.b.ins().fsub(x, y),
+            Binary::Mul => self.b.ins().fmul(x, y),
+            Binary::Div => self.b.ins().fdiv(x, y),
+            Binary::Max => self.b.ins().fmax(x, y),
+            Binary::Min => self.b.ins().fmin(x, y),
+            Binary::CopySign => Emit { l: self, ty }.copysign(x, y),
+        })
+    }
+}
+
+/// Little-endian memory flags for lane-preserving bitcasts.
+fn little() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+fn int_cc(cmp: Compare) -> IntCC {
+    match cmp {
+        Compare::Lt => IntCC::SignedLessThan,
+        Compare::Le => IntCC::SignedLessThanOrEqual,
+        Compare::Eq => IntCC::Equal,
+    }
+}
+
+/// The intrinsics' arithmetic at one type (F32 or F32X4).
+struct Emit<'l, 'a> {
+    l: &'l mut Lower<'a>,
+    ty: Type,
+}
+
+impl Emit<'_, '_> {
+    /// The integer type of the same shape as `self.ty`.
+    fn int_type(&self) -> Type {
+        if self.ty == types::F32 {
+            types::I32
+        } else {
+            types::I32X4
+        }
+    }
+
+    /// `x` reinterpreted as integers, `f` applied, and the bits reinterpreted back.
+    fn on_bits(&mut self, x: Ssa, f: impl FnOnce(&mut Self, Ssa) -> Ssa) -> Ssa {
+        let it = self.int_type();
+        let bits = self.l.b.ins().bitcast(it, little(), x);
+        let bits = f(self, bits);
+        self.l.b.ins().bitcast(self.ty, little(), bits)
+    }
+
+    fn int_constant(&mut self, c: i32) -> Ssa {
+        let scalar = self.l.b.ins().iconst(types::I32, c as i64);
+        if self.ty == types::F32 {
+            scalar
+        } else {
+            self.l.b.ins().splat(types::I32X4, scalar)
+        }
+    }
+}
+
+impl Math for Emit<'_, '_> {
+    type V = Ssa;
+    fn constant(&mut self, c: f32) -> Ssa {
+        self.l.constant(c, self.ty)
+    }
+    fn add(&mut self, a: Ssa, b: Ssa) -> Ssa {
+        self.l.b.ins().fadd(a, b)
+    }
+    fn sub(&mut self, a: Ssa, b: Ssa) -> Ssa {
+        self.l.b.ins().fsub(a, b)
+    }
+    fn mul(&mut self, a: Ssa, b: Ssa) -> Ssa {
+        self.l.b.ins().fmul(a, b)
+    }
+    fn div(&mut self, a: Ssa, b: Ssa) -> Ssa {
+        self.l.b.ins().fdiv(a, b)
+    }
+    fn fma(&mut self, a: Ssa, b: Ssa, c: Ssa) -> Ssa {
+        if self.l.fma {
+            self.l.b.ins().fma(a, b, c)
+        } else {
+            let p = self.l.b.ins().fmul(a, b);
+            self.l.b.ins().fadd(p, c)
+        }
+    }
+    fn max(&mut self, a: Ssa, b: Ssa) -> Ssa {
+        self.l.b.ins().fmax(a, b)
+    }
+    fn min(&mut self, a: Ssa, b: Ssa) -> Ssa {
+        self.l.b.ins().fmin(a, b)
+    }
+    fn abs(&mut self, a: Ssa) -> Ssa {
+        self.l.b.ins().fabs(a)
+    }
+    fn copysign(&mut self, a: Ssa, b: Ssa) -> Ssa {
+        let sign = self.on_bits(b, |m, bits| {
+            let mask = m.int_constant(i32::MIN);
+            m.l.b.ins().band(bits, mask)
+        });
+        let magnitude = self.l.b.ins().fabs(a);
+        self.on_bits(magnitude, |m, bits| {
+            let it = m.int_type();
+            let sign = m.l.b.ins().bitcast(it, little(), sign);
+            m.l.b.ins().bor(bits, sign)
+        })
+    }
+    fn floor(&mut self, a: Ssa) -> Ssa {
+        self.l.b.ins().floor(a)
+    }
+    fn pow2i(&mut self, n: Ssa) -> Ssa {
+        let it = self.int_type();
+        let n = self.l.b.ins().fcvt_to_sint_sat(it, n);
+        let bias = self.int_constant(127);
+        let biased = self.l.b.ins().iadd(n, bias);
+        let bits = self.l.b.ins().ishl_imm_s(biased, 23);
+        self.l.b.ins().bitcast(self.ty, little(), bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intrinsics::Scalar;
+
+    /// `out[i] = op(x[i])` for `n` elements, four lanes at a time (n a multiple of 4) or one.
+    fn map_kernel(op: Unary, lanes: u8) -> Kernel {
+        let at = Index::Loop(0) * Index::Const(lanes as i64);
+        Kernel {
+            name: "map".into(),
+            buffers: 2,
+            sizes: 1,
+            vars: vec![],
+            body: vec![Stmt::for_range(
+                0.into(),
+                Index::Size(0) / Index::Const(lanes as i64),
+                vec![Stmt::store(
+                    1,
+                    at.clone(),
+                    Value::load(0, at).unary(op),
+                    lanes,
+                )],
+            )],
+        }
+    }
+
+    #[test]
+    fn compiled_intrinsics_match_the_reference_arithmetic() {
+        let xs: Vec<f32> = (0..4000).map(|i| (i as f32 - 2000.0) / 37.0).collect();
+        let reference = |op: Unary, x: f32| match op {
+            Unary::Exp => intrinsics::exp(&mut Scalar, x),
+            Unary::Erf => intrinsics::erf(&mut Scalar, x),
+            Unary::Tanh => intrinsics::tanh(&mut Scalar, x),
+            Unary::Sigmoid => intrinsics::sigmoid(&mut Scalar, x),
+            Unary::Rsqrt => 1.0 / x.sqrt(),
+            Unary::Floor => x.floor(),
+            _ => unreachable!(),
+        };
+        for op in [
+            Unary::Exp,
+            Unary::Erf,
+            Unary::Tanh,
+            Unary::Sigmoid,
+            Unary::Rsqrt,
+            Unary::Floor,
+        ] {
+            for lanes in [1, 4] {
+                let k = compile(&map_kernel(op, lanes)).unwrap();
+                let mut x = xs.clone();
+                let mut out = vec![0f32; x.len()];
+                // SAFETY: both buffers hold `n` elements.
+                unsafe {
+                    k.call(
+                        &[x.as_mut_ptr().cast(), out.as_mut_ptr().cast()],
+                        &[x.len() as i64],
+                    )
+                };
+                for (&xi, &got) in xs.iter().zip(&out) {
+                    let want = reference(op, xi);
+                    let same = got == want || (got.is_nan() && want.is_nan());
+                    assert!(
+                        same || (got - want).abs() <= 1e-7 * want.abs().max(1e-30),
+                        "{op:?} lanes {lanes} at {xi}: {got} vs {want}"
+                    );
                 }
             }
         }
+    }
+
+    #[test]
+    fn variables_reductions_selects_and_gathers_lower_correctly() {
+        // out[0] = sum over vectors of max(x, 0) (ReLU via select), reduced horizontally;
+        // out[1 + j] = x[ids[j]] (an i64 gather).
+        let body = vec![
+            Stmt::set(0, Value::Const(0.0)),
+            Stmt::for_range(
+                0.into(),
+                Index::Size(0) / Index::Const(4),
+                vec![Stmt::set(
+                    0,
+                    Value::Var(0)
+                        + Value::select(
+                            Compare::Lt,
+                            Value::load(0, Index::Loop(0) * Index::Const(4)),
+                            Value::Const(0.0),
+                            Value::Const(0.0),
+                            Value::load(0, Index::Loop(0) * Index::Const(4)),
+                        ),
+                )],
+            ),
+            Stmt::store(2, 0.into(), Value::Var(0).reduce(Binary::Add), 1),
+            Stmt::for_range(
+                0.into(),
+                Index::Size(1),
+                vec![Stmt::store(
+                    2,
+                    Index::Loop(0) + Index::Const(1),
+                    Value::load(0, Index::load(1, Index::Loop(0))),
+                    1,
+                )],
+            ),
+        ];
+        let k = compile(&Kernel {
+            name: "mixed".into(),
+            buffers: 3,
+            sizes: 2,
+            vars: vec![4],
+            body,
+        })
+        .unwrap();
+        let mut x: Vec<f32> = (0..16).map(|i| i as f32 - 7.5).collect();
+        let mut ids: Vec<i64> = vec![3, 15, 0];
+        let mut out = vec![0f32; 4];
+        // SAFETY: x has 16 elements, ids 3 (all < 16), out 4.
+        unsafe {
+            k.call(
+                &[
+                    x.as_mut_ptr().cast(),
+                    ids.as_mut_ptr().cast(),
+                    out.as_mut_ptr().cast(),
+                ],
+                &[16, 3],
+            )
+        };
+        let relu_sum: f32 = x.iter().map(|v| v.max(0.0)).sum();
+        assert_eq!(out, vec![relu_sum, x[3], x[15], x[0]]);
     }
 }

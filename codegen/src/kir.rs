@@ -1,19 +1,23 @@
-//! KIR, the kernel IR: loop nests over typed buffers with scalar arithmetic. Kernel templates
-//! build KIR; backends (Cranelift now, LLVM later) lower the same KIR to machine code.
+//! KIR, the kernel IR: loop nests over buffers with scalar and f32x4 arithmetic, variables
+//! (accumulators), horizontal reductions and intrinsics. Kernel templates build KIR; backends
+//! (Cranelift now, LLVM later) lower the same KIR to machine code.
 //!
-//! This first cut covers f32 buffers, counted loops, index arithmetic over loop variables and
-//! size parameters, and elementwise arithmetic; vector widths, reductions and intrinsics come
-//! with the templates that need them.
+//! Typing is by context: a [`Value`] is computed at the width of the statement that uses it
+//! (a store's `lanes`, a variable's declared lanes); [`Value::Splat`] and [`Value::Reduce`]
+//! cross between scalar and vector. Buffers are untyped pointers: [`Value::Load`] reads f32
+//! elements, [`Index::Load`] reads i64 elements.
 
 /// A kernel: a function of buffer pointers and i64 sizes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
     /// Symbol name of the compiled function.
     pub name: String,
-    /// How many f32 buffers it takes (parameters 0..buffers, as pointers).
+    /// How many buffers it takes (parameters 0..buffers, as pointers).
     pub buffers: usize,
     /// How many i64 size parameters follow the buffers.
     pub sizes: usize,
+    /// The lanes (1 or 4) of each variable; variable `i` is [`Value::Var`]`(i)`.
+    pub vars: Vec<u8>,
     /// The statements of its body.
     pub body: Vec<Stmt>,
 }
@@ -29,16 +33,61 @@ pub enum Index {
     Loop(usize),
     /// Sum.
     Add(Box<Index>, Box<Index>),
+    /// Difference.
+    Sub(Box<Index>, Box<Index>),
     /// Product.
     Mul(Box<Index>, Box<Index>),
     /// Quotient rounded down (operands are non-negative).
     Div(Box<Index>, Box<Index>),
+    /// Remainder (operands are non-negative).
+    Rem(Box<Index>, Box<Index>),
+    /// The smaller of two indices.
+    Min(Box<Index>, Box<Index>),
+    /// The larger of two indices.
+    Max(Box<Index>, Box<Index>),
+    /// The i64 element `buffer[index]` (gather indices, token ids).
+    Load(usize, Box<Index>),
+}
+
+impl Index {
+    /// The smaller of `self` and `other`.
+    pub fn min(self, other: Index) -> Index {
+        Index::Min(Box::new(self), Box::new(other))
+    }
+
+    /// The larger of `self` and `other`.
+    pub fn max(self, other: Index) -> Index {
+        Index::Max(Box::new(self), Box::new(other))
+    }
+
+    /// `self % other` (operands non-negative).
+    pub fn rem(self, other: Index) -> Index {
+        Index::Rem(Box::new(self), Box::new(other))
+    }
+
+    /// The i64 element `buffer[index]`.
+    pub fn load(buffer: usize, index: Index) -> Index {
+        Index::Load(buffer, Box::new(index))
+    }
+}
+
+impl From<i64> for Index {
+    fn from(c: i64) -> Index {
+        Index::Const(c)
+    }
 }
 
 impl std::ops::Add for Index {
     type Output = Index;
     fn add(self, rhs: Index) -> Index {
         Index::Add(Box::new(self), Box::new(rhs))
+    }
+}
+
+impl std::ops::Sub for Index {
+    type Output = Index;
+    fn sub(self, rhs: Index) -> Index {
+        Index::Sub(Box::new(self), Box::new(rhs))
     }
 }
 
@@ -57,28 +106,102 @@ impl std::ops::Div for Index {
     }
 }
 
-/// An f32 value.
+/// An f32 value, scalar or f32x4 depending on where it is used.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    /// A constant.
+    /// A constant (splatted when used as a vector).
     Const(f32),
-    /// `buffer[index]` (with `lanes` > 1, the `lanes` consecutive elements from `index`).
+    /// `buffer[index]` (as a vector, the 4 consecutive elements from `index`).
     Load(usize, Index),
+    /// Variable `i`; it must be used at its declared width.
+    Var(usize),
+    /// A scalar value broadcast to every lane (identity when used as a scalar).
+    Splat(Box<Value>),
+    /// Horizontal reduction of an f32x4 value to a scalar with `Add`, `Max` or `Min`.
+    Reduce(Binary, Box<Value>),
+    /// An index converted to f32 (positions in masks and rotary tables).
+    FromIndex(Index),
     /// A unary operation.
     Unary(Unary, Box<Value>),
     /// A binary operation.
     Binary(Binary, Box<Value>, Box<Value>),
+    /// `a * b + c`, fused (one rounding) where the target has FMA.
+    Fma(Box<Value>, Box<Value>, Box<Value>),
+    /// Lanewise `if a <cmp> b { then } else { otherwise }`.
+    Select(Compare, Box<[Value; 4]>),
 }
 
-/// Unary operations that lower to single machine instructions.
+impl Value {
+    /// `buffer[index]`.
+    pub fn load(buffer: usize, index: Index) -> Value {
+        Value::Load(buffer, index)
+    }
+
+    /// `op(self)`.
+    pub fn unary(self, op: Unary) -> Value {
+        Value::Unary(op, Box::new(self))
+    }
+
+    /// `op(self, rhs)`.
+    pub fn binary(self, op: Binary, rhs: Value) -> Value {
+        Value::Binary(op, Box::new(self), Box::new(rhs))
+    }
+
+    /// `self * b + c`.
+    pub fn fma(self, b: Value, c: Value) -> Value {
+        Value::Fma(Box::new(self), Box::new(b), Box::new(c))
+    }
+
+    /// `self` broadcast to every lane.
+    pub fn splat(self) -> Value {
+        Value::Splat(Box::new(self))
+    }
+
+    /// The horizontal `op` (`Add`, `Max`, `Min`) of the lanes of `self`.
+    pub fn reduce(self, op: Binary) -> Value {
+        Value::Reduce(op, Box::new(self))
+    }
+
+    /// Lanewise `if a <cmp> b { then } else { otherwise }`.
+    pub fn select(cmp: Compare, a: Value, b: Value, then: Value, otherwise: Value) -> Value {
+        Value::Select(cmp, Box::new([a, b, then, otherwise]))
+    }
+}
+
+macro_rules! value_ops {
+    ($($trait:ident $method:ident $op:ident),*) => {$(
+        impl std::ops::$trait for Value {
+            type Output = Value;
+            fn $method(self, rhs: Value) -> Value {
+                self.binary(Binary::$op, rhs)
+            }
+        }
+    )*};
+}
+value_ops!(Add add Add, Sub sub Sub, Mul mul Mul, Div div Div);
+
+/// Unary operations. The transcendental ones are the polynomial approximations of
+/// [`crate::intrinsics`], inlined by every backend (no libm calls).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unary {
     /// `-x`.
     Neg,
     /// `|x|`.
     Abs,
-    /// Square root.
+    /// Square root (one instruction).
     Sqrt,
+    /// `1 / sqrt(x)`.
+    Rsqrt,
+    /// Rounded towards negative infinity.
+    Floor,
+    /// `e^x`.
+    Exp,
+    /// The error function.
+    Erf,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
 }
 
 /// Binary operations.
@@ -92,10 +215,23 @@ pub enum Binary {
     Mul,
     /// `a / b`.
     Div,
-    /// IEEE maximum (`max(a, b)`; NaN if either is NaN).
+    /// Maximum (NaN if either is NaN).
     Max,
-    /// IEEE minimum.
+    /// Minimum (NaN if either is NaN).
     Min,
+    /// The magnitude of `a` with the sign of `b`.
+    CopySign,
+}
+
+/// Comparisons for [`Value::Select`] and [`Stmt::If`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+    /// `==`.
+    Eq,
 }
 
 /// A statement.
@@ -122,4 +258,46 @@ pub enum Stmt {
         /// Elements per operation: 1 or 4.
         lanes: u8,
     },
+    /// `var = value`, computed at the variable's width.
+    Set {
+        /// The variable.
+        var: usize,
+        /// Its new value.
+        value: Value,
+    },
+    /// `if lhs <cmp> rhs { then } else { otherwise }` on indices.
+    If {
+        /// Left operand.
+        lhs: Index,
+        /// The comparison.
+        cmp: Compare,
+        /// Right operand.
+        rhs: Index,
+        /// Taken when the comparison holds.
+        then: Vec<Stmt>,
+        /// Taken otherwise.
+        otherwise: Vec<Stmt>,
+    },
+}
+
+impl Stmt {
+    /// `for loop_var in start..end { body }`.
+    pub fn for_range(start: Index, end: Index, body: Vec<Stmt>) -> Stmt {
+        Stmt::Loop { start, end, body }
+    }
+
+    /// `var = value`.
+    pub fn set(var: usize, value: Value) -> Stmt {
+        Stmt::Set { var, value }
+    }
+
+    /// A store of `lanes` elements.
+    pub fn store(buffer: usize, index: Index, value: Value, lanes: u8) -> Stmt {
+        Stmt::Store {
+            buffer,
+            index,
+            value,
+            lanes,
+        }
+    }
 }

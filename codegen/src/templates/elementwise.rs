@@ -57,6 +57,7 @@ pub fn elementwise(name: &str, expr: &Expr, inputs: usize, lanes: u8) -> Result<
         name: name.to_string(),
         buffers: inputs + 1,
         sizes: 1,
+        vars: vec![],
         body,
     })
 }
@@ -172,8 +173,9 @@ mod tests {
                 let want = interpret(&expr, &inputs).to_f32_array();
                 let mut out = vec![0f32; n];
                 let mut bufs = data.clone();
-                let mut ptrs: Vec<*mut f32> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
-                ptrs.push(out.as_mut_ptr());
+                let mut ptrs: Vec<*mut u8> =
+                    bufs.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+                ptrs.push(out.as_mut_ptr().cast());
                 // SAFETY: every buffer holds `n` elements, the kernel touches indices 0..n.
                 unsafe { kernel.call(&ptrs, &[n as i64]) };
                 for (g, w) in out.iter().zip(want.iter()) {
