@@ -60,11 +60,6 @@ impl Index {
         Index::Max(Box::new(self), Box::new(other))
     }
 
-    /// `self % other` (operands non-negative).
-    pub fn rem(self, other: Index) -> Index {
-        Index::Rem(Box::new(self), Box::new(other))
-    }
-
     /// The i64 element `buffer[index]`.
     pub fn load(buffer: usize, index: Index) -> Index {
         Index::Load(buffer, Box::new(index))
@@ -95,6 +90,14 @@ impl std::ops::Mul for Index {
     type Output = Index;
     fn mul(self, rhs: Index) -> Index {
         Index::Mul(Box::new(self), Box::new(rhs))
+    }
+}
+
+impl std::ops::Rem for Index {
+    type Output = Index;
+    /// Remainder (operands are non-negative).
+    fn rem(self, rhs: Index) -> Index {
+        Index::Rem(Box::new(self), Box::new(rhs))
     }
 }
 

@@ -133,6 +133,7 @@ pub(crate) mod testing {
     /// Compiles `built` and runs it on `inputs` (f32 tensors, or i64 for index inputs),
     /// producing f32 outputs of `output_shapes`, with the parallel axis split into `chunks`
     /// ranges. Outputs start as NaN so that an element the kernel forgets shows up.
+    #[allow(dead_code)] // until the first template test uses it
     pub fn run(
         built: &Built,
         inputs: &[Tensor],
