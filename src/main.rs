@@ -1,7 +1,9 @@
-//! The `kiln` command line: composes the frontends, the IR and (later) the compiler crates.
+//! The `kiln` command line: composes the frontends, the IR, the passes and the code generator.
 //! Every error is printed as one line on stderr and exits with code 2.
 
 mod commands;
+mod compiled;
+mod inputs;
 mod model;
 
 use clap::{Parser, Subcommand};
@@ -17,8 +19,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a model on the reference interpreter and write each output as .npy.
+    /// Run a model (compiled, or on the reference interpreter) and write each output as .npy.
     Run(commands::run::RunArgs),
+    /// Compare the compiled model with the reference interpreter (exit 1 over tolerance).
+    Check(commands::check::CheckArgs),
+    /// Time the compiled model: median and min latency, compile time, peak memory.
+    Bench(commands::bench::BenchArgs),
     /// Print a model's inputs and outputs, op histogram and parameter count.
     Inspect(commands::inspect::InspectArgs),
     /// Optimise a model with the rewrite rules and write the graph in the IR's text form.
@@ -60,7 +66,12 @@ fn main() -> ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Command::Check(args) => match commands::check::check(&args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Run(args) => commands::run::run(&args),
+        Command::Bench(args) => commands::bench::bench(&args),
         Command::Inspect(args) => commands::inspect::inspect(&args),
         Command::Generate(args) => commands::generate::generate(&args),
         Command::Optimize(args) => commands::optimize::optimize_cmd(&args),

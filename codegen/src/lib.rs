@@ -6,6 +6,7 @@
 pub mod cranelift;
 pub mod intrinsics;
 pub mod kir;
+pub mod runtime;
 mod schedule;
 pub mod templates;
 

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod check;
 pub mod generate;
 pub mod inspect;
 pub mod optimize;

@@ -1,9 +1,10 @@
-//! `kiln run`: run a model on given .npy inputs and write its outputs.
+//! `kiln run`: run a model on given .npy inputs, compiled or on the interpreter, and write its
+//! outputs.
 
-use crate::model;
+use crate::inputs::read_feeds;
+use crate::{compiled, model};
 use clap::Args;
 use kiln_ir::{npy, Tensor};
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Arguments of `kiln run`.
@@ -17,23 +18,33 @@ pub struct RunArgs {
     /// Directory to write `<output name>.npy` files into.
     #[arg(long, short = 'o', default_value = "out")]
     output_dir: PathBuf,
+    /// Where to run: JIT-compiled kernels, or the reference interpreter.
+    #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
+    backend: Backend,
+    /// Threads for the compiled kernels' parallel loops.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
-/// Runs the model on the interpreter and writes every output.
+/// The execution backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Kernels JIT-compiled by Cranelift (ops without a template run on the interpreter).
+    Cranelift,
+    /// The reference interpreter.
+    Interp,
+}
+
+/// Runs the model on the chosen backend and writes every output.
 pub fn run(args: &RunArgs) -> Result<(), String> {
-    let graph = model::load(&args.model)?;
-    let mut feeds = HashMap::new();
-    for spec in &args.inputs {
-        let (name, file) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("--input `{spec}`: expected NAME=FILE.npy"))?;
-        let tensor = npy::read_npy(file.as_ref())?;
-        if feeds.insert(name.to_string(), tensor).is_some() {
-            return Err(format!("--input `{name}` is given twice"));
-        }
+    let feeds = read_feeds(&args.inputs)?;
+    let outputs = match args.backend {
+        Backend::Interp => kiln_ir::interp::run(&model::load(&args.model)?, &feeds),
+        Backend::Cranelift => compiled::compile(&args.model, args.threads as usize)?
+            .run(&feeds)
+            .map(|(outputs, _)| outputs),
     }
-    let outputs = kiln_ir::interp::run(&graph, &feeds)
-        .map_err(|e| format!("{}: {e}", args.model.display()))?;
+    .map_err(|e| format!("{}: {e}", args.model.display()))?;
     std::fs::create_dir_all(&args.output_dir).map_err(|e| {
         format!(
             "{}: cannot create directory: {e}",

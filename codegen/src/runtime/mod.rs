@@ -1,0 +1,15 @@
+//! The runtime: compiles a graph into a [`Program`] (kernel groups lowered by the templates
+//! and JIT-compiled, the rest on the reference interpreter) and runs it.
+//!
+//! A program is compiled once and serves every binding of the model's symbolic dims: kernel
+//! sizes are evaluated from the bound symbols at each run. Intermediates that kernels produce
+//! live in one arena, planned by liveness for the run's sizes ([`memory`]); reshapes are
+//! views; weights are read in place from the (memory-mapped) model unless a template packs
+//! them; parallel loops run on a rayon pool of the requested size.
+
+pub mod group;
+mod lower;
+pub mod memory;
+mod program;
+
+pub use program::{CompileStats, GroupReport, Options, Program, RunStats};

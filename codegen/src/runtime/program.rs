@@ -1,0 +1,542 @@
+//! [`Program`]: a graph compiled into steps (JIT kernels, views, interpreter fallbacks), and
+//! its execution.
+
+use super::group::{group, Group, GroupKind};
+use super::lower::{lower, Lowered};
+use super::memory::{plan, Lifetime};
+use crate::cranelift::{compile_all, JitKernel};
+use crate::templates::Built;
+use kiln_ir::interp::{bind_symbols, eval_op, Bindings, RunError};
+use kiln_ir::{DType, Graph, NodeId, NodeKind, Tensor, ValueId};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to compile and run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Threads for parallel loops (1 = run on the calling thread).
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { threads: 1 }
+    }
+}
+
+/// How one group was compiled, for `kiln explain`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupReport {
+    /// What the group is.
+    pub kind: GroupKind,
+    /// Its nodes, as `name (Op)`.
+    pub nodes: Vec<String>,
+    /// Why it runs on the interpreter instead of a kernel (None for kernels and views).
+    pub fallback: Option<String>,
+}
+
+/// Figures of a compilation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompileStats {
+    /// JIT-compiled kernels.
+    pub kernels: usize,
+    /// Nodes run by the reference interpreter.
+    pub interpreted: usize,
+    /// Reshapes turned into views.
+    pub views: usize,
+    /// Wall time of grouping, lowering and JIT compilation, in seconds.
+    pub seconds: f64,
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunStats {
+    /// Bytes of the arena holding the kernels' intermediates (the peak).
+    pub arena_peak: usize,
+    /// Bytes those intermediates would take without sharing memory.
+    pub arena_total: usize,
+}
+
+enum Step {
+    Kernel { kernel: usize, lowered: Lowered },
+    View { input: ValueId, output: ValueId },
+    Interp { node: NodeId },
+}
+
+/// A compiled model.
+pub struct Program {
+    graph: Graph,
+    steps: Vec<Step>,
+    kernels: Vec<JitKernel>,
+    constants: HashMap<ValueId, Arc<Tensor>>,
+    reports: Vec<GroupReport>,
+    stats: CompileStats,
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+}
+
+/// Where a value lives during a run.
+enum Slot {
+    /// In the arena, at this byte offset.
+    Arena(usize),
+    /// In its own tensor (inputs, constants, interpreter results).
+    Owned(Arc<Tensor>),
+}
+
+struct Live {
+    slot: Slot,
+    shape: Vec<usize>,
+}
+
+fn node_label(graph: &Graph, n: NodeId) -> String {
+    let node = graph.node(n);
+    match node.op() {
+        Some(op) => format!("{} ({})", node.name, op.kind),
+        None => node.name.clone(),
+    }
+}
+
+impl Program {
+    /// Compiles `graph`: groups it, lowers each group with its template and JIT-compiles the
+    /// kernels; a group no template accepts runs node by node on the interpreter.
+    pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
+        let start = Instant::now();
+        let mut steps = vec![];
+        let mut reports = vec![];
+        let mut builts: Vec<Built> = vec![];
+        let mut stats = CompileStats::default();
+        for g in group(graph) {
+            match g.kind {
+                GroupKind::Interpreter => {
+                    stats.interpreted += 1;
+                    reports.push(GroupReport {
+                        kind: g.kind,
+                        nodes: vec![node_label(graph, g.nodes[0])],
+                        fallback: Some("no kernel template for this op".into()),
+                    });
+                    steps.push(Step::Interp { node: g.nodes[0] });
+                }
+                GroupKind::View if view_allowed(graph, &g) => {
+                    stats.views += 1;
+                    reports.push(GroupReport {
+                        kind: g.kind,
+                        nodes: vec![node_label(graph, g.nodes[0])],
+                        fallback: None,
+                    });
+                    steps.push(Step::View {
+                        input: graph.node(g.nodes[0]).inputs[0].expect("views have an input"),
+                        output: ValueId {
+                            node: g.nodes[0],
+                            output: 0,
+                        },
+                    });
+                }
+                _ => Self::lower_group(graph, &g, &mut steps, &mut reports, &mut builts),
+            }
+        }
+        let mut kernels_ir = vec![];
+        for (i, b) in builts.iter().enumerate() {
+            let mut k = b.kernel.clone();
+            k.name = format!("k{i}_{}", k.name);
+            kernels_ir.push(k);
+        }
+        let kernels = compile_all(&kernels_ir)?;
+        stats.kernels = kernels.len();
+        stats.interpreted = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Interp { .. }))
+            .count();
+        let mut constants = HashMap::new();
+        for n in graph.node_ids() {
+            if let NodeKind::Constant(data) = &graph.node(n).kind {
+                constants.insert(
+                    ValueId { node: n, output: 0 },
+                    Arc::new(Tensor::from_data(data)),
+                );
+            }
+        }
+        let threads = options.threads.max(1);
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| format!("thread pool: {e}"))?,
+            )
+        } else {
+            None
+        };
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok(Program {
+            graph: graph.clone(),
+            steps,
+            kernels,
+            constants,
+            reports,
+            stats,
+            pool,
+            threads,
+        })
+    }
+
+    /// Lowers one group to a kernel, or, if its template declines, each of its nodes on its
+    /// own (an elementwise node as its own kernel, anything else on the interpreter).
+    fn lower_group(
+        graph: &Graph,
+        g: &Group,
+        steps: &mut Vec<Step>,
+        reports: &mut Vec<GroupReport>,
+        builts: &mut Vec<Built>,
+    ) {
+        let nodes = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
+        match lower(graph, g) {
+            Ok(lowered) => {
+                reports.push(GroupReport {
+                    kind: g.kind,
+                    nodes,
+                    fallback: None,
+                });
+                steps.push(Step::Kernel {
+                    kernel: builts.len(),
+                    lowered: Box::new(lowered.clone()),
+                });
+                builts.push(lowered.built);
+            }
+            Err(_) if g.nodes.len() > 1 => {
+                for &n in &g.nodes {
+                    let single = super::group::single(graph, n);
+                    Self::lower_group(graph, &single, steps, reports, builts);
+                }
+            }
+            Err(reason) => {
+                reports.push(GroupReport {
+                    kind: GroupKind::Interpreter,
+                    nodes,
+                    fallback: Some(reason),
+                });
+                steps.push(Step::Interp { node: g.nodes[0] });
+            }
+        }
+    }
+
+    /// How each group was compiled, in execution order.
+    pub fn reports(&self) -> &[GroupReport] {
+        &self.reports
+    }
+
+    /// Figures of the compilation.
+    pub fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// The graph this program computes.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs the program on `feeds` (input name to value); returns the outputs in declaration
+    /// order and the run's memory figures.
+    pub fn run(
+        &self,
+        feeds: &HashMap<String, Tensor>,
+    ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        match &self.pool {
+            Some(pool) => pool.install(|| self.run_here(feeds)),
+            None => self.run_here(feeds),
+        }
+    }
+
+    fn run_here(
+        &self,
+        feeds: &HashMap<String, Tensor>,
+    ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        let graph = &self.graph;
+        let bindings = bind_symbols(graph, feeds)?;
+        let (offsets, stats) = self.plan_arena(&bindings)?;
+        let mut arena = vec![0f32; stats.arena_peak / 4 + 16];
+        let shift = arena.as_ptr().align_offset(64);
+        // SAFETY: `shift` < 16 elements and the arena has 16 spare elements.
+        let base = unsafe { arena.as_mut_ptr().add(shift) }.cast::<u8>();
+        let mut live: HashMap<ValueId, Live> = HashMap::new();
+        for v in graph.inputs() {
+            let t = &feeds[&graph.value(v).name];
+            live.insert(
+                v,
+                Live {
+                    shape: t.shape().to_vec(),
+                    slot: Slot::Owned(Arc::new(standard(t.clone()))),
+                },
+            );
+        }
+        for (v, t) in &self.constants {
+            live.insert(
+                *v,
+                Live {
+                    shape: t.shape().to_vec(),
+                    slot: Slot::Owned(t.clone()),
+                },
+            );
+        }
+        for step in &self.steps {
+            match step {
+                Step::View { input, output } => {
+                    let shape = concrete(graph, *output, &bindings)?;
+                    let slot = match &live[input].slot {
+                        Slot::Arena(o) => Slot::Arena(*o),
+                        Slot::Owned(t) => Slot::Owned(t.clone()),
+                    };
+                    live.insert(*output, Live { slot, shape });
+                }
+                Step::Interp { node } => self.interpret(*node, &bindings, base, &mut live)?,
+                Step::Kernel { kernel, lowered } => {
+                    let mut inputs = vec![];
+                    for (i, v) in lowered.inputs.iter().enumerate() {
+                        let l = &live[v];
+                        let want = concrete(graph, *v, &bindings)?;
+                        if l.shape.iter().product::<usize>() != want.iter().product::<usize>() {
+                            return Err(RunError(format!(
+                                "value `{}` is {:?} but the compiled kernel expects {want:?}",
+                                graph.value(*v).name,
+                                l.shape
+                            )));
+                        }
+                        if lowered.index_check.is_some_and(|(at, _)| at == i) {
+                            check_indices(graph, *v, l, lowered.index_check.unwrap().1)?;
+                        }
+                        inputs.push(pointer(l, base));
+                    }
+                    let mut outputs = vec![];
+                    for v in &lowered.outputs {
+                        let shape = concrete(graph, *v, &bindings)?;
+                        let slot = Slot::Arena(offsets[v]);
+                        let l = Live { slot, shape };
+                        outputs.push(pointer(&l, base));
+                        live.insert(*v, l);
+                    }
+                    let chunks = if self.pool.is_some() { self.threads } else { 1 };
+                    // SAFETY: every buffer was checked against (or allocated for) the shapes
+                    // the template was built for, evaluated with these bindings.
+                    unsafe {
+                        lowered.built.call(
+                            &self.kernels[*kernel],
+                            &inputs,
+                            &outputs,
+                            &bindings,
+                            chunks,
+                        )
+                    }
+                    .map_err(RunError)?;
+                }
+            }
+        }
+        let outputs = graph
+            .outputs()
+            .iter()
+            .map(|(name, v)| (name.clone(), materialise(graph, *v, &live[v], base)))
+            .collect();
+        drop(arena);
+        Ok((outputs, stats))
+    }
+
+    /// Runs one node on the interpreter.
+    fn interpret(
+        &self,
+        n: NodeId,
+        bindings: &Bindings,
+        base: *mut u8,
+        live: &mut HashMap<ValueId, Live>,
+    ) -> Result<(), RunError> {
+        let graph = &self.graph;
+        let node = graph.node(n);
+        let op = node.op().expect("interpreter steps are op nodes");
+        let args: Vec<Option<Cow<Tensor>>> = node
+            .inputs
+            .iter()
+            .map(|v| v.map(|v| as_tensor(graph, v, &live[&v], base)))
+            .collect();
+        let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_deref()).collect();
+        let results = eval_op(op, &refs, bindings)
+            .map_err(|e| RunError(format!("node `{}` ({}): {e}", node.name, op.kind)))?;
+        if results.len() < node.outputs.len() {
+            return Err(RunError(format!(
+                "node `{}` ({}): produced {} outputs, {} declared",
+                node.name,
+                op.kind,
+                results.len(),
+                node.outputs.len()
+            )));
+        }
+        for (output, t) in results.into_iter().take(node.outputs.len()).enumerate() {
+            let declared = &node.outputs[output].ty;
+            if t.dtype() != declared.dtype || t.shape().len() != declared.shape.len() {
+                return Err(RunError(format!(
+                    "node `{}` ({}): output `{}` is {}{:?}, inferred as {}",
+                    node.name,
+                    op.kind,
+                    node.outputs[output].name,
+                    t.dtype(),
+                    t.shape(),
+                    declared.dtype
+                )));
+            }
+            let l = Live {
+                shape: t.shape().to_vec(),
+                slot: Slot::Owned(Arc::new(standard(t))),
+            };
+            live.insert(ValueId { node: n, output }, l);
+        }
+        Ok(())
+    }
+
+    /// Places every kernel-produced value in the arena by liveness, for these bindings.
+    fn plan_arena(
+        &self,
+        bindings: &Bindings,
+    ) -> Result<(HashMap<ValueId, usize>, RunStats), RunError> {
+        let graph = &self.graph;
+        // Views share their input's buffer: resolve each value to the value that owns it.
+        let mut owner: HashMap<ValueId, ValueId> = HashMap::new();
+        let mut lifetimes: Vec<(ValueId, Lifetime)> = vec![];
+        let mut index: HashMap<ValueId, usize> = HashMap::new();
+        let root = |owner: &HashMap<ValueId, ValueId>, v: ValueId| *owner.get(&v).unwrap_or(&v);
+        let touch = |v: ValueId,
+                     step: usize,
+                     index: &HashMap<ValueId, usize>,
+                     lifetimes: &mut Vec<(ValueId, Lifetime)>| {
+            if let Some(&i) = index.get(&v) {
+                lifetimes[i].1.last = lifetimes[i].1.last.max(step);
+            }
+        };
+        for (s, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::View { input, output } => {
+                    let r = root(&owner, *input);
+                    owner.insert(*output, r);
+                    touch(r, s, &index, &mut lifetimes);
+                }
+                Step::Interp { node } => {
+                    for v in graph.node(*node).inputs.iter().flatten() {
+                        touch(root(&owner, *v), s, &index, &mut lifetimes);
+                    }
+                }
+                Step::Kernel { lowered, .. } => {
+                    for v in &lowered.inputs {
+                        touch(root(&owner, *v), s, &index, &mut lifetimes);
+                    }
+                    for v in &lowered.outputs {
+                        let shape = concrete(graph, *v, bindings)?;
+                        let bytes = shape.iter().product::<usize>() * 4;
+                        index.insert(*v, lifetimes.len());
+                        lifetimes.push((
+                            *v,
+                            Lifetime {
+                                bytes,
+                                first: s,
+                                last: s,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        let end = self.steps.len();
+        for (_, v) in graph.outputs() {
+            touch(root(&owner, *v), end, &index, &mut lifetimes);
+        }
+        let buffers: Vec<Lifetime> = lifetimes.iter().map(|(_, l)| *l).collect();
+        let p = plan(&buffers);
+        let offsets = lifetimes
+            .iter()
+            .zip(&p.offsets)
+            .map(|((v, _), &o)| (*v, o))
+            .collect();
+        Ok((
+            offsets,
+            RunStats {
+                arena_peak: p.peak,
+                arena_total: p.total,
+            },
+        ))
+    }
+}
+
+/// Whether a reshape can be a view: every buffer is dense, so it can whenever the runtime
+/// can compute the output shape from the bound symbols.
+fn view_allowed(graph: &Graph, g: &Group) -> bool {
+    let out = &graph.node(g.nodes[0]).outputs[0].ty.shape;
+    !out.iter().any(|d| d.is_unknown())
+}
+
+/// The concrete shape of `v` under `bindings`.
+fn concrete(graph: &Graph, v: ValueId, bindings: &Bindings) -> Result<Vec<usize>, RunError> {
+    let value = graph.value(v);
+    value
+        .ty
+        .shape
+        .iter()
+        .map(|d| d.eval(bindings).and_then(|x| usize::try_from(x).ok()))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| {
+            RunError(format!(
+                "value `{}`: its shape is not determined by the inputs",
+                value.name
+            ))
+        })
+}
+
+/// `t` in row-major standard layout (kernels read dense buffers).
+fn standard(t: Tensor) -> Tensor {
+    kiln_ir::map_array!(t, a => if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() })
+}
+
+/// The data pointer of a live value.
+fn pointer(l: &Live, base: *mut u8) -> *mut u8 {
+    match &l.slot {
+        // SAFETY: the offset lies inside the arena (planned from the same sizes).
+        Slot::Arena(o) => unsafe { base.add(*o) },
+        Slot::Owned(t) => kiln_ir::with_array!(&**t, a => a.as_ptr() as *mut u8),
+    }
+}
+
+/// A live value as a tensor for the interpreter (borrowed when it already is one).
+fn as_tensor<'a>(graph: &Graph, v: ValueId, l: &'a Live, base: *mut u8) -> Cow<'a, Tensor> {
+    match &l.slot {
+        Slot::Owned(t) if t.shape() == l.shape.as_slice() => Cow::Borrowed(&**t),
+        Slot::Owned(t) => Cow::Owned(t.reshape(&l.shape).expect("views keep the element count")),
+        Slot::Arena(_) => Cow::Owned(materialise(graph, v, l, base)),
+    }
+}
+
+/// A copy of a live value as a tensor.
+fn materialise(graph: &Graph, v: ValueId, l: &Live, base: *mut u8) -> Tensor {
+    match &l.slot {
+        Slot::Owned(t) => t.reshape(&l.shape).expect("views keep the element count"),
+        Slot::Arena(o) => {
+            debug_assert_eq!(graph.value(v).ty.dtype, DType::F32);
+            let n = l.shape.iter().product();
+            // SAFETY: kernels wrote `n` f32 elements at this arena offset.
+            let data = unsafe { std::slice::from_raw_parts(base.add(*o).cast::<f32>(), n) };
+            Tensor::from_vec(&l.shape, data.to_vec()).expect("element count matches the shape")
+        }
+    }
+}
+
+/// Checks the i64 indices of a gather kernel against the table length `bound` (a sequence
+/// longer than the position table, an id outside the vocabulary).
+fn check_indices(graph: &Graph, v: ValueId, l: &Live, bound: i64) -> Result<(), RunError> {
+    let Slot::Owned(t) = &l.slot else {
+        return Ok(());
+    };
+    let Tensor::I64(a) = &**t else {
+        return Ok(());
+    };
+    match a.iter().find(|&&i| i < -bound || i >= bound) {
+        Some(bad) => Err(RunError(format!(
+            "`{}`: index {bad} is out of range for a table of {bound} rows",
+            graph.value(v).name
+        ))),
+        None => Ok(()),
+    }
+}

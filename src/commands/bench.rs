@@ -1,0 +1,87 @@
+//! `kiln bench`: latency of the compiled model (median and min after warm-up), compile time
+//! and peak memory.
+
+use crate::compiled;
+use crate::inputs::{random_feeds, read_feeds};
+use crate::model;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `kiln bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The model (.onnx file or Hugging Face checkpoint directory).
+    model: PathBuf,
+    /// An input as NAME=FILE.npy (repeat); inputs not given are random.
+    #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Sequence length of random inputs.
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Batch size of random inputs.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Threads for the compiled kernels.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+    /// Timed runs (after 3 warm-up runs).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+}
+
+/// Times the compiled model and prints the figures (one `key=value` line for scripts too).
+pub fn bench(args: &BenchArgs) -> Result<(), String> {
+    let graph = model::load(&args.model)?;
+    let program = compiled::compile(&args.model, args.threads as usize)?;
+    let mut feeds = read_feeds(&args.inputs)?;
+    random_feeds(&graph, &mut feeds, args.batch, args.seq, 1)?;
+    let run = || {
+        program
+            .run(&feeds)
+            .map_err(|e| format!("{}: {e}", args.model.display()))
+    };
+    let mut stats = Default::default();
+    for _ in 0..3 {
+        stats = run()?.1;
+    }
+    let mut times = Vec::with_capacity(args.runs as usize);
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        run()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let min = times[0];
+    let c = program.stats();
+    println!(
+        "{}: batch {} seq {} threads {}: median {median:.3} ms, min {min:.3} ms over {} runs",
+        args.model.display(),
+        args.batch,
+        args.seq,
+        args.threads,
+        args.runs
+    );
+    println!(
+        "compile {:.3} s ({} kernels, {} interpreted nodes); arena peak {:.2} MiB of {:.2} MiB intermediates; peak RSS {}",
+        c.seconds,
+        c.kernels,
+        c.interpreted,
+        stats.arena_peak as f64 / 1048576.0,
+        stats.arena_total as f64 / 1048576.0,
+        peak_rss().map_or("unknown".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0))
+    );
+    println!(
+        "BENCH median_ms={median:.4} min_ms={min:.4} compile_s={:.4} arena_peak_bytes={} arena_total_bytes={}",
+        c.seconds, stats.arena_peak, stats.arena_total
+    );
+    Ok(())
+}
+
+/// The process's peak resident memory in KiB (Linux), if known.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

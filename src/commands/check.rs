@@ -1,0 +1,102 @@
+//! `kiln check`: runs the compiled model and the reference interpreter on the same inputs
+//! (given .npy files, random ones, or both) and compares every output.
+
+use crate::inputs::{random_feeds, read_feeds};
+use crate::{compiled, model};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kiln check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The model (.onnx file or Hugging Face checkpoint directory).
+    model: PathBuf,
+    /// An input as NAME=FILE.npy (repeat); inputs not given are random.
+    #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Sequence length of random inputs.
+    #[arg(long, default_value_t = 16)]
+    seq: usize,
+    /// Batch size of random inputs.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Random input sets to try (besides the given inputs, if all are given).
+    #[arg(long, default_value_t = 2)]
+    trials: u64,
+    /// Largest accepted `|compiled - reference| / max(1, |reference|)`.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f64,
+    /// Threads for the compiled kernels.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+}
+
+/// Compares the compiled model with the interpreter; exit 1 when an output is over tolerance.
+pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
+    let graph = model::load(&args.model)?;
+    let program = compiled::compile(&args.model, args.threads as usize)?;
+    let given = read_feeds(&args.inputs)?;
+    let stats = program.stats();
+    println!(
+        "{}: {} kernels, {} interpreted nodes, {} views, compiled in {:.3} s",
+        args.model.display(),
+        stats.kernels,
+        stats.interpreted,
+        stats.views,
+        stats.seconds
+    );
+    let mut worst = 0f64;
+    for trial in 0..args.trials.max(1) {
+        let mut feeds = given.clone();
+        random_feeds(&graph, &mut feeds, args.batch, args.seq, trial + 1)?;
+        let want = kiln_ir::interp::run(&graph, &feeds)
+            .map_err(|e| format!("{}: interpreter: {e}", args.model.display()))?;
+        let (got, _) = program
+            .run(&feeds)
+            .map_err(|e| format!("{}: {e}", args.model.display()))?;
+        for ((name, w), (_, g)) in want.iter().zip(&got) {
+            if w.shape() != g.shape() || w.dtype() != g.dtype() {
+                return Err(format!(
+                    "{}: output `{name}` is {}{:?} compiled but {}{:?} on the interpreter",
+                    args.model.display(),
+                    g.dtype(),
+                    g.shape(),
+                    w.dtype(),
+                    w.shape()
+                ));
+            }
+            let err = w
+                .to_f64_array()
+                .iter()
+                .zip(g.to_f64_array().iter())
+                .map(|(w, g)| {
+                    if w == g {
+                        0.0
+                    } else {
+                        (w - g).abs() / w.abs().max(1.0)
+                    }
+                })
+                .fold(
+                    0f64,
+                    |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+                );
+            println!("trial {trial}: {name} {:?} max error {err:.3e}", g.shape());
+            worst = worst.max(err);
+        }
+        if given.len() == graph.inputs().count() {
+            break;
+        }
+    }
+    let ok = worst <= args.tolerance;
+    println!(
+        "{}: max error {worst:.3e} (tolerance {:.1e})",
+        if ok { "ok" } else { "FAILED" },
+        args.tolerance
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,93 @@
+//! Model inputs for the commands: `NAME=FILE.npy` arguments, and random inputs that fit a
+//! model's declared inputs (for `kiln check` and `kiln bench`).
+
+use kiln_ir::{npy, DType, Graph, Tensor};
+use std::collections::HashMap;
+
+/// Reads `NAME=FILE.npy` arguments into feeds.
+pub fn read_feeds(specs: &[String]) -> Result<HashMap<String, Tensor>, String> {
+    let mut feeds = HashMap::new();
+    for spec in specs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--input `{spec}`: expected NAME=FILE.npy"))?;
+        let tensor = npy::read_npy(file.as_ref())?;
+        if feeds.insert(name.to_string(), tensor).is_some() {
+            return Err(format!("--input `{name}` is given twice"));
+        }
+    }
+    Ok(feeds)
+}
+
+/// Random inputs for every declared input of `graph` not already in `feeds`: a symbolic dim
+/// whose name mentions `batch` gets `batch`, `past` gets `past`, any other gets `seq`. Floats
+/// are uniform in [-1, 1); integers are in {0, 1} (valid token ids, masks and segment ids for
+/// every model kiln reads), except masks which are all 1.
+pub fn random_feeds(
+    graph: &Graph,
+    feeds: &mut HashMap<String, Tensor>,
+    batch: usize,
+    seq: usize,
+    seed: u64,
+) -> Result<(), String> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for v in graph.inputs() {
+        let value = graph.value(v);
+        if feeds.contains_key(&value.name) {
+            continue;
+        }
+        let shape: Vec<usize> = value
+            .ty
+            .shape
+            .iter()
+            .map(|d| match d.as_known() {
+                Some(k) => Ok(k as usize),
+                None => {
+                    let names = d.symbols().join(" ");
+                    Ok(if names.contains("batch") {
+                        batch
+                    } else if names.contains("past") {
+                        seq.saturating_sub(1).max(1)
+                    } else if d.symbols().len() == 1 {
+                        seq
+                    } else {
+                        return Err(format!(
+                            "input `{}`: give it with --input (its dim `{d}` is not a plain symbol)",
+                            value.name
+                        ));
+                    })
+                }
+            })
+            .collect::<Result<_, String>>()?;
+        let n: usize = shape.iter().product();
+        let is_mask = value.name.contains("mask");
+        let t = match value.ty.dtype {
+            DType::F32 => {
+                let data = (0..n)
+                    .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+                    .collect();
+                Tensor::from_vec(&shape, data)?
+            }
+            DType::I64 | DType::I32 => {
+                let data: Vec<i64> = (0..n)
+                    .map(|_| if is_mask { 1 } else { (next() >> 63) as i64 })
+                    .collect();
+                Tensor::from_vec(&shape, data)?.cast(value.ty.dtype)
+            }
+            other => {
+                return Err(format!(
+                    "input `{}`: random {other} inputs are not supported; give it with --input",
+                    value.name
+                ))
+            }
+        };
+        feeds.insert(value.name.clone(), t);
+    }
+    Ok(())
+}
