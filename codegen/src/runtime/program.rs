@@ -60,9 +60,17 @@ pub struct RunStats {
 }
 
 enum Step {
-    Kernel { kernel: usize, lowered: Lowered },
-    View { input: ValueId, output: ValueId },
-    Interp { node: NodeId },
+    Kernel {
+        kernel: usize,
+        lowered: Box<Lowered>,
+    },
+    View {
+        input: ValueId,
+        output: ValueId,
+    },
+    Interp {
+        node: NodeId,
+    },
 }
 
 /// A compiled model.
