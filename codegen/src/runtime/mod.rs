@@ -7,9 +7,11 @@
 //! views; weights are read in place from the (memory-mapped) model unless a template packs
 //! them; parallel loops run on a rayon pool of the requested size.
 
+mod fold;
 pub mod group;
 mod lower;
 pub mod memory;
 mod program;
 
+pub use fold::fold_constants;
 pub use program::{CompileStats, GroupReport, Options, Program, RunStats};

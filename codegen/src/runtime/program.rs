@@ -46,6 +46,8 @@ pub struct CompileStats {
     pub interpreted: usize,
     /// Reshapes turned into views.
     pub views: usize,
+    /// Ops on constants evaluated at compile time.
+    pub folded: usize,
     /// Wall time of grouping, lowering and JIT compilation, in seconds.
     pub seconds: f64,
 }
@@ -111,10 +113,16 @@ impl Program {
     /// kernels; a group no template accepts runs node by node on the interpreter.
     pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
         let start = Instant::now();
+        let mut graph = graph.clone();
+        let folded = super::fold_constants(&mut graph);
+        let graph = &graph;
         let mut steps = vec![];
         let mut reports = vec![];
         let mut builts: Vec<Built> = vec![];
-        let mut stats = CompileStats::default();
+        let mut stats = CompileStats {
+            folded,
+            ..CompileStats::default()
+        };
         for g in group(graph) {
             match g.kind {
                 GroupKind::Interpreter => {

@@ -93,6 +93,17 @@ impl RuleApplier {
     }
 }
 
+/// Whether some `Get` node reads an output other than the first of `class`'s op.
+fn has_extra_outputs_read(egraph: &KilnEGraph, class: Id) -> bool {
+    let class = egraph.find(class);
+    egraph[class].parents().any(|p| {
+        egraph[p]
+            .nodes
+            .iter()
+            .any(|n| matches!(n, Node::Get(i, [x]) if *i > 0 && egraph.find(*x) == class))
+    })
+}
+
 impl Applier<Node, KilnAnalysis> for RuleApplier {
     fn apply_one(
         &self,
@@ -119,6 +130,10 @@ impl Applier<Node, KilnAnalysis> for RuleApplier {
         let mut merges = vec![];
         for (binding, template) in &self.rhs {
             let target = binding.map_or(eclass, |v| subst[v]);
+            if has_extra_outputs_read(egraph, target) {
+                // Replacing a multi-output op by one value would lose its other outputs.
+                return vec![];
+            }
             let Some(new) = instantiate(egraph, template, subst, &attrs) else {
                 return vec![];
             };
