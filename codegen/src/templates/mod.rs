@@ -12,6 +12,7 @@
 //!   weights), or scratch space.
 
 pub mod elementwise;
+pub mod rows;
 
 use crate::cranelift::JitKernel;
 use crate::kir::Kernel;
