@@ -3,29 +3,202 @@
 //! the group then runs on the interpreter and `kiln explain` shows the reason.
 
 use super::group::{Group, GroupKind};
+use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
 use crate::templates::Built;
-use kiln_ir::{Graph, ValueId};
+use crate::Schedule;
+use kiln_ir::{DType, Dim, Graph, Node, NodeKind, OpKind, ValueId};
+use std::sync::Arc;
 
 /// A group lowered to a kernel.
 #[derive(Clone, Debug)]
 pub(super) struct Lowered {
     /// The template instance.
     pub built: Built,
-    /// The graph values bound to the template's inputs, in its order.
-    pub inputs: Vec<ValueId>,
-    /// The graph values bound to its outputs.
-    pub outputs: Vec<ValueId>,
+    /// The graph values bound to the template's inputs, in its order (`None`: not bound).
+    pub inputs: Vec<Option<ValueId>>,
+    /// The graph values bound to its outputs (`None`: an output the graph does not read).
+    pub outputs: Vec<Option<ValueId>>,
     /// For gathers: which input holds indices, and the table length they must stay below.
     pub index_check: Option<(usize, i64)>,
 }
 
 /// Lowers `group` with the template for its kind.
 pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Lowered, String> {
-    let _ = graph;
-    Err(format!("no {} template yet", group.kind.name()))
+    for &v in group.inputs.iter().chain(&group.outputs) {
+        let value = graph.value(v);
+        if value.ty.shape.iter().any(Dim::is_unknown) {
+            return Err(format!(
+                "the shape of `{}` is only known at run time",
+                value.name
+            ));
+        }
+    }
+    match group.kind {
+        GroupKind::Rows => lower_rows(graph, group),
+        other => Err(format!("no {} template yet", other.name())),
+    }
 }
 
-#[allow(dead_code)]
-fn _kinds(k: GroupKind) -> GroupKind {
-    k
+/// The node of a single-node group.
+fn sole_node<'g>(graph: &'g Graph, group: &Group) -> &'g Node {
+    graph.node(group.nodes[0])
+}
+
+/// The symbolic shape of a value.
+fn shape(graph: &Graph, v: ValueId) -> Vec<Dim> {
+    graph.value(v).ty.shape.clone()
+}
+
+/// The values of a constant f32 tensor, if `v` is one.
+fn constant_f32(graph: &Graph, v: ValueId) -> Option<Arc<[f32]>> {
+    match &graph.node(v.node).kind {
+        NodeKind::Constant(data) if data.dtype() == DType::F32 => {
+            let t = kiln_ir::Tensor::from_data(data);
+            Some(t.to_f32_array().iter().copied().collect())
+        }
+        _ => None,
+    }
+}
+
+/// Requires every input of `node` that is present to be f32.
+fn require_f32(graph: &Graph, node: &Node) -> Result<(), String> {
+    for v in node.inputs.iter().flatten() {
+        let value = graph.value(*v);
+        if value.ty.dtype != DType::F32 {
+            return Err(format!(
+                "`{}` is {}, kernels take f32",
+                value.name, value.ty.dtype
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The axis attribute normalised to `0..rank`.
+fn axis(node: &Node, rank: usize) -> Result<usize, String> {
+    let op = node.op().expect("an op node");
+    let a = op.attrs.int("axis")?;
+    let r = rank as i64;
+    if a < -r || a >= r.max(1) {
+        return Err(format!("axis {a} is out of range for rank {rank}"));
+    }
+    Ok(a.rem_euclid(r.max(1)) as usize)
+}
+
+/// Softmax, normalisations and reductions over trailing axes.
+fn lower_rows(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+    let node = sole_node(graph, group);
+    let op = node.op().expect("rows groups are op nodes");
+    require_f32(graph, node)?;
+    let x = node.inputs[0].ok_or("X is missing")?;
+    let rank = shape(graph, x).len();
+    let epsilon = || op.attrs.float("epsilon").map(|e| e as f32);
+    let (row_op, axis) = match op.kind {
+        OpKind::Softmax => (RowOp::Softmax, axis(node, rank)?),
+        OpKind::LogSoftmax => (RowOp::LogSoftmax, axis(node, rank)?),
+        OpKind::LayerNormalization => (
+            RowOp::LayerNorm {
+                epsilon: epsilon()?,
+            },
+            axis(node, rank)?,
+        ),
+        OpKind::RMSNormalization | OpKind::SimplifiedLayerNormalization => (
+            RowOp::RmsNorm {
+                epsilon: epsilon()?,
+            },
+            axis(node, rank)?,
+        ),
+        OpKind::SkipLayerNormalization | OpKind::SkipSimplifiedLayerNormalization => (
+            RowOp::SkipLayerNorm {
+                epsilon: epsilon()?,
+                rms: op.kind == OpKind::SkipSimplifiedLayerNormalization,
+            },
+            rank.saturating_sub(1),
+        ),
+        OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax | OpKind::ReduceMin => {
+            let kind = match op.kind {
+                OpKind::ReduceSum => ReduceKind::Sum,
+                OpKind::ReduceMean => ReduceKind::Mean,
+                OpKind::ReduceMax => ReduceKind::Max,
+                _ => ReduceKind::Min,
+            };
+            (RowOp::Reduce { kind }, trailing_reduce_axis(node, rank)?)
+        }
+        other => return Err(format!("{other} is not a row op")),
+    };
+    // Outputs beyond Y are only supported for the skip norms' sum (output 3).
+    let read: Vec<usize> = group
+        .outputs
+        .iter()
+        .filter(|v| v.node == node_id(group))
+        .map(|v| v.output)
+        .collect();
+    let sum_output = read.contains(&3);
+    if read.iter().any(|&o| o != 0 && o != 3)
+        || (sum_output && !matches!(row_op, RowOp::SkipLayerNorm { .. }))
+    {
+        return Err("only output 0 (and a skip norm's sum) can come from a kernel".into());
+    }
+    let inputs: Vec<Option<RowInput>> = node
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.map(|v| match (i, constant_f32(graph, v)) {
+                (1.., Some(values)) => RowInput::constant(shape(graph, v), values),
+                _ => RowInput::new(shape(graph, v)),
+            })
+        })
+        .collect();
+    let built = rows::rows(
+        &RowSpec {
+            op: row_op,
+            inputs,
+            axis,
+            sum_output,
+        },
+        &Schedule::default(),
+    )?;
+    let n = node_id(group);
+    let outputs = (0..node.outputs.len())
+        .map(|o| {
+            let v = ValueId { node: n, output: o };
+            (o == 0 || (o == 3 && sum_output)).then_some(v)
+        })
+        .collect();
+    Ok(Lowered {
+        built,
+        inputs: node.inputs.clone(),
+        outputs,
+        index_check: None,
+    })
+}
+
+fn node_id(group: &Group) -> kiln_ir::NodeId {
+    group.nodes[0]
+}
+
+/// The first reduced axis of a reduction over trailing axes (`keepdims` either way).
+fn trailing_reduce_axis(node: &Node, rank: usize) -> Result<usize, String> {
+    let op = node.op().expect("an op node");
+    if node.inputs.get(1).is_some_and(|v| v.is_some()) {
+        return Err("axes given at run time".into());
+    }
+    let mut axes: Vec<usize> = match op.attrs.get("axes") {
+        Some(_) => op
+            .attrs
+            .ints("axes")?
+            .iter()
+            .map(|&a| a.rem_euclid(rank.max(1) as i64) as usize)
+            .collect(),
+        None if op.attrs.int("noop_with_empty_axes")? == 0 => (0..rank).collect(),
+        None => return Err("an empty reduction is a copy".into()),
+    };
+    axes.sort_unstable();
+    axes.dedup();
+    let first = *axes.first().ok_or("no axes")?;
+    if axes != (first..rank).collect::<Vec<_>>() {
+        return Err(format!("axes {axes:?} are not the trailing axes"));
+    }
+    Ok(first)
 }

@@ -5,7 +5,7 @@ use super::group::{group, Group, GroupKind};
 use super::lower::{lower, Lowered};
 use super::memory::{plan, Lifetime};
 use crate::cranelift::{compile_all, JitKernel};
-use crate::templates::Built;
+use crate::templates::{Arg, Built};
 use kiln_ir::interp::{bind_symbols, eval_op, Bindings, RunError};
 use kiln_ir::{DType, Graph, NodeId, NodeKind, Tensor, ValueId};
 use std::borrow::Cow;
@@ -207,7 +207,18 @@ impl Program {
         builts: &mut Vec<Built>,
     ) {
         let nodes = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
-        match lower(graph, g) {
+        let lowered = lower(graph, g).and_then(|l| {
+            let unbound = l.built.args.iter().any(|a| match a {
+                Arg::Input(i) => l.inputs.get(*i).is_none_or(|v| v.is_none()),
+                Arg::Output(i) => l.outputs.get(*i).is_none_or(|v| v.is_none()),
+                _ => false,
+            });
+            if unbound {
+                return Err("the template reads or writes a buffer the graph does not bind".into());
+            }
+            Ok(l)
+        });
+        match lowered {
             Ok(lowered) => {
                 reports.push(GroupReport {
                     kind: g.kind,
@@ -309,6 +320,10 @@ impl Program {
                 Step::Kernel { kernel, lowered } => {
                     let mut inputs = vec![];
                     for (i, v) in lowered.inputs.iter().enumerate() {
+                        let Some(v) = v else {
+                            inputs.push(std::ptr::null_mut());
+                            continue;
+                        };
                         let l = &live[v];
                         let want = concrete(graph, *v, &bindings)?;
                         if l.shape.iter().product::<usize>() != want.iter().product::<usize>() {
@@ -325,6 +340,10 @@ impl Program {
                     }
                     let mut outputs = vec![];
                     for v in &lowered.outputs {
+                        let Some(v) = v else {
+                            outputs.push(std::ptr::null_mut());
+                            continue;
+                        };
                         let shape = concrete(graph, *v, &bindings)?;
                         let slot = Slot::Arena(offsets[v]);
                         let l = Live { slot, shape };
@@ -438,10 +457,10 @@ impl Program {
                     }
                 }
                 Step::Kernel { lowered, .. } => {
-                    for v in &lowered.inputs {
+                    for v in lowered.inputs.iter().flatten() {
                         touch(root(&owner, *v), s, &index, &mut lifetimes);
                     }
-                    for v in &lowered.outputs {
+                    for v in lowered.outputs.iter().flatten() {
                         let shape = concrete(graph, *v, bindings)?;
                         let bytes = shape.iter().product::<usize>() * 4;
                         index.insert(*v, lifetimes.len());
