@@ -92,7 +92,7 @@ fn lower_rows(graph: &Graph, group: &Group) -> Result<Lowered, String> {
     require_f32(graph, node)?;
     let x = node.inputs[0].ok_or("X is missing")?;
     let rank = shape(graph, x).len();
-    let epsilon = || op.attrs.float("epsilon").map(|e| e as f32);
+    let epsilon = || op.attrs.float("epsilon");
     let (row_op, axis) = match op.kind {
         OpKind::Softmax => (RowOp::Softmax, axis(node, rank)?),
         OpKind::LogSoftmax => (RowOp::LogSoftmax, axis(node, rank)?),
