@@ -1,198 +1,1013 @@
-//! Kernel templates: functions that build KIR for an op or a fused group of ops.
+//! Elementwise templates: a tree of elementwise IR ops ([`Expr`]) over inputs broadcast (numpy
+//! rules) to one output, fused into one loop nest (inputs are read once, intermediates stay in
+//! registers), and the rotate-half rotary embedding ([`rope_rotate_half`]), elementwise but for
+//! a half swap along the last axis.
 //!
-//! This first template fuses a tree of same-shape elementwise ops into one loop (inputs are
-//! read once, intermediates live in registers). Broadcasting, vector widths, GEMM, row
-//! reductions and attention come as further templates.
+//! Layout: output axes of static size 1 are dropped, and neighbouring axes along which every
+//! input is alike (varies along both, or is broadcast along both) are merged, so the common
+//! cases (same shapes, `[rows, cols] + [cols]`, `[C, H, W] * [C, 1, 1]`) become one or two
+//! loops. The innermost merged axis runs on f32x4 vectors with a scalar tail: an input that
+//! varies along it is loaded four elements at a time, one broadcast along it is splatted.
+//! The parallel axis is the flattened element count when one axis is left (each thread's
+//! range runs in vectors from its first element, with its own tail), else the outer loops
+//! (their first two axes flattened when the first is not known to be large).
+//!
+//! The loop helpers here (`Sizes`, `nest`, `vector_run`, ...) are shared with the
+//! movement templates.
 
-use crate::kir::{Binary, Index, Kernel, Stmt, Unary, Value};
-use kiln_ir::OpKind;
+use super::{Arg, Built};
+use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use kiln_ir::{Dim, Op, OpKind};
 
 /// An elementwise expression over a kernel's inputs, in IR op terms.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
-    /// Input buffer `i`.
+    /// Input `i` of the group, broadcast to the output shape.
     Input(usize),
-    /// A constant.
+    /// A constant (a folded scalar constant input).
     Const(f32),
-    /// An IR op applied to sub-expressions.
-    Op(OpKind, Vec<Expr>),
+    /// An IR op (with its attributes, e.g. Gelu's `approximate`) applied to sub-expressions.
+    Op(Op, Vec<Expr>),
 }
 
-/// A kernel computing `expr` elementwise over `inputs` f32 buffers of equal length into an
-/// output buffer (the last buffer); size parameter 0 is the element count. With `lanes` 4 the
-/// main loop runs on f32x4 vectors and a scalar loop finishes the last `n % 4` elements.
-/// Errors name the op that has no elementwise lowering yet.
-pub fn elementwise(name: &str, expr: &Expr, inputs: usize, lanes: u8) -> Result<Kernel, String> {
-    if !matches!(lanes, 1 | 4) {
-        return Err(format!("vector width {lanes} is not supported (1 or 4)"));
+impl Expr {
+    /// `kind`, with its default attributes, applied to `args`.
+    pub fn op(kind: OpKind, args: Vec<Expr>) -> Expr {
+        Expr::Op(Op::plain(kind), args)
     }
-    let n = Index::Size(0);
-    let width = Index::Const(lanes as i64);
-    // Whole vectors: chunks 0..n/lanes, element index chunk*lanes.
-    let chunks = n.clone() / width.clone();
-    let first = Index::Loop(0) * width.clone();
-    let mut body = vec![Stmt::Loop {
-        start: Index::Const(0),
-        end: chunks.clone(),
-        body: vec![Stmt::Store {
-            buffer: inputs,
-            index: first.clone(),
-            value: lower(expr, inputs, &first)?,
-            lanes,
-        }],
-    }];
-    if lanes > 1 {
-        body.push(Stmt::Loop {
-            start: chunks * width,
-            end: n,
-            body: vec![Stmt::Store {
-                buffer: inputs,
-                index: Index::Loop(0),
-                value: lower(expr, inputs, &Index::Loop(0))?,
-                lanes: 1,
-            }],
-        });
-    }
-    Ok(Kernel {
-        name: name.to_string(),
-        buffers: inputs + 1,
-        sizes: 1,
-        vars: vec![],
-        body,
-    })
 }
 
-/// The KIR value of `expr` with every input read at `at`.
-fn lower(expr: &Expr, inputs: usize, at: &Index) -> Result<Value, String> {
-    Ok(match expr {
-        Expr::Input(i) if *i < inputs => Value::Load(*i, at.clone()),
-        Expr::Input(i) => return Err(format!("input {i} does not exist ({inputs} inputs)")),
-        Expr::Const(c) => Value::Const(*c),
-        Expr::Op(kind, args) => {
-            let args = args
+/// A kernel computing `expr` over inputs of `input_shapes` (input `i` of the group is
+/// `Expr::Input(i)`), broadcast with numpy rules to `output_shape`: an input dim statically 1
+/// (or a missing leading axis) broadcasts, any other dim is taken to equal the output dim
+/// (checked when both are known; a symbolic input dim that is 1 at run time while the output
+/// dim is not is outside the contract: give it as a static 1).
+///
+/// Ops: Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Erf, Tanh, Sigmoid, Relu, Floor, Ceil,
+/// Silu, Gelu (`approximate` none or tanh), Add, Sub, Mul, Div, Max, Min, SwiGlu, Pow with a
+/// constant exponent in {0, ±0.5, ±1, 2, 3}, and Clip (bounds are operands, e.g. constants;
+/// pass `-inf` for an absent lower bound). Anything else is an error naming the op.
+///
+/// Buffers: the inputs in order, then the output (f32, dense, row-major).
+pub fn elementwise(
+    name: &str,
+    expr: &Expr,
+    input_shapes: &[Vec<Dim>],
+    output_shape: &[Dim],
+) -> Result<Built, String> {
+    for shape in input_shapes.iter().map(Vec::as_slice).chain([output_shape]) {
+        check_dims(shape)?;
+    }
+    check_inputs(expr, input_shapes.len())?;
+    let layout = Layout::new(input_shapes, output_shape, false)?;
+    let output = input_shapes.len();
+    let mut sizes = Sizes::default();
+    let mut vars = vec![];
+    let (body, parallel) = match layout.dims.as_slice() {
+        [] | [_] => {
+            // One merged axis: every input varies along all of it or is a broadcast scalar,
+            // so the parallel range is a range of elements.
+            let n = layout.dims.first().cloned().unwrap_or(Dim::known(1));
+            let rows = Rows {
+                bases: vec![Index::Const(0); output],
+                varies: layout
+                    .full
+                    .iter()
+                    .map(|f| f.first() == Some(&true))
+                    .collect(),
+            };
+            let body = vector_run(0, &Index::Size(0), &Index::Size(1), |j, lanes| {
+                rows.store(expr, output, &Index::Const(0), &j, lanes, &mut vars)
+            })?;
+            (body, n)
+        }
+        [outer @ .., inner] => nest(&mut sizes, outer, |sizes, coords, depth| {
+            let rows = layout.rows(sizes, coords);
+            let out_base = row_major_offset(sizes, &layout.dims, coords);
+            let end = sizes.index(inner);
+            vector_run(depth, &Index::Const(0), &end, |j, lanes| {
+                rows.store(expr, output, &out_base, &j, lanes, &mut vars)
+            })
+        })?,
+    };
+    let args = (0..output)
+        .map(Arg::Input)
+        .chain([Arg::Output(0)])
+        .collect();
+    Ok(finish(name, args, vars, body, sizes, parallel))
+}
+
+/// A kernel for `RopeRotateHalf`: `y = x * cos + rotate_half(x) * sin`, where
+/// `rotate_half(x)` is `concat(-x2, x1)` of the two halves of the last axis, and `cos`, `sin`
+/// broadcast to `x` (e.g. `[S, D]` or `[B, 1, S, D]` tables for `[B, H, S, D]` activations).
+/// The last dim must be even (statically, or a symbolic multiple of 2).
+///
+/// Buffers: x, cos, sin, then y (x's shape).
+pub fn rope_rotate_half(name: &str, x: &[Dim], cos: &[Dim], sin: &[Dim]) -> Result<Built, String> {
+    for shape in [x, cos, sin] {
+        check_dims(shape)?;
+    }
+    let last = x.last().ok_or("x must have rank at least 1")?;
+    let half = last
+        .div_exact(&Dim::known(2))
+        .ok_or_else(|| format!("the last dim ({last}) must be even"))?;
+    let layout = Layout::new(&[x.to_vec(), cos.to_vec(), sin.to_vec()], x, true)?;
+    let (_, outer) = layout.dims.split_last().expect("the last axis is kept");
+    let mut sizes = Sizes::default();
+    let (body, parallel) = nest(&mut sizes, outer, |sizes, coords, depth| {
+        let rows = layout.rows(sizes, coords);
+        let out_base = row_major_offset(sizes, &layout.dims, coords);
+        let (half, end) = (sizes.index(&half), sizes.index(last));
+        // First half: x1 * cos - x2 * sin; second half: x2 * cos + x1 * sin.
+        let mut body = vec![];
+        for (start, stop, other, negate) in [
+            (Index::Const(0), half.clone(), half.clone(), true),
+            (half.clone(), end, sub(Index::Const(0), half), false),
+        ] {
+            body.extend(vector_run(depth, &start, &stop, |j, lanes| {
+                let mut rotated = rows.load(0, &add(j.clone(), other.clone()));
+                if negate {
+                    rotated = rotated.unary(Unary::Neg);
+                }
+                let value = rows.load(0, &j) * rows.load(1, &j) + rotated * rows.load(2, &j);
+                Ok(vec![Stmt::store(3, add(out_base.clone(), j), value, lanes)])
+            })?);
+        }
+        Ok(body)
+    })?;
+    let args = vec![Arg::Input(0), Arg::Input(1), Arg::Input(2), Arg::Output(0)];
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// Errors if a dim is unknown (`?`): its size could not be bound at run time.
+pub(crate) fn check_dims(shape: &[Dim]) -> Result<(), String> {
+    match shape.iter().find(|d| d.is_unknown()) {
+        Some(d) => Err(format!("dim `{d}` of shape {shape:?} is unknown")),
+        None => Ok(()),
+    }
+}
+
+/// Errors if `expr` reads an input that does not exist.
+fn check_inputs(expr: &Expr, inputs: usize) -> Result<(), String> {
+    match expr {
+        Expr::Input(i) if *i >= inputs => {
+            Err(format!("input {i} does not exist ({inputs} inputs)"))
+        }
+        Expr::Op(_, args) => args.iter().try_for_each(|a| check_inputs(a, inputs)),
+        _ => Ok(()),
+    }
+}
+
+/// The output axes after dropping unit axes and merging alike neighbours.
+struct Layout {
+    /// Extents of the merged axes.
+    dims: Vec<Dim>,
+    /// For each input, whether it varies along each merged axis (false: broadcast).
+    full: Vec<Vec<bool>>,
+}
+
+impl Layout {
+    /// The layout of `inputs` broadcast to `output`; with `keep_last`, the last axis is kept
+    /// on its own (never dropped or merged).
+    fn new(inputs: &[Vec<Dim>], output: &[Dim], keep_last: bool) -> Result<Layout, String> {
+        let rank = output.len();
+        let mut layout = Layout {
+            dims: vec![],
+            full: vec![vec![]; inputs.len()],
+        };
+        for (axis, out) in output.iter().enumerate() {
+            let flags = inputs
                 .iter()
-                .map(|a| lower(a, inputs, at))
-                .collect::<Result<Vec<_>, _>>()?;
-            let unary = |op| -> Result<Value, String> {
-                match args.as_slice() {
-                    [x] => Ok(Value::Unary(op, Box::new(x.clone()))),
-                    _ => Err(format!("{kind} takes one input")),
+                .map(|shape| varies(shape, axis, output))
+                .collect::<Result<Vec<bool>, String>>()?;
+            let kept = keep_last && axis + 1 == rank;
+            if out.is(1) && !kept {
+                continue;
+            }
+            let alike = layout
+                .full
+                .iter()
+                .zip(&flags)
+                .all(|(f, g)| f.last() == Some(g));
+            match layout.dims.pop() {
+                Some(d) if alike && !kept => layout.dims.push(&d * out),
+                previous => {
+                    layout.dims.extend(previous);
+                    layout.dims.push(out.clone());
+                    for (f, g) in layout.full.iter_mut().zip(flags) {
+                        f.push(g);
+                    }
                 }
-            };
-            let binary = |op| -> Result<Value, String> {
-                match args.as_slice() {
-                    [x, y] => Ok(Value::Binary(op, Box::new(x.clone()), Box::new(y.clone()))),
-                    _ => Err(format!("{kind} takes two inputs")),
-                }
-            };
-            match kind {
-                OpKind::Neg => unary(Unary::Neg)?,
-                OpKind::Abs => unary(Unary::Abs)?,
-                OpKind::Sqrt => unary(Unary::Sqrt)?,
-                OpKind::Add => binary(Binary::Add)?,
-                OpKind::Sub => binary(Binary::Sub)?,
-                OpKind::Mul => binary(Binary::Mul)?,
-                OpKind::Div => binary(Binary::Div)?,
-                OpKind::Max => binary(Binary::Max)?,
-                OpKind::Min => binary(Binary::Min)?,
-                other => return Err(format!("{other} has no elementwise kernel yet")),
             }
         }
+        Ok(layout)
+    }
+
+    /// The inputs' row bases at output coordinates `coords` of the outer merged axes.
+    fn rows(&self, sizes: &mut Sizes, coords: &[Index]) -> Rows {
+        let bases = self
+            .full
+            .iter()
+            .map(|full| {
+                let terms = coords.iter().enumerate().filter(|(a, _)| full[*a]);
+                sum(terms.map(|(a, c)| {
+                    let after: Vec<Dim> = (a + 1..self.dims.len())
+                        .filter(|&e| full[e])
+                        .map(|e| self.dims[e].clone())
+                        .collect();
+                    mul(c.clone(), sizes.product(&after))
+                }))
+            })
+            .collect();
+        let varies = self.full.iter().map(|f| f.last() == Some(&true)).collect();
+        Rows { bases, varies }
+    }
+}
+
+/// Whether the input of `shape` varies along output axis `axis` (false: broadcast).
+fn varies(shape: &[Dim], axis: usize, output: &[Dim]) -> Result<bool, String> {
+    let offset = output.len().checked_sub(shape.len()).ok_or_else(|| {
+        format!("input shape {shape:?} has a higher rank than the output {output:?}")
+    })?;
+    let Some(d) = axis.checked_sub(offset).map(|a| &shape[a]) else {
+        return Ok(false);
+    };
+    let out = &output[axis];
+    match (d.as_known(), out.as_known()) {
+        (Some(1), _) => Ok(false),
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "input shape {shape:?} does not broadcast to {output:?}"
+        )),
+        _ => Ok(true),
+    }
+}
+
+/// Where each input's current row starts and whether it varies along the row.
+struct Rows {
+    bases: Vec<Index>,
+    varies: Vec<bool>,
+}
+
+impl Rows {
+    /// Input `i` at position `j` of the row (a splat of its row base if broadcast along it).
+    fn load(&self, i: usize, j: &Index) -> Value {
+        if self.varies[i] {
+            Value::load(i, add(self.bases[i].clone(), j.clone()))
+        } else {
+            Value::load(i, self.bases[i].clone()).splat()
+        }
+    }
+
+    /// Statements storing `lanes` elements of `expr` at position `j` of the output row that
+    /// starts at `out_base` (output buffer `output`).
+    fn store(
+        &self,
+        expr: &Expr,
+        output: usize,
+        out_base: &Index,
+        j: &Index,
+        lanes: u8,
+        vars: &mut Vec<u8>,
+    ) -> Result<Vec<Stmt>, String> {
+        let mut lower = Lowering {
+            vars,
+            lanes,
+            stmts: vec![],
+            load: &|i| self.load(i, j),
+        };
+        let value = lower.expr(expr)?;
+        let mut stmts = lower.stmts;
+        stmts.push(Stmt::store(
+            output,
+            add(out_base.clone(), j.clone()),
+            value,
+            lanes,
+        ));
+        Ok(stmts)
+    }
+}
+
+/// Lowers an [`Expr`] to a KIR value at one width; operands used more than once are computed
+/// once into variables (set by `stmts`, which run before the value is used).
+struct Lowering<'a> {
+    vars: &'a mut Vec<u8>,
+    lanes: u8,
+    stmts: Vec<Stmt>,
+    load: &'a dyn Fn(usize) -> Value,
+}
+
+impl Lowering<'_> {
+    fn expr(&mut self, expr: &Expr) -> Result<Value, String> {
+        match expr {
+            Expr::Input(i) => Ok((self.load)(*i)),
+            Expr::Const(c) => Ok(Value::Const(*c)),
+            Expr::Op(op, args) => self.op(op, args),
+        }
+    }
+
+    /// `v`, or a variable holding it when it is not a cheap load or constant.
+    fn shared(&mut self, v: Value) -> Value {
+        let cheap = match &v {
+            Value::Load(..) | Value::Const(_) | Value::Var(_) => true,
+            Value::Splat(x) => matches!(**x, Value::Load(..)),
+            _ => false,
+        };
+        if cheap {
+            return v;
+        }
+        self.vars.push(self.lanes);
+        let var = self.vars.len() - 1;
+        self.stmts.push(Stmt::set(var, v));
+        Value::Var(var)
+    }
+
+    /// The value of argument `i` of `args`, checking that there are `n` arguments.
+    fn args(&mut self, kind: OpKind, args: &[Expr], n: usize) -> Result<Vec<Value>, String> {
+        if args.len() != n {
+            return Err(format!("{kind} takes {n} inputs, got {}", args.len()));
+        }
+        args.iter().map(|a| self.expr(a)).collect()
+    }
+
+    fn op(&mut self, op: &Op, args: &[Expr]) -> Result<Value, String> {
+        use OpKind::*;
+        let kind = op.kind;
+        let unary = |l: &mut Self, f: Unary| -> Result<Value, String> {
+            Ok(l.args(kind, args, 1)?.remove(0).unary(f))
+        };
+        Ok(match kind {
+            Identity => self.args(kind, args, 1)?.remove(0),
+            Neg => unary(self, Unary::Neg)?,
+            Abs => unary(self, Unary::Abs)?,
+            Sqrt => unary(self, Unary::Sqrt)?,
+            Exp => unary(self, Unary::Exp)?,
+            Erf => unary(self, Unary::Erf)?,
+            Tanh => unary(self, Unary::Tanh)?,
+            Sigmoid => unary(self, Unary::Sigmoid)?,
+            Floor => unary(self, Unary::Floor)?,
+            Ceil => unary(self, Unary::Neg)?
+                .unary(Unary::Floor)
+                .unary(Unary::Neg),
+            Reciprocal => Value::Const(1.0) / self.args(kind, args, 1)?.remove(0),
+            Relu => {
+                // `max(x, 0)` as the interpreter has it: NaN gives 0.
+                let x = self.args(kind, args, 1)?.remove(0);
+                let x = self.shared(x);
+                let zero = Value::Const(0.0);
+                Value::select(Compare::Lt, zero.clone(), x.clone(), x, zero)
+            }
+            Silu => {
+                let x = self.args(kind, args, 1)?.remove(0);
+                self.silu(x)
+            }
+            Gelu => {
+                let x = self.args(kind, args, 1)?.remove(0);
+                self.gelu(op, x)?
+            }
+            Add | Sub | Mul | Div | Max | Min => {
+                let [a, b]: [Value; 2] = self.args(kind, args, 2)?.try_into().expect("two");
+                match kind {
+                    Add => a + b,
+                    Sub => a - b,
+                    Mul => a * b,
+                    Div => a / b,
+                    Max => a.binary(Binary::Max, b),
+                    _ => a.binary(Binary::Min, b),
+                }
+            }
+            SwiGlu => {
+                let [gate, up]: [Value; 2] = self.args(kind, args, 2)?.try_into().expect("two");
+                self.silu(gate) * up
+            }
+            Pow => self.pow(args)?,
+            Clip => self.clip(args)?,
+            other => return Err(format!("{other} has no elementwise kernel")),
+        })
+    }
+
+    /// `x * sigmoid(x)`.
+    fn silu(&mut self, x: Value) -> Value {
+        let x = self.shared(x);
+        x.clone() * x.unary(Unary::Sigmoid)
+    }
+
+    /// GELU in the form of `op`'s `approximate` attribute.
+    fn gelu(&mut self, op: &Op, x: Value) -> Result<Value, String> {
+        let x = self.shared(x);
+        let inner = match op.attrs.str("approximate")? {
+            // erf(x / sqrt(2))
+            "none" => (x.clone() * Value::Const(std::f32::consts::FRAC_1_SQRT_2)).unary(Unary::Erf),
+            // tanh(sqrt(2/pi) * (x + 0.044715 x^3))
+            "tanh" => {
+                let cube = x.clone() * x.clone() * x.clone();
+                let c = (2.0 / std::f32::consts::PI).sqrt();
+                (Value::Const(c) * (x.clone() + Value::Const(0.044715) * cube)).unary(Unary::Tanh)
+            }
+            other => return Err(format!("unknown GELU approximation `{other}`")),
+        };
+        Ok(Value::Const(0.5) * x * (Value::Const(1.0) + inner))
+    }
+
+    /// `x ^ p` for a constant exponent with an exact short form.
+    fn pow(&mut self, args: &[Expr]) -> Result<Value, String> {
+        let [base, Expr::Const(p)] = args else {
+            return Err("Pow needs two inputs, the exponent a constant".into());
+        };
+        let x = self.expr(base)?;
+        let x = self.shared(x);
+        Ok(match *p {
+            0.0 => Value::Const(1.0),
+            0.5 => x.unary(Unary::Sqrt),
+            -0.5 => x.unary(Unary::Rsqrt),
+            1.0 => x,
+            -1.0 => Value::Const(1.0) / x,
+            2.0 => x.clone() * x,
+            3.0 => x.clone() * x.clone() * x,
+            other => {
+                return Err(format!(
+                    "Pow with exponent {other} has no elementwise kernel"
+                ))
+            }
+        })
+    }
+
+    /// Clamps input 0 to the optional bounds in inputs 1 and 2 (NaN passes through).
+    fn clip(&mut self, args: &[Expr]) -> Result<Value, String> {
+        let (x, bounds) = args.split_first().ok_or("Clip needs an input")?;
+        if bounds.len() > 2 {
+            return Err(format!("Clip takes at most 3 inputs, got {}", args.len()));
+        }
+        let mut y = self.expr(x)?;
+        for (k, bound) in bounds.iter().enumerate() {
+            let (y0, b) = (self.shared(y), self.expr(bound)?);
+            let b = self.shared(b);
+            y = match k {
+                // y < lo ? lo : y
+                0 => Value::select(Compare::Lt, y0.clone(), b.clone(), b, y0),
+                // hi < y ? hi : y
+                _ => Value::select(Compare::Lt, b.clone(), y0.clone(), b, y0),
+            };
+        }
+        Ok(y)
+    }
+}
+
+/// The size parameters of a kernel being built: each distinct non-constant dim is one size
+/// parameter, numbered from 2 (after the parallel range).
+#[derive(Default)]
+pub(crate) struct Sizes(Vec<Dim>);
+
+impl Sizes {
+    /// The index expression of `d`: a constant, or its size parameter.
+    pub(crate) fn index(&mut self, d: &Dim) -> Index {
+        if let Some(v) = d.as_known() {
+            return Index::Const(v);
+        }
+        let pos = self.0.iter().position(|x| x == d).unwrap_or_else(|| {
+            self.0.push(d.clone());
+            self.0.len() - 1
+        });
+        Index::Size(2 + pos)
+    }
+
+    /// The index expression of the product of `dims`.
+    pub(crate) fn product(&mut self, dims: &[Dim]) -> Index {
+        self.index(&product(dims))
+    }
+}
+
+/// The product of `dims` (1 for none).
+pub(crate) fn product(dims: &[Dim]) -> Dim {
+    dims.iter().fold(Dim::known(1), |acc, d| &acc * d)
+}
+
+/// `a + b`, folding zeros.
+pub(crate) fn add(a: Index, b: Index) -> Index {
+    match (a, b) {
+        (Index::Const(0), x) | (x, Index::Const(0)) => x,
+        (Index::Const(x), Index::Const(y)) => Index::Const(x + y),
+        (a, b) => a + b,
+    }
+}
+
+/// `a - b`, folding zeros.
+pub(crate) fn sub(a: Index, b: Index) -> Index {
+    match (a, b) {
+        (x, Index::Const(0)) => x,
+        (Index::Const(x), Index::Const(y)) => Index::Const(x - y),
+        (a, b) => a - b,
+    }
+}
+
+/// `a * b`, folding ones and zeros.
+pub(crate) fn mul(a: Index, b: Index) -> Index {
+    match (a, b) {
+        (Index::Const(0), _) | (_, Index::Const(0)) => Index::Const(0),
+        (Index::Const(1), x) | (x, Index::Const(1)) => x,
+        (Index::Const(x), Index::Const(y)) => Index::Const(x * y),
+        (a, b) => a * b,
+    }
+}
+
+/// The sum of `terms` (0 for none).
+pub(crate) fn sum(terms: impl IntoIterator<Item = Index>) -> Index {
+    terms.into_iter().fold(Index::Const(0), add)
+}
+
+/// The row-major offset of the row at `coords` (the outer axes of `dims`; the last axis of
+/// `dims` is the row).
+pub(crate) fn row_major_offset(sizes: &mut Sizes, dims: &[Dim], coords: &[Index]) -> Index {
+    sum(coords
+        .iter()
+        .enumerate()
+        .map(|(a, c)| mul(c.clone(), sizes.product(&dims[a + 1..]))))
+}
+
+/// The first outer axis at least this long (statically) is the parallel axis on its own; a
+/// shorter or symbolic one is flattened with the next.
+const PARALLEL_ROWS: i64 = 16;
+
+/// Loops over the row-major `outer` axes, the first one or two non-unit axes flattened into
+/// the parallel axis (size parameters 0 and 1 are its range; the others loop fully), around
+/// `body(sizes, coords, depth)`: `coords[a]` is the index of axis `a` (0 for unit axes) and
+/// `depth` the nesting depth of loops the body opens. Returns the statements and the
+/// parallel extent. Coordinates of a flattened pair are decoded once per parallel iteration
+/// (into single-iteration loops), so bodies see plain loop counters.
+pub(crate) fn nest(
+    sizes: &mut Sizes,
+    outer: &[Dim],
+    body: impl FnOnce(&mut Sizes, &[Index], usize) -> Result<Vec<Stmt>, String>,
+) -> Result<(Vec<Stmt>, Dim), String> {
+    let live: Vec<usize> = (0..outer.len()).filter(|&a| !outer[a].is(1)).collect();
+    let grouped = match live.as_slice() {
+        [] => 0,
+        [first, _, ..] if outer[*first].as_known().is_none_or(|v| v < PARALLEL_ROWS) => 2,
+        _ => 1,
+    };
+    let mut coords = vec![Index::Const(0); outer.len()];
+    let mut frames = vec![(Index::Size(0), Index::Size(1))];
+    if grouped == 1 {
+        coords[live[0]] = Index::Loop(0);
+    } else if grouped == 2 {
+        let second = sizes.index(&outer[live[1]]);
+        let first = Index::Loop(0) / second.clone();
+        let rest = Index::Loop(0) - Index::Loop(1) * second;
+        frames.push((first.clone(), first + 1.into()));
+        frames.push((rest.clone(), rest + 1.into()));
+        (coords[live[0]], coords[live[1]]) = (Index::Loop(1), Index::Loop(2));
+    }
+    for &a in &live[grouped..] {
+        coords[a] = Index::Loop(frames.len());
+        frames.push((Index::Const(0), sizes.index(&outer[a])));
+    }
+    let mut stmts = body(sizes, &coords, frames.len())?;
+    for (start, end) in frames.into_iter().rev() {
+        stmts = vec![Stmt::for_range(start, end, stmts)];
+    }
+    let parallel: Vec<Dim> = live[..grouped].iter().map(|&a| outer[a].clone()).collect();
+    Ok((stmts, product(&parallel)))
+}
+
+/// A single-iteration loop at `depth` binding `value` to `Index::Loop(depth)` for `body`, so
+/// that an expensive index (divisions, i64 loads) is computed once, not per use.
+pub(crate) fn bind(value: Index, body: Vec<Stmt>) -> Stmt {
+    Stmt::for_range(value.clone(), value + 1.into(), body)
+}
+
+/// Loops over positions `start..end` with loops at `depth`: f32x4 vectors, then a scalar tail.
+/// `emit(j, lanes)` builds the statements for positions `j..j + lanes`.
+pub(crate) fn vector_run(
+    depth: usize,
+    start: &Index,
+    end: &Index,
+    mut emit: impl FnMut(Index, u8) -> Result<Vec<Stmt>, String>,
+) -> Result<Vec<Stmt>, String> {
+    let len = sub(end.clone(), start.clone());
+    let vectors = len / 4.into();
+    let at = add(start.clone(), Index::Loop(depth) * 4.into());
+    let tail = add(start.clone(), vectors.clone() * 4.into());
+    Ok(vec![
+        Stmt::for_range(0.into(), vectors, emit(at, 4)?),
+        Stmt::for_range(tail, end.clone(), emit(Index::Loop(depth), 1)?),
+    ])
+}
+
+/// Copies `len` f32s from `src` (buffer, first element) to `dst`, with loops at `depth`.
+pub(crate) fn copy_run(
+    depth: usize,
+    dst: (usize, &Index),
+    src: (usize, &Index),
+    len: &Index,
+) -> Result<Vec<Stmt>, String> {
+    vector_run(depth, &Index::Const(0), len, |j, lanes| {
+        let value = Value::load(src.0, add(src.1.clone(), j.clone()));
+        Ok(vec![Stmt::store(
+            dst.0,
+            add(dst.1.clone(), j),
+            value,
+            lanes,
+        )])
     })
+}
+
+/// The [`Built`] of a kernel body.
+pub(crate) fn finish(
+    name: &str,
+    args: Vec<Arg>,
+    vars: Vec<u8>,
+    body: Vec<Stmt>,
+    sizes: Sizes,
+    parallel: Dim,
+) -> Built {
+    Built {
+        kernel: Kernel {
+            name: name.to_string(),
+            buffers: args.len(),
+            sizes: 2 + sizes.0.len(),
+            vars,
+            body,
+        },
+        args,
+        sizes: sizes.0,
+        parallel,
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::cranelift::compile;
-    use kiln_ir::interp::eval_op;
-    use kiln_ir::{Op, Tensor};
+    use crate::templates::testing::run;
+    use kiln_ir::interp::{eval_op, Bindings};
+    use kiln_ir::{Attr, Attrs, Tensor};
 
-    /// The expression on the reference interpreter, op by op.
-    fn interpret(expr: &Expr, inputs: &[Tensor]) -> Tensor {
+    /// A small deterministic PRNG (xorshift64*).
+    pub(crate) struct Rng(u64);
+
+    impl Rng {
+        pub(crate) fn new(seed: u64) -> Rng {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// Uniform in `0..n`.
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() >> 33) as usize % n
+        }
+
+        /// One of `items`.
+        pub(crate) fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+            items[self.below(items.len())].clone()
+        }
+
+        /// A random f32 tensor of `shape` with values in [-3, 3).
+        pub(crate) fn tensor(&mut self, shape: &[usize]) -> Tensor {
+            let n = shape.iter().product();
+            let values = (0..n)
+                .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0)
+                .collect();
+            Tensor::from_vec(shape, values).unwrap()
+        }
+    }
+
+    /// The dim sizes tests draw from.
+    pub(crate) const DIMS: [usize; 5] = [1, 3, 4, 5, 17];
+
+    /// `shape` with its symbols bound.
+    pub(crate) fn concrete(shape: &[Dim], bindings: &Bindings) -> Vec<usize> {
+        shape
+            .iter()
+            .map(|d| d.eval(bindings).unwrap() as usize)
+            .collect()
+    }
+
+    /// A static shape as dims.
+    pub(crate) fn dims(shape: &[usize]) -> Vec<Dim> {
+        shape.iter().map(|&d| Dim::from(d)).collect()
+    }
+
+    /// Asserts `got` equals `want` within 1e-4 relative to max(1, |want|) (NaN equals NaN).
+    pub(crate) fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+        assert_eq!(got.shape(), want.shape(), "{what}: shape");
+        let (g, w) = (got.to_f32_array(), want.to_f32_array());
+        for (i, (g, w)) in g.iter().zip(w.iter()).enumerate() {
+            let same = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-4 * w.abs().max(1.0);
+            assert!(same, "{what}: element {i}: got {g}, want {w}");
+        }
+    }
+
+    /// Runs `built` with chunks 1 and 3 and compares its single output with `want`.
+    pub(crate) fn check(built: &Built, inputs: &[Tensor], want: &Tensor, b: &Bindings, what: &str) {
+        for chunks in [1, 3] {
+            let got = run(built, inputs, &[want.shape().to_vec()], b, chunks);
+            assert_close(&got[0], want, &format!("{what}, chunks {chunks}"));
+        }
+    }
+
+    /// The interpreter's result for `op` on `inputs` (output `k`).
+    pub(crate) fn reference(op: &Op, inputs: &[&Tensor], k: usize) -> Tensor {
+        let args: Vec<Option<&Tensor>> = inputs.iter().copied().map(Some).collect();
+        eval_op(op, &args, &Bindings::new()).unwrap().remove(k)
+    }
+
+    /// The expression on the interpreter, op by op, broadcast to `shape`.
+    fn interpret(expr: &Expr, inputs: &[Tensor], shape: &[usize]) -> Tensor {
+        let value = eval_expr(expr, inputs);
+        let target = shape.iter().map(|&d| d as i64).collect();
+        let target = Tensor::from_vec(&[shape.len()], target).unwrap();
+        reference(&Op::plain(OpKind::Expand), &[&value, &target], 0)
+    }
+
+    fn eval_expr(expr: &Expr, inputs: &[Tensor]) -> Tensor {
         match expr {
             Expr::Input(i) => inputs[*i].clone(),
             Expr::Const(c) => Tensor::scalar(*c),
-            Expr::Op(kind, args) => {
-                let args: Vec<Tensor> = args.iter().map(|a| interpret(a, inputs)).collect();
-                let refs: Vec<Option<&Tensor>> = args.iter().map(Some).collect();
-                eval_op(&Op::plain(*kind), &refs, &Default::default())
-                    .unwrap()
-                    .remove(0)
+            Expr::Op(op, args) => {
+                let args: Vec<Tensor> = args.iter().map(|a| eval_expr(a, inputs)).collect();
+                reference(op, &args.iter().collect::<Vec<_>>(), 0)
             }
         }
     }
 
     fn op(kind: OpKind, args: Vec<Expr>) -> Expr {
-        Expr::Op(kind, args)
+        Expr::op(kind, args)
     }
 
-    #[test]
-    fn fused_elementwise_chain_matches_the_interpreter() {
-        use Expr::Input;
-        // (a*b + c) / max(a, |c|) - sqrt(|b|) + min(-a, 0.5)
-        let expr = op(
-            OpKind::Add,
-            vec![
+    fn gelu(approximate: &str, x: Expr) -> Expr {
+        let attrs = Attrs::from_pairs(&[("approximate", Attr::Str(approximate.into()))]);
+        Expr::Op(Op::new(OpKind::Gelu, attrs), vec![x])
+    }
+
+    /// Builds `expr` for `shapes` → `output` (symbolic), runs it on random inputs of the bound
+    /// shapes and compares with the interpreter.
+    fn check_expr(rng: &mut Rng, expr: &Expr, shapes: &[Vec<Dim>], output: &[Dim], b: &Bindings) {
+        let what = format!("{expr:?} on {shapes:?} -> {output:?} with {b:?}");
+        let built = elementwise("k", expr, shapes, output).expect(&what);
+        let inputs: Vec<Tensor> = shapes.iter().map(|s| rng.tensor(&concrete(s, b))).collect();
+        let want = interpret(expr, &inputs, &concrete(output, b));
+        check(&built, &inputs, &want, b, &what);
+    }
+
+    /// Fused expressions of up to three inputs, and how many inputs each reads.
+    fn expressions() -> Vec<(Expr, usize)> {
+        use Expr::{Const, Input};
+        let (a, b, c) = (Input(0), Input(1), Input(2));
+        vec![
+            (op(OpKind::Add, vec![a.clone(), b.clone()]), 2),
+            (op(OpKind::Identity, vec![a.clone()]), 1),
+            (
+                op(
+                    OpKind::Add,
+                    vec![op(OpKind::Mul, vec![a.clone(), b.clone()]), c.clone()],
+                ),
+                3,
+            ),
+            (
+                op(
+                    OpKind::Div,
+                    vec![
+                        op(OpKind::Sub, vec![a.clone(), b.clone()]),
+                        op(
+                            OpKind::Add,
+                            vec![op(OpKind::Abs, vec![c.clone()]), Const(1.0)],
+                        ),
+                    ],
+                ),
+                3,
+            ),
+            (
                 op(
                     OpKind::Sub,
                     vec![
-                        op(
-                            OpKind::Div,
-                            vec![
-                                op(
-                                    OpKind::Add,
-                                    vec![op(OpKind::Mul, vec![Input(0), Input(1)]), Input(2)],
-                                ),
-                                op(OpKind::Max, vec![Input(0), op(OpKind::Abs, vec![Input(2)])]),
-                            ],
-                        ),
-                        op(OpKind::Sqrt, vec![op(OpKind::Abs, vec![Input(1)])]),
+                        op(OpKind::Max, vec![a.clone(), b.clone()]),
+                        op(OpKind::Min, vec![b.clone(), c.clone()]),
                     ],
                 ),
+                3,
+            ),
+            (op(OpKind::SwiGlu, vec![a.clone(), b.clone()]), 2),
+            (gelu("tanh", op(OpKind::Add, vec![a.clone(), b.clone()])), 2),
+            (
                 op(
-                    OpKind::Min,
-                    vec![op(OpKind::Neg, vec![Input(0)]), Expr::Const(0.5)],
+                    OpKind::Add,
+                    vec![
+                        op(OpKind::Sigmoid, vec![op(OpKind::Mul, vec![a.clone(), b])]),
+                        op(OpKind::Tanh, vec![c]),
+                    ],
                 ),
-            ],
-        );
-        for lanes in [1, 4] {
-            let kernel = compile(&elementwise("chain", &expr, 3, lanes).unwrap()).unwrap();
-            for n in [0usize, 1, 3, 4, 5, 7, 1000, 1001] {
-                let data: Vec<Vec<f32>> = (0..3)
-                    .map(|k| {
-                        (0..n)
-                            .map(|i| ((i * 7 + k * 13) % 23) as f32 / 7.0 - 1.3)
-                            .collect()
-                    })
-                    .collect();
-                let inputs: Vec<Tensor> = data
-                    .iter()
-                    .map(|d| Tensor::from_vec(&[n], d.clone()).unwrap())
-                    .collect();
-                let want = interpret(&expr, &inputs).to_f32_array();
-                let mut out = vec![0f32; n];
-                let mut bufs = data.clone();
-                let mut ptrs: Vec<*mut u8> =
-                    bufs.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
-                ptrs.push(out.as_mut_ptr().cast());
-                // SAFETY: every buffer holds `n` elements, the kernel touches indices 0..n.
-                unsafe { kernel.call(&ptrs, &[n as i64]) };
-                for (g, w) in out.iter().zip(want.iter()) {
-                    assert!(
-                        (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                        "lanes={lanes} n={n}: {g} vs {w}"
-                    );
-                }
-            }
+                3,
+            ),
+            (
+                op(OpKind::Mul, vec![op(OpKind::Relu, vec![a]), Const(0.5)]),
+                1,
+            ),
+        ]
+    }
+
+    #[test]
+    fn random_broadcasts_match_the_interpreter() {
+        let mut rng = Rng::new(1);
+        let exprs = expressions();
+        for case in 0..60 {
+            let rank = 1 + rng.below(4);
+            let mut bindings = Bindings::new();
+            let output: Vec<Dim> = (0..rank)
+                .map(|a| {
+                    let d = rng.pick(&DIMS);
+                    if rng.below(3) == 0 {
+                        let s = format!("s{a}");
+                        bindings.insert(s.clone(), d as i64);
+                        Dim::sym(&s)
+                    } else {
+                        Dim::from(d)
+                    }
+                })
+                .collect();
+            let (expr, n) = exprs[case % exprs.len()].clone();
+            let shapes: Vec<Vec<Dim>> = (0..n)
+                .map(|_| {
+                    let r = rng.below(rank + 1);
+                    output[rank - r..]
+                        .iter()
+                        .map(|d| {
+                            if rng.below(3) == 0 {
+                                Dim::known(1)
+                            } else {
+                                d.clone()
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            check_expr(&mut rng, &expr, &shapes, &output, &bindings);
         }
     }
 
     #[test]
-    fn ops_without_a_kernel_are_reported() {
-        let e = elementwise("k", &op(OpKind::Erf, vec![Expr::Input(0)]), 1, 4).unwrap_err();
-        assert!(e.contains("Erf"), "{e}");
-        assert!(elementwise("k", &Expr::Input(2), 1, 1).is_err());
-        assert!(elementwise("k", &Expr::Input(0), 1, 8).is_err());
+    fn named_broadcasts_match_the_interpreter() {
+        let mut rng = Rng::new(2);
+        let add = op(OpKind::Add, vec![Expr::Input(0), Expr::Input(1)]);
+        let none = Bindings::new();
+        for (m, n) in [(1, 1), (3, 5), (17, 4), (5, 17)] {
+            // [1, N] + [M, 1], [rows, cols] + [cols], scalar + [M, N].
+            let out = dims(&[m, n]);
+            check_expr(&mut rng, &add, &[dims(&[1, n]), dims(&[m, 1])], &out, &none);
+            check_expr(&mut rng, &add, &[dims(&[m, n]), dims(&[n])], &out, &none);
+            check_expr(&mut rng, &add, &[vec![], dims(&[m, n])], &out, &none);
+            // [C, 1, 1] * [C, H, W]
+            let out = dims(&[m, n, 3]);
+            let mul = op(OpKind::Mul, vec![Expr::Input(0), Expr::Input(1)]);
+            check_expr(
+                &mut rng,
+                &mul,
+                &[dims(&[m, 1, 1]), out.clone()],
+                &out,
+                &none,
+            );
+            // An expand: the output is larger than every input.
+            let id = op(OpKind::Identity, vec![Expr::Input(0)]);
+            check_expr(&mut rng, &id, &[dims(&[n])], &dims(&[m, 2, n]), &none);
+        }
+        // Symbolic sequence lengths, including 1, with a [s, 1] column and a [5] bias.
+        let (s, t) = (Dim::sym("s"), Dim::sym("t"));
+        for (sv, tv) in [(1, 1), (1, 7), (3, 5), (17, 2)] {
+            let b = Bindings::from([("s".to_string(), sv), ("t".to_string(), tv)]);
+            let out = vec![s.clone(), t.clone()];
+            check_expr(
+                &mut rng,
+                &add,
+                &[out.clone(), vec![s.clone(), Dim::known(1)]],
+                &out,
+                &b,
+            );
+            let out = vec![s.clone(), Dim::known(5)];
+            check_expr(&mut rng, &add, &[out.clone(), dims(&[5])], &out, &b);
+            let product = &s * &t;
+            let out = vec![product.clone(), Dim::known(4)];
+            check_expr(&mut rng, &add, &[out.clone(), out.clone()], &out, &b);
+        }
+        // No input at all: a constant fill.
+        let fill = op(OpKind::Add, vec![Expr::Const(2.0), Expr::Const(0.5)]);
+        check_expr(&mut rng, &fill, &[], &dims(&[3, 5]), &none);
+    }
+
+    #[test]
+    fn every_op_matches_the_interpreter() {
+        use Expr::{Const, Input};
+        let mut rng = Rng::new(3);
+        let (x, y) = (Input(0), Input(1));
+        let mut exprs: Vec<Expr> = [
+            OpKind::Identity,
+            OpKind::Neg,
+            OpKind::Abs,
+            OpKind::Sqrt,
+            OpKind::Reciprocal,
+            OpKind::Exp,
+            OpKind::Erf,
+            OpKind::Tanh,
+            OpKind::Sigmoid,
+            OpKind::Relu,
+            OpKind::Floor,
+            OpKind::Ceil,
+            OpKind::Silu,
+        ]
+        .into_iter()
+        .map(|k| op(k, vec![x.clone()]))
+        .collect();
+        for k in [
+            OpKind::Add,
+            OpKind::Sub,
+            OpKind::Mul,
+            OpKind::Div,
+            OpKind::Max,
+            OpKind::Min,
+            OpKind::SwiGlu,
+        ] {
+            exprs.push(op(k, vec![x.clone(), y.clone()]));
+        }
+        exprs.push(gelu("none", x.clone()));
+        exprs.push(gelu("tanh", x.clone()));
+        for p in [0.0, 0.5, -0.5, 1.0, -1.0, 2.0, 3.0] {
+            exprs.push(op(OpKind::Pow, vec![x.clone(), Const(p)]));
+        }
+        exprs.push(op(OpKind::Clip, vec![x.clone()]));
+        exprs.push(op(OpKind::Clip, vec![x.clone(), Const(-0.5)]));
+        exprs.push(op(OpKind::Clip, vec![x.clone(), Const(-1.0), Const(2.0)]));
+        exprs.push(op(
+            OpKind::Clip,
+            vec![x.clone(), Const(f32::NEG_INFINITY), Const(0.25)],
+        ));
+        let shapes = [dims(&[3, 17]), dims(&[17])];
+        for expr in &exprs {
+            check_expr(&mut rng, expr, &shapes, &shapes[0], &Bindings::new());
+        }
+    }
+
+    #[test]
+    fn unsupported_expressions_and_shapes_are_errors() {
+        use Expr::{Const, Input};
+        let s = [dims(&[4])];
+        let err = |e: &Expr, shapes: &[Vec<Dim>], out: &[Dim]| {
+            elementwise("k", e, shapes, out).unwrap_err()
+        };
+        assert!(err(&op(OpKind::Log, vec![Input(0)]), &s, &s[0]).contains("Log"));
+        assert!(err(&Input(1), &s, &s[0]).contains("input 1"));
+        let pow = op(OpKind::Pow, vec![Input(0), Const(2.5)]);
+        assert!(err(&pow, &s, &s[0]).contains("2.5"));
+        assert!(err(&op(OpKind::Pow, vec![Input(0), Input(0)]), &s, &s[0]).contains("Pow"));
+        assert!(err(&op(OpKind::Add, vec![Input(0)]), &s, &s[0]).contains("Add"));
+        assert!(err(&Input(0), &[dims(&[3])], &s[0]).contains("broadcast"));
+        assert!(err(&Input(0), &[dims(&[1, 4])], &s[0]).contains("rank"));
+        assert!(err(&Input(0), &[vec![Dim::unknown()]], &[Dim::unknown()]).contains("unknown"));
+        let bad = Expr::Op(
+            Op::new(
+                OpKind::Gelu,
+                Attrs::from_pairs(&[("approximate", Attr::Str("x".into()))]),
+            ),
+            vec![Input(0)],
+        );
+        assert!(err(&bad, &s, &s[0]).contains("GELU"));
+    }
+
+    #[test]
+    fn rope_rotate_half_matches_the_interpreter() {
+        let mut rng = Rng::new(4);
+        let op = Op::plain(OpKind::RopeRotateHalf);
+        let s = Dim::sym("s");
+        for d in [2, 4, 6, 10, 34] {
+            for sv in [1, 3, 5] {
+                let b = Bindings::from([("s".to_string(), sv)]);
+                let x = vec![
+                    Dim::from(2usize),
+                    Dim::from(3usize),
+                    s.clone(),
+                    Dim::known(d),
+                ];
+                let tables = [
+                    vec![s.clone(), Dim::known(d)],
+                    vec![Dim::from(2usize), Dim::known(1), s.clone(), Dim::known(d)],
+                    vec![Dim::known(1), Dim::known(1), s.clone(), Dim::known(d)],
+                    vec![s.clone(), Dim::known(1)],
+                ];
+                for table in &tables {
+                    let what = format!("x {x:?}, tables {table:?}, s = {sv}");
+                    let built = rope_rotate_half("rope", &x, table, table).expect(&what);
+                    let inputs = [
+                        rng.tensor(&concrete(&x, &b)),
+                        rng.tensor(&concrete(table, &b)),
+                        rng.tensor(&concrete(table, &b)),
+                    ];
+                    let want = reference(&op, &inputs.iter().collect::<Vec<_>>(), 0);
+                    check(&built, &inputs, &want, &b, &what);
+                }
+            }
+        }
+        assert!(rope_rotate_half("rope", &dims(&[3, 5]), &dims(&[5]), &dims(&[5])).is_err());
+        assert!(rope_rotate_half("rope", &[], &[], &[]).is_err());
     }
 }

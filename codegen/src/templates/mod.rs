@@ -12,6 +12,7 @@
 //!   weights), or scratch space.
 
 pub mod elementwise;
+pub mod movement;
 pub mod rows;
 
 use crate::cranelift::JitKernel;
@@ -134,7 +135,6 @@ pub(crate) mod testing {
     /// Compiles `built` and runs it on `inputs` (f32 tensors, or i64 for index inputs),
     /// producing f32 outputs of `output_shapes`, with the parallel axis split into `chunks`
     /// ranges. Outputs start as NaN so that an element the kernel forgets shows up.
-    #[allow(dead_code)] // until the first template test uses it
     pub fn run(
         built: &Built,
         inputs: &[Tensor],

@@ -130,8 +130,9 @@ impl Applier<Node, KilnAnalysis> for RuleApplier {
         let mut merges = vec![];
         for (binding, template) in &self.rhs {
             let target = binding.map_or(eclass, |v| subst[v]);
-            if has_extra_outputs_read(egraph, target) {
-                // Replacing a multi-output op by one value would lose its other outputs.
+            if self.rhs.len() == 1 && has_extra_outputs_read(egraph, target) {
+                // Replacing a multi-output op by one value would lose its other outputs
+                // (multi-pattern rules build multi-output ops and read them through `Get`).
                 return vec![];
             }
             let Some(new) = instantiate(egraph, template, subst, &attrs) else {

@@ -1,0 +1,739 @@
+//! Data-movement templates: gather (embedding lookup), transpose, concat, split and slice.
+//! Each moves f32 elements between dense row-major buffers; contiguous runs are copied as
+//! f32x4 vectors with a scalar tail, and shapes may hold symbolic dims (runtime sizes).
+
+use super::elementwise::{
+    add, bind, check_dims, copy_run, finish, mul, nest, product, row_major_offset, sub, sum,
+    vector_run, Sizes,
+};
+use super::{Arg, Built};
+use crate::kir::{Index, Stmt, Value};
+use kiln_ir::infer::{norm_axis, slice_bounds};
+use kiln_ir::Dim;
+use std::sync::Arc;
+
+/// Side of a transpose tile (elements) when the last axis moves.
+const TILE: i64 = 16;
+
+/// A kernel for `Gather` along `axis` of f32 data (`data_shape`) by i64 indices
+/// (`indices_shape`, any rank): output `data[..axis] ++ indices ++ data[axis + 1..]`.
+/// Negative indices count from the end as in ONNX; indices outside `[-n, n)` are clamped into
+/// it so the kernel never reads outside the data (the runtime validates token ids separately,
+/// as the interpreter rejects them).
+///
+/// Buffers: data (group input 0, or `constant` when given, which must hold the static shape),
+/// indices (group input 1, i64), output.
+pub fn gather(
+    name: &str,
+    data_shape: &[Dim],
+    indices_shape: &[Dim],
+    axis: i64,
+    constant: Option<Arc<[f32]>>,
+) -> Result<Built, String> {
+    check_dims(data_shape)?;
+    check_dims(indices_shape)?;
+    let axis = norm_axis(axis, data_shape.len())?;
+    let n = &data_shape[axis];
+    if n.is(0) {
+        return Err("cannot gather from an empty axis".into());
+    }
+    let data = match constant {
+        None => Arg::Input(0),
+        Some(values) => {
+            let len = product(data_shape).as_known();
+            if len != Some(values.len() as i64) {
+                return Err(format!(
+                    "constant data of {} elements does not have the static shape {data_shape:?}",
+                    values.len()
+                ));
+            }
+            Arg::Constant(values)
+        }
+    };
+    let outer = [product(&data_shape[..axis]), product(indices_shape)];
+    let inner = product(&data_shape[axis + 1..]);
+    let mut sizes = Sizes::default();
+    let (body, parallel) = nest(&mut sizes, &outer, |sizes, coords, depth| {
+        let (row, index) = (&coords[0], &coords[1]);
+        let (n, len) = (sizes.index(n), sizes.index(&inner));
+        let picked = wrap(Index::load(1, index.clone()), &n);
+        let src = mul(add(mul(row.clone(), n), picked), len.clone());
+        let all = [outer[0].clone(), outer[1].clone(), inner.clone()];
+        let dst = row_major_offset(sizes, &all, coords);
+        let copy = copy_run(depth + 1, (2, &dst), (0, &Index::Loop(depth)), &len)?;
+        Ok(vec![bind(src, copy)])
+    })?;
+    let args = vec![data, Arg::Input(1), Arg::Output(0)];
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// Index `i` of an axis of `n` elements: clamped to `[-n, n - 1]`, then `+ n` if negative.
+fn wrap(i: Index, n: &Index) -> Index {
+    let lowest = sub(Index::Const(0), n.clone());
+    let clamped = i.max(lowest).min(sub(n.clone(), Index::Const(1)));
+    // 1 when negative, else 0.
+    let negative = sub(Index::Const(0), clamped.clone())
+        .max(0.into())
+        .min(1.into());
+    clamped + mul(n.clone(), negative)
+}
+
+/// A kernel for `Transpose` of an input of `shape` by `perm` (output axis `k` is input axis
+/// `perm[k]`), rank at most 6. Unit axes are dropped and axes that stay neighbours are
+/// merged first; then a copy that keeps the last axis moves vector rows, and one that moves
+/// it goes by 16×16 tiles so that reads and writes both stay in cache.
+///
+/// Buffers: input, output.
+pub fn transpose(name: &str, shape: &[Dim], perm: &[usize]) -> Result<Built, String> {
+    check_dims(shape)?;
+    let mut sorted = perm.to_vec();
+    sorted.sort_unstable();
+    if sorted != (0..shape.len()).collect::<Vec<_>>() {
+        return Err(format!(
+            "perm {perm:?} is not a permutation of rank {}",
+            shape.len()
+        ));
+    }
+    if shape.len() > 6 {
+        return Err(format!("transpose of rank {} (at most 6)", shape.len()));
+    }
+    let (dims, perm) = simplify_transpose(shape, perm);
+    let rank = dims.len();
+    let mut sizes = Sizes::default();
+    let args = vec![Arg::Input(0), Arg::Output(0)];
+    if perm.iter().enumerate().all(|(k, &a)| k == a) {
+        let (body, parallel) = flat_copy(&product(&dims), &Index::Const(0))?;
+        return Ok(finish(name, args, vec![], body, sizes, parallel));
+    }
+    let out: Vec<Dim> = perm.iter().map(|&a| dims[a].clone()).collect();
+    let in_stride = |sizes: &mut Sizes, a: usize| sizes.product(&dims[a + 1..]);
+    let (body, parallel) = if perm[rank - 1] == rank - 1 {
+        // Rows of the last axis stay contiguous: copy them as vectors.
+        nest(&mut sizes, &out[..rank - 1], |sizes, coords, depth| {
+            let src = sum(coords
+                .iter()
+                .zip(&perm)
+                .map(|(c, &a)| mul(c.clone(), in_stride(sizes, a))));
+            let dst = row_major_offset(sizes, &out, coords);
+            copy_run(depth, (1, &dst), (0, &src), &sizes.index(&dims[rank - 1]))
+        })?
+    } else {
+        let q = perm
+            .iter()
+            .position(|&a| a == rank - 1)
+            .expect("a permutation");
+        let tile = TileCopy {
+            a: sizes.index(&out[rank - 1]),
+            a_stride: in_stride(&mut sizes, perm[rank - 1]),
+            b_stride: sizes.product(&out[q + 1..]),
+        };
+        let batch: Vec<usize> = (0..rank - 1).filter(|&k| k != q).collect();
+        if batch.is_empty() {
+            // A plain 2-D transpose: the parallel axis is the rows of the output.
+            let body = tile.stmts(
+                0,
+                &Index::Const(0),
+                &Index::Const(0),
+                (Index::Size(0), Index::Size(1)),
+            );
+            (body, out[q].clone())
+        } else {
+            let batch_dims: Vec<Dim> = batch.iter().map(|&k| out[k].clone()).collect();
+            nest(&mut sizes, &batch_dims, |sizes, coords, depth| {
+                let (mut src, mut dst) = (vec![], vec![]);
+                for (c, &k) in coords.iter().zip(&batch) {
+                    src.push(mul(c.clone(), in_stride(sizes, perm[k])));
+                    dst.push(mul(c.clone(), sizes.product(&out[k + 1..])));
+                }
+                let rows = (Index::Const(0), sizes.index(&out[q]));
+                Ok(tile.stmts(depth, &sum(src), &sum(dst), rows))
+            })?
+        }
+    };
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// `shape` and `perm` without unit axes and with runs of axes that stay neighbours merged.
+fn simplify_transpose(shape: &[Dim], perm: &[usize]) -> (Vec<Dim>, Vec<usize>) {
+    let kept: Vec<usize> = (0..shape.len()).filter(|&a| !shape[a].is(1)).collect();
+    let renumber = |a: usize| kept.iter().position(|&k| k == a);
+    let perm: Vec<usize> = perm.iter().filter_map(|&a| renumber(a)).collect();
+    // Runs of consecutive input axes, in output order.
+    let mut runs: Vec<Vec<usize>> = vec![];
+    for &a in &perm {
+        match runs.last_mut() {
+            Some(run) if run.last() == Some(&(a.wrapping_sub(1))) => run.push(a),
+            _ => runs.push(vec![a]),
+        }
+    }
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&r| runs[r][0]);
+    let dims = order
+        .iter()
+        .map(|&r| {
+            let axes: Vec<Dim> = runs[r].iter().map(|&a| shape[kept[a]].clone()).collect();
+            product(&axes)
+        })
+        .collect();
+    let perm = (0..runs.len())
+        .map(|r| {
+            order
+                .iter()
+                .position(|&o| o == r)
+                .expect("every run is ordered")
+        })
+        .collect();
+    (dims, perm)
+}
+
+/// The inner two axes of a transpose that moves the last axis: output rows `b` (input axis
+/// last, stride 1 in the input) by output columns `a` (stride 1 in the output), copied by
+/// tiles.
+struct TileCopy {
+    /// Output columns (the extent of the input axis that becomes the last).
+    a: Index,
+    /// Input stride of a column.
+    a_stride: Index,
+    /// Output stride of a row.
+    b_stride: Index,
+}
+
+impl TileCopy {
+    /// Copies rows `rows.0..rows.1` from input base `src` to output base `dst` by tiles,
+    /// with loops from `depth`.
+    fn stmts(&self, depth: usize, src: &Index, dst: &Index, rows: (Index, Index)) -> Vec<Stmt> {
+        let (t, bt, at, b, a) = (
+            Index::Const(TILE),
+            Index::Loop(depth),
+            Index::Loop(depth + 1),
+            Index::Loop(depth + 2),
+            Index::Loop(depth + 3),
+        );
+        let (lo, hi) = rows;
+        let ceil = |n: Index| (n + (TILE - 1).into()) / t.clone();
+        let b0 = lo.clone() + bt * t.clone();
+        let a0 = at * t.clone();
+        let value = Value::load(
+            0,
+            add(
+                src.clone(),
+                b.clone() + mul(a.clone(), self.a_stride.clone()),
+            ),
+        );
+        let store = Stmt::store(
+            1,
+            add(dst.clone(), mul(b, self.b_stride.clone()) + a),
+            value,
+            1,
+        );
+        let columns = Stmt::for_range(
+            a0.clone(),
+            (a0 + t.clone()).min(self.a.clone()),
+            vec![store],
+        );
+        let rows = Stmt::for_range(b0.clone(), (b0 + t.clone()).min(hi.clone()), vec![columns]);
+        let column_tiles = Stmt::for_range(0.into(), ceil(self.a.clone()), vec![rows]);
+        vec![Stmt::for_range(
+            0.into(),
+            ceil(sub(hi, lo)),
+            vec![column_tiles],
+        )]
+    }
+}
+
+/// A copy of `len` elements from input offset `src` to the output, parallel over elements
+/// (buffers 0 and 1); returns the body and the parallel extent.
+fn flat_copy(len: &Dim, src: &Index) -> Result<(Vec<Stmt>, Dim), String> {
+    let body = vector_run(0, &Index::Size(0), &Index::Size(1), |j, lanes| {
+        let value = Value::load(0, add(src.clone(), j.clone()));
+        Ok(vec![Stmt::store(1, j, value, lanes)])
+    })?;
+    Ok((body, len.clone()))
+}
+
+/// A kernel for `Concat` of inputs of `input_shapes` along `axis`: every other dim must match
+/// (checked when known; input 0's dims are used).
+///
+/// Buffers: the inputs in order, then the output.
+pub fn concat(name: &str, input_shapes: &[Vec<Dim>], axis: i64) -> Result<Built, String> {
+    let first = input_shapes
+        .first()
+        .ok_or("Concat needs at least one input")?;
+    let axis = norm_axis(axis, first.len())?;
+    for shape in input_shapes {
+        check_dims(shape)?;
+        let same = shape.len() == first.len()
+            && shape.iter().zip(first).enumerate().all(|(a, (d, e))| {
+                a == axis || d == e || d.as_known().is_none() || e.as_known().is_none()
+            });
+        if !same {
+            return Err(format!(
+                "shapes {first:?} and {shape:?} do not concatenate on axis {axis}"
+            ));
+        }
+    }
+    let parts: Vec<Dim> = input_shapes.iter().map(|s| product(&s[axis..])).collect();
+    let args = (0..parts.len())
+        .map(Arg::Input)
+        .chain([Arg::Output(0)])
+        .collect();
+    segments(name, &product(&first[..axis]), &parts, true, args)
+}
+
+/// A kernel for `Split` of an input of `shape` along `axis` into parts of `split` elements
+/// along it (they must add up to the dim, as polynomials when symbolic).
+///
+/// Buffers: the input, then the outputs in order.
+pub fn split(name: &str, shape: &[Dim], axis: i64, split: &[Dim]) -> Result<Built, String> {
+    check_dims(shape)?;
+    let axis = norm_axis(axis, shape.len())?;
+    if total(split) != shape[axis] {
+        return Err(format!(
+            "split sizes {split:?} do not add up to dim {}",
+            shape[axis]
+        ));
+    }
+    let after = product(&shape[axis + 1..]);
+    let parts: Vec<Dim> = split.iter().map(|s| s * &after).collect();
+    let args = [Arg::Input(0)]
+        .into_iter()
+        .chain((0..parts.len()).map(Arg::Output))
+        .collect();
+    segments(name, &product(&shape[..axis]), &parts, false, args)
+}
+
+/// The sum of `dims`.
+fn total(dims: &[Dim]) -> Dim {
+    dims.iter().fold(Dim::known(0), |acc, d| &acc + d)
+}
+
+/// Concat (`joined`: parts are buffers 0..n, the whole buffer n) or split (the whole is
+/// buffer 0, parts 1..=n): each of `outer` rows of the whole is the parts' rows of `parts`
+/// elements, in order.
+fn segments(
+    name: &str,
+    outer: &Dim,
+    parts: &[Dim],
+    joined: bool,
+    args: Vec<Arg>,
+) -> Result<Built, String> {
+    let whole_buffer = if joined { parts.len() } else { 0 };
+    let part_buffer = |i: usize| if joined { i } else { i + 1 };
+    let offsets: Vec<Dim> = (0..parts.len()).map(|i| total(&parts[..i])).collect();
+    let row = total(parts);
+    let mut sizes = Sizes::default();
+    // (whole buffer index, part buffer index) as (dst, src) or (src, dst).
+    let copy = |depth: usize, whole: &Index, part: &Index, i: usize, len: &Index| {
+        let (w, p) = ((whole_buffer, whole), (part_buffer(i), part));
+        if joined {
+            copy_run(depth, w, p, len)
+        } else {
+            copy_run(depth, p, w, len)
+        }
+    };
+    let (body, parallel) = if outer.is(1) {
+        // One row: parallel over its elements; each part copies its share of the range.
+        let mut body = vec![];
+        for (i, (part, offset)) in parts.iter().zip(&offsets).enumerate() {
+            let (offset, len) = (sizes.index(offset), sizes.index(part));
+            let start = Index::Size(0).max(offset.clone());
+            let end = Index::Size(1)
+                .min(add(offset.clone(), len))
+                .max(start.clone());
+            body.extend(vector_run(0, &start, &end, |j, lanes| {
+                let (w, p) = (j.clone(), sub(j, offset.clone()));
+                let (dst, src) = if joined {
+                    ((whole_buffer, w), (part_buffer(i), p))
+                } else {
+                    ((part_buffer(i), p), (whole_buffer, w))
+                };
+                let value = Value::load(src.0, src.1);
+                Ok(vec![Stmt::store(dst.0, dst.1, value, lanes)])
+            })?);
+        }
+        (body, row)
+    } else {
+        nest(
+            &mut sizes,
+            std::slice::from_ref(outer),
+            |sizes, coords, depth| {
+                let (r, row) = (&coords[0], sizes.index(&row));
+                let mut body = vec![];
+                for (i, (part, offset)) in parts.iter().zip(&offsets).enumerate() {
+                    let len = sizes.index(part);
+                    let whole = add(mul(r.clone(), row.clone()), sizes.index(offset));
+                    body.extend(copy(depth, &whole, &mul(r.clone(), len.clone()), i, &len)?);
+                }
+                Ok(body)
+            },
+        )?
+    };
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// A kernel for `Slice` of an input of `shape` with constant `starts` and `ends` (ONNX rules:
+/// negative counts from the end, clamped) on `axes` (default `0..starts.len()`), steps all 1;
+/// sliced axes must have static dims.
+///
+/// Buffers: input, output.
+pub fn slice(
+    name: &str,
+    shape: &[Dim],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> Result<Built, String> {
+    check_dims(shape)?;
+    let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
+    let axes = axes.unwrap_or(&default_axes);
+    if ends.len() != starts.len() || axes.len() != starts.len() {
+        return Err("starts, ends and axes must have the same length".into());
+    }
+    if let Some(step) = steps.into_iter().flatten().find(|&&s| s != 1) {
+        return Err(format!("slice step {step} (only 1 is supported)"));
+    }
+    // Per axis: (output extent, input extent, first index).
+    let mut spans: Vec<Span> = shape
+        .iter()
+        .map(|d| (d.clone(), d.clone(), Dim::known(0)))
+        .collect();
+    let mut sliced = vec![false; shape.len()];
+    for ((&start, &end), &axis) in starts.iter().zip(ends).zip(axes) {
+        let a = norm_axis(axis, shape.len())?;
+        let dim = shape[a]
+            .as_known()
+            .ok_or_else(|| format!("slicing the symbolic axis {a} ({})", shape[a]))?;
+        if std::mem::replace(&mut sliced[a], true) {
+            return Err(format!("axis {a} is sliced twice"));
+        }
+        let (lo, hi) = slice_bounds(dim, start, end, 1);
+        spans[a] = (
+            Dim::known((hi - lo).max(0)),
+            Dim::known(dim),
+            Dim::known(lo),
+        );
+    }
+    let spans = merge_spans(spans);
+    let (last, outer) = spans.split_last().ok_or("cannot slice a scalar")?;
+    let mut sizes = Sizes::default();
+    let args = vec![Arg::Input(0), Arg::Output(0)];
+    let (body, parallel) = if outer.is_empty() {
+        let src = sizes.index(&last.2);
+        flat_copy(&last.0, &src)?
+    } else {
+        let out_dims: Vec<Dim> = spans.iter().map(|s| s.0.clone()).collect();
+        nest(
+            &mut sizes,
+            &out_dims[..outer.len()],
+            |sizes, coords, depth| {
+                let src = sum(spans.iter().enumerate().map(|(a, (_, _, lo))| {
+                    let after: Vec<Dim> = spans[a + 1..].iter().map(|s| s.1.clone()).collect();
+                    let at = add(
+                        coords.get(a).cloned().unwrap_or(Index::Const(0)),
+                        sizes.index(lo),
+                    );
+                    mul(at, sizes.product(&after))
+                }));
+                let dst = row_major_offset(sizes, &out_dims, coords);
+                copy_run(depth, (1, &dst), (0, &src), &sizes.index(&last.0))
+            },
+        )?
+    };
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// One axis of a slice: output extent, input extent, first index taken.
+type Span = (Dim, Dim, Dim);
+
+/// Merges each axis into the next when the next is not sliced (rows of the pair are then
+/// one contiguous run in both input and output).
+fn merge_spans(spans: Vec<Span>) -> Vec<Span> {
+    let mut merged: Vec<Span> = vec![];
+    for span in spans.into_iter().rev() {
+        match merged.last_mut() {
+            Some(next) if next.2.is(0) && next.0 == next.1 => {
+                let inner = next.1.clone();
+                *next = (&span.0 * &inner, &span.1 * &inner, &span.2 * &inner);
+            }
+            _ => merged.push(span),
+        }
+    }
+    merged.reverse();
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::templates::elementwise::tests::{
+        assert_close, check, concrete, dims, reference, Rng, DIMS,
+    };
+    use crate::templates::testing::run;
+    use kiln_ir::interp::Bindings;
+    use kiln_ir::{Attr, Attrs, Op, OpKind, Tensor};
+
+    fn with(kind: OpKind, attrs: &[(&str, Attr)]) -> Op {
+        Op::new(kind, Attrs::from_pairs(attrs))
+    }
+
+    fn ints(values: &[i64]) -> Tensor {
+        Tensor::from_vec(&[values.len()], values.to_vec()).unwrap()
+    }
+
+    /// A random static shape of `rank` dims, each symbolic (`{prefix}{axis}`, bound in `b`)
+    /// with probability 1/3.
+    fn random_shape(rng: &mut Rng, rank: usize, prefix: &str, b: &mut Bindings) -> Vec<Dim> {
+        (0..rank)
+            .map(|a| {
+                let d = rng.pick(&DIMS);
+                if rng.below(3) == 0 {
+                    let name = format!("{prefix}{a}");
+                    b.insert(name.clone(), d as i64);
+                    Dim::sym(&name)
+                } else {
+                    Dim::from(d)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gather_matches_the_interpreter() {
+        let mut rng = Rng::new(10);
+        for case in 0..40 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(3);
+            let mut data = random_shape(&mut rng, rank, "d", &mut b);
+            let axis = rng.below(rank);
+            // The gathered axis is static (a vocabulary); indices may be symbolic.
+            data[axis] = Dim::from(rng.pick(&DIMS));
+            let index_rank = rng.below(3);
+            let indices = random_shape(&mut rng, index_rank, "i", &mut b);
+            let n = data[axis].as_known().unwrap();
+            let table = rng.tensor(&concrete(&data, &b));
+            let idx_shape = concrete(&indices, &b);
+            let ids: Vec<i64> = (0..idx_shape.iter().product::<usize>())
+                .map(|_| rng.below(2 * n as usize) as i64 - n)
+                .collect();
+            let ids = Tensor::from_vec(&idx_shape, ids).unwrap();
+            let op = with(OpKind::Gather, &[("axis", Attr::Int(axis as i64))]);
+            let want = reference(&op, &[&table, &ids], 0);
+            let what = format!("gather {data:?} by {indices:?} on axis {axis}, {b:?}");
+            let built = gather("g", &data, &indices, axis as i64, None).expect(&what);
+            check(&built, &[table.clone(), ids.clone()], &want, &b, &what);
+            if case % 4 == 0 && b.keys().all(|k| k.starts_with('i')) {
+                let values: Arc<[f32]> = table.to_f32_array().iter().copied().collect();
+                let built = gather("g", &data, &indices, axis as i64, Some(values)).unwrap();
+                check(
+                    &built,
+                    &[table, ids],
+                    &want,
+                    &b,
+                    &format!("{what}, constant"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gather_clamps_out_of_range_indices() {
+        let mut rng = Rng::new(11);
+        let table = rng.tensor(&[4, 5]);
+        let ids = Tensor::from_vec(&[4], vec![9i64, -7, -1, 2]).unwrap();
+        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0, None).unwrap();
+        let got = run(
+            &built,
+            &[table.clone(), ids],
+            &[vec![4, 5]],
+            &Bindings::new(),
+            1,
+        );
+        let rows = [3i64, 0, 3, 2];
+        let want = reference(
+            &with(OpKind::Gather, &[("axis", Attr::Int(0))]),
+            &[&table, &ints(&rows)],
+            0,
+        );
+        assert_close(&got[0], &want, "clamped gather");
+        let values: Arc<[f32]> = table.to_f32_array().iter().copied().collect();
+        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0, Some(values)).unwrap();
+        let ids = Tensor::from_vec(&[4], vec![9i64, -7, -1, 2]).unwrap();
+        let got = run(&built, &[table, ids], &[vec![4, 5]], &Bindings::new(), 3);
+        assert_close(&got[0], &want, "clamped gather from a constant");
+        assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0, None).is_err());
+        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2, None).is_err());
+        let short: Arc<[f32]> = vec![0.0; 19].into();
+        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 0, Some(short)).is_err());
+    }
+
+    /// A random permutation of `0..n`.
+    fn permutation(rng: &mut Rng, n: usize) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            p.swap(i, rng.below(i + 1));
+        }
+        p
+    }
+
+    fn check_transpose(rng: &mut Rng, shape: &[Dim], perm: &[usize], b: &Bindings) {
+        let what = format!("transpose {shape:?} by {perm:?}, {b:?}");
+        let built = transpose("t", shape, perm).expect(&what);
+        let x = rng.tensor(&concrete(shape, b));
+        let p: Vec<i64> = perm.iter().map(|&a| a as i64).collect();
+        let want = reference(
+            &with(OpKind::Transpose, &[("perm", Attr::Ints(p))]),
+            &[&x],
+            0,
+        );
+        check(&built, &[x], &want, b, &what);
+    }
+
+    #[test]
+    fn transpose_matches_the_interpreter() {
+        let mut rng = Rng::new(12);
+        for _ in 0..60 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(4);
+            let shape = random_shape(&mut rng, rank, "t", &mut b);
+            let perm = permutation(&mut rng, rank);
+            check_transpose(&mut rng, &shape, &perm, &b);
+        }
+        // Named layouts: heads split, K^T, a large 2-D transpose, rank 6.
+        let none = Bindings::new();
+        check_transpose(&mut rng, &dims(&[2, 5, 3, 4]), &[0, 2, 1, 3], &none);
+        check_transpose(&mut rng, &dims(&[2, 3, 17, 5]), &[0, 1, 3, 2], &none);
+        check_transpose(&mut rng, &dims(&[37, 45]), &[1, 0], &none);
+        check_transpose(
+            &mut rng,
+            &dims(&[2, 3, 1, 4, 5, 3]),
+            &[5, 3, 1, 0, 2, 4],
+            &none,
+        );
+        let s = Dim::sym("s");
+        for sv in [1, 3, 33] {
+            let b = Bindings::from([("s".to_string(), sv)]);
+            let shape = [
+                Dim::from(2usize),
+                s.clone(),
+                Dim::from(3usize),
+                Dim::from(4usize),
+            ];
+            check_transpose(&mut rng, &shape, &[0, 2, 3, 1], &b);
+            check_transpose(&mut rng, &[s.clone(), Dim::from(17usize)], &[1, 0], &b);
+        }
+        assert!(transpose("t", &dims(&[2, 3]), &[0, 0]).is_err());
+        assert!(transpose("t", &dims(&[1; 7]), &[0, 1, 2, 3, 4, 5, 6]).is_err());
+    }
+
+    #[test]
+    fn concat_matches_the_interpreter() {
+        let mut rng = Rng::new(13);
+        for _ in 0..40 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(4);
+            let base = random_shape(&mut rng, rank, "c", &mut b);
+            let axis = rng.below(rank);
+            let shapes: Vec<Vec<Dim>> = (0..1 + rng.below(3))
+                .map(|i| {
+                    let mut s = base.clone();
+                    if rng.below(3) == 0 {
+                        let name = format!("a{i}");
+                        b.insert(name.clone(), rng.pick(&DIMS) as i64);
+                        s[axis] = Dim::sym(&name);
+                    } else {
+                        s[axis] = Dim::from(rng.pick(&DIMS));
+                    }
+                    s
+                })
+                .collect();
+            let what = format!("concat {shapes:?} on axis {axis}, {b:?}");
+            let built = concat("c", &shapes, axis as i64 - rank as i64).expect(&what);
+            let inputs: Vec<Tensor> = shapes
+                .iter()
+                .map(|s| rng.tensor(&concrete(s, &b)))
+                .collect();
+            let op = with(OpKind::Concat, &[("axis", Attr::Int(axis as i64))]);
+            let want = reference(&op, &inputs.iter().collect::<Vec<_>>(), 0);
+            check(&built, &inputs, &want, &b, &what);
+        }
+        assert!(concat("c", &[dims(&[2, 3]), dims(&[3, 3])], 1).is_err());
+        assert!(concat("c", &[dims(&[2, 3]), dims(&[2])], 0).is_err());
+        assert!(concat("c", &[], 0).is_err());
+    }
+
+    #[test]
+    fn split_matches_the_interpreter() {
+        let mut rng = Rng::new(14);
+        for _ in 0..40 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(4);
+            let mut shape = random_shape(&mut rng, rank, "p", &mut b);
+            let axis = rng.below(rank);
+            let parts: Vec<Dim> = (0..1 + rng.below(3))
+                .map(|i| {
+                    if rng.below(3) == 0 {
+                        let name = format!("q{i}");
+                        b.insert(name.clone(), rng.pick(&DIMS) as i64);
+                        Dim::sym(&name)
+                    } else {
+                        Dim::from(rng.pick(&DIMS))
+                    }
+                })
+                .collect();
+            shape[axis] = total(&parts);
+            let what = format!("split {shape:?} on axis {axis} into {parts:?}, {b:?}");
+            let built = split("s", &shape, axis as i64, &parts).expect(&what);
+            let x = rng.tensor(&concrete(&shape, &b));
+            let sizes: Vec<i64> = parts.iter().map(|d| d.eval(&b).unwrap()).collect();
+            let op = with(
+                OpKind::Split,
+                &[
+                    ("axis", Attr::Int(axis as i64)),
+                    ("split", Attr::Ints(sizes)),
+                ],
+            );
+            let args = [Some(&x)];
+            let want = kiln_ir::interp::eval_op(&op, &args, &Bindings::new()).unwrap();
+            let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
+            for chunks in [1, 3] {
+                let got = run(&built, std::slice::from_ref(&x), &shapes, &b, chunks);
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_close(g, w, &format!("{what}, part {k}, chunks {chunks}"));
+                }
+            }
+        }
+        assert!(split("s", &dims(&[2, 5]), 1, &dims(&[2, 2])).is_err());
+    }
+
+    #[test]
+    fn slice_matches_the_interpreter() {
+        let mut rng = Rng::new(15);
+        for _ in 0..60 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(4);
+            let mut shape = random_shape(&mut rng, rank, "l", &mut b);
+            let axes: Vec<usize> = permutation(&mut rng, rank)[..1 + rng.below(rank)].to_vec();
+            let (mut starts, mut ends) = (vec![], vec![]);
+            for &a in &axes {
+                let d = rng.pick(&DIMS) as i64;
+                shape[a] = Dim::known(d);
+                b.remove(&format!("l{a}"));
+                starts.push(rng.below(2 * d as usize + 3) as i64 - d - 1);
+                ends.push(rng.below(2 * d as usize + 3) as i64 - d + 1);
+            }
+            let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+            let what = format!("slice {shape:?} [{starts:?}, {ends:?}) on {axes:?}, {b:?}");
+            let built = slice("l", &shape, &starts, &ends, Some(&axes), None).expect(&what);
+            let x = rng.tensor(&concrete(&shape, &b));
+            let op = Op::plain(OpKind::Slice);
+            let want = reference(&op, &[&x, &ints(&starts), &ints(&ends), &ints(&axes)], 0);
+            check(&built, &[x], &want, &b, &what);
+        }
+        let s = [Dim::sym("s"), Dim::from(8usize)];
+        assert!(slice("l", &s, &[0], &[2], None, None).is_err());
+        assert!(slice("l", &s, &[0], &[2], Some(&[1]), Some(&[2])).is_err());
+        assert!(slice("l", &s, &[0, 1], &[2, 3], Some(&[1, 1]), None).is_err());
+        assert!(slice("l", &[], &[], &[], None, None).is_err());
+    }
+}
