@@ -3,6 +3,8 @@
 //! the group then runs on the interpreter and `kiln explain` shows the reason.
 
 use super::group::{Group, GroupKind};
+use crate::templates::elementwise::{self, Expr};
+use crate::templates::movement;
 use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
 use crate::templates::Built;
 use crate::Schedule;
@@ -35,6 +37,8 @@ pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Lowered, String> {
     }
     match group.kind {
         GroupKind::Rows => lower_rows(graph, group),
+        GroupKind::Elementwise => lower_elementwise(graph, group),
+        GroupKind::Movement => lower_movement(graph, group),
         other => Err(format!("no {} template yet", other.name())),
     }
 }
@@ -201,4 +205,194 @@ fn trailing_reduce_axis(node: &Node, rank: usize) -> Result<usize, String> {
         return Err(format!("axes {axes:?} are not the trailing axes"));
     }
     Ok(first)
+}
+
+/// A lowering with the node's own inputs and first output.
+fn simple(built: Built, inputs: Vec<ValueId>, output: ValueId) -> Lowered {
+    Lowered {
+        built,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs: vec![Some(output)],
+        index_check: None,
+    }
+}
+
+/// The value of a scalar f32 constant, if `v` is one.
+fn scalar_constant(graph: &Graph, v: ValueId) -> Option<f32> {
+    let value = graph.value(v);
+    let one = value.ty.shape.iter().all(|d| d.is(1));
+    match constant_f32(graph, v) {
+        Some(data) if one && data.len() == 1 => Some(data[0]),
+        _ => None,
+    }
+}
+
+/// A tree of elementwise ops as one expression; the last node is the root.
+fn lower_elementwise(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+    let root = *group.nodes.last().expect("groups are not empty");
+    let mut inputs: Vec<ValueId> = vec![];
+    let expr = expression(graph, group, root, &mut inputs)?;
+    let shapes: Vec<Vec<Dim>> = inputs.iter().map(|&v| shape(graph, v)).collect();
+    let out = ValueId {
+        node: root,
+        output: 0,
+    };
+    let built = elementwise::elementwise("elementwise", &expr, &shapes, &shape(graph, out))?;
+    Ok(simple(built, inputs, out))
+}
+
+/// The expression computing `node`'s output from the group's inputs (collected in `inputs`).
+fn expression(
+    graph: &Graph,
+    group: &Group,
+    node: kiln_ir::NodeId,
+    inputs: &mut Vec<ValueId>,
+) -> Result<Expr, String> {
+    let n = graph.node(node);
+    let op = n.op().expect("elementwise nodes are ops");
+    let mut args = vec![];
+    for (port, v) in n.inputs.iter().enumerate() {
+        let arg = match v {
+            None if op.kind == OpKind::Clip => Expr::Const(if port == 1 {
+                f32::NEG_INFINITY
+            } else {
+                f32::INFINITY
+            }),
+            None => return Err(format!("{} input {port} is absent", op.kind)),
+            Some(v) if group.nodes.contains(&v.node) => expression(graph, group, v.node, inputs)?,
+            Some(v) => {
+                if graph.value(*v).ty.dtype != DType::F32 {
+                    return Err(format!("`{}` is not f32", graph.value(*v).name));
+                }
+                match scalar_constant(graph, *v) {
+                    Some(c) => Expr::Const(c),
+                    None => {
+                        let i = inputs.iter().position(|x| x == v).unwrap_or_else(|| {
+                            inputs.push(*v);
+                            inputs.len() - 1
+                        });
+                        Expr::Input(i)
+                    }
+                }
+            }
+        };
+        args.push(arg);
+    }
+    Ok(Expr::Op(op.clone(), args))
+}
+
+/// The i64 values of a constant integer tensor.
+fn constant_ints(graph: &Graph, v: Option<ValueId>) -> Result<Option<Vec<i64>>, String> {
+    let Some(v) = v else { return Ok(None) };
+    match &graph.node(v.node).kind {
+        NodeKind::Constant(data) if data.dtype().is_int() => {
+            Ok(Some(kiln_ir::Tensor::from_data(data).to_i64_vec()))
+        }
+        _ => Err(format!(
+            "`{}` is only known at run time",
+            graph.value(v).name
+        )),
+    }
+}
+
+/// Gather, transpose, concat, split, slice and rotary embedding.
+fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+    let node = sole_node(graph, group);
+    let op = node.op().expect("movement groups are op nodes");
+    let id = node_id(group);
+    let out = ValueId {
+        node: id,
+        output: 0,
+    };
+    let present: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
+    let data = present.first().copied().ok_or("no input")?;
+    if graph.value(data).ty.dtype != DType::F32 || graph.value(out).ty.dtype != DType::F32 {
+        return Err("kernels move f32 data".into());
+    }
+    let name = op.kind.name();
+    match op.kind {
+        OpKind::Gather => {
+            let indices = node.inputs[1].ok_or("indices are missing")?;
+            if graph.value(indices).ty.dtype != DType::I64 {
+                return Err("gather indices must be i64".into());
+            }
+            let axis = op.attrs.int("axis")?;
+            let data_shape = shape(graph, data);
+            let built = movement::gather(
+                name,
+                &data_shape,
+                &shape(graph, indices),
+                axis,
+                constant_f32(graph, data),
+            )?;
+            let rows = data_shape
+                .get(axis.rem_euclid(data_shape.len().max(1) as i64) as usize)
+                .and_then(Dim::as_known)
+                .ok_or("the gathered axis must have a known size")?;
+            Ok(Lowered {
+                index_check: Some((1, rows)),
+                ..simple(built, vec![data, indices], out)
+            })
+        }
+        OpKind::Transpose => {
+            let rank = shape(graph, data).len();
+            let perm: Vec<usize> = match op.attrs.get("perm") {
+                Some(_) => op.attrs.ints("perm")?.iter().map(|&p| p as usize).collect(),
+                None => (0..rank).rev().collect(),
+            };
+            let built = movement::transpose(name, &shape(graph, data), &perm)?;
+            Ok(simple(built, vec![data], out))
+        }
+        OpKind::Concat => {
+            require_f32(graph, node)?;
+            let shapes: Vec<Vec<Dim>> = present.iter().map(|&v| shape(graph, v)).collect();
+            let built = movement::concat(name, &shapes, op.attrs.int("axis")?)?;
+            Ok(simple(built, present, out))
+        }
+        OpKind::Split => {
+            let axis = op.attrs.int("axis")?;
+            let x = shape(graph, data);
+            let a = axis.rem_euclid(x.len().max(1) as i64) as usize;
+            let parts: Vec<Dim> = node.outputs.iter().map(|v| v.ty.shape[a].clone()).collect();
+            let built = movement::split(name, &x, axis, &parts)?;
+            Ok(Lowered {
+                built,
+                inputs: vec![Some(data)],
+                outputs: (0..node.outputs.len())
+                    .map(|output| Some(ValueId { node: id, output }))
+                    .collect(),
+                index_check: None,
+            })
+        }
+        OpKind::Slice => {
+            let starts = constant_ints(graph, node.inputs[1])?.ok_or("starts are missing")?;
+            let ends = constant_ints(graph, node.inputs.get(2).copied().flatten())?
+                .ok_or("ends are missing")?;
+            let axes = constant_ints(graph, node.inputs.get(3).copied().flatten())?;
+            let steps = constant_ints(graph, node.inputs.get(4).copied().flatten())?;
+            let built = movement::slice(
+                name,
+                &shape(graph, data),
+                &starts,
+                &ends,
+                axes.as_deref(),
+                steps.as_deref(),
+            )?;
+            Ok(simple(built, vec![data], out))
+        }
+        OpKind::RopeRotateHalf => {
+            require_f32(graph, node)?;
+            let [Some(x), Some(cos), Some(sin)] = node.inputs[..] else {
+                return Err("RopeRotateHalf takes x, cos and sin".into());
+            };
+            let built = elementwise::rope_rotate_half(
+                name,
+                &shape(graph, x),
+                &shape(graph, cos),
+                &shape(graph, sin),
+            )?;
+            Ok(simple(built, vec![x, cos, sin], out))
+        }
+        other => Err(format!("{other} has no movement template")),
+    }
 }
