@@ -9,9 +9,20 @@ use std::path::Path;
 
 /// The model at `path`, optimised and compiled for `threads` threads.
 pub fn compile(path: &Path, threads: usize) -> Result<Program, String> {
+    compile_with(path, threads, true)
+}
+
+/// The model at `path` compiled for `threads` threads, optimised by the rewrite rules first
+/// or (for comparisons) as it was exported.
+pub fn compile_with(path: &Path, threads: usize, fuse: bool) -> Result<Program, String> {
     let graph = model::load(path)?;
-    let (optimized, _) = optimize(&graph, &builtin_rules(), &Limits::default())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let optimized = if fuse {
+        optimize(&graph, &builtin_rules(), &Limits::default())
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .0
+    } else {
+        graph
+    };
     Program::compile(&optimized, &Options { threads })
         .map_err(|e| format!("{}: {e}", path.display()))
 }

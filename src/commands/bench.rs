@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Threads for the compiled kernels.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Compile the graph as exported, without the rewrite rules (to measure what fusion buys).
+    #[arg(long)]
+    unfused: bool,
     /// Timed runs (after 3 warm-up runs).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -33,7 +36,7 @@ pub struct BenchArgs {
 /// Times the compiled model and prints the figures (one `key=value` line for scripts too).
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let graph = model::load(&args.model)?;
-    let program = compiled::compile(&args.model, args.threads as usize)?;
+    let program = compiled::compile_with(&args.model, args.threads as usize, !args.unfused)?;
     let mut feeds = read_feeds(&args.inputs)?;
     random_feeds(&graph, &mut feeds, args.batch, args.seq, 1)?;
     let run = || {

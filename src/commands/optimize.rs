@@ -151,10 +151,30 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
         report.cost_after * 1e3,
         report.cost_before / report.cost_after.max(f64::MIN_POSITIVE)
     );
+    print_kernels(&optimized)?;
     if let Some(dot) = &args.dot {
         std::fs::write(dot, kiln_ir::dot::to_dot(&optimized))
             .map_err(|e| format!("{}: {e}", dot.display()))?;
         println!("wrote {}", dot.display());
+    }
+    Ok(())
+}
+
+/// Prints the kernel groups of the optimised graph: one line per kernel (its kind and ops),
+/// view or interpreter fallback (with the reason no template took it).
+fn print_kernels(optimized: &kiln_ir::Graph) -> Result<(), String> {
+    let program = kiln_codegen::runtime::Program::compile(optimized, &Default::default())?;
+    let stats = program.stats();
+    println!(
+        "kernels (Cranelift): {} kernels, {} views, {} nodes on the interpreter, {} ops folded at compile time",
+        stats.kernels, stats.views, stats.interpreted, stats.folded
+    );
+    for r in program.reports() {
+        let nodes = r.nodes.join(" + ");
+        match &r.fallback {
+            Some(why) => println!("  interp       {nodes}   [{why}]"),
+            None => println!("  {:<12} {nodes}", r.kind.name()),
+        }
     }
     Ok(())
 }
