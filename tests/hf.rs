@@ -15,6 +15,29 @@ fn feeds(pairs: Vec<(&str, Tensor)>) -> HashMap<String, Tensor> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// Runs a graph on the interpreter or compiled (Cranelift kernels, 2 threads).
+type Runner = Box<dyn Fn(&HashMap<String, Tensor>) -> Vec<(String, Tensor)>>;
+
+/// The two ways every test here runs a graph.
+fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
+    let interp_graph = graph.clone();
+    let program = kiln_codegen::runtime::Program::compile(
+        graph,
+        &kiln_codegen::runtime::Options { threads: 2 },
+    )
+    .unwrap();
+    vec![
+        (
+            "interpreter",
+            Box::new(move |f: &HashMap<String, Tensor>| interp::run(&interp_graph, f).unwrap()),
+        ),
+        (
+            "compiled",
+            Box::new(move |f: &HashMap<String, Tensor>| program.run(f).unwrap().0),
+        ),
+    ]
+}
+
 fn io(model: &str, case: &str, name: &str) -> Tensor {
     read_npy(&common::model_dir(model).join(format!("io/{case}.{name}.npy"))).unwrap()
 }
@@ -24,15 +47,17 @@ fn checkpoints_match_the_reference_outputs() {
     for model in ["bert", "gpt2", "llama"] {
         let hf = HfModel::open(&common::model_dir(model)).unwrap();
         let graph = hf.graph(Entry::Prefill).unwrap();
-        for case in ["b1_s16", "b2_s33"] {
-            let inputs = feeds(vec![
-                ("input_ids", io(model, case, "input_ids")),
-                ("attention_mask", io(model, case, "attention_mask")),
-            ]);
-            let out = interp::run(&graph, &inputs).unwrap();
-            let err = common::max_abs_diff(&out[0].1, &io(model, case, "output")).unwrap();
-            println!("{model} {case}: max abs error {err:.3e}");
-            assert!(err <= 1e-4, "{model} {case}: {err}");
+        for (backend, run) in runners(&graph) {
+            for case in ["b1_s16", "b2_s33"] {
+                let inputs = feeds(vec![
+                    ("input_ids", io(model, case, "input_ids")),
+                    ("attention_mask", io(model, case, "attention_mask")),
+                ]);
+                let out = run(&inputs);
+                let err = common::max_abs_diff(&out[0].1, &io(model, case, "output")).unwrap();
+                println!("{model} {case} ({backend}): max abs error {err:.3e}");
+                assert!(err <= 1e-4, "{model} {case} ({backend}): {err}");
+            }
         }
     }
 }
@@ -43,52 +68,49 @@ fn checkpoints_match_the_reference_outputs() {
 fn decode_with_the_kv_cache_matches_full_sequence_logits() {
     for model in ["gpt2", "llama"] {
         let hf = HfModel::open(&common::model_dir(model)).unwrap();
-        let (prefill, decode) = (
-            hf.graph(Entry::Prefill).unwrap(),
-            hf.graph(Entry::Decode).unwrap(),
-        );
-        let ids = io(model, "b1_s16", "input_ids").to_i64_array();
-        let expected = io(model, "b1_s16", "output").to_f32_array();
-        let n = ids.shape()[1];
-        let t = 10;
-        let slice = |a: usize, b: usize| Tensor::I64(ids.slice(s![.., a..b]).to_owned().into_dyn());
-        let ones = |len: usize| Tensor::from_vec(&[1, len], vec![1i64; len]).unwrap();
-        let out = interp::run(
-            &prefill,
-            &feeds(vec![
+        let prefills = runners(&hf.graph(Entry::Prefill).unwrap());
+        let decodes = runners(&hf.graph(Entry::Decode).unwrap());
+        for ((backend, prefill), (_, decode)) in prefills.iter().zip(&decodes) {
+            let ids = io(model, "b1_s16", "input_ids").to_i64_array();
+            let expected = io(model, "b1_s16", "output").to_f32_array();
+            let n = ids.shape()[1];
+            let t = 10;
+            let slice =
+                |a: usize, b: usize| Tensor::I64(ids.slice(s![.., a..b]).to_owned().into_dyn());
+            let ones = |len: usize| Tensor::from_vec(&[1, len], vec![1i64; len]).unwrap();
+            let out = prefill(&feeds(vec![
                 ("input_ids", slice(0, t)),
                 ("attention_mask", ones(t)),
-            ]),
-        )
-        .unwrap();
-        let check = |logits: &Tensor, positions: std::ops::Range<usize>| {
-            let got = logits.to_f32_array();
-            let want = expected.slice(s![.., positions, ..]);
-            let err = got
-                .iter()
-                .zip(want.iter())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(err <= 1e-4, "{model}: {err}");
-            err
-        };
-        check(&out[0].1, 0..t);
-        let mut cache: Vec<Tensor> = out[1..].iter().map(|(_, v)| v.clone()).collect();
-        let mut worst = 0f32;
-        for pos in t..n {
-            let mut inputs = feeds(vec![
-                ("input_ids", slice(pos, pos + 1)),
-                ("attention_mask", ones(pos + 1)),
-            ]);
-            for (l, pair) in cache.chunks(2).enumerate() {
-                inputs.insert(format!("past_key.{l}"), pair[0].clone());
-                inputs.insert(format!("past_value.{l}"), pair[1].clone());
+            ]));
+            let check = |logits: &Tensor, positions: std::ops::Range<usize>| {
+                let got = logits.to_f32_array();
+                let want = expected.slice(s![.., positions, ..]);
+                let err = got
+                    .iter()
+                    .zip(want.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(err <= 1e-4, "{model} ({backend}): {err}");
+                err
+            };
+            check(&out[0].1, 0..t);
+            let mut cache: Vec<Tensor> = out[1..].iter().map(|(_, v)| v.clone()).collect();
+            let mut worst = 0f32;
+            for pos in t..n {
+                let mut inputs = feeds(vec![
+                    ("input_ids", slice(pos, pos + 1)),
+                    ("attention_mask", ones(pos + 1)),
+                ]);
+                for (l, pair) in cache.chunks(2).enumerate() {
+                    inputs.insert(format!("past_key.{l}"), pair[0].clone());
+                    inputs.insert(format!("past_value.{l}"), pair[1].clone());
+                }
+                let out = decode(&inputs);
+                worst = worst.max(check(&out[0].1, pos..pos + 1));
+                cache = out[1..].iter().map(|(_, v)| v.clone()).collect();
             }
-            let out = interp::run(&decode, &inputs).unwrap();
-            worst = worst.max(check(&out[0].1, pos..pos + 1));
-            cache = out[1..].iter().map(|(_, v)| v.clone()).collect();
+            println!("{model} ({backend}): decode steps {t}..{n} max abs error {worst:.3e}");
         }
-        println!("{model}: decode steps {t}..{n} max abs error {worst:.3e}");
     }
 }
 

@@ -1,9 +1,12 @@
 //! `kiln generate`: greedy generation from a causal checkpoint — one prefill over the prompt,
-//! then one decode step per new token with the KV cache, on the reference interpreter.
+//! then one decode step per new token with the KV cache, compiled or on the reference
+//! interpreter.
 
+use super::run::Backend;
 use clap::Args;
+use kiln_codegen::runtime::{Options, Program};
 use kiln_frontends::hf::{Entry, HfModel};
-use kiln_ir::{interp, Tensor};
+use kiln_ir::{interp, Graph, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -18,6 +21,40 @@ pub struct GenerateArgs {
     /// How many tokens to generate.
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
+    /// Where to run: JIT-compiled kernels, or the reference interpreter.
+    #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
+    backend: Backend,
+    /// Threads for the compiled kernels' parallel loops.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+}
+
+/// One entry point of the model, ready to run on the chosen backend.
+enum Runner {
+    Interp(Graph),
+    Compiled(Box<Program>),
+}
+
+impl Runner {
+    fn new(graph: Graph, args: &GenerateArgs) -> Result<Runner, String> {
+        Ok(match args.backend {
+            Backend::Interp => Runner::Interp(graph),
+            Backend::Cranelift => {
+                let options = Options {
+                    threads: args.threads as usize,
+                };
+                Runner::Compiled(Box::new(Program::compile(&graph, &options)?))
+            }
+        })
+    }
+
+    fn run(&self, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, String> {
+        match self {
+            Runner::Interp(g) => interp::run(g, inputs),
+            Runner::Compiled(p) => p.run(inputs).map(|(out, _)| out),
+        }
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// The id with the largest logit in the last position.
@@ -57,8 +94,10 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
             args.prompt_ids.len() + args.max_new_tokens
         ));
     }
-    let prefill = model.graph(Entry::Prefill)?;
-    let decode = model.graph(Entry::Decode)?;
+    let compile_start = std::time::Instant::now();
+    let prefill = Runner::new(model.graph(Entry::Prefill)?, args)?;
+    let decode = Runner::new(model.graph(Entry::Decode)?, args)?;
+    let compile_time = compile_start.elapsed();
     let mut tokens = args.prompt_ids.clone();
     let n = tokens.len();
     let row = |ids: &[i64]| Tensor::from_vec(&[1, ids.len()], ids.to_vec()).expect("one row");
@@ -67,7 +106,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
         ("attention_mask".to_string(), row(&vec![1; n])),
     ]);
     let start = std::time::Instant::now();
-    let mut out = interp::run(&prefill, &inputs).map_err(|e| e.to_string())?;
+    let mut out = prefill.run(&inputs)?;
     let prefill_time = start.elapsed();
     let start = std::time::Instant::now();
     let mut steps = 0usize;
@@ -84,7 +123,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
         for (name, value) in out.drain(1..) {
             inputs.insert(name.replacen("present", "past", 1), value);
         }
-        out = interp::run(&decode, &inputs).map_err(|e| e.to_string())?;
+        out = decode.run(&inputs)?;
         steps += 1;
     }
     let decode_time = start.elapsed();
@@ -96,8 +135,16 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     };
     println!("prompt: {}", show(&tokens[..n]));
     println!("generated: {}", show(&tokens[n..]));
+    let backend = match args.backend {
+        Backend::Interp => "reference interpreter".to_string(),
+        Backend::Cranelift => format!(
+            "Cranelift, {} thread(s), compiled in {:.3} s",
+            args.threads,
+            compile_time.as_secs_f64()
+        ),
+    };
     println!(
-        "prefill: {:.1} ms for {n} tokens (reference interpreter)",
+        "prefill: {:.1} ms for {n} tokens ({backend})",
         prefill_time.as_secs_f64() * 1e3
     );
     if steps > 0 {
