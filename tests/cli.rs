@@ -849,3 +849,61 @@ fn checkpoint_directories() {
         &["not a causal language model"],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The compiled path: `check`, `bench`, backends, and inputs the compiled model must reject.
+
+#[test]
+fn check_and_bench_run_the_compiled_model() {
+    let out = success(&kiln(&["check", bert().to_str().unwrap(), "--seq", "7"]));
+    assert!(out.contains("ok: max error"), "{out}");
+    assert!(out.contains("kernels"), "{out}");
+    let out = success(&kiln(&[
+        "bench",
+        bert().to_str().unwrap(),
+        "--seq",
+        "16",
+        "--runs",
+        "2",
+        "--threads",
+        "2",
+    ]));
+    assert!(out.contains("BENCH median_ms="), "{out}");
+    assert!(out.contains("arena peak"), "{out}");
+}
+
+#[test]
+fn both_backends_write_the_same_outputs() {
+    let inputs = bert_inputs();
+    let mut results = vec![];
+    for backend in ["cranelift", "interp"] {
+        let dir = TempDir::new(backend);
+        let mut args: Vec<String> = vec!["run".into(), bert().display().to_string()];
+        args.extend(inputs.iter().cloned());
+        args.extend(["--backend".into(), backend.into(), "-o".into()]);
+        args.push(dir.join("out").display().to_string());
+        success(&kiln(&args));
+        results.push(read_npy(&dir.join("out/output.npy")).unwrap());
+    }
+    let err = common::max_abs_diff(&results[0], &results[1]).unwrap();
+    assert!(
+        err <= 1e-4,
+        "compiled and interpreted outputs differ by {err}"
+    );
+}
+
+#[test]
+fn a_sequence_longer_than_the_position_table_is_rejected() {
+    for backend in ["cranelift", "interp"] {
+        let dir = TempDir::new("long");
+        let inputs = input_args(&[
+            ("input_ids", &npy(&dir, "ids.npy", &ids(&[1, 200]))),
+            ("attention_mask", &npy(&dir, "mask.npy", &mask(&[1, 200]))),
+        ]);
+        let mut args: Vec<String> = vec!["run".into(), bert().display().to_string()];
+        args.extend(inputs);
+        args.extend(["--backend".into(), backend.into()]);
+        args.extend(["-o".into(), dir.join("out").display().to_string()]);
+        failure(&kiln(&args), &["model.onnx", "200"]);
+    }
+}
