@@ -613,8 +613,10 @@ def main():
                          "of 'e2e')")
     ap.add_argument("--runs", type=int, help="timed runs per measurement (default 20; 5 with "
                                              "--quick)")
-    ap.add_argument("--kiln", default=str(ROOT / "target/release/kiln"))
-    ap.add_argument("--out", default=str(ROOT / "bench/results.md"))
+    ap.add_argument("--kiln", default=str(ROOT / "target/release/kiln"),
+                    help="the kiln binary (default target/release/kiln)")
+    ap.add_argument("--out", default=str(ROOT / "bench/results.md"),
+                    help="the markdown report (default bench/results.md)")
     ap.add_argument("--timeout", type=int, default=900,
                     help="seconds before a kiln invocation is given up (recorded as failure)")
     ap.add_argument("--keep-work", action="store_true", help="keep the generated models")

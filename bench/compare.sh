@@ -3,8 +3,8 @@
 # unfused), MiniLM int8 and the bert/gpt2/llama fixtures, at 1 and 2 threads. Run by hand (not by
 # CI); writes bench/results.md. The work is in bench/compare.py (`--help` lists its options).
 #
-#   bench/compare.sh                       # everything, 20 timed runs per figure (~N min)
-#   bench/compare.sh --quick               # 5 timed runs, attention up to seq 512
+#   bench/compare.sh                       # everything, 20 timed runs per figure (~10 min)
+#   bench/compare.sh --quick               # 5 timed runs, attention up to seq 512 (~1 min)
 #   bench/compare.sh --only gemm,attention # sections: gemm, rows, attention, minilm, e2e
 #   bench/compare.sh --no-build ...        # use target/release/kiln as it is
 set -euo pipefail
