@@ -178,8 +178,8 @@ impl Lower<'_> {
                     lanes,
                 } => {
                     let v = self.value(value, vector_type(*lanes)?)?;
-                    let addr = self.address(*buffer, index, 4)?;
-                    self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
+                    let (addr, offset) = self.address(*buffer, index, 4)?;
+                    self.b.ins().store(MemFlagsData::trusted(), v, addr, offset);
                 }
                 Stmt::Set { var, value } => {
                     let &(variable, ty) = self
@@ -283,20 +283,24 @@ impl Lower<'_> {
                 self.b.ins().smax(x, y)
             }
             Index::Load(buffer, index) => {
-                let addr = self.address(*buffer, index, 8)?;
+                let (addr, offset) = self.address(*buffer, index, 8)?;
                 self.b
                     .ins()
-                    .load(types::I64, MemFlagsData::trusted(), addr, 0)
+                    .load(types::I64, MemFlagsData::trusted(), addr, offset)
             }
         })
     }
 
-    /// The address of element `index` of `buffer`, with elements of `width` bytes.
-    fn address(&mut self, buffer: usize, index: &Index, width: i64) -> Result<Ssa, String> {
+    /// The address of element `index` of `buffer`, with elements of `width` bytes, as a pointer
+    /// and a constant byte offset: a constant added last to the index becomes the offset, which
+    /// the instruction selector folds into the addressing mode (so that rows `base + k * stride`
+    /// share one address computation).
+    fn address(&mut self, buffer: usize, index: &Index, width: i64) -> Result<(Ssa, i32), String> {
         let base = *self
             .buffers
             .get(buffer)
             .ok_or_else(|| format!("buffer {buffer} does not exist"))?;
+        let (index, offset) = split_offset(index, width);
         let i = self.index(index)?;
         let bytes = self.b.ins().imul_imm_s(i, width);
         let bytes = if self.ptr == types::I64 {
@@ -304,7 +308,7 @@ impl Lower<'_> {
         } else {
             self.b.ins().ireduce(self.ptr, bytes)
         };
-        Ok(self.b.ins().iadd(base, bytes))
+        Ok((self.b.ins().iadd(base, bytes), offset))
     }
 
     /// Lowers a value computed at type `ty` (F32, or F32X4 for four lanes at once).
@@ -312,8 +316,8 @@ impl Lower<'_> {
         Ok(match v {
             Value::Const(c) => self.constant(*c, ty),
             Value::Load(buffer, index) => {
-                let addr = self.address(*buffer, index, 4)?;
-                self.b.ins().load(ty, MemFlagsData::trusted(), addr, 0)
+                let (addr, offset) = self.address(*buffer, index, 4)?;
+                self.b.ins().load(ty, MemFlagsData::trusted(), addr, offset)
             }
             Value::Var(var) => {
                 let &(variable, declared) = self
@@ -418,6 +422,19 @@ impl Lower<'_> {
             Binary::CopySign => Emit { l: self, ty }.copysign(x, y),
         })
     }
+}
+
+/// `index` as `rest + k` with the byte offset `k * width` split off, if the index ends with
+/// `+ k` for a constant `k` whose offset fits an i32.
+fn split_offset(index: &Index, width: i64) -> (&Index, i32) {
+    if let Index::Add(rest, k) = index {
+        if let Index::Const(k) = **k {
+            if let Some(offset) = k.checked_mul(width).and_then(|b| i32::try_from(b).ok()) {
+                return (rest, offset);
+            }
+        }
+    }
+    (index, 0)
 }
 
 /// Little-endian memory flags for lane-preserving bitcasts.

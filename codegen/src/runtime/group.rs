@@ -19,7 +19,7 @@ pub enum GroupKind {
     Elementwise,
     /// Softmax, a normalisation or a reduction over the last axes.
     Rows,
-    /// FusedAttention.
+    /// FusedAttention (and ONNX Attention without a KV cache).
     Attention,
     /// Gather, Transpose, Concat, Slice, Split or RopeRotateHalf.
     Movement,
@@ -108,7 +108,7 @@ fn kind_of(graph: &Graph, node: NodeId) -> GroupKind {
         | ReduceMean
         | ReduceMax
         | ReduceMin => GroupKind::Rows,
-        FusedAttention => GroupKind::Attention,
+        FusedAttention | Attention => GroupKind::Attention,
         Gather | Transpose | Concat | Slice | Split | RopeRotateHalf => GroupKind::Movement,
         Reshape | Flatten | Squeeze | Unsqueeze | Identity => GroupKind::View,
         k if is_elementwise(k) => GroupKind::Elementwise,

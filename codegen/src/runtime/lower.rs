@@ -3,6 +3,7 @@
 //! the group then runs on the interpreter and `kiln explain` shows the reason.
 
 use super::group::{Group, GroupKind};
+use crate::templates::attention::{self, AttentionSpec};
 use crate::templates::elementwise::{self, Expr};
 use crate::templates::movement;
 use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
@@ -39,6 +40,7 @@ pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         GroupKind::Rows => lower_rows(graph, group),
         GroupKind::Elementwise => lower_elementwise(graph, group),
         GroupKind::Movement => lower_movement(graph, group),
+        GroupKind::Attention => lower_attention(graph, group),
         other => Err(format!("no {} template yet", other.name())),
     }
 }
@@ -395,4 +397,55 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         }
         other => Err(format!("{other} has no movement template")),
     }
+}
+
+/// FusedAttention, and ONNX Attention on 4-D inputs without a KV cache.
+fn lower_attention(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+    let node = sole_node(graph, group);
+    let op = node.op().expect("attention groups are op nodes");
+    require_f32(graph, node)?;
+    if node.inputs.len() > 4 && node.inputs[4..].iter().any(Option::is_some) {
+        return Err("attention with a KV cache".into());
+    }
+    if group.outputs.iter().any(|v| v.output != 0) {
+        return Err("attention outputs beyond Y are read".into());
+    }
+    if op.kind == OpKind::Attention
+        && (op.attrs.int("qk_matmul_output_mode").unwrap_or(0) != 0
+            || op.attrs.float("softcap").unwrap_or(0.0) != 0.0)
+    {
+        return Err("attention with softcap or a qk output".into());
+    }
+    let [Some(q), Some(k), Some(v)] = node.inputs[..3] else {
+        return Err("Q, K and V are required".into());
+    };
+    let mask = node.inputs.get(3).copied().flatten();
+    let scale = match op.attrs.get("scale") {
+        Some(_) => Some(op.attrs.float("scale")?),
+        None => None,
+    };
+    let built = attention::attention(
+        &AttentionSpec {
+            q: shape(graph, q),
+            k: shape(graph, k),
+            v: shape(graph, v),
+            mask: mask.map(|m| shape(graph, m)),
+            scale,
+            causal: op.attrs.int("is_causal")? != 0,
+        },
+        &Schedule::default(),
+    )?;
+    let mut inputs = vec![Some(q), Some(k), Some(v)];
+    if let Some(m) = mask {
+        inputs.push(Some(m));
+    }
+    Ok(Lowered {
+        built,
+        inputs,
+        outputs: vec![Some(ValueId {
+            node: node_id(group),
+            output: 0,
+        })],
+        index_check: None,
+    })
 }
