@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prefill latency (128 prompt tokens) and decode tokens/s of `kiln generate` for the llama
+# fixture and a random checkpoint of SmolLM2-135M's shape: compiled (Cranelift) at 1 and 2
+# threads, and on the reference interpreter for comparison. Run by hand (not by CI); writes
+# bench/results-hf.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+smol="${TMPDIR:-/tmp}/kiln-smollm2-135m-random"
+[ -f "$smol/model.safetensors" ] || python3 bench/make_checkpoint.py "$smol"
+ids() { python3 -c "print(','.join(str(7 + 13 * i % 900) for i in range($1)))"; }
+{
+  echo "# Hugging Face checkpoints: prefill and decode"
+  echo
+  echo "\`bench/hf.sh\`, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores."
+  echo "One \`kiln generate\` run per row (greedy, 16 new tokens); decode is the mean over the 15 decode steps."
+  echo
+  echo "| model | prompt tokens | backend | threads | compile | prefill | decode |"
+  echo "|---|---|---|---|---|---|---|"
+  # The llama fixture has 128 positions: a 112-token prompt leaves room for 16 new tokens.
+  for spec in "tests/models/llama 112" "$smol 128"; do
+    set -- $spec
+    model=$1 n=$2
+    for run in "cranelift 1" "cranelift 2" "interp 1"; do
+      set -- $run
+      out=$(./target/release/kiln generate "$model" --prompt-ids "$(ids "$n")" \
+        --max-new-tokens 16 --backend "$1" --threads "$2")
+      pre=$(echo "$out" | sed -n 's/^prefill: \([0-9.]*\) ms.*/\1 ms/p')
+      comp=$(echo "$out" | sed -n 's/.*compiled in \([0-9.]*\) s.*/\1 s/p')
+      dec=$(echo "$out" | sed -n 's/^decode: \([0-9.]*\) tokens\/s.*/\1 tokens\/s/p')
+      echo "| $(basename "$model") | $n | $1 | $2 | ${comp:--} | $pre | $dec |"
+    done
+  done
+} > bench/results-hf.md
+cat bench/results-hf.md
