@@ -103,11 +103,14 @@ pub fn compile_all(kernels: &[Kernel]) -> Result<Vec<JitKernel>, String> {
                     Ok((b.declare_var(ty), ty))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            let mut stored = vec![false; kernel.buffers];
+            mark_stored(&kernel.body, &mut stored);
             let mut lower = Lower {
                 b,
                 ptr,
                 fma,
                 buffers,
+                stored,
                 sizes,
                 vars,
                 loops: vec![],
@@ -161,6 +164,8 @@ struct Lower<'a> {
     ptr: Type,
     fma: bool,
     buffers: Vec<Ssa>,
+    /// Whether the kernel stores to each buffer; the others are read-only during a call.
+    stored: Vec<bool>,
     sizes: Vec<Ssa>,
     vars: Vec<(Variable, Type)>,
     loops: Vec<Ssa>,
@@ -284,9 +289,8 @@ impl Lower<'_> {
             }
             Index::Load(buffer, index) => {
                 let (addr, offset) = self.address(*buffer, index, 8)?;
-                self.b
-                    .ins()
-                    .load(types::I64, MemFlagsData::trusted(), addr, offset)
+                let flags = self.load_flags(*buffer);
+                self.b.ins().load(types::I64, flags, addr, offset)
             }
         })
     }
@@ -311,13 +315,28 @@ impl Lower<'_> {
         Ok((self.b.ins().iadd(base, bytes), offset))
     }
 
+    /// Loads from a buffer the kernel never stores to are pure (read-only memory, which the
+    /// template contract guarantees as outputs do not alias inputs): Cranelift may then
+    /// place them at their uses, merge them into the instructions that use them, share equal
+    /// ones and hoist loop-invariant ones out of loops, even out of loops that run zero
+    /// times (such a load's address must then be valid all the same; the runtime never
+    /// passes a dangling pointer, even for an empty buffer).
+    fn load_flags(&self, buffer: usize) -> MemFlagsData {
+        if self.stored.get(buffer).copied().unwrap_or(true) {
+            MemFlagsData::trusted()
+        } else {
+            MemFlagsData::trusted().with_readonly().with_can_move()
+        }
+    }
+
     /// Lowers a value computed at type `ty` (F32, or F32X4 for four lanes at once).
     fn value(&mut self, v: &Value, ty: Type) -> Result<Ssa, String> {
         Ok(match v {
             Value::Const(c) => self.constant(*c, ty),
             Value::Load(buffer, index) => {
                 let (addr, offset) = self.address(*buffer, index, 4)?;
-                self.b.ins().load(ty, MemFlagsData::trusted(), addr, offset)
+                let flags = self.load_flags(*buffer);
+                self.b.ins().load(ty, flags, addr, offset)
             }
             Value::Var(var) => {
                 let &(variable, declared) = self
@@ -435,6 +454,27 @@ fn split_offset(index: &Index, width: i64) -> (&Index, i32) {
         }
     }
     (index, 0)
+}
+
+/// Marks the buffers `stmts` store to.
+fn mark_stored(stmts: &[Stmt], stored: &mut [bool]) {
+    for s in stmts {
+        match s {
+            Stmt::Store { buffer, .. } => {
+                if let Some(b) = stored.get_mut(*buffer) {
+                    *b = true;
+                }
+            }
+            Stmt::Loop { body, .. } => mark_stored(body, stored),
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                mark_stored(then, stored);
+                mark_stored(otherwise, stored);
+            }
+            Stmt::Set { .. } => {}
+        }
+    }
 }
 
 /// Little-endian memory flags for lane-preserving bitcasts.

@@ -5,6 +5,7 @@
 use super::group::{Group, GroupKind};
 use crate::templates::attention::{self, AttentionSpec};
 use crate::templates::elementwise::{self, Expr};
+use crate::templates::gemm::{self, Activation, Bias, Epilogue, MatMulSpec};
 use crate::templates::movement;
 use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
 use crate::templates::Built;
@@ -37,6 +38,7 @@ pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         }
     }
     match group.kind {
+        GroupKind::MatMul => lower_matmul(graph, group),
         GroupKind::Rows => lower_rows(graph, group),
         GroupKind::Elementwise => lower_elementwise(graph, group),
         GroupKind::Movement => lower_movement(graph, group),
@@ -446,6 +448,150 @@ fn lower_attention(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             node: node_id(group),
             output: 0,
         })],
+        index_check: None,
+    })
+}
+
+/// A GEMM and the bias add, activation and residual add grouped after it.
+fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+    let head = graph.node(group.nodes[0]);
+    let op = head.op().expect("gemm groups start with an op");
+    require_f32(graph, head)?;
+    let a = head.inputs[0].ok_or("A is missing")?;
+    let b = head
+        .inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .ok_or("B is missing")?;
+    let (a_shape, mut b_shape) = (shape(graph, a), shape(graph, b));
+    let mut b_constant = constant_f32(graph, b).map(|d| d.to_vec());
+    let mut epilogue = Epilogue {
+        alpha: 1.0,
+        bias: None,
+        activation: Activation::None,
+        residual: false,
+    };
+    let mut bias_input = None;
+    let bias_of = |v: ValueId, bias_input: &mut Option<ValueId>| match constant_f32(graph, v) {
+        Some(values) => Bias::Constant(values.to_vec()),
+        None => {
+            *bias_input = Some(v);
+            Bias::Input
+        }
+    };
+    match op.kind {
+        OpKind::MatMul => {}
+        OpKind::FusedMatMul => {
+            if let Some(bias) = head.inputs.get(2).copied().flatten() {
+                epilogue.bias = Some(bias_of(bias, &mut bias_input));
+            }
+            epilogue.activation = match op.attrs.str("activation")? {
+                "none" => Activation::None,
+                "relu" => Activation::Relu,
+                "gelu" => Activation::Gelu,
+                "gelu_tanh" => Activation::GeluTanh,
+                "silu" => Activation::Silu,
+                other => return Err(format!("activation `{other}` has no epilogue")),
+            };
+        }
+        OpKind::Gemm => {
+            if op.attrs.int("transA")? != 0 {
+                return Err("Gemm with transA".into());
+            }
+            if op.attrs.int("transB")? != 0 {
+                let data = b_constant
+                    .as_ref()
+                    .ok_or("Gemm with transB on a run-time B")?;
+                let (n, k) = (
+                    b_shape[0].as_known().ok_or("B's dims must be known")? as usize,
+                    b_shape[1].as_known().ok_or("B's dims must be known")? as usize,
+                );
+                let mut t = vec![0f32; data.len()];
+                for (i, row) in data.chunks(k.max(1)).enumerate().take(n) {
+                    for (j, &x) in row.iter().enumerate() {
+                        t[j * n + i] = x;
+                    }
+                }
+                b_constant = Some(t);
+                b_shape.swap(0, 1);
+            }
+            epilogue.alpha = op.attrs.float("alpha")?;
+            if let Some(c) = head.inputs.get(2).copied().flatten() {
+                let n = b_shape.last().cloned();
+                if op.attrs.float("beta")? != 1.0
+                    || shape(graph, c).last().cloned() != n
+                    || shape(graph, c).iter().rev().skip(1).any(|d| !d.is(1))
+                {
+                    return Err("Gemm's C is not a bias vector with beta 1".into());
+                }
+                epilogue.bias = Some(bias_of(c, &mut bias_input));
+            }
+        }
+        other => return Err(format!("{other} is not a GEMM")),
+    }
+    let mut prev = ValueId {
+        node: group.nodes[0],
+        output: 0,
+    };
+    let mut residual = None;
+    for &n in &group.nodes[1..] {
+        let node = graph.node(n);
+        let op = node.op().expect("epilogue nodes are ops");
+        let other = node.inputs.iter().flatten().find(|v| **v != prev).copied();
+        match op.kind {
+            OpKind::Add
+                if epilogue.bias.is_none()
+                    && epilogue.activation == Activation::None
+                    && residual.is_none()
+                    && other.is_some_and(|v| {
+                        constant_f32(graph, v).is_some() && shape(graph, v).len() == 1
+                    }) =>
+            {
+                epilogue.bias = Some(bias_of(other.expect("checked"), &mut bias_input));
+            }
+            OpKind::Add => {
+                let r = other.ok_or("a residual add of a value to itself")?;
+                epilogue.residual = true;
+                residual = Some(r);
+            }
+            OpKind::Relu => epilogue.activation = Activation::Relu,
+            OpKind::Sigmoid => epilogue.activation = Activation::Sigmoid,
+            OpKind::Tanh => epilogue.activation = Activation::Tanh,
+            OpKind::Silu => epilogue.activation = Activation::Silu,
+            OpKind::Gelu => {
+                epilogue.activation = match op.attrs.str("approximate")? {
+                    "tanh" => Activation::GeluTanh,
+                    _ => Activation::Gelu,
+                }
+            }
+            other => return Err(format!("{other} cannot be a GEMM epilogue")),
+        }
+        prev = ValueId { node: n, output: 0 };
+    }
+    if residual.is_some_and(|r| graph.value(r).ty.dtype != DType::F32) {
+        return Err("the residual is not f32".into());
+    }
+    let built = gemm::matmul(
+        &MatMulSpec {
+            a: a_shape,
+            b: b_shape,
+            b_constant,
+            epilogue,
+        },
+        &Schedule::default(),
+    )?;
+    let mut inputs = vec![Some(a), Some(b)];
+    if let Some(v) = bias_input {
+        inputs.push(Some(v));
+    }
+    if let Some(r) = residual {
+        inputs.push(Some(r));
+    }
+    Ok(Lowered {
+        built,
+        inputs,
+        outputs: vec![Some(prev)],
         index_check: None,
     })
 }

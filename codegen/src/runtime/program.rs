@@ -526,8 +526,15 @@ fn standard(t: Tensor) -> Tensor {
     kiln_ir::map_array!(t, a => if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() })
 }
 
+/// Zeroed memory that empty buffers point to, so that no kernel ever sees a dangling pointer
+/// (loads from read-only buffers may be hoisted out of loops that run zero times).
+static EMPTY: [u64; 8] = [0; 8];
+
 /// The data pointer of a live value.
 fn pointer(l: &Live, base: *mut u8) -> *mut u8 {
+    if l.shape.contains(&0) {
+        return EMPTY.as_ptr() as *mut u8;
+    }
     match &l.slot {
         // SAFETY: the offset lies inside the arena (planned from the same sizes).
         Slot::Arena(o) => unsafe { base.add(*o) },

@@ -13,6 +13,7 @@
 
 pub mod attention;
 pub mod elementwise;
+pub mod gemm;
 pub mod movement;
 pub mod rows;
 
