@@ -223,26 +223,32 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// A rotated loop: a guard, then a body that tests its counter at the bottom. Its header is
-    /// the body itself, so every block the header dominates is inside the loop, which Cranelift's
-    /// loop-invariant code motion relies on (with a top-tested loop its elaboration leaves the
-    /// loop once it has visited the exit block and stops hoisting from the body).
+    /// A counted loop whose header tests the counter and branches to the exit when done.
+    /// The exit is the taken branch: Cranelift's elaboration then visits the body before the
+    /// exit, which its loop-invariant code motion needs (visiting the exit first drops the loop
+    /// from its loop stack, and nothing is hoisted out of the body).
     fn counted_loop(&mut self, start: &Index, end: &Index, body: &[Stmt]) -> Result<(), String> {
         let first = self.index(start)?;
         let n = self.index(end)?;
+        let header = self.b.create_block();
         let inner = self.b.create_block();
         let exit = self.b.create_block();
-        let counter = self.b.append_block_param(inner, types::I64);
-        let any = self.b.ins().icmp(IntCC::SignedLessThan, first, n);
-        self.b.ins().brif(any, inner, &[first.into()], exit, &[]);
+        let counter = self.b.append_block_param(header, types::I64);
+        self.b.ins().jump(header, &[first.into()]);
+        self.b.switch_to_block(header);
+        let done = self
+            .b
+            .ins()
+            .icmp(IntCC::SignedGreaterThanOrEqual, counter, n);
+        self.b.ins().brif(done, exit, &[], inner, &[]);
         self.b.switch_to_block(inner);
+        self.b.seal_block(inner);
         self.loops.push(counter);
         self.stmts(body)?;
         self.loops.pop();
         let next = self.b.ins().iadd_imm_s(counter, 1);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, next, n);
-        self.b.ins().brif(more, inner, &[next.into()], exit, &[]);
-        self.b.seal_block(inner);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.seal_block(header);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
         Ok(())

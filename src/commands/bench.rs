@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Compile the graph as exported, without the rewrite rules (to measure what fusion buys).
     #[arg(long)]
     unfused: bool,
+    /// Also print the slowest kernels and fallbacks (time per step of the last run).
+    #[arg(long)]
+    profile: bool,
     /// Timed runs (after 3 warm-up runs).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -51,7 +54,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let mut times = Vec::with_capacity(args.runs as usize);
     for _ in 0..args.runs {
         let start = Instant::now();
-        run()?;
+        stats = run()?.1;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
@@ -75,6 +78,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         stats.arena_total as f64 / 1048576.0,
         peak_rss().map_or("unknown".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0))
     );
+    if args.profile {
+        print_profile(&program, &stats.step_seconds);
+    }
     println!(
         "BENCH median_ms={median:.4} min_ms={min:.4} compile_s={:.4} arena_peak_bytes={} arena_total_bytes={}",
         c.seconds, stats.arena_peak, stats.arena_total
@@ -87,4 +93,38 @@ fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The 15 slowest groups of one run, and the time per group kind.
+fn print_profile(program: &kiln_codegen::runtime::Program, seconds: &[f64]) {
+    let reports = program.reports();
+    let mut by_kind: std::collections::BTreeMap<&str, f64> = Default::default();
+    for (r, s) in reports.iter().zip(seconds) {
+        let kind = if r.fallback.is_some() {
+            "interp"
+        } else {
+            r.kind.name()
+        };
+        *by_kind.entry(kind).or_default() += s;
+    }
+    println!("time by kind (last run):");
+    for (kind, s) in &by_kind {
+        println!("  {kind:<12} {:>9.3} ms", s * 1e3);
+    }
+    let mut order: Vec<usize> = (0..seconds.len().min(reports.len())).collect();
+    order.sort_by(|&a, &b| seconds[b].total_cmp(&seconds[a]));
+    println!("slowest steps:");
+    for &i in order.iter().take(15) {
+        let r = &reports[i];
+        let kind = if r.fallback.is_some() {
+            "interp"
+        } else {
+            r.kind.name()
+        };
+        println!(
+            "  {:>9.3} ms  {kind:<12} {}",
+            seconds[i] * 1e3,
+            r.nodes.join(" + ")
+        );
+    }
 }

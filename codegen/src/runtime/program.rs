@@ -59,6 +59,8 @@ pub struct RunStats {
     pub arena_peak: usize,
     /// Bytes those intermediates would take without sharing memory.
     pub arena_total: usize,
+    /// Wall time of each step, in seconds, in the order of [`Program::reports`].
+    pub step_seconds: Vec<f64>,
 }
 
 enum Step {
@@ -306,7 +308,9 @@ impl Program {
                 },
             );
         }
+        let mut stats = stats;
         for step in &self.steps {
+            let started = Instant::now();
             match step {
                 Step::View { input, output } => {
                     let shape = concrete(graph, *output, &bindings)?;
@@ -365,6 +369,7 @@ impl Program {
                     .map_err(RunError)?;
                 }
             }
+            stats.step_seconds.push(started.elapsed().as_secs_f64());
         }
         let outputs = graph
             .outputs()
@@ -492,6 +497,7 @@ impl Program {
             RunStats {
                 arena_peak: p.peak,
                 arena_total: p.total,
+                step_seconds: Vec::with_capacity(self.steps.len()),
             },
         ))
     }
