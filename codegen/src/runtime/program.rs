@@ -87,18 +87,33 @@ pub struct Program {
     stats: CompileStats,
     pool: Option<rayon::ThreadPool>,
     threads: usize,
+    arena: std::sync::Mutex<Vec<f32>>,
 }
 
 /// Where a value lives during a run.
-enum Slot {
+#[derive(Clone)]
+enum Slot<'a> {
     /// In the arena, at this byte offset.
     Arena(usize),
-    /// In its own tensor (inputs, constants, interpreter results).
+    /// In a tensor the run made (interpreter results, inputs that needed a dense copy).
     Owned(Arc<Tensor>),
+    /// In a tensor the caller or the program holds (inputs, constants): never copied.
+    Held(&'a Tensor),
 }
 
-struct Live {
-    slot: Slot,
+impl Slot<'_> {
+    /// The tensor holding the value, unless it is in the arena.
+    fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Slot::Arena(_) => None,
+            Slot::Owned(t) => Some(t),
+            Slot::Held(t) => Some(t),
+        }
+    }
+}
+
+struct Live<'a> {
+    slot: Slot<'a>,
     shape: Vec<usize>,
 }
 
@@ -196,6 +211,7 @@ impl Program {
             stats,
             pool,
             threads,
+            arena: Default::default(),
         })
     }
 
@@ -284,18 +300,28 @@ impl Program {
         let graph = &self.graph;
         let bindings = bind_symbols(graph, feeds)?;
         let (offsets, stats) = self.plan_arena(&bindings)?;
-        let mut arena = vec![0f32; stats.arena_peak / 4 + 16];
+        // The arena is reused across runs (runs of one program take turns).
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        if arena.len() < stats.arena_peak / 4 + 16 {
+            *arena = vec![0f32; stats.arena_peak / 4 + 16];
+        }
         let shift = arena.as_ptr().align_offset(64);
         // SAFETY: `shift` < 16 elements and the arena has 16 spare elements.
         let base = unsafe { arena.as_mut_ptr().add(shift) }.cast::<u8>();
         let mut live: HashMap<ValueId, Live> = HashMap::new();
         for v in graph.inputs() {
             let t = &feeds[&graph.value(v).name];
+            let dense = kiln_ir::with_array!(t, a => a.is_standard_layout());
+            let slot = if dense {
+                Slot::Held(t)
+            } else {
+                Slot::Owned(Arc::new(standard(t.clone())))
+            };
             live.insert(
                 v,
                 Live {
                     shape: t.shape().to_vec(),
-                    slot: Slot::Owned(Arc::new(standard(t.clone()))),
+                    slot,
                 },
             );
         }
@@ -304,7 +330,7 @@ impl Program {
                 *v,
                 Live {
                     shape: t.shape().to_vec(),
-                    slot: Slot::Owned(t.clone()),
+                    slot: Slot::Held(t),
                 },
             );
         }
@@ -314,10 +340,7 @@ impl Program {
             match step {
                 Step::View { input, output } => {
                     let shape = concrete(graph, *output, &bindings)?;
-                    let slot = match &live[input].slot {
-                        Slot::Arena(o) => Slot::Arena(*o),
-                        Slot::Owned(t) => Slot::Owned(t.clone()),
-                    };
+                    let slot = live[input].slot.clone();
                     live.insert(*output, Live { slot, shape });
                 }
                 Step::Interp { node } => self.interpret(*node, &bindings, base, &mut live)?,
@@ -376,7 +399,6 @@ impl Program {
             .iter()
             .map(|(name, v)| (name.clone(), materialise(graph, *v, &live[v], base)))
             .collect();
-        drop(arena);
         Ok((outputs, stats))
     }
 
@@ -386,7 +408,7 @@ impl Program {
         n: NodeId,
         bindings: &Bindings,
         base: *mut u8,
-        live: &mut HashMap<ValueId, Live>,
+        live: &mut HashMap<ValueId, Live<'_>>,
     ) -> Result<(), RunError> {
         let graph = &self.graph;
         let node = graph.node(n);
@@ -541,19 +563,21 @@ fn pointer(l: &Live, base: *mut u8) -> *mut u8 {
     if l.shape.contains(&0) {
         return EMPTY.as_ptr() as *mut u8;
     }
-    match &l.slot {
-        // SAFETY: the offset lies inside the arena (planned from the same sizes).
-        Slot::Arena(o) => unsafe { base.add(*o) },
-        Slot::Owned(t) => kiln_ir::with_array!(&**t, a => a.as_ptr() as *mut u8),
+    match l.slot.tensor() {
+        Some(t) => kiln_ir::with_array!(t, a => a.as_ptr() as *mut u8),
+        None => match l.slot {
+            // SAFETY: the offset lies inside the arena (planned from the same sizes).
+            Slot::Arena(o) => unsafe { base.add(o) },
+            _ => unreachable!("only arena values have no tensor"),
+        },
     }
 }
 
 /// A live value as a tensor for the interpreter (borrowed when it already is one).
 fn as_tensor<'a>(graph: &Graph, v: ValueId, l: &'a Live, base: *mut u8) -> Cow<'a, Tensor> {
-    match &l.slot {
-        Slot::Owned(t) if t.shape() == l.shape.as_slice() => Cow::Borrowed(&**t),
-        Slot::Owned(t) => Cow::Owned(t.reshape(&l.shape).expect("views keep the element count")),
-        Slot::Arena(_) => Cow::Owned(materialise(graph, v, l, base)),
+    match l.slot.tensor() {
+        Some(t) if t.shape() == l.shape.as_slice() => Cow::Borrowed(t),
+        _ => Cow::Owned(materialise(graph, v, l, base)),
     }
 }
 
@@ -561,6 +585,7 @@ fn as_tensor<'a>(graph: &Graph, v: ValueId, l: &'a Live, base: *mut u8) -> Cow<'
 fn materialise(graph: &Graph, v: ValueId, l: &Live, base: *mut u8) -> Tensor {
     match &l.slot {
         Slot::Owned(t) => t.reshape(&l.shape).expect("views keep the element count"),
+        Slot::Held(t) => t.reshape(&l.shape).expect("views keep the element count"),
         Slot::Arena(o) => {
             debug_assert_eq!(graph.value(v).ty.dtype, DType::F32);
             let n = l.shape.iter().product();
@@ -574,10 +599,7 @@ fn materialise(graph: &Graph, v: ValueId, l: &Live, base: *mut u8) -> Tensor {
 /// Checks the i64 indices of a gather kernel against the table length `bound` (a sequence
 /// longer than the position table, an id outside the vocabulary).
 fn check_indices(graph: &Graph, v: ValueId, l: &Live, bound: i64) -> Result<(), RunError> {
-    let Slot::Owned(t) = &l.slot else {
-        return Ok(());
-    };
-    let Tensor::I64(a) = &**t else {
+    let Some(Tensor::I64(a)) = l.slot.tensor() else {
         return Ok(());
     };
     match a.iter().find(|&&i| i < -bound || i >= bound) {
