@@ -520,6 +520,17 @@ impl Emit<'_, '_> {
         self.l.b.ins().bitcast(self.ty, little(), bits)
     }
 
+    /// `a < b ? then : otherwise` per lane (false when either side is NaN).
+    fn select_lt(&mut self, a: Ssa, b: Ssa, then: Ssa, otherwise: Ssa) -> Ssa {
+        let c = self.l.b.ins().fcmp(FloatCC::LessThan, a, b);
+        if self.ty == types::F32 {
+            self.l.b.ins().select(c, then, otherwise)
+        } else {
+            let mask = self.l.b.ins().bitcast(self.ty, little(), c);
+            self.l.b.ins().bitselect(mask, then, otherwise)
+        }
+    }
+
     fn int_constant(&mut self, c: i32) -> Ssa {
         let scalar = self.l.b.ins().iconst(types::I32, c as i64);
         if self.ty == types::F32 {
@@ -555,11 +566,11 @@ impl Math for Emit<'_, '_> {
             self.l.b.ins().fadd(p, c)
         }
     }
-    fn max(&mut self, a: Ssa, b: Ssa) -> Ssa {
-        self.l.b.ins().fmax(a, b)
-    }
-    fn min(&mut self, a: Ssa, b: Ssa) -> Ssa {
-        self.l.b.ins().fmin(a, b)
+    fn clamp(&mut self, a: Ssa, lo: Ssa, hi: Ssa) -> Ssa {
+        // `a < lo ? lo : a` then `hi < a ? hi : a`, in the operand order x86 lowers to
+        // `maxps lo, a` and `minps hi, a` (which return `a` when it is NaN).
+        let a = self.select_lt(a, lo, lo, a);
+        self.select_lt(hi, a, hi, a)
     }
     fn abs(&mut self, a: Ssa) -> Ssa {
         self.l.b.ins().fabs(a)
@@ -579,13 +590,8 @@ impl Math for Emit<'_, '_> {
     fn floor(&mut self, a: Ssa) -> Ssa {
         self.l.b.ins().floor(a)
     }
-    fn pow2i(&mut self, n: Ssa) -> Ssa {
-        let it = self.int_type();
-        let n = self.l.b.ins().fcvt_to_sint_sat(it, n);
-        let bias = self.int_constant(127);
-        let biased = self.l.b.ins().iadd(n, bias);
-        let bits = self.l.b.ins().ishl_imm_s(biased, 23);
-        self.l.b.ins().bitcast(self.ty, little(), bits)
+    fn exponent_from_low_bits(&mut self, a: Ssa) -> Ssa {
+        self.on_bits(a, |m, bits| m.l.b.ins().ishl_imm_s(bits, 23))
     }
 }
 
@@ -617,7 +623,18 @@ mod tests {
 
     #[test]
     fn compiled_intrinsics_match_the_reference_arithmetic() {
-        let xs: Vec<f32> = (0..4000).map(|i| (i as f32 - 2000.0) / 37.0).collect();
+        let mut xs: Vec<f32> = (0..4000).map(|i| (i as f32 - 2000.0) / 37.0).collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            100.0,
+            -100.0,
+            0.0,
+            -0.0,
+            1e-30,
+        ]);
+        xs.truncate(xs.len() / 4 * 4);
         let reference = |op: Unary, x: f32| match op {
             Unary::Exp => intrinsics::exp(&mut Scalar, x),
             Unary::Erf => intrinsics::erf(&mut Scalar, x),

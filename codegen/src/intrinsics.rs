@@ -24,19 +24,18 @@ pub trait Math {
     fn div(&mut self, a: Self::V, b: Self::V) -> Self::V;
     /// `a * b + c`.
     fn fma(&mut self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// Maximum.
-    fn max(&mut self, a: Self::V, b: Self::V) -> Self::V;
-    /// Minimum.
-    fn min(&mut self, a: Self::V, b: Self::V) -> Self::V;
+    /// `lo` where `a < lo`, `hi` where `hi < a`, otherwise `a` (so NaN passes through; the
+    /// compare-and-select form is one `maxps` + one `minps` on x86).
+    fn clamp(&mut self, a: Self::V, lo: Self::V, hi: Self::V) -> Self::V;
     /// `|a|`.
     fn abs(&mut self, a: Self::V) -> Self::V;
     /// The magnitude of `a` with the sign of `b`.
     fn copysign(&mut self, a: Self::V, b: Self::V) -> Self::V;
     /// Rounded towards negative infinity.
     fn floor(&mut self, a: Self::V) -> Self::V;
-    /// `2^n` for an integer-valued `n` in [-127, 127] (built from the exponent bits; `n` =
-    /// -127 gives 0).
-    fn pow2i(&mut self, n: Self::V) -> Self::V;
+    /// The float whose bits are the bits of `a` shifted left by 23: for `a` = [`EXP_SHIFTER`]
+    /// `+ n` with an integer `n` in [-127, 127] this is `2^n` (`n` = -127 gives 0).
+    fn exponent_from_low_bits(&mut self, a: Self::V) -> Self::V;
 }
 
 /// Evaluates `c[0] + x * (c[1] + x * (c[2] + ...))` by Horner's rule with fused steps.
@@ -50,15 +49,23 @@ fn horner<M: Math>(m: &mut M, x: M::V, coefficients: &[f32]) -> M::V {
     acc
 }
 
-/// `e^x`: Cody–Waite range reduction `x = n ln2 + r`, a degree-6 polynomial for `e^r`, and
-/// `2^n` from the exponent bits.
+/// `1.5·2^23 + 127`, the shifter of [`exp`]: adding it to a float `v` with |v| < 2^22 rounds `v`
+/// to the nearest integer `n` (the sum's ulp is 1), leaves `n + 127` (the biased exponent of
+/// `2^n`) in the low mantissa bits, and subtracting it back gives `n` exactly.
+pub const EXP_SHIFTER: f32 = 12_583_039.0;
+
+/// `e^x`: Cody–Waite range reduction `x = n ln2 + r` with `n` rounded to nearest by the
+/// [`EXP_SHIFTER`] addition (so |r| ≤ ln2/2), a degree-6 polynomial for `e^r`, and `2^n` from
+/// the shifted bits. The clamp keeps `n` in [-127, 127], so `-∞` gives 0 and `+∞` a finite value.
 pub fn exp<M: Math>(m: &mut M, x: M::V) -> M::V {
-    let (hi, lo) = (m.constant(88.376_26), m.constant(-88.376_26));
-    let x = m.min(x, hi);
-    let x = m.max(x, lo);
-    let (log2e, half) = (m.constant(std::f32::consts::LOG2_E), m.constant(0.5));
-    let t = m.fma(x, log2e, half);
-    let n = m.floor(t);
+    let (lo, hi) = (m.constant(-88.376_26), m.constant(88.376_26));
+    let x = m.clamp(x, lo, hi);
+    let (log2e, shifter) = (
+        m.constant(std::f32::consts::LOG2_E),
+        m.constant(EXP_SHIFTER),
+    );
+    let t = m.fma(x, log2e, shifter);
+    let n = m.sub(t, shifter);
     let (c1, c2) = (m.constant(-0.693_359_4), m.constant(2.121_944_4e-4));
     let r = m.fma(n, c1, x);
     let r = m.fma(n, c2, r);
@@ -78,7 +85,7 @@ pub fn exp<M: Math>(m: &mut M, x: M::V) -> M::V {
     let one = m.constant(1.0);
     let r1 = m.add(r, one);
     let y = m.fma(p, r2, r1);
-    let scale = m.pow2i(n);
+    let scale = m.exponent_from_low_bits(t);
     m.mul(y, scale)
 }
 
@@ -156,18 +163,12 @@ impl Math for Scalar {
     fn fma(&mut self, a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
     }
-    fn max(&mut self, a: f32, b: f32) -> f32 {
-        if a.is_nan() || b.is_nan() {
-            f32::NAN
+    fn clamp(&mut self, a: f32, lo: f32, hi: f32) -> f32 {
+        let a = if a < lo { lo } else { a };
+        if hi < a {
+            hi
         } else {
-            a.max(b)
-        }
-    }
-    fn min(&mut self, a: f32, b: f32) -> f32 {
-        if a.is_nan() || b.is_nan() {
-            f32::NAN
-        } else {
-            a.min(b)
+            a
         }
     }
     fn abs(&mut self, a: f32) -> f32 {
@@ -179,10 +180,8 @@ impl Math for Scalar {
     fn floor(&mut self, a: f32) -> f32 {
         a.floor()
     }
-    fn pow2i(&mut self, n: f32) -> f32 {
-        // The same saturating conversion the backends use (NaN -> 0).
-        let n = if n.is_nan() { 0 } else { n as i32 };
-        f32::from_bits(((n + 127) as u32) << 23)
+    fn exponent_from_low_bits(&mut self, a: f32) -> f32 {
+        f32::from_bits(a.to_bits() << 23)
     }
 }
 
@@ -206,6 +205,9 @@ mod tests {
         assert_eq!(exp(&mut Scalar, f32::NEG_INFINITY), 0.0);
         assert!(exp(&mut Scalar, f32::INFINITY).is_finite());
         assert_eq!(exp(&mut Scalar, 0.0), 1.0);
+        assert!(exp(&mut Scalar, f32::NAN).is_nan());
+        assert_eq!(exp(&mut Scalar, -88.376_26), 0.0);
+        assert!(exp(&mut Scalar, 88.376_26).is_finite());
     }
 
     #[test]
