@@ -25,8 +25,8 @@
 //!   scratch holds `k_tile + 3` floats per query row);
 //! - `d_unroll` (default 2, 1..=4): f32x4 steps of the `q · k` dot products per loop
 //!   iteration;
-//! - `p_unroll` (default 2, 1..=4): keys per iteration of the `P V` loop;
-//! - `pv_rows` (default 8, 1..=8) and `pv_cols` (default 1, 1..=4, `pv_rows * pv_cols <= 12`):
+//! - `p_unroll` (default 1, 1..=4): keys per iteration of the `P V` loop;
+//! - `pv_rows` (default 2, 1..=8) and `pv_cols` (default 4, 1..=4, `pv_rows * pv_cols <= 12`):
 //!   the `P V` product accumulates a block of `pv_rows` rows times `pv_cols` f32x4 column
 //!   blocks in registers; a group of fewer rows (the row-by-row remainder) takes more
 //!   column blocks, up to 4, for the same number of accumulators.
@@ -301,11 +301,11 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
     if !(4..=1024).contains(&tk) || tk % 4 != 0 {
         return Err(format!("k_tile {tk} is not a multiple of 4 in 4..=1024"));
     }
-    let (du, pu) = (schedule.get("d_unroll", 2), schedule.get("p_unroll", 2));
+    let (du, pu) = (schedule.get("d_unroll", 2), schedule.get("p_unroll", 1));
     if !(1..=4).contains(&du) || !(1..=4).contains(&pu) {
         return Err(format!("d_unroll {du} or p_unroll {pu} is not in 1..=4"));
     }
-    let (pr, pc) = (schedule.get("pv_rows", 8), schedule.get("pv_cols", 1));
+    let (pr, pc) = (schedule.get("pv_rows", 2), schedule.get("pv_cols", 4));
     if !(1..=8).contains(&pr) || !(1..=MAX_COLUMN_BLOCKS).contains(&pc) || pr * pc > 12 {
         return Err(format!(
             "pv_rows {pr} and pv_cols {pc} are not in 1..=8, 1..={MAX_COLUMN_BLOCKS} with a \
