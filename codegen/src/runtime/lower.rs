@@ -58,11 +58,10 @@ fn shape(graph: &Graph, v: ValueId) -> Vec<Dim> {
 }
 
 /// The values of a constant f32 tensor, if `v` is one.
-fn constant_f32(graph: &Graph, v: ValueId) -> Option<Arc<[f32]>> {
+fn constant_f32(graph: &Graph, v: ValueId) -> Option<Vec<f32>> {
     match &graph.node(v.node).kind {
         NodeKind::Constant(data) if data.dtype() == DType::F32 => {
-            let t = kiln_ir::Tensor::from_data(data);
-            Some(t.to_f32_array().iter().copied().collect())
+            Some(bytemuck::pod_collect_to_vec::<u8, f32>(data.bytes()))
         }
         _ => None,
     }
@@ -153,7 +152,7 @@ fn lower_rows(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         .enumerate()
         .map(|(i, v)| {
             v.map(|v| match (i, constant_f32(graph, v)) {
-                (1.., Some(values)) => RowInput::constant(shape(graph, v), values),
+                (1.., Some(values)) => RowInput::constant(shape(graph, v), values.into()),
                 _ => RowInput::new(shape(graph, v)),
             })
         })
@@ -322,20 +321,25 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             }
             let axis = op.attrs.int("axis")?;
             let data_shape = shape(graph, data);
+            let constant = matches!(graph.node(data.node).kind, NodeKind::Constant(_));
             let built = movement::gather(
                 name,
                 &data_shape,
                 &shape(graph, indices),
                 axis,
-                constant_f32(graph, data),
+                constant_f32(graph, data).map(Arc::from),
             )?;
             let rows = data_shape
                 .get(axis.rem_euclid(data_shape.len().max(1) as i64) as usize)
                 .and_then(Dim::as_known)
                 .ok_or("the gathered axis must have a known size")?;
+            // A constant table is packed into the kernel; only the indices are read.
+            let table = (!constant).then_some(data);
             Ok(Lowered {
+                built,
+                inputs: vec![table, Some(indices)],
+                outputs: vec![Some(out)],
                 index_check: Some((1, rows)),
-                ..simple(built, vec![data, indices], out)
             })
         }
         OpKind::Transpose => {
@@ -465,7 +469,7 @@ fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         .flatten()
         .ok_or("B is missing")?;
     let (a_shape, mut b_shape) = (shape(graph, a), shape(graph, b));
-    let mut b_constant = constant_f32(graph, b).map(|d| d.to_vec());
+    let mut b_constant = constant_f32(graph, b);
     let mut epilogue = Epilogue {
         alpha: 1.0,
         bias: None,
@@ -474,7 +478,7 @@ fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
     };
     let mut bias_input = None;
     let bias_of = |v: ValueId, bias_input: &mut Option<ValueId>| match constant_f32(graph, v) {
-        Some(values) => Bias::Constant(values.to_vec()),
+        Some(values) => Bias::Constant(values),
         None => {
             *bias_input = Some(v);
             Bias::Input
@@ -545,7 +549,8 @@ fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
                     && epilogue.activation == Activation::None
                     && residual.is_none()
                     && other.is_some_and(|v| {
-                        constant_f32(graph, v).is_some() && shape(graph, v).len() == 1
+                        matches!(graph.node(v.node).kind, NodeKind::Constant(_))
+                            && shape(graph, v).len() == 1
                     }) =>
             {
                 epilogue.bias = Some(bias_of(other.expect("checked"), &mut bias_input));
@@ -572,6 +577,7 @@ fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
     if residual.is_some_and(|r| graph.value(r).ty.dtype != DType::F32) {
         return Err("the residual is not f32".into());
     }
+    let b_is_constant = b_constant.is_some();
     let built = gemm::matmul(
         &MatMulSpec {
             a: a_shape,
@@ -581,7 +587,8 @@ fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         },
         &Schedule::default(),
     )?;
-    let mut inputs = vec![Some(a), Some(b)];
+    // A constant B is packed into the kernel and not read from the graph.
+    let mut inputs = vec![Some(a), (!b_is_constant).then_some(b)];
     if let Some(v) = bias_input {
         inputs.push(Some(v));
     }

@@ -40,8 +40,10 @@ pub struct GroupReport {
 /// Figures of a compilation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CompileStats {
-    /// JIT-compiled kernels.
+    /// Kernel steps.
     pub kernels: usize,
+    /// Distinct kernels JIT-compiled for them (groups of equal shapes share one).
+    pub distinct_kernels: usize,
     /// Nodes run by the reference interpreter.
     pub interpreted: usize,
     /// Reshapes turned into views.
@@ -169,25 +171,55 @@ impl Program {
                 _ => Self::lower_group(graph, &g, &mut steps, &mut reports, &mut builts),
             }
         }
+        // Groups with the same shapes (one per layer) build the same KIR and differ only in
+        // their constants: each distinct kernel is compiled once.
+        let mut unique: HashMap<String, usize> = HashMap::new();
         let mut kernels_ir = vec![];
-        for (i, b) in builts.iter().enumerate() {
-            let mut k = b.kernel.clone();
-            k.name = format!("k{i}_{}", k.name);
-            kernels_ir.push(k);
+        let mut compiled_index = Vec::with_capacity(builts.len());
+        for b in &builts {
+            let key = format!(
+                "{:?}",
+                (
+                    &b.kernel.body,
+                    b.kernel.buffers,
+                    b.kernel.sizes,
+                    &b.kernel.vars
+                )
+            );
+            let i = *unique.entry(key).or_insert_with(|| {
+                let mut k = b.kernel.clone();
+                k.name = format!("k{}_{}", kernels_ir.len(), k.name);
+                kernels_ir.push(k);
+                kernels_ir.len() - 1
+            });
+            compiled_index.push(i);
         }
-        let kernels = compile_all(&kernels_ir)?;
+        let compiled = compile_all(&kernels_ir)?;
+        let kernels: Vec<JitKernel> = compiled_index
+            .iter()
+            .map(|&i| compiled[i].clone())
+            .collect();
         stats.kernels = kernels.len();
+        stats.distinct_kernels = compiled.len();
         stats.interpreted = steps
             .iter()
             .filter(|s| matches!(s, Step::Interp { .. }))
             .count();
+        // Constants that steps read from the graph (packed weights are not among them).
+        let mut read: Vec<ValueId> = graph.outputs().iter().map(|(_, v)| *v).collect();
+        for step in &steps {
+            match step {
+                Step::Kernel { lowered, .. } => read.extend(lowered.inputs.iter().flatten()),
+                Step::View { input, .. } => read.push(*input),
+                Step::Interp { node } => read.extend(graph.node(*node).inputs.iter().flatten()),
+            }
+        }
         let mut constants = HashMap::new();
-        for n in graph.node_ids() {
-            if let NodeKind::Constant(data) = &graph.node(n).kind {
-                constants.insert(
-                    ValueId { node: n, output: 0 },
-                    Arc::new(Tensor::from_data(data)),
-                );
+        for v in read {
+            if let NodeKind::Constant(data) = &graph.node(v.node).kind {
+                constants
+                    .entry(v)
+                    .or_insert_with(|| Arc::new(Tensor::from_data(data)));
             }
         }
         let threads = options.threads.max(1);
