@@ -15,7 +15,7 @@
 //! The loop helpers here (`Sizes`, `nest`, `vector_run`, ...) are shared with the
 //! movement templates.
 
-use super::{Arg, Built};
+use super::{Arg, Built, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use kiln_ir::{Dim, Op, OpKind};
 
@@ -452,30 +452,6 @@ impl Lowering<'_> {
     }
 }
 
-/// The size parameters of a kernel being built: each distinct non-constant dim is one size
-/// parameter, numbered from 2 (after the parallel range).
-#[derive(Default)]
-pub(crate) struct Sizes(Vec<Dim>);
-
-impl Sizes {
-    /// The index expression of `d`: a constant, or its size parameter.
-    pub(crate) fn index(&mut self, d: &Dim) -> Index {
-        if let Some(v) = d.as_known() {
-            return Index::Const(v);
-        }
-        let pos = self.0.iter().position(|x| x == d).unwrap_or_else(|| {
-            self.0.push(d.clone());
-            self.0.len() - 1
-        });
-        Index::Size(2 + pos)
-    }
-
-    /// The index expression of the product of `dims`.
-    pub(crate) fn product(&mut self, dims: &[Dim]) -> Index {
-        self.index(&product(dims))
-    }
-}
-
 /// The product of `dims` (1 for none).
 pub(crate) fn product(dims: &[Dim]) -> Dim {
     dims.iter().fold(Dim::known(1), |acc, d| &acc * d)
@@ -623,12 +599,12 @@ pub(crate) fn finish(
         kernel: Kernel {
             name: name.to_string(),
             buffers: args.len(),
-            sizes: 2 + sizes.0.len(),
+            sizes: 2 + sizes.count(),
             vars,
             body,
         },
         args,
-        sizes: sizes.0,
+        sizes: sizes.into_dims(),
         parallel,
     }
 }

@@ -64,7 +64,7 @@
 //! 128×1536×384 ≈ 45; 1024³ ≈ 42; input B (packed per call) 43.5 at 512×768×768. Without the
 //! backend's pure loads the 512×768×768 figure is 26, without its loop-invariant hoisting 33.
 
-use super::{Arg, Built};
+use super::{Arg, Built, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use crate::Schedule;
 use kiln_ir::Dim;
@@ -180,12 +180,12 @@ pub fn matmul(spec: &MatMulSpec, schedule: &Schedule) -> Result<Built, String> {
         kernel: Kernel {
             name: "matmul".into(),
             buffers: args.len(),
-            sizes: 2 + gen.sizes.len(),
+            sizes: 2 + gen.sizes.count(),
             vars: gen.vars,
             body,
         },
         args,
-        sizes: gen.sizes,
+        sizes: gen.sizes.into_dims(),
         parallel,
     })
 }
@@ -496,24 +496,14 @@ impl KStep {
 /// The kernel being built: its size parameters (2..) and variables.
 #[derive(Default)]
 struct Gen {
-    sizes: Vec<Dim>,
+    sizes: Sizes,
     vars: Vec<u8>,
 }
 
 impl Gen {
     /// `d` as an index: a constant when known, else a size parameter.
     fn dim(&mut self, d: &Dim) -> Index {
-        if let Some(v) = d.as_known() {
-            return Index::Const(v);
-        }
-        let i = match self.sizes.iter().position(|s| s == d) {
-            Some(i) => i,
-            None => {
-                self.sizes.push(d.clone());
-                self.sizes.len() - 1
-            }
-        };
-        Index::Size(2 + i)
+        self.sizes.index(d)
     }
 
     /// A new variable of `lanes`.

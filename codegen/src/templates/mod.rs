@@ -18,7 +18,7 @@ pub mod movement;
 pub mod rows;
 
 use crate::cranelift::JitKernel;
-use crate::kir::Kernel;
+use crate::kir::{Index, Kernel};
 use kiln_ir::interp::Bindings;
 use kiln_ir::Dim;
 use std::sync::Arc;
@@ -47,6 +47,40 @@ pub struct Built {
     pub sizes: Vec<Dim>,
     /// Extent of the parallel axis (size parameters 0 and 1 are a sub-range of `0..parallel`).
     pub parallel: Dim,
+}
+
+/// The size parameters of a kernel being built: each distinct non-constant dim is one size
+/// parameter, numbered from 2 (after the parallel range).
+#[derive(Default)]
+pub(crate) struct Sizes(Vec<Dim>);
+
+impl Sizes {
+    /// How many size parameters there are besides the parallel range.
+    pub(crate) fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The dims of the size parameters, in parameter order (for [`Built::sizes`]).
+    pub(crate) fn into_dims(self) -> Vec<Dim> {
+        self.0
+    }
+
+    /// The index expression of `d`: a constant, or its size parameter.
+    pub(crate) fn index(&mut self, d: &Dim) -> Index {
+        if let Some(v) = d.as_known() {
+            return Index::Const(v);
+        }
+        let pos = self.0.iter().position(|x| x == d).unwrap_or_else(|| {
+            self.0.push(d.clone());
+            self.0.len() - 1
+        });
+        Index::Size(2 + pos)
+    }
+
+    /// The index expression of the product of `dims`.
+    pub(crate) fn product(&mut self, dims: &[Dim]) -> Index {
+        self.index(&elementwise::product(dims))
+    }
 }
 
 /// A raw pointer that may cross to the worker threads of one call.

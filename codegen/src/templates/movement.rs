@@ -4,8 +4,9 @@
 
 use super::elementwise::{
     add, bind, check_dims, copy_run, finish, mul, nest, product, row_major_offset, sub, sum,
-    vector_run, Sizes,
+    vector_run,
 };
+use super::Sizes;
 use super::{Arg, Built};
 use crate::kir::{Index, Stmt, Value};
 use kiln_ir::infer::{norm_axis, slice_bounds};

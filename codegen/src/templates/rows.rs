@@ -22,7 +22,7 @@
 //! - `unroll` (default 4, 1..=8): vectors per loop iteration, each with its own accumulators in a
 //!   reducing pass; more hides the add latency and sums in more partial sums.
 
-use super::{Arg, Built};
+use super::{Arg, Built, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use crate::Schedule;
 use kiln_ir::Dim;
@@ -176,7 +176,7 @@ struct RowKernel<'a> {
     /// The number of rows (the parallel extent).
     rows: Dim,
     args: Vec<Arg>,
-    sizes: Vec<Dim>,
+    sizes: Sizes,
     vars: Vec<u8>,
     /// A scratch variable of each width (1, 4) for a value used twice in a pass body.
     temps: [usize; 2],
@@ -302,7 +302,7 @@ impl<'a> RowKernel<'a> {
             cols_dim: cols_dim.clone(),
             rows: product(&x.shape[..axis]),
             args: vec![],
-            sizes: vec![],
+            sizes: Sizes::default(),
             vars: vec![],
             temps: [0, 0],
         };
@@ -318,29 +318,19 @@ impl<'a> RowKernel<'a> {
             kernel: Kernel {
                 name: name.to_string(),
                 buffers: self.args.len(),
-                sizes: 2 + self.sizes.len(),
+                sizes: 2 + self.sizes.count(),
                 vars: self.vars,
                 body,
             },
             args: self.args,
-            sizes: self.sizes,
+            sizes: self.sizes.into_dims(),
             parallel: self.rows,
         }
     }
 
     /// A constant index for a known dim, else a size parameter evaluated at run time.
     fn size(&mut self, d: &Dim) -> Index {
-        if let Some(v) = d.as_known() {
-            return Index::Const(v);
-        }
-        let i = match self.sizes.iter().position(|s| s == d) {
-            Some(i) => i,
-            None => {
-                self.sizes.push(d.clone());
-                self.sizes.len() - 1
-            }
-        };
-        Index::Size(2 + i)
+        self.sizes.index(d)
     }
 
     /// A new variable of `lanes` f32s.
