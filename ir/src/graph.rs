@@ -274,12 +274,13 @@ impl Graph {
             .collect()
     }
 
-    /// Makes every consumer of `old` (and any graph output that is `old`) use `new` instead.
+    /// Makes every consumer of `old` (and any graph output that is `old`) use `new` instead;
+    /// the node producing `new` keeps its own inputs (so `new` may be computed from `old`).
     pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
         let uses: Vec<(NodeId, usize)> = self
             .users(old.node)
             .into_iter()
-            .filter(|&(user, port)| self.dag[user].inputs[port] == Some(old))
+            .filter(|&(user, port)| user != new.node && self.dag[user].inputs[port] == Some(old))
             .collect();
         for (user, port) in uses {
             let edge = self

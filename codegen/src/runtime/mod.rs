@@ -9,6 +9,7 @@
 
 mod fold;
 pub mod group;
+mod legalize;
 mod lower;
 pub mod memory;
 mod program;

@@ -134,6 +134,8 @@ impl Program {
         let start = Instant::now();
         let mut graph = graph.clone();
         let folded = super::fold_constants(&mut graph);
+        super::legalize::forward_present_cache(&mut graph);
+        super::legalize::additive_masks(&mut graph);
         let graph = &graph;
         let mut steps = vec![];
         let mut reports = vec![];
