@@ -858,34 +858,10 @@ fn last_columns(plan: &Plan, vars: &Vars, t: &Tile, keys: &Keys) -> Vec<Stmt> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::templates::elementwise::tests::Rng;
     use crate::templates::testing::run;
     use kiln_ir::interp::{eval_op, Bindings};
     use kiln_ir::{Attr, Attrs, Op, OpKind, Tensor};
-
-    /// xorshift64*: a small deterministic generator.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() >> 33) as usize % n
-        }
-
-        /// Uniform in [-1, 1).
-        fn uniform(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-
-        fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
-            xs[self.below(xs.len())].clone()
-        }
-    }
 
     /// One attention problem. `mask` is a pattern over `b`, `h`, `q`, `k` and `1` giving the
     /// mask's shape (`"b11k"` is `[B, 1, 1, Skv]`); `mask_len` overrides the size of its `k`.
@@ -1041,7 +1017,7 @@ mod tests {
 
     #[test]
     fn random_shapes_match_the_interpreter() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::from_state(0x9e37_79b9_7f4a_7c15);
         let seqs = [1, 2, 5, 17, 64, 100];
         for _ in 0..48 {
             let (hq, hkv) = rng.pick(&[(1, 1), (2, 2), (4, 2), (4, 1), (3, 3)]);
@@ -1077,7 +1053,7 @@ mod tests {
 
     #[test]
     fn decode_prefill_and_grouped_heads_match_the_interpreter() {
-        let mut rng = Rng(7);
+        let mut rng = Rng::from_state(7);
         for causal in [false, true] {
             for (sq, skv) in [(1, 100), (1, 1), (64, 64), (17, 5), (5, 17), (100, 100)] {
                 let mut case = Case::new(2, 4, 2, sq, skv, 64);
@@ -1094,7 +1070,7 @@ mod tests {
 
     #[test]
     fn fully_masked_rows_give_nan_like_the_interpreter() {
-        let mut rng = Rng(11);
+        let mut rng = Rng::from_state(11);
         for causal in [false, true] {
             let mut case = Case::new(2, 2, 1, 5, 17, 8);
             case.causal = causal;
@@ -1113,7 +1089,7 @@ mod tests {
 
     #[test]
     fn masks_shorter_than_the_keys_mask_the_rest() {
-        let mut rng = Rng(13);
+        let mut rng = Rng::from_state(13);
         for (pattern, len) in [("qk", 3), ("k", 1), ("b11k", 16)] {
             for causal in [false, true] {
                 let mut case = Case::new(2, 2, 2, 5, 17, 3);
@@ -1129,7 +1105,7 @@ mod tests {
 
     #[test]
     fn one_kernel_serves_every_length() {
-        let mut rng = Rng(17);
+        let mut rng = Rng::from_state(17);
         let mut case = Case::new(1, 4, 2, 1, 1, 8);
         case.symbolic = true;
         case.causal = true;

@@ -624,6 +624,16 @@ pub(crate) mod tests {
             Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
         }
 
+        /// A generator starting from exactly `state` (non-zero).
+        pub(crate) fn from_state(state: u64) -> Rng {
+            Rng(state)
+        }
+
+        /// Uniform in [-1, 1).
+        pub(crate) fn uniform(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+
         pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
