@@ -23,6 +23,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Compare the compiled model with the reference interpreter (exit 1 over tolerance).
     Check(commands::check::CheckArgs),
+    /// Compile a model ahead of time: shared library of kernels, graph, weights, C header.
+    Compile(commands::compile::CompileArgs),
     /// Time the compiled model: median and min latency, compile time, peak memory.
     Bench(commands::bench::BenchArgs),
     /// Print a model's inputs and outputs, op histogram and parameter count.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => commands::run::run(&args),
         Command::Bench(args) => commands::bench::bench(&args),
+        Command::Compile(args) => commands::compile::compile(&args),
         Command::Inspect(args) => commands::inspect::inspect(&args),
         Command::Generate(args) => commands::generate::generate(&args),
         Command::Optimize(args) => commands::optimize::optimize_cmd(&args),

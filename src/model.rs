@@ -3,9 +3,13 @@
 use kiln_ir::Graph;
 use std::path::Path;
 
-/// Loads the model at `path` into a graph: an `.onnx` file, or a Hugging Face checkpoint
-/// directory (config.json + safetensors; its prefill graph).
+/// Loads the model at `path` into a graph: an `.onnx` file, a Hugging Face checkpoint
+/// directory (config.json + safetensors; its prefill graph), or an artefact directory of
+/// `kiln compile` (its optimised graph).
 pub fn load(path: &Path) -> Result<Graph, String> {
+    if kiln_codegen::runtime::artifact::is_artifact(path) {
+        return kiln_codegen::runtime::artifact::load_graph(path);
+    }
     if path.is_dir() {
         return kiln_frontends::hf::load_checkpoint(path);
     }

@@ -6,7 +6,8 @@
 //! median (and best) time of 11 timed runs after 2 warm-up runs, and the GFLOP/s (2·M·K·N
 //! flops per run). The machine is shared: run it a few times and take the best medians.
 
-use kiln_codegen::cranelift::{compile, JitKernel};
+use kiln_codegen::cranelift::compile;
+use kiln_codegen::native::NativeKernel;
 use kiln_codegen::templates::gemm::{matmul, Epilogue, MatMulSpec};
 use kiln_codegen::templates::Built;
 use kiln_codegen::Schedule;
@@ -91,7 +92,7 @@ fn parse_schedule() -> Result<Schedule, String> {
 /// A built and compiled product.
 struct Bench {
     built: Built,
-    kernel: JitKernel,
+    kernel: NativeKernel,
 }
 
 impl Bench {

@@ -1,77 +1,114 @@
-//! The Cranelift backend: lowers KIR [`Kernel`]s to native code with Cranelift's JIT.
-//!
-//! Every kernel has one ABI, `extern "C" fn(buffers: *const *mut u8, sizes: *const i64)`:
-//! the buffer pointers and the size arguments are passed as arrays, so one function-pointer
-//! type serves every kernel. Vectors are f32x4 (Cranelift's x86-64 vectors are 128-bit).
+//! The Cranelift backend: lowers KIR [`Kernel`]s to native code, either JIT-compiled into
+//! memory ([`compile_all`]) or emitted as a relocatable object for a shared library
+//! ([`emit_object`]), both with the [`crate::native`] kernel ABI. Vectors are f32x4
+//! (Cranelift's x86-64 vectors are 128-bit).
 
 use crate::intrinsics::{self, Math};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::native::{CodeOwner, KernelFn, NativeKernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type};
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
 use std::sync::Arc;
 
-type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64);
 type Ssa = cranelift_codegen::ir::Value;
 
 /// The JIT module that owns the code of a batch of kernels.
-struct CodeOwner(#[allow(dead_code)] JITModule);
+struct JitCode(#[allow(dead_code)] JITModule);
 
 // SAFETY: after `finalize_definitions` the module's code is immutable; it is only kept alive
 // (never used) while kernels that point into it exist.
-unsafe impl Send for CodeOwner {}
+unsafe impl Send for JitCode {}
 // SAFETY: as above; nothing reads or writes the module through a shared reference.
-unsafe impl Sync for CodeOwner {}
-
-/// A compiled kernel; cheap to clone, callable from any thread.
-#[derive(Clone)]
-pub struct JitKernel {
-    _code: Arc<CodeOwner>,
-    function: KernelFn,
-    buffers: usize,
-    sizes: usize,
-}
-
-impl JitKernel {
-    /// Calls the kernel.
-    ///
-    /// # Safety
-    /// `buffers` and `sizes` must have the kernel's counts (checked), and every buffer must be
-    /// valid for every index the kernel reads or writes with these sizes.
-    pub unsafe fn call(&self, buffers: &[*mut u8], sizes: &[i64]) {
-        assert_eq!(buffers.len(), self.buffers, "buffer count");
-        assert_eq!(sizes.len(), self.sizes, "size count");
-        // SAFETY: the caller guarantees the buffers cover the kernel's accesses.
-        unsafe { (self.function)(buffers.as_ptr(), sizes.as_ptr()) }
-    }
-}
+unsafe impl Sync for JitCode {}
 
 /// JIT-compiles one kernel for the host CPU.
-pub fn compile(kernel: &Kernel) -> Result<JitKernel, String> {
+pub fn compile(kernel: &Kernel) -> Result<NativeKernel, String> {
     Ok(compile_all(std::slice::from_ref(kernel))?.remove(0))
 }
 
 /// JIT-compiles kernels for the host CPU into one code module (their names must differ).
-pub fn compile_all(kernels: &[Kernel]) -> Result<Vec<JitKernel>, String> {
-    let mut flags = settings::builder();
-    flags
-        .set("opt_level", "speed")
-        .map_err(|e| format!("cranelift: {e}"))?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| format!("cranelift: {e}"))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| format!("cranelift: {e}"))?;
-    let fma = isa
-        .isa_flags()
-        .iter()
-        .any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
+pub fn compile_all(kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
+    let isa = host_isa(false)?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),
     ));
+    let ids = define_all(&mut module, kernels)?;
+    module
+        .finalize_definitions()
+        .map_err(|e| format!("cranelift: {e}"))?;
+    let functions: Vec<KernelFn> = ids
+        .iter()
+        .map(|&id| {
+            let code = module.get_finalized_function(id);
+            // SAFETY: every function was built with exactly the `KernelFn` signature.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
+        })
+        .collect();
+    let code: CodeOwner = Arc::new(JitCode(module));
+    Ok(functions
+        .into_iter()
+        .zip(kernels)
+        // SAFETY: each function is the code of its kernel, kept alive by `code`.
+        .map(|(function, k)| unsafe { NativeKernel::new(code.clone(), function, k) })
+        .collect())
+}
+
+/// Compiles kernels for the host CPU into a position-independent ELF object that exports
+/// each kernel under its name, for linking into a shared library.
+pub fn emit_object(kernels: &[Kernel]) -> Result<Vec<u8>, String> {
+    let builder = ObjectBuilder::new(
+        host_isa(true)?,
+        "kiln_kernels",
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(|e| format!("cranelift: {e}"))?;
+    let mut module = ObjectModule::new(builder);
+    define_all(&mut module, kernels)?;
+    module
+        .finish()
+        .emit()
+        .map_err(|e| format!("cranelift: writing the object: {e}"))
+}
+
+/// The instruction-set features Cranelift compiles for on this CPU (`has_avx`, `has_fma`,
+/// ...): code compiled here runs on a CPU that has all of them.
+pub fn host_features() -> Result<Vec<String>, String> {
+    Ok(host_isa(false)?
+        .isa_flags()
+        .iter()
+        .filter(|f| f.as_bool() == Some(true))
+        .map(|f| f.name.to_string())
+        .collect())
+}
+
+/// The host CPU's ISA, optimising for speed; `pic` for code that goes into shared libraries.
+fn host_isa(pic: bool) -> Result<OwnedTargetIsa, String> {
+    let mut flags = settings::builder();
+    let set = |flags: &mut settings::Builder, k: &str, v: &str| {
+        flags.set(k, v).map_err(|e| format!("cranelift: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
+    cranelift_native::builder()
+        .map_err(|e| format!("cranelift: {e}"))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| format!("cranelift: {e}"))
+}
+
+/// Declares and defines every kernel in `module`, exported under its name.
+fn define_all<M: Module>(module: &mut M, kernels: &[Kernel]) -> Result<Vec<FuncId>, String> {
+    let fma = module
+        .isa()
+        .isa_flags()
+        .iter()
+        .any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
     let mut ids = Vec::with_capacity(kernels.len());
     let mut fctx = FunctionBuilderContext::new();
     for kernel in kernels {
@@ -126,28 +163,7 @@ pub fn compile_all(kernels: &[Kernel]) -> Result<Vec<JitKernel>, String> {
         module.clear_context(&mut ctx);
         ids.push(id);
     }
-    module
-        .finalize_definitions()
-        .map_err(|e| format!("cranelift: {e}"))?;
-    let functions: Vec<KernelFn> = ids
-        .iter()
-        .map(|&id| {
-            let code = module.get_finalized_function(id);
-            // SAFETY: every function was built with exactly the `KernelFn` signature above.
-            unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
-        })
-        .collect();
-    let code = Arc::new(CodeOwner(module));
-    Ok(functions
-        .into_iter()
-        .zip(kernels)
-        .map(|(function, k)| JitKernel {
-            _code: code.clone(),
-            function,
-            buffers: k.buffers,
-            sizes: k.sizes,
-        })
-        .collect())
+    Ok(ids)
 }
 
 /// The Cranelift type of `lanes` f32s.

@@ -38,6 +38,8 @@
 //! dim      := a [`Dim`] expression: 64, batch, seq*4+1, ? (unknown)
 //! data     := "[" [ elem { "," elem } ] "]"          (row-major, exactly as many as the shape holds)
 //!           | "base64" string                        (raw little-endian bytes)
+//!           | "weights" "[" int "]"                  (raw bytes at this offset of a weights
+//!                                                     file: [`print_with_weights`])
 //! elem     := int | float | true | false             (as the dtype requires; f16/bf16 via f32)
 //! attr     := attrname "=" attrval
 //! attrname := [A-Za-z_][A-Za-z0-9_]* | string
@@ -88,6 +90,20 @@ type Res<T> = Result<T, String>;
 
 /// Prints `graph` in the text form; [`parse`] reads the result back into an identical graph.
 pub fn print(graph: &Graph) -> String {
+    print_into(graph, None)
+}
+
+/// Prints `graph` with the data of every constant too large for a literal moved to a weights
+/// blob (each tensor 64-byte aligned), referenced as `weights[OFFSET]`; returns the text and
+/// the blob. [`parse_with_weights`] reads them back into an identical graph.
+pub fn print_with_weights(graph: &Graph) -> (String, Vec<u8>) {
+    let mut weights = Vec::new();
+    let text = print_into(graph, Some(&mut weights));
+    (text, weights)
+}
+
+/// The text form, with large constants in `weights` if given, else inline as base64.
+fn print_into(graph: &Graph, mut weights: Option<&mut Vec<u8>>) -> String {
     let mut out = String::new();
     out.push_str(HEADER);
     out.push('\n');
@@ -116,7 +132,16 @@ pub fn print(graph: &Graph) -> String {
             }
             NodeKind::Constant(data) => {
                 for v in &node.outputs {
-                    let _ = writeln!(out, "const {}: {}", value_ref(&v.name), data_text(data));
+                    let text = match (literal_text(data), weights.as_deref_mut()) {
+                        (None, Some(blob)) => {
+                            blob.resize(blob.len().next_multiple_of(64), 0);
+                            let offset = blob.len();
+                            blob.extend_from_slice(data.bytes());
+                            format!("{}{:?} = weights[{offset}]", data.dtype(), data.shape())
+                        }
+                        _ => data_text(data),
+                    };
+                    let _ = writeln!(out, "const {}: {text}", value_ref(&v.name));
                 }
             }
             NodeKind::Op(op) => {
@@ -323,11 +348,21 @@ fn parse_element(dtype: DType, s: &str) -> Option<Vec<u8>> {
 /// [`Graph::add_input`], [`Graph::add_constant`] and [`Graph::add_op`] and checking every
 /// declared output type against the inferred one. The error is one line, `line N: ...`.
 pub fn parse(text: &str) -> Result<Graph, String> {
+    parse_from(text, None)
+}
+
+/// Parses the text form of [`print_with_weights`]: `weights[OFFSET]` data are the bytes of
+/// `weights` at that offset (shared, not copied, so a memory-mapped file stays mapped).
+pub fn parse_with_weights(text: &str, weights: Bytes) -> Result<Graph, String> {
+    parse_from(text, Some(weights))
+}
+
+fn parse_from(text: &str, weights: Option<Bytes>) -> Result<Graph, String> {
     let mut p = Parser {
         graph: Graph::new(),
         outputs: Vec::new(),
     };
-    p.run(text).map_err(|e| one_line(&e))?;
+    p.run(text, weights.as_ref()).map_err(|e| one_line(&e))?;
     p.graph.set_outputs(p.outputs);
     Ok(p.graph)
 }
@@ -382,13 +417,14 @@ fn show_value(name: &str) -> String {
 }
 
 impl Parser {
-    fn run(&mut self, text: &str) -> Res<()> {
+    fn run(&mut self, text: &str, weights: Option<&Bytes>) -> Res<()> {
         let mut header = false;
         for (i, line) in text.lines().enumerate() {
             let mut c = Cursor {
                 line: i + 1,
                 s: line,
                 pos: 0,
+                weights,
             };
             if c.at_end() {
                 continue;
@@ -554,6 +590,8 @@ struct Cursor<'a> {
     line: usize,
     s: &'a str,
     pos: usize,
+    /// The weights blob that `weights[OFFSET]` data refer to, if any.
+    weights: Option<&'a Bytes>,
 }
 
 fn is_word_char(c: char) -> bool {
@@ -806,7 +844,7 @@ impl<'a> Cursor<'a> {
         Ok((ty.dtype, shape))
     }
 
-    /// Tensor data: `[elem, ...]` or `base64"..."`.
+    /// Tensor data: `[elem, ...]`, `base64"..."` or `weights[OFFSET]`.
     fn data(&mut self, dtype: DType, shape: Vec<usize>) -> Res<TensorData> {
         let count = element_count(&shape)
             .ok_or_else(|| self.err(format!("shape {shape:?} is too large")))?;
@@ -836,7 +874,11 @@ impl<'a> Cursor<'a> {
         }
         self.skip_ws();
         let start = self.pos;
-        if self.ident() != "base64" || !self.rest().starts_with('"') {
+        let word = self.ident();
+        if word == "weights" && self.rest().starts_with('[') {
+            return self.weights_data(dtype, shape, count);
+        }
+        if word != "base64" || !self.rest().starts_with('"') {
             self.pos = start;
             return Err(self.expected("`[` or `base64\"...\"`"));
         }
@@ -845,6 +887,31 @@ impl<'a> Cursor<'a> {
             .decode(&raw[1..raw.len() - 1])
             .map_err(|e| self.err(format!("expected base64 data, found invalid base64 ({e})")))?;
         TensorData::new(dtype, shape, Bytes::from(bytes)).map_err(|e| self.err(e))
+    }
+
+    /// `[OFFSET]` after `weights`: `count` elements of the weights blob from that offset.
+    fn weights_data(&mut self, dtype: DType, shape: Vec<usize>, count: usize) -> Res<TensorData> {
+        self.expect('[')?;
+        let start = self.pos;
+        let offset: usize = self.word().parse().map_err(|_| {
+            self.pos = start;
+            self.expected("a byte offset")
+        })?;
+        self.expect(']')?;
+        let Some(weights) = self.weights else {
+            return Err(self.err("`weights[...]` data, but no weights file was given"));
+        };
+        let end = count
+            .checked_mul(dtype.size())
+            .and_then(|n| n.checked_add(offset))
+            .filter(|&end| end <= weights.len())
+            .ok_or_else(|| {
+                self.err(format!(
+                    "{dtype}{shape:?} at byte {offset} runs past the end of the weights ({} bytes)",
+                    weights.len()
+                ))
+            })?;
+        TensorData::new(dtype, shape, weights.slice(offset..end)).map_err(|e| self.err(e))
     }
 
     fn attr_value(&mut self) -> Res<Attr> {
@@ -1398,6 +1465,39 @@ pub(crate) mod tests {
         assert_eq!(print(&parsed), text);
         assert_same_graph(&g, &parsed);
         assert_same_results(&g, &parsed);
+    }
+
+    #[test]
+    fn round_trips_with_a_weights_file() {
+        let g = sample_graph();
+        let (text, weights) = print_with_weights(&g);
+        assert!(text.contains("= weights["), "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("const") && l.contains("base64")),
+            "large constants move to the weights: {text}"
+        );
+        let parsed = parse_with_weights(&text, Bytes::from(weights.clone())).unwrap();
+        assert_eq!(print(&parsed), print(&g));
+        assert_same_graph(&g, &parsed);
+        let line = text.lines().find(|l| l.contains("= weights[")).unwrap();
+        let (dims, offset) = line.split_once("= weights[").unwrap();
+        assert_eq!(
+            parse(&format!("{HEADER}\n{line}")).unwrap_err(),
+            "line 2: `weights[...]` data, but no weights file was given"
+        );
+        let truncated = Bytes::from(weights[..weights.len() - 1].to_vec());
+        let last = text.lines().rfind(|l| l.contains("= weights[")).unwrap();
+        let err = parse_with_weights(&format!("{HEADER}\n{last}"), truncated).unwrap_err();
+        assert!(err.contains("runs past the end of the weights"), "{err}");
+        assert!(offset.ends_with(']'));
+        let past = format!("{HEADER}\n{dims}= weights[{}]", weights.len());
+        let err = parse_with_weights(&past, Bytes::from(weights)).unwrap_err();
+        assert!(
+            err.starts_with("line 2: ") && err.contains("runs past the end of the weights"),
+            "{err}"
+        );
     }
 
     #[test]

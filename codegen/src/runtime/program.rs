@@ -4,7 +4,9 @@
 use super::group::{group, Group, GroupKind};
 use super::lower::{lower, Lowered};
 use super::memory::{plan, Lifetime};
-use crate::cranelift::{compile_all, JitKernel};
+use crate::cranelift::compile_all;
+use crate::kir::Kernel;
+use crate::native::NativeKernel;
 use crate::templates::{Arg, Built};
 use kiln_ir::interp::{bind_symbols, eval_op, Bindings, RunError};
 use kiln_ir::{DType, Graph, NodeId, NodeKind, Tensor, ValueId};
@@ -83,7 +85,7 @@ enum Step {
 pub struct Program {
     graph: Graph,
     steps: Vec<Step>,
-    kernels: Vec<JitKernel>,
+    kernels: Vec<NativeKernel>,
     constants: HashMap<ValueId, Arc<Tensor>>,
     reports: Vec<GroupReport>,
     stats: CompileStats,
@@ -127,16 +129,25 @@ fn node_label(graph: &Graph, n: NodeId) -> String {
     }
 }
 
-impl Program {
-    /// Compiles `graph`: groups it, lowers each group with its template and JIT-compiles the
-    /// kernels; a group no template accepts runs node by node on the interpreter.
-    pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
-        let start = Instant::now();
+/// A graph grouped and lowered by the templates, before its kernels are compiled.
+pub(super) struct Lowering {
+    /// The graph after constant folding and legalisation (what the steps refer to).
+    pub(super) graph: Graph,
+    steps: Vec<Step>,
+    reports: Vec<GroupReport>,
+    builts: Vec<Built>,
+    stats: CompileStats,
+}
+
+impl Lowering {
+    /// Folds constants, legalises, groups `graph` and lowers each group with its template; a
+    /// group no template accepts runs node by node on the interpreter. Deterministic: the same
+    /// graph always gives the same kernels in the same order.
+    pub(super) fn new(graph: &Graph) -> Lowering {
         let mut graph = graph.clone();
         let folded = super::fold_constants(&mut graph);
         super::legalize::forward_present_cache(&mut graph);
         super::legalize::additive_masks(&mut graph);
-        let graph = &graph;
         let mut steps = vec![];
         let mut reports = vec![];
         let mut builts: Vec<Built> = vec![];
@@ -144,22 +155,21 @@ impl Program {
             folded,
             ..CompileStats::default()
         };
-        for g in group(graph) {
+        for g in group(&graph) {
             match g.kind {
                 GroupKind::Interpreter => {
-                    stats.interpreted += 1;
                     reports.push(GroupReport {
                         kind: g.kind,
-                        nodes: vec![node_label(graph, g.nodes[0])],
+                        nodes: vec![node_label(&graph, g.nodes[0])],
                         fallback: Some("no kernel template for this op".into()),
                     });
                     steps.push(Step::Interp { node: g.nodes[0] });
                 }
-                GroupKind::View if view_allowed(graph, &g) => {
+                GroupKind::View if view_allowed(&graph, &g) => {
                     stats.views += 1;
                     reports.push(GroupReport {
                         kind: g.kind,
-                        nodes: vec![node_label(graph, g.nodes[0])],
+                        nodes: vec![node_label(&graph, g.nodes[0])],
                         fallback: None,
                     });
                     steps.push(Step::View {
@@ -170,43 +180,82 @@ impl Program {
                         },
                     });
                 }
-                _ => Self::lower_group(graph, &g, &mut steps, &mut reports, &mut builts),
+                _ => Program::lower_group(&graph, &g, &mut steps, &mut reports, &mut builts),
             }
         }
-        // Groups with the same shapes (one per layer) build the same KIR and differ only in
-        // their constants: each distinct kernel is compiled once.
-        let mut unique: HashMap<String, usize> = HashMap::new();
-        let mut kernels_ir = vec![];
-        let mut compiled_index = Vec::with_capacity(builts.len());
-        for b in &builts {
-            let key = format!(
-                "{:?}",
-                (
-                    &b.kernel.body,
-                    b.kernel.buffers,
-                    b.kernel.sizes,
-                    &b.kernel.vars
-                )
-            );
-            let i = *unique.entry(key).or_insert_with(|| {
-                let mut k = b.kernel.clone();
-                k.name = format!("k{}_{}", kernels_ir.len(), k.name);
-                kernels_ir.push(k);
-                kernels_ir.len() - 1
-            });
-            compiled_index.push(i);
-        }
-        let compiled = compile_all(&kernels_ir)?;
-        let kernels: Vec<JitKernel> = compiled_index
-            .iter()
-            .map(|&i| compiled[i].clone())
-            .collect();
-        stats.kernels = kernels.len();
-        stats.distinct_kernels = compiled.len();
+        stats.kernels = builts.len();
         stats.interpreted = steps
             .iter()
             .filter(|s| matches!(s, Step::Interp { .. }))
             .count();
+        Lowering {
+            graph,
+            steps,
+            reports,
+            builts,
+            stats,
+        }
+    }
+
+    /// Figures of the lowering (kernel steps, interpreted nodes, views, folded ops).
+    pub(super) fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// The distinct kernels to compile, named `k{i}_{template}`, and for each kernel step the
+    /// index of its kernel among them. Groups with the same shapes (one per layer) build the
+    /// same KIR and differ only in their constants: each distinct kernel is compiled once.
+    pub(super) fn distinct_kernels(&self) -> (Vec<Kernel>, Vec<usize>) {
+        let mut unique: HashMap<String, usize> = HashMap::new();
+        let mut kernels = vec![];
+        let mut index = Vec::with_capacity(self.builts.len());
+        for b in &self.builts {
+            let i = *unique.entry(kernel_key(&b.kernel)).or_insert_with(|| {
+                let mut k = b.kernel.clone();
+                k.name = format!("k{}_{}", kernels.len(), k.name);
+                kernels.push(k);
+                kernels.len() - 1
+            });
+            index.push(i);
+        }
+        (kernels, index)
+    }
+}
+
+/// What makes two kernels the same code: everything but their name.
+pub(super) fn kernel_key(k: &Kernel) -> String {
+    format!("{:?}", (&k.body, k.buffers, k.sizes, &k.vars))
+}
+
+impl Program {
+    /// Compiles `graph`: groups it, lowers each group with its template and JIT-compiles the
+    /// kernels; a group no template accepts runs node by node on the interpreter.
+    pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
+        let start = Instant::now();
+        let lowering = Lowering::new(graph);
+        let (kernels, index) = lowering.distinct_kernels();
+        let compiled = compile_all(&kernels)?;
+        Program::assemble(lowering, compiled, &index, options, start)
+    }
+
+    /// A program from a lowering and its distinct compiled kernels (`index` maps each kernel
+    /// step to one of them, as [`Lowering::distinct_kernels`] made it).
+    pub(super) fn assemble(
+        lowering: Lowering,
+        compiled: Vec<NativeKernel>,
+        index: &[usize],
+        options: &Options,
+        start: Instant,
+    ) -> Result<Program, String> {
+        let Lowering {
+            graph,
+            steps,
+            reports,
+            mut stats,
+            ..
+        } = lowering;
+        let kernels: Vec<NativeKernel> = index.iter().map(|&i| compiled[i].clone()).collect();
+        stats.distinct_kernels = compiled.len();
         // Constants that steps read from the graph (packed weights are not among them).
         let mut read: Vec<ValueId> = graph.outputs().iter().map(|(_, v)| *v).collect();
         for step in &steps {
@@ -237,7 +286,7 @@ impl Program {
         };
         stats.seconds = start.elapsed().as_secs_f64();
         Ok(Program {
-            graph: graph.clone(),
+            graph,
             steps,
             kernels,
             constants,

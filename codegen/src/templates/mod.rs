@@ -17,8 +17,8 @@ pub mod gemm;
 pub mod movement;
 pub mod rows;
 
-use crate::cranelift::JitKernel;
 use crate::kir::{Index, Kernel};
+use crate::native::NativeKernel;
 use kiln_ir::interp::Bindings;
 use kiln_ir::Dim;
 use std::sync::Arc;
@@ -103,7 +103,7 @@ impl Built {
     /// outputs must not alias inputs unless the template allows it.
     pub unsafe fn call(
         &self,
-        kernel: &JitKernel,
+        kernel: &NativeKernel,
         inputs: &[*mut u8],
         outputs: &[*mut u8],
         bindings: &Bindings,

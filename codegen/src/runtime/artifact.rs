@@ -1,0 +1,262 @@
+//! Ahead-of-time artefacts: [`write_artifact`] compiles a graph's kernels into a shared
+//! library and stores it with the graph and its weights; [`Program::load`] runs the artefact
+//! with no JIT compilation, and so does the C API (`kiln.h`) that links to it.
+//!
+//! An artefact is a directory:
+//! - `kernels.so`: the distinct kernels as native code for the compiling CPU, each exported
+//!   under its name with the [`crate::native`] kernel ABI;
+//! - `model.kg`: the graph after constant folding and legalisation, in the IR's text form,
+//!   whose large constants are `weights[OFFSET]` references into
+//! - `weights.bin`: the constants' bytes, 64-byte aligned, memory-mapped when loaded;
+//! - `model.h`: a C header naming the model's inputs and outputs, in the order the C API
+//!   takes and returns them;
+//! - `manifest.txt`: the format version, the CPU features the code needs, and each kernel's
+//!   name and fingerprint (a hash of its KIR). Loading lowers the graph again and checks that
+//!   it yields exactly these kernels, so a library can never be called with buffers laid out
+//!   for other code.
+
+use super::program::{kernel_key, Lowering};
+use super::{Options, Program};
+use crate::cranelift::{emit_object, host_features};
+use crate::kir::Kernel;
+use crate::native::load_library;
+use kiln_ir::{text, Graph};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// The first line of every manifest; bumped whenever the artefact layout changes.
+const MANIFEST_HEADER: &str = "kiln artifact v1";
+/// The file names inside an artefact directory.
+const LIBRARY: &str = "kernels.so";
+const GRAPH: &str = "model.kg";
+const WEIGHTS: &str = "weights.bin";
+const HEADER: &str = "model.h";
+const MANIFEST: &str = "manifest.txt";
+
+/// What [`write_artifact`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactSummary {
+    /// Kernel steps of the program.
+    pub kernels: usize,
+    /// Distinct kernels in the shared library.
+    pub distinct_kernels: usize,
+    /// Nodes that will run on the interpreter (the runtime library includes it).
+    pub interpreted: usize,
+    /// Bytes of `kernels.so`.
+    pub library_bytes: u64,
+    /// Bytes of `weights.bin`.
+    pub weights_bytes: u64,
+    /// Wall time of lowering, code generation and linking, in seconds.
+    pub seconds: f64,
+}
+
+/// Whether `dir` holds an artefact (has a manifest).
+pub fn is_artifact(dir: &Path) -> bool {
+    dir.join(MANIFEST).is_file()
+}
+
+/// Compiles `graph` ahead of time into the artefact directory `dir` (created if missing; files
+/// of an earlier artefact are replaced). Linking the shared library needs a C compiler: `$CC`,
+/// else `cc`.
+pub fn write_artifact(graph: &Graph, dir: &Path) -> Result<ArtifactSummary, String> {
+    let start = Instant::now();
+    let lowering = Lowering::new(graph);
+    let (kernels, _) = lowering.distinct_kernels();
+    let object = emit_object(&kernels)?;
+    let io = |file: &str, e: std::io::Error| format!("{}: {e}", dir.join(file).display());
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let object_path = dir.join("kernels.o");
+    std::fs::write(&object_path, object).map_err(|e| io("kernels.o", e))?;
+    let linked = link_shared(&object_path, &dir.join(LIBRARY));
+    let _ = std::fs::remove_file(&object_path);
+    linked?;
+    let (graph_text, weights) = text::print_with_weights(&lowering.graph);
+    std::fs::write(dir.join(WEIGHTS), &weights).map_err(|e| io(WEIGHTS, e))?;
+    std::fs::write(dir.join(GRAPH), graph_text).map_err(|e| io(GRAPH, e))?;
+    std::fs::write(dir.join(HEADER), c_header(&lowering.graph)).map_err(|e| io(HEADER, e))?;
+    std::fs::write(dir.join(MANIFEST), manifest(&kernels)?).map_err(|e| io(MANIFEST, e))?;
+    let stats = lowering.stats();
+    Ok(ArtifactSummary {
+        kernels: stats.kernels,
+        distinct_kernels: kernels.len(),
+        interpreted: stats.interpreted,
+        library_bytes: file_size(&dir.join(LIBRARY)),
+        weights_bytes: weights.len() as u64,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Links a relocatable object into a shared library with the system C compiler.
+fn link_shared(object: &Path, library: &Path) -> Result<(), String> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .arg("-shared")
+        .arg("-o")
+        .arg(library)
+        .arg(object)
+        .output()
+        .map_err(|e| {
+            format!(
+                "linking {} needs a C compiler (`{cc}`): {e}",
+                library.display()
+            )
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "linking {} with `{cc}` failed: {}",
+            library.display(),
+            stderr.lines().next().unwrap_or("(no message)")
+        ));
+    }
+    Ok(())
+}
+
+/// A 64-bit FNV-1a hash: a fingerprint of a kernel's KIR that is stable across builds.
+fn fingerprint(kernel: &Kernel) -> u64 {
+    kernel_key(kernel)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// The manifest text: header, the CPU features the code needs, one line per kernel.
+fn manifest(kernels: &[Kernel]) -> Result<String, String> {
+    let mut out = format!("{MANIFEST_HEADER}\n");
+    let _ = writeln!(out, "features {}", host_features()?.join(" "));
+    for k in kernels {
+        let _ = writeln!(out, "kernel {} {:016x}", k.name, fingerprint(k));
+    }
+    Ok(out)
+}
+
+/// Checks a manifest against the host CPU and the kernels the graph lowers to.
+fn check_manifest(text: &str, kernels: &[Kernel], path: &Path) -> Result<(), String> {
+    let err = |msg: String| format!("{}: {msg}", path.display());
+    let mut lines = text.lines();
+    if lines.next() != Some(MANIFEST_HEADER) {
+        return Err(err(format!(
+            "not a `{MANIFEST_HEADER}` manifest (an artefact of another kiln version?)"
+        )));
+    }
+    let host = host_features()?;
+    let mut listed = vec![];
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["features", needed @ ..] => {
+                if let Some(missing) = needed.iter().find(|f| !host.iter().any(|h| h == *f)) {
+                    return Err(err(format!(
+                        "the kernels need CPU feature `{missing}`, which this CPU lacks"
+                    )));
+                }
+            }
+            ["kernel", name, hash] => listed.push((name.to_string(), hash.to_string())),
+            [] => {}
+            _ => return Err(err(format!("unreadable line `{line}`"))),
+        }
+    }
+    let expected: Vec<(String, String)> = kernels
+        .iter()
+        .map(|k| (k.name.clone(), format!("{:016x}", fingerprint(k))))
+        .collect();
+    if listed != expected {
+        return Err(err(format!(
+            "the library holds {} kernels that differ from the {} this kiln lowers the graph \
+             to (compiled by another kiln version?); run `kiln compile` again",
+            listed.len(),
+            expected.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Program {
+    /// Loads the artefact that [`write_artifact`] wrote to `dir`: reads the graph and its
+    /// memory-mapped weights, lowers it again (deterministically, packing weights) and binds
+    /// the kernels of `kernels.so` instead of compiling them.
+    pub fn load(dir: &Path, options: &Options) -> Result<Program, String> {
+        let start = Instant::now();
+        let path = dir.join(MANIFEST);
+        let manifest =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let graph = load_graph(dir)?;
+        let lowering = Lowering::new(&graph);
+        let (kernels, index) = lowering.distinct_kernels();
+        check_manifest(&manifest, &kernels, &dir.join(MANIFEST))?;
+        // SAFETY: the manifest proves the library was compiled from these kernels' KIR.
+        let compiled = unsafe { load_library(&dir.join(LIBRARY), &kernels)? };
+        Program::assemble(lowering, compiled, &index, options, start)
+    }
+}
+
+/// The graph of the artefact in `dir` (after folding and legalisation), its weights
+/// memory-mapped.
+pub fn load_graph(dir: &Path) -> Result<Graph, String> {
+    let path = dir.join(GRAPH);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let weights = map_file(&dir.join(WEIGHTS))?;
+    text::parse_with_weights(&text, weights).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The bytes of a file, memory-mapped (an empty file maps to no bytes).
+fn map_file(path: &Path) -> Result<bytes::Bytes, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    // SAFETY: the artefact's files are not modified while a program uses them (documented).
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes::Bytes::from_owner(map))
+}
+
+/// A C identifier made from a tensor name.
+fn c_identifier(name: &str) -> String {
+    let mut id: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if id.starts_with(|c: char| c.is_ascii_digit()) {
+        id.insert(0, '_');
+    }
+    id
+}
+
+/// The model's C header: the number, order, names and types of inputs and outputs.
+fn c_header(graph: &Graph) -> String {
+    let mut out = String::from(
+        "/* Generated by `kiln compile`: the inputs and outputs of this model, in the order\n \
+         * kiln_run takes and returns them. The API is in kiln.h; link with -lkiln_runtime. */\n\
+         #ifndef KILN_MODEL_H\n#define KILN_MODEL_H\n\n#include \"kiln.h\"\n\n",
+    );
+    let inputs: Vec<(String, _)> = graph
+        .inputs()
+        .map(|v| (graph.value(v).name.clone(), v))
+        .collect();
+    for (what, list) in [("INPUT", inputs), ("OUTPUT", graph.outputs().to_vec())] {
+        let _ = writeln!(out, "#define KILN_MODEL_{what}S {}", list.len());
+        for (i, (name, v)) in list.iter().enumerate() {
+            let ty = &graph.value(*v).ty;
+            let dims: Vec<String> = ty.shape.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "#define KILN_MODEL_{what}_{} {i} /* \"{}\": {}[{}] */",
+                c_identifier(name),
+                name.replace("*/", "* /"),
+                ty.dtype,
+                dims.join(", ")
+            );
+        }
+        out.push('\n');
+    }
+    out.push_str("#endif\n");
+    out
+}
