@@ -907,3 +907,102 @@ fn a_sequence_longer_than_the_position_table_is_rejected() {
         failure(&kiln(&args), &["model.onnx", "node `"]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ahead-of-time artefacts: `kiln compile`, then `run` / `check` / `inspect` on the artefact.
+
+#[test]
+fn compiled_artifacts_run_and_reject_tampering() {
+    let dir = TempDir::new("aot");
+    let artifact = dir.join("bert");
+    let out = success(&kiln(&[
+        "compile",
+        bert().to_str().unwrap(),
+        "-o",
+        artifact.to_str().unwrap(),
+    ]));
+    assert!(out.contains("kernel steps"), "{out}");
+    for file in [
+        "kernels.so",
+        "model.kg",
+        "weights.bin",
+        "model.h",
+        "manifest.txt",
+    ] {
+        assert!(artifact.join(file).is_file(), "{file} is missing");
+    }
+    let header = std::fs::read_to_string(artifact.join("model.h")).unwrap();
+    assert!(
+        header.contains("#define KILN_MODEL_INPUT_input_ids 0"),
+        "{header}"
+    );
+    success(&run_model(&artifact, &bert_inputs(), &dir));
+    let got = read_npy(&dir.join("out/output.npy")).unwrap();
+    let want = read_npy(&bert_io("b1_s16", "output")).unwrap();
+    let err = common::max_abs_diff(&got, &want).unwrap();
+    assert!(err <= 1e-4, "artefact output differs by {err}");
+    let out = success(&kiln(&["check", artifact.to_str().unwrap(), "--seq", "5"]));
+    assert!(out.contains("ok: max error"), "{out}");
+    let out = success(&kiln(&["inspect", artifact.to_str().unwrap()]));
+    assert!(out.contains("input_ids: i64[batch, seq]"), "{out}");
+
+    // A causal checkpoint gets one artefact per entry point.
+    let llama = dir.join("llama");
+    let llama_dir = common::model_dir("llama");
+    success(&kiln(&[
+        "compile",
+        llama_dir.to_str().unwrap(),
+        "-o",
+        llama.to_str().unwrap(),
+    ]));
+    assert!(llama.join("prefill/kernels.so").is_file());
+    assert!(llama.join("decode/model.h").is_file());
+
+    // Tampering: every damaged artefact is refused with one line naming the file.
+    let damaged = |tag: &str, file: &str, edit: &dyn Fn(Vec<u8>) -> Vec<u8>| {
+        let copy = dir.join(tag);
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(&artifact).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        let bytes = std::fs::read(copy.join(file)).unwrap();
+        std::fs::write(copy.join(file), edit(bytes)).unwrap();
+        run_model(&copy, &bert_inputs(), &dir)
+    };
+    let other_kernel = |b: Vec<u8>| {
+        let text = String::from_utf8(b).unwrap();
+        let (head, hash) = text.trim_end().rsplit_once(' ').unwrap();
+        let flipped: String = hash.chars().rev().collect();
+        format!("{head} {flipped}\n").into_bytes()
+    };
+    failure(
+        &damaged("fingerprint", "manifest.txt", &other_kernel),
+        &["manifest.txt", "differ", "kiln compile"],
+    );
+    failure(
+        &damaged("header", "manifest.txt", &|_| b"something else\n".to_vec()),
+        &["manifest.txt", "kiln artifact v1"],
+    );
+    failure(
+        &damaged("cpu", "manifest.txt", &|b| {
+            String::from_utf8(b)
+                .unwrap()
+                .replacen("features ", "features has_quantum_fpu ", 1)
+                .into_bytes()
+        }),
+        &["manifest.txt", "has_quantum_fpu"],
+    );
+    failure(
+        &damaged("weights", "weights.bin", &|b| b[..b.len() / 2].to_vec()),
+        &["model.kg", "past the end of the weights"],
+    );
+    failure(
+        &damaged("graph", "model.kg", &|b| b[..b.len() / 3].to_vec()),
+        &["model.kg", "line"],
+    );
+    failure(
+        &damaged("library", "kernels.so", &|b| b[..64].to_vec()),
+        &["kernels.so"],
+    );
+}

@@ -1,5 +1,6 @@
 //! Hugging Face checkpoints (safetensors + config.json) built into the IR: the graphs match the
-//! reference outputs of the fixtures; prefill then token-by-token decode with the KV cache
+//! reference outputs of the fixtures on the interpreter, compiled and from an ahead-of-time
+//! artefact; prefill then token-by-token decode with the KV cache
 //! reproduces the full-sequence logits; the real all-MiniLM-L6-v2 checkpoint agrees with the
 //! int8 ONNX export of the same model.
 
@@ -15,10 +16,11 @@ fn feeds(pairs: Vec<(&str, Tensor)>) -> HashMap<String, Tensor> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-/// Runs a graph on the interpreter or compiled (Cranelift kernels, 2 threads).
+/// Runs a graph on the interpreter, compiled (Cranelift kernels, 2 threads) or from an
+/// ahead-of-time artefact.
 type Runner = Box<dyn Fn(&HashMap<String, Tensor>) -> Vec<(String, Tensor)>>;
 
-/// The two ways every test here runs a graph.
+/// The three ways every test here runs a graph.
 fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
     let interp_graph = graph.clone();
     let program = kiln_codegen::runtime::Program::compile(
@@ -26,7 +28,12 @@ fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
         &kiln_codegen::runtime::Options { threads: 2 },
     )
     .unwrap();
+    let artifact = common::load_ahead_of_time(graph, 2).unwrap();
     vec![
+        (
+            "ahead of time",
+            Box::new(move |f: &HashMap<String, Tensor>| artifact.run(f).unwrap().0),
+        ),
         (
             "interpreter",
             Box::new(move |f: &HashMap<String, Tensor>| interp::run(&interp_graph, f).unwrap()),

