@@ -957,6 +957,17 @@ fn compiled_artifacts_run_and_reject_tampering() {
     ]));
     assert!(llama.join("prefill/kernels.so").is_file());
     assert!(llama.join("decode/model.h").is_file());
+    assert!(llama.join("weights.bin").is_file(), "one weights file");
+    assert!(!llama.join("prefill/weights.bin").exists());
+    let prompt = ids(&[1, 5]);
+    let inputs = input_args(&[
+        ("input_ids", &npy(&dir, "prompt.npy", &prompt)),
+        (
+            "attention_mask",
+            &npy(&dir, "prompt_mask.npy", &mask(&[1, 5])),
+        ),
+    ]);
+    success(&run_model(&llama.join("prefill"), &inputs, &dir));
 
     // Tampering: every damaged artefact is refused with one line naming the file.
     let damaged = |tag: &str, file: &str, edit: &dyn Fn(Vec<u8>) -> Vec<u8>| {

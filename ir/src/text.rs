@@ -73,8 +73,9 @@ use crate::{Attr, Attrs, DType, Dim};
 use base64::Engine;
 use bytes::Bytes;
 use half::{bf16, f16};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
+use std::hash::{Hash, Hasher};
 
 /// The first line of every text graph.
 pub const HEADER: &str = "kiln graph v1";
@@ -93,17 +94,52 @@ pub fn print(graph: &Graph) -> String {
     print_into(graph, None)
 }
 
-/// Prints `graph` with the data of every constant too large for a literal moved to a weights
-/// blob (each tensor 64-byte aligned), referenced as `weights[OFFSET]`; returns the text and
-/// the blob. [`parse_with_weights`] reads them back into an identical graph.
-pub fn print_with_weights(graph: &Graph) -> (String, Vec<u8>) {
-    let mut weights = Vec::new();
-    let text = print_into(graph, Some(&mut weights));
-    (text, weights)
+/// The weights file that [`print_with_weights`] fills: the bytes of constants, each 64-byte
+/// aligned, stored once however many constants (of however many graphs) hold equal bytes.
+#[derive(Debug, Default)]
+pub struct WeightsBlob {
+    bytes: Vec<u8>,
+    /// Offsets of the tensors stored so far, by a hash of their bytes and their length.
+    stored: HashMap<(u64, usize), Vec<usize>>,
+}
+
+impl WeightsBlob {
+    /// The offset of `data` in the blob, appending it unless equal bytes are there already.
+    pub fn insert(&mut self, data: &[u8]) -> usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut hasher);
+        let offsets = self
+            .stored
+            .entry((hasher.finish(), data.len()))
+            .or_default();
+        if let Some(&o) = offsets
+            .iter()
+            .find(|&&o| &self.bytes[o..o + data.len()] == data)
+        {
+            return o;
+        }
+        self.bytes.resize(self.bytes.len().next_multiple_of(64), 0);
+        let offset = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        offsets.push(offset);
+        offset
+    }
+
+    /// The blob's bytes, as the weights file holds them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Prints `graph` with the data of every constant too large for a literal moved to `weights`,
+/// referenced as `weights[OFFSET]`. [`parse_with_weights`] reads the text and the blob back
+/// into an identical graph.
+pub fn print_with_weights(graph: &Graph, weights: &mut WeightsBlob) -> String {
+    print_into(graph, Some(weights))
 }
 
 /// The text form, with large constants in `weights` if given, else inline as base64.
-fn print_into(graph: &Graph, mut weights: Option<&mut Vec<u8>>) -> String {
+fn print_into(graph: &Graph, mut weights: Option<&mut WeightsBlob>) -> String {
     let mut out = String::new();
     out.push_str(HEADER);
     out.push('\n');
@@ -134,9 +170,7 @@ fn print_into(graph: &Graph, mut weights: Option<&mut Vec<u8>>) -> String {
                 for v in &node.outputs {
                     let text = match (literal_text(data), weights.as_deref_mut()) {
                         (None, Some(blob)) => {
-                            blob.resize(blob.len().next_multiple_of(64), 0);
-                            let offset = blob.len();
-                            blob.extend_from_slice(data.bytes());
+                            let offset = blob.insert(data.bytes());
                             format!("{}{:?} = weights[{offset}]", data.dtype(), data.shape())
                         }
                         _ => data_text(data),
@@ -1470,7 +1504,14 @@ pub(crate) mod tests {
     #[test]
     fn round_trips_with_a_weights_file() {
         let g = sample_graph();
-        let (text, weights) = print_with_weights(&g);
+        let mut blob = WeightsBlob::default();
+        let text = print_with_weights(&g, &mut blob);
+        assert_eq!(
+            print_with_weights(&g, &mut blob),
+            text,
+            "a second graph with the same constants reuses their bytes"
+        );
+        let weights = blob.bytes().to_vec();
         assert!(text.contains("= weights["), "{text}");
         assert!(
             !text

@@ -4,7 +4,7 @@
 use crate::compiled::optimized;
 use crate::model;
 use clap::Args;
-use kiln_codegen::runtime::artifact::{write_artifact, ArtifactSummary};
+use kiln_codegen::runtime::artifact::{write_artifacts, ArtifactSummary};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::Graph;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ pub struct CompileArgs {
     /// The model (.onnx file or Hugging Face checkpoint directory).
     model: PathBuf,
     /// The artefact directory to write. A causal checkpoint gets two artefacts, one per entry
-    /// point: OUTPUT/prefill and OUTPUT/decode.
+    /// point, OUTPUT/prefill and OUTPUT/decode, that share OUTPUT/weights.bin.
     #[arg(long, short = 'o')]
     output: PathBuf,
     /// Compile the graph as exported, without the rewrite rules.
@@ -23,23 +23,29 @@ pub struct CompileArgs {
     unfused: bool,
 }
 
-/// Compiles the model (each entry point of a causal checkpoint) into artefacts.
+/// Compiles the model (each entry point of a causal checkpoint, sharing one weights file)
+/// into artefacts.
 pub fn compile(args: &CompileArgs) -> Result<(), String> {
-    let entries: Vec<(Graph, PathBuf)> = match causal_checkpoint(&args.model)? {
+    let entries: Vec<(Graph, &str)> = match causal_checkpoint(&args.model)? {
         Some(hf) => vec![
-            (hf.graph(Entry::Prefill)?, args.output.join("prefill")),
-            (hf.graph(Entry::Decode)?, args.output.join("decode")),
+            (hf.graph(Entry::Prefill)?, "prefill"),
+            (hf.graph(Entry::Decode)?, "decode"),
         ],
-        None => vec![(model::load(&args.model)?, args.output.clone())],
+        None => vec![(model::load(&args.model)?, "")],
     };
-    for (graph, dir) in entries {
+    let mut graphs = vec![];
+    for (graph, name) in entries {
         let graph = if args.unfused {
             graph
         } else {
             optimized(&graph, &args.model)?
         };
-        let summary = write_artifact(&graph, &dir)?;
-        report(&dir, &summary);
+        graphs.push((graph, name));
+    }
+    let entries: Vec<(&Graph, &str)> = graphs.iter().map(|(g, n)| (g, *n)).collect();
+    let summaries = write_artifacts(&entries, &args.output)?;
+    for ((_, name), summary) in entries.iter().zip(&summaries) {
+        report(&args.output.join(name), summary);
     }
     Ok(())
 }

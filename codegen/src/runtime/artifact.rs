@@ -7,11 +7,13 @@
 //!   under its name with the [`crate::native`] kernel ABI;
 //! - `model.kg`: the graph after constant folding and legalisation, in the IR's text form,
 //!   whose large constants are `weights[OFFSET]` references into
-//! - `weights.bin`: the constants' bytes, 64-byte aligned, memory-mapped when loaded;
+//! - `weights.bin`: the constants' bytes, 64-byte aligned, each stored once, memory-mapped
+//!   when loaded; the artefacts of one model's entry points (prefill and decode) share one,
+//!   in their parent directory ([`write_artifacts`]);
 //! - `model.h`: a C header naming the model's inputs and outputs, in the order the C API
 //!   takes and returns them;
-//! - `manifest.txt`: the format version, the CPU features the code needs, and each kernel's
-//!   name and fingerprint (a hash of its KIR). Loading lowers the graph again and checks that
+//! - `manifest.txt`: the format version, where the weights file is (relative to the
+//!   artefact), the CPU features the code needs, and each kernel's name and fingerprint (a hash of its KIR). Loading lowers the graph again and checks that
 //!   it yields exactly these kernels, so a library can never be called with buffers laid out
 //!   for other code.
 
@@ -20,7 +22,8 @@ use super::{Options, Program};
 use crate::cranelift::{emit_object, host_features};
 use crate::kir::Kernel;
 use crate::native::load_library;
-use kiln_ir::{text, Graph};
+use kiln_ir::text::{self, WeightsBlob};
+use kiln_ir::Graph;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -46,7 +49,7 @@ pub struct ArtifactSummary {
     pub interpreted: usize,
     /// Bytes of `kernels.so`.
     pub library_bytes: u64,
-    /// Bytes of `weights.bin`.
+    /// Bytes of the weights file (shared by the entry points written together).
     pub weights_bytes: u64,
     /// Wall time of lowering, code generation and linking, in seconds.
     pub seconds: f64,
@@ -61,31 +64,57 @@ pub fn is_artifact(dir: &Path) -> bool {
 /// of an earlier artefact are replaced). Linking the shared library needs a C compiler: `$CC`,
 /// else `cc`.
 pub fn write_artifact(graph: &Graph, dir: &Path) -> Result<ArtifactSummary, String> {
-    let start = Instant::now();
-    let lowering = Lowering::new(graph);
-    let (kernels, _) = lowering.distinct_kernels();
-    let object = emit_object(&kernels)?;
-    let io = |file: &str, e: std::io::Error| format!("{}: {e}", dir.join(file).display());
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let object_path = dir.join("kernels.o");
-    std::fs::write(&object_path, object).map_err(|e| io("kernels.o", e))?;
-    let linked = link_shared(&object_path, &dir.join(LIBRARY));
-    let _ = std::fs::remove_file(&object_path);
-    linked?;
-    let (graph_text, weights) = text::print_with_weights(&lowering.graph);
-    std::fs::write(dir.join(WEIGHTS), &weights).map_err(|e| io(WEIGHTS, e))?;
-    std::fs::write(dir.join(GRAPH), graph_text).map_err(|e| io(GRAPH, e))?;
-    std::fs::write(dir.join(HEADER), c_header(&lowering.graph)).map_err(|e| io(HEADER, e))?;
-    std::fs::write(dir.join(MANIFEST), manifest(&kernels)?).map_err(|e| io(MANIFEST, e))?;
-    let stats = lowering.stats();
-    Ok(ArtifactSummary {
-        kernels: stats.kernels,
-        distinct_kernels: kernels.len(),
-        interpreted: stats.interpreted,
-        library_bytes: file_size(&dir.join(LIBRARY)),
-        weights_bytes: weights.len() as u64,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(write_artifacts(&[(graph, "")], dir)?.remove(0))
+}
+
+/// Compiles several graphs of one model (its entry points) into artefacts in the named
+/// subdirectories of `root` (`""` for `root` itself) that share one weights file,
+/// `root/weights.bin`, in which every distinct constant is stored once.
+pub fn write_artifacts(
+    entries: &[(&Graph, &str)],
+    root: &Path,
+) -> Result<Vec<ArtifactSummary>, String> {
+    let mut blob = WeightsBlob::default();
+    let mut summaries = vec![];
+    for &(graph, name) in entries {
+        let start = Instant::now();
+        let dir = root.join(name);
+        let weights = if name.is_empty() {
+            WEIGHTS.to_string()
+        } else {
+            format!("../{WEIGHTS}")
+        };
+        let lowering = Lowering::new(graph);
+        let (kernels, _) = lowering.distinct_kernels();
+        let object = emit_object(&kernels)?;
+        let io = |file: &str, e: std::io::Error| format!("{}: {e}", dir.join(file).display());
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let object_path = dir.join("kernels.o");
+        std::fs::write(&object_path, object).map_err(|e| io("kernels.o", e))?;
+        let linked = link_shared(&object_path, &dir.join(LIBRARY));
+        let _ = std::fs::remove_file(&object_path);
+        linked?;
+        let graph_text = text::print_with_weights(&lowering.graph, &mut blob);
+        std::fs::write(dir.join(GRAPH), graph_text).map_err(|e| io(GRAPH, e))?;
+        std::fs::write(dir.join(HEADER), c_header(&lowering.graph)).map_err(|e| io(HEADER, e))?;
+        std::fs::write(dir.join(MANIFEST), manifest(&kernels, &weights)?)
+            .map_err(|e| io(MANIFEST, e))?;
+        let stats = lowering.stats();
+        summaries.push(ArtifactSummary {
+            kernels: stats.kernels,
+            distinct_kernels: kernels.len(),
+            interpreted: stats.interpreted,
+            library_bytes: file_size(&dir.join(LIBRARY)),
+            weights_bytes: 0,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    let path = root.join(WEIGHTS);
+    std::fs::write(&path, blob.bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    for s in &mut summaries {
+        s.weights_bytes = blob.bytes().len() as u64;
+    }
+    Ok(summaries)
 }
 
 fn file_size(path: &Path) -> u64 {
@@ -127,9 +156,10 @@ fn fingerprint(kernel: &Kernel) -> u64 {
         })
 }
 
-/// The manifest text: header, the CPU features the code needs, one line per kernel.
-fn manifest(kernels: &[Kernel]) -> Result<String, String> {
-    let mut out = format!("{MANIFEST_HEADER}\n");
+/// The manifest text: header, the weights file, the CPU features the code needs, one line per
+/// kernel.
+fn manifest(kernels: &[Kernel], weights: &str) -> Result<String, String> {
+    let mut out = format!("{MANIFEST_HEADER}\nweights {weights}\n");
     let _ = writeln!(out, "features {}", host_features()?.join(" "));
     for k in kernels {
         let _ = writeln!(out, "kernel {} {:016x}", k.name, fingerprint(k));
@@ -137,41 +167,68 @@ fn manifest(kernels: &[Kernel]) -> Result<String, String> {
     Ok(out)
 }
 
-/// Checks a manifest against the host CPU and the kernels the graph lowers to.
-fn check_manifest(text: &str, kernels: &[Kernel], path: &Path) -> Result<(), String> {
+/// A manifest, read.
+struct Manifest {
+    /// The weights file, relative to the artefact directory.
+    weights: String,
+    /// The CPU features the kernels need.
+    features: Vec<String>,
+    /// Each kernel's name and fingerprint, in library order.
+    kernels: Vec<(String, String)>,
+}
+
+/// Reads and parses the manifest in `dir`.
+fn read_manifest(dir: &Path) -> Result<Manifest, String> {
+    let path = dir.join(MANIFEST);
     let err = |msg: String| format!("{}: {msg}", path.display());
+    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
     let mut lines = text.lines();
     if lines.next() != Some(MANIFEST_HEADER) {
         return Err(err(format!(
             "not a `{MANIFEST_HEADER}` manifest (an artefact of another kiln version?)"
         )));
     }
-    let host = host_features()?;
-    let mut listed = vec![];
+    let mut manifest = Manifest {
+        weights: String::new(),
+        features: vec![],
+        kernels: vec![],
+    };
     for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["weights", file] => manifest.weights = file.to_string(),
             ["features", needed @ ..] => {
-                if let Some(missing) = needed.iter().find(|f| !host.iter().any(|h| h == *f)) {
-                    return Err(err(format!(
-                        "the kernels need CPU feature `{missing}`, which this CPU lacks"
-                    )));
-                }
+                manifest.features = needed.iter().map(|f| f.to_string()).collect()
             }
-            ["kernel", name, hash] => listed.push((name.to_string(), hash.to_string())),
+            ["kernel", name, hash] => manifest.kernels.push((name.to_string(), hash.to_string())),
             [] => {}
             _ => return Err(err(format!("unreadable line `{line}`"))),
         }
+    }
+    if manifest.weights.is_empty() {
+        return Err(err("names no weights file".into()));
+    }
+    Ok(manifest)
+}
+
+/// Checks a manifest against the host CPU and the kernels the graph lowers to.
+fn check_manifest(manifest: &Manifest, kernels: &[Kernel], path: &Path) -> Result<(), String> {
+    let err = |msg: String| format!("{}: {msg}", path.display());
+    let host = host_features()?;
+    if let Some(missing) = manifest.features.iter().find(|f| !host.contains(f)) {
+        return Err(err(format!(
+            "the kernels need CPU feature `{missing}`, which this CPU lacks"
+        )));
     }
     let expected: Vec<(String, String)> = kernels
         .iter()
         .map(|k| (k.name.clone(), format!("{:016x}", fingerprint(k))))
         .collect();
-    if listed != expected {
+    if manifest.kernels != expected {
         return Err(err(format!(
             "the library holds {} kernels that differ from the {} this kiln lowers the graph \
              to (compiled by another kiln version?); run `kiln compile` again",
-            listed.len(),
+            manifest.kernels.len(),
             expected.len()
         )));
     }
@@ -184,10 +241,8 @@ impl Program {
     /// the kernels of `kernels.so` instead of compiling them.
     pub fn load(dir: &Path, options: &Options) -> Result<Program, String> {
         let start = Instant::now();
-        let path = dir.join(MANIFEST);
-        let manifest =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let graph = load_graph(dir)?;
+        let manifest = read_manifest(dir)?;
+        let graph = graph_of(dir, &manifest)?;
         let lowering = Lowering::new(&graph);
         let (kernels, index) = lowering.distinct_kernels();
         check_manifest(&manifest, &kernels, &dir.join(MANIFEST))?;
@@ -200,9 +255,14 @@ impl Program {
 /// The graph of the artefact in `dir` (after folding and legalisation), its weights
 /// memory-mapped.
 pub fn load_graph(dir: &Path) -> Result<Graph, String> {
+    graph_of(dir, &read_manifest(dir)?)
+}
+
+/// The graph of the artefact in `dir`, whose manifest is `manifest`.
+fn graph_of(dir: &Path, manifest: &Manifest) -> Result<Graph, String> {
+    let weights = map_file(&dir.join(&manifest.weights))?;
     let path = dir.join(GRAPH);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let weights = map_file(&dir.join(WEIGHTS))?;
     text::parse_with_weights(&text, weights).map_err(|e| format!("{}: {e}", path.display()))
 }
 
