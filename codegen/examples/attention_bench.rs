@@ -157,7 +157,7 @@ impl Problem {
             v: shape("t"),
             mask: None,
             scale: None,
-            causal,
+            causal: causal.then(|| Dim::known(0)),
         };
         let built = attention(&spec, schedule)?;
         let kernel = compile(&built.kernel)?;

@@ -26,8 +26,9 @@ pub(super) struct Lowered {
     pub index_check: Option<(usize, i64)>,
 }
 
-/// Lowers `group` with the template for its kind.
-pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+/// Lowers `group` with the template for its kind: usually one kernel; attention with a KV
+/// cache is three (the present key and value as concatenations, then the attention).
+pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Vec<Lowered>, String> {
     for &v in group.inputs.iter().chain(&group.outputs) {
         let value = graph.value(v);
         if value.ty.shape.iter().any(Dim::is_unknown) {
@@ -37,14 +38,15 @@ pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             ));
         }
     }
-    match group.kind {
+    let one = match group.kind {
         GroupKind::MatMul => lower_matmul(graph, group),
         GroupKind::Rows => lower_rows(graph, group),
         GroupKind::Elementwise => lower_elementwise(graph, group),
         GroupKind::Movement => lower_movement(graph, group),
-        GroupKind::Attention => lower_attention(graph, group),
+        GroupKind::Attention => return lower_attention(graph, group),
         other => Err(format!("no {} template yet", other.name())),
-    }
+    };
+    one.map(|l| vec![l])
 }
 
 /// The node of a single-node group.
@@ -405,15 +407,23 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
     }
 }
 
-/// FusedAttention, and ONNX Attention on 4-D inputs without a KV cache.
-fn lower_attention(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+/// FusedAttention, and ONNX Attention on 4-D inputs. With a KV cache, the present key and
+/// value (the cache concatenated with the new keys and values along the sequence) are
+/// kernels of their own, and the attention reads them, causal after the cache's length.
+fn lower_attention(graph: &Graph, group: &Group) -> Result<Vec<Lowered>, String> {
     let node = sole_node(graph, group);
+    let id = node_id(group);
     let op = node.op().expect("attention groups are op nodes");
     require_f32(graph, node)?;
-    if node.inputs.len() > 4 && node.inputs[4..].iter().any(Option::is_some) {
-        return Err("attention with a KV cache".into());
+    let past = match node.inputs.get(4..6) {
+        None | Some([None, None]) => None,
+        Some(&[Some(pk), Some(pv)]) if node.outputs.len() == 3 => Some((pk, pv)),
+        _ => return Err("a KV cache without both present outputs".into()),
+    };
+    if node.inputs.get(6).is_some_and(Option::is_some) {
+        return Err("attention with nonpad_kv_seqlen".into());
     }
-    if group.outputs.iter().any(|v| v.output != 0) {
+    if past.is_none() && group.outputs.iter().any(|v| v.output != 0) {
         return Err("attention outputs beyond Y are read".into());
     }
     if op.kind == OpKind::Attention
@@ -430,30 +440,44 @@ fn lower_attention(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         Some(_) => Some(op.attrs.float("scale")?),
         None => None,
     };
+    let mut steps = vec![];
+    let (keys, values, cached) = match past {
+        None => (k, v, Dim::known(0)),
+        Some((pk, pv)) => {
+            let present = |output| ValueId { node: id, output };
+            for (output, cache, new) in [(1, pk, k), (2, pv, v)] {
+                let shapes = [shape(graph, cache), shape(graph, new)];
+                if shapes.iter().any(|s| s.len() != 4) {
+                    return Err("a KV cache of rank other than 4".into());
+                }
+                let built = movement::concat("Concat", &shapes, 2)?;
+                steps.push(simple(built, vec![cache, new], present(output)));
+            }
+            (present(1), present(2), shape(graph, pk)[2].clone())
+        }
+    };
     let built = attention::attention(
         &AttentionSpec {
             q: shape(graph, q),
-            k: shape(graph, k),
-            v: shape(graph, v),
+            k: shape(graph, keys),
+            v: shape(graph, values),
             mask: mask.map(|m| shape(graph, m)),
             scale,
-            causal: op.attrs.int("is_causal")? != 0,
+            causal: (op.attrs.int("is_causal")? != 0).then_some(cached),
         },
         &Schedule::default(),
     )?;
-    let mut inputs = vec![Some(q), Some(k), Some(v)];
-    if let Some(m) = mask {
-        inputs.push(Some(m));
-    }
-    Ok(Lowered {
+    let mut inputs = vec![q, keys, values];
+    inputs.extend(mask);
+    steps.push(simple(
         built,
         inputs,
-        outputs: vec![Some(ValueId {
-            node: node_id(group),
+        ValueId {
+            node: id,
             output: 0,
-        })],
-        index_check: None,
-    })
+        },
+    ));
+    Ok(steps)
 }
 
 /// A GEMM and the bias add, activation and residual add grouped after it.

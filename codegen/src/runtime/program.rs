@@ -298,8 +298,9 @@ impl Program {
         })
     }
 
-    /// Lowers one group to a kernel, or, if its template declines, each of its nodes on its
-    /// own (an elementwise node as its own kernel, anything else on the interpreter).
+    /// Lowers one group to its kernels (one, or a few run in turn), or, if its template
+    /// declines, each of its nodes on its own (an elementwise node as its own kernel, anything
+    /// else on the interpreter).
     fn lower_group(
         graph: &Graph,
         g: &Group,
@@ -307,30 +308,44 @@ impl Program {
         reports: &mut Vec<GroupReport>,
         builts: &mut Vec<Built>,
     ) {
-        let nodes = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
-        let lowered = lower(graph, g).and_then(|l| {
-            let unbound = l.built.args.iter().any(|a| match a {
-                Arg::Input(i) => l.inputs.get(*i).is_none_or(|v| v.is_none()),
-                Arg::Output(i) => l.outputs.get(*i).is_none_or(|v| v.is_none()),
-                _ => false,
+        let nodes: Vec<String> = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
+        let lowered = lower(graph, g).and_then(|list| {
+            let unbound = list.iter().any(|l| {
+                l.built.args.iter().any(|a| match a {
+                    Arg::Input(i) => l.inputs.get(*i).is_none_or(|v| v.is_none()),
+                    Arg::Output(i) => l.outputs.get(*i).is_none_or(|v| v.is_none()),
+                    _ => false,
+                })
             });
             if unbound {
                 return Err("the template reads or writes a buffer the graph does not bind".into());
             }
-            Ok(l)
+            Ok(list)
         });
         match lowered {
-            Ok(lowered) => {
-                reports.push(GroupReport {
-                    kind: g.kind,
-                    nodes,
-                    fallback: None,
-                });
-                steps.push(Step::Kernel {
-                    kernel: builts.len(),
-                    lowered: Box::new(lowered.clone()),
-                });
-                builts.push(lowered.built);
+            Ok(list) => {
+                let last = list.len() - 1;
+                for (i, lowered) in list.into_iter().enumerate() {
+                    // Kernels before the group's main one (a KV cache's present key and
+                    // value) are reported as the data movement they are.
+                    let (kind, nodes) = match i == last {
+                        true => (g.kind, nodes.clone()),
+                        false => (
+                            GroupKind::Movement,
+                            vec![format!("{} (cache concatenation)", nodes[0])],
+                        ),
+                    };
+                    reports.push(GroupReport {
+                        kind,
+                        nodes,
+                        fallback: None,
+                    });
+                    steps.push(Step::Kernel {
+                        kernel: builts.len(),
+                        lowered: Box::new(lowered.clone()),
+                    });
+                    builts.push(lowered.built);
+                }
             }
             Err(_) if g.nodes.len() > 1 => {
                 for &n in &g.nodes {

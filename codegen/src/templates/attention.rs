@@ -11,8 +11,10 @@
 //!
 //! Semantics follow the reference interpreter (ONNX `Attention` on 4-D inputs):
 //! - `scale` defaults to `1 / sqrt(head size)`;
-//! - `causal`: query `i` sees keys `j <= i` (aligned at the start, whatever `Sq` and `Skv`);
-//!   key tiles entirely after the last query of a tile are skipped by the loop bounds;
+//! - `causal` with `past` keys before the first query (a size, 0 for prefill, the cache
+//!   length for a decode step): query `i` sees keys `j <= i + past`, as ONNX `Attention` with
+//!   a KV cache does; key tiles entirely after the last query of a tile are skipped by the
+//!   loop bounds;
 //! - the additive f32 mask is right-aligned to `[B, Hq, Sq, Skv]`, a dim of 1 broadcasts;
 //!   a last mask dim shorter than `Skv` masks the keys beyond it (the keys loop stops there);
 //! - a row whose every key is masked gives NaN; `Skv = 0` gives zeros.
@@ -31,8 +33,9 @@
 //!   blocks in registers; a group of fewer rows (the row-by-row remainder) takes more
 //!   column blocks, up to 4, for the same number of accumulators.
 //!
-//! Kernel layout: buffers Q, K, V, mask?, Y, scratch; size parameters 2.. are `Sq`, `Skv`
-//! and, with a mask, its last dim and its strides over batch, head and query.
+//! Kernel layout: buffers Q, K, V, mask?, Y, scratch; size parameters 2.. are `Sq`, `Skv`,
+//! `past` (0 unless causal) and, with a mask, its last dim and its strides over batch, head
+//! and query.
 
 use super::{Arg, Built};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
@@ -53,8 +56,9 @@ pub struct AttentionSpec {
     pub mask: Option<Vec<Dim>>,
     /// The factor applied to `Q Kᵀ`; `None` for `1 / sqrt(D)`.
     pub scale: Option<f32>,
-    /// Whether query `i` only sees keys `j <= i`.
-    pub causal: bool,
+    /// Causal masking: `Some(past)` lets query `i` see only keys `j <= i + past` (`past` = 0
+    /// for self-attention without a cache, the cache length with one); `None` for none.
+    pub causal: Option<Dim>,
 }
 
 const Q: usize = 0;
@@ -65,10 +69,11 @@ const LO: usize = 0;
 const HI: usize = 1;
 const SQ: usize = 2;
 const SKV: usize = 3;
-const MASK_LEN: usize = 4;
-const MASK_SB: usize = 5;
-const MASK_SH: usize = 6;
-const MASK_SQ: usize = 7;
+const PAST: usize = 4;
+const MASK_LEN: usize = 5;
+const MASK_SB: usize = 6;
+const MASK_SH: usize = 7;
+const MASK_SQ: usize = 8;
 
 /// Extra f32 slots after a query row's scores: running max, running sum, rescale factor.
 const ROW_EXTRA: i64 = 3;
@@ -312,7 +317,8 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
              product of at most 12"
         ));
     }
-    let mut sizes = vec![sq.clone(), skv.clone()];
+    let past = spec.causal.clone().unwrap_or(Dim::known(0));
+    let mut sizes = vec![sq.clone(), skv.clone(), past];
     let mut args = vec![Arg::Input(0), Arg::Input(1), Arg::Input(2)];
     if let Some(m) = &spec.mask {
         sizes.extend(mask_sizes(m, [&b, &hq, &sq, &skv])?);
@@ -324,7 +330,7 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         d: d_n,
         dv: dv_n,
         scale,
-        causal: spec.causal,
+        causal: spec.causal.is_some(),
         mask: spec.mask.as_ref().map(|_| 3),
         y: args.len(),
         scratch: args.len() + 1,
@@ -341,7 +347,7 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
     let vars = Vars::new(&plan);
     let name = format!(
         "attention_h{hq_n}x{hkv_n}_d{d_n}x{dv_n}_q{tq}_k{tk}_u{du}x{pu}_pv{pr}x{pc}{}{}",
-        if spec.causal { "_causal" } else { "" },
+        if spec.causal.is_some() { "_causal" } else { "" },
         if spec.mask.is_some() { "_mask" } else { "" }
     );
     Ok(Built {
@@ -456,7 +462,7 @@ fn tile(
         end = end.min(Index::Size(MASK_LEN));
     }
     if plan.causal {
-        end = end.min(first.clone() + c(rows as i64));
+        end = end.min(first.clone() + c(rows as i64) + Index::Size(PAST));
     }
     let j0 = Index::Loop(t.depth) * c(plan.tk);
     let mut key_lets = Lets::at(t.depth + 1);
@@ -620,7 +626,7 @@ fn scores(plan: &Plan, vars: &Vars, t: &Tile, keys: &Keys) -> Stmt {
         if plan.causal {
             s = Value::select(
                 Compare::Lt,
-                Value::FromIndex(t.first.clone() + c(r as i64)),
+                Value::FromIndex(t.first.clone() + c(r as i64) + Index::Size(PAST)),
                 Value::FromIndex(keys.j0.clone() + jj.clone()),
                 Value::Const(f32::NEG_INFINITY),
                 s,
@@ -862,6 +868,7 @@ mod tests {
     use crate::templates::testing::run;
     use kiln_ir::interp::{eval_op, Bindings};
     use kiln_ir::{Attr, Attrs, Op, OpKind, Tensor};
+    use ndarray::Axis;
 
     /// One attention problem. `mask` is a pattern over `b`, `h`, `q`, `k` and `1` giving the
     /// mask's shape (`"b11k"` is `[B, 1, 1, Skv]`); `mask_len` overrides the size of its `k`.
@@ -875,6 +882,8 @@ mod tests {
         d: usize,
         dv: usize,
         causal: bool,
+        /// Keys of the cache before the first query (with `causal`).
+        past: usize,
         scale: Option<f32>,
         mask: Option<&'static str>,
         mask_len: Option<usize>,
@@ -893,6 +902,7 @@ mod tests {
                 d,
                 dv: d,
                 causal: false,
+                past: 0,
                 scale: None,
                 mask: None,
                 mask_len: None,
@@ -936,15 +946,23 @@ mod tests {
                 v: vec![b, self.hkv.into(), t, self.dv.into()],
                 mask: self.mask_shape().map(|(_, dims)| dims),
                 scale: self.scale,
-                causal: self.causal,
+                causal: self.causal.then(|| match self.symbolic {
+                    true => Dim::sym("p"),
+                    false => self.past.into(),
+                }),
             }
         }
 
         fn bindings(&self) -> Bindings {
-            [("b", self.b), ("s", self.sq), ("t", self.skv)]
-                .iter()
-                .map(|&(k, v)| (k.to_string(), v as i64))
-                .collect()
+            [
+                ("b", self.b),
+                ("s", self.sq),
+                ("t", self.skv),
+                ("p", self.past),
+            ]
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v as i64))
+            .collect()
         }
 
         /// Random Q, K, V and mask. Mask entries are 0, small, -10000 or -inf, but never
@@ -985,9 +1003,32 @@ mod tests {
             if let Some(s) = self.scale {
                 attrs.set("scale", Attr::Float(s));
             }
-            let args: Vec<Option<&Tensor>> = inputs.iter().map(Some).collect();
-            let op = Op::new(OpKind::FusedAttention, attrs);
-            let want = eval_op(&op, &args, &Bindings::new()).unwrap().remove(0);
+            let want = if self.past == 0 {
+                let args: Vec<Option<&Tensor>> = inputs.iter().map(Some).collect();
+                let op = Op::new(OpKind::FusedAttention, attrs);
+                eval_op(&op, &args, &Bindings::new()).unwrap().remove(0)
+            } else {
+                // ONNX Attention with a KV cache: the first `past` keys and values are the
+                // cache, the rest the new ones.
+                let split = |t: &Tensor, from: usize, to: usize| {
+                    let a = t.to_f32_array();
+                    Tensor::F32(a.slice_axis(Axis(2), (from..to).into()).to_owned())
+                };
+                let (k, v) = (&inputs[1], &inputs[2]);
+                let cached = [(0, self.past), (self.past, self.skv)];
+                let [(pk, pv), (nk, nv)] = cached.map(|(a, b)| (split(k, a, b), split(v, a, b)));
+                let mask = inputs.get(3);
+                let args = vec![
+                    Some(&inputs[0]),
+                    Some(&nk),
+                    Some(&nv),
+                    mask,
+                    Some(&pk),
+                    Some(&pv),
+                ];
+                let op = Op::new(OpKind::Attention, attrs);
+                eval_op(&op, &args, &Bindings::new()).unwrap().remove(0)
+            };
             let want = want.to_f32_array();
             let shape = vec![self.b, self.hq, self.sq, self.dv];
             for chunks in [1, 3] {
@@ -1036,6 +1077,9 @@ mod tests {
                 d
             };
             case.causal = rng.below(2) == 0;
+            if case.causal && rng.below(2) == 0 {
+                case.past = rng.below(case.skv + 1);
+            }
             case.scale = rng.pick(&[None, Some(0.3), Some(1.0)]);
             case.mask = rng.pick(&[None, Some("b11k"), Some("qk"), Some("bhqk"), Some("k")]);
             case.symbolic = rng.below(2) == 0;
@@ -1065,6 +1109,22 @@ mod tests {
                 case.hkv = 4;
                 case.check(&mut rng);
             }
+        }
+    }
+
+    /// Decode steps and chunked prefill after a KV cache: causal with `past` cached keys.
+    #[test]
+    fn causal_attention_after_a_cache_matches_the_interpreter() {
+        let mut rng = Rng::from_state(5);
+        for (sq, skv, past) in [(1, 100, 99), (1, 1, 0), (5, 17, 12), (3, 3, 0), (8, 70, 62)] {
+            let mut case = Case::new(2, 4, 2, sq, skv, 64);
+            case.causal = true;
+            case.past = past;
+            case.symbolic = true;
+            case.check(&mut rng);
+            case.mask = Some("b11k");
+            case.symbolic = false;
+            case.check(&mut rng);
         }
     }
 
