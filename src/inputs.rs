@@ -1,6 +1,7 @@
 //! Model inputs for the commands: `NAME=FILE.npy` arguments, and random inputs that fit a
 //! model's declared inputs (for `kiln check` and `kiln bench`).
 
+use kiln_ir::interp::Bindings;
 use kiln_ir::{npy, DType, Graph, Tensor};
 use std::collections::HashMap;
 
@@ -19,15 +20,26 @@ pub fn read_feeds(specs: &[String]) -> Result<HashMap<String, Tensor>, String> {
     Ok(feeds)
 }
 
-/// Random inputs for every declared input of `graph` not already in `feeds`: a symbolic dim
-/// whose name mentions `batch` gets `batch`, `past` gets `past`, any other gets `seq`. Floats
-/// are uniform in [-1, 1); integers are in {0, 1} (valid token ids, masks and segment ids for
-/// every model kiln reads), except masks which are all 1.
+/// The sizes random inputs take: a symbol whose name mentions `batch` is `batch`, one that
+/// mentions `past` (a KV cache's length) is `past`, any other is `seq`; a dim that is an
+/// expression of symbols (`past+seq`) is evaluated.
+#[derive(Clone, Copy, Debug)]
+pub struct RandomSizes {
+    /// The batch size.
+    pub batch: usize,
+    /// The sequence length.
+    pub seq: usize,
+    /// The KV cache length of a decode entry point.
+    pub past: usize,
+}
+
+/// Random inputs for every declared input of `graph` not already in `feeds`, of `sizes`.
+/// Floats are uniform in [-1, 1); integers are in {0, 1} (valid token ids, masks and segment
+/// ids for every model kiln reads), except masks which are all 1.
 pub fn random_feeds(
     graph: &Graph,
     feeds: &mut HashMap<String, Tensor>,
-    batch: usize,
-    seq: usize,
+    sizes: RandomSizes,
     seed: u64,
 ) -> Result<(), String> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -46,23 +58,29 @@ pub fn random_feeds(
             .ty
             .shape
             .iter()
-            .map(|d| match d.as_known() {
-                Some(k) => Ok(k as usize),
-                None => {
-                    let names = d.symbols().join(" ");
-                    Ok(if names.contains("batch") {
-                        batch
-                    } else if names.contains("past") {
-                        seq.saturating_sub(1).max(1)
-                    } else if d.symbols().len() == 1 {
-                        seq
-                    } else {
-                        return Err(format!(
-                            "input `{}`: give it with --input (its dim `{d}` is not a plain symbol)",
-                            value.name
-                        ));
+            .map(|d| {
+                let bindings: Bindings = d
+                    .symbols()
+                    .into_iter()
+                    .map(|name| {
+                        let size = if name.contains("batch") {
+                            sizes.batch
+                        } else if name.contains("past") {
+                            sizes.past
+                        } else {
+                            sizes.seq
+                        };
+                        (name.to_string(), size as i64)
                     })
-                }
+                    .collect();
+                d.eval(&bindings)
+                    .and_then(|v| usize::try_from(v).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "input `{}`: give it with --input (its dim `{d}` has no size here)",
+                            value.name
+                        )
+                    })
             })
             .collect::<Result<_, String>>()?;
         let n: usize = shape.iter().product();

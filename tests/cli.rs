@@ -968,6 +968,15 @@ fn compiled_artifacts_run_and_reject_tampering() {
         ),
     ]);
     success(&run_model(&llama.join("prefill"), &inputs, &dir));
+    // The decode entry point, compiled (attention after a KV cache included), against the
+    // interpreter on random inputs with a cache of 7 positions.
+    let decode = llama.join("decode");
+    let decode = decode.to_str().unwrap();
+    let out = success(&kiln(&["check", decode, "--seq", "1", "--past", "7"]));
+    assert!(out.contains("ok: max error"), "{out}");
+    assert!(out.contains("present_key.0 [2, 2, 8, 16]"), "{out}");
+    let out = success(&kiln(&["explain", decode]));
+    assert!(!out.contains("attention with a KV cache"), "{out}");
 
     // Tampering: every damaged artefact is refused with one line naming the file.
     let damaged = |tag: &str, file: &str, edit: &dyn Fn(Vec<u8>) -> Vec<u8>| {

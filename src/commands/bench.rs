@@ -2,7 +2,7 @@
 //! and peak memory.
 
 use crate::compiled;
-use crate::inputs::{random_feeds, read_feeds};
+use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use crate::model;
 use clap::Args;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use std::time::Instant;
 /// Arguments of `kiln bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The model (.onnx file or Hugging Face checkpoint directory).
+    /// The model (.onnx file, Hugging Face checkpoint or artefact directory).
     model: PathBuf,
     /// An input as NAME=FILE.npy (repeat); inputs not given are random.
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
@@ -19,6 +19,9 @@ pub struct BenchArgs {
     /// Sequence length of random inputs.
     #[arg(long, default_value_t = 128)]
     seq: usize,
+    /// KV cache length of random inputs (decode entry points: a symbol named `past`).
+    #[arg(long, default_value_t = 16)]
+    past: usize,
     /// Batch size of random inputs.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -36,12 +39,23 @@ pub struct BenchArgs {
     runs: u32,
 }
 
+impl BenchArgs {
+    /// The sizes of random inputs.
+    fn sizes(&self) -> RandomSizes {
+        RandomSizes {
+            batch: self.batch,
+            seq: self.seq,
+            past: self.past,
+        }
+    }
+}
+
 /// Times the compiled model and prints the figures (one `key=value` line for scripts too).
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let graph = model::load(&args.model)?;
     let program = compiled::compile_with(&args.model, args.threads as usize, !args.unfused)?;
     let mut feeds = read_feeds(&args.inputs)?;
-    random_feeds(&graph, &mut feeds, args.batch, args.seq, 1)?;
+    random_feeds(&graph, &mut feeds, args.sizes(), 1)?;
     let run = || {
         program
             .run(&feeds)

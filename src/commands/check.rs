@@ -1,7 +1,7 @@
 //! `kiln check`: runs the compiled model and the reference interpreter on the same inputs
 //! (given .npy files, random ones, or both) and compares every output.
 
-use crate::inputs::{random_feeds, read_feeds};
+use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use crate::{compiled, model};
 use clap::Args;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// Arguments of `kiln check`.
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The model (.onnx file or Hugging Face checkpoint directory).
+    /// The model (.onnx file, Hugging Face checkpoint or artefact directory).
     model: PathBuf,
     /// An input as NAME=FILE.npy (repeat); inputs not given are random.
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
@@ -18,6 +18,9 @@ pub struct CheckArgs {
     /// Sequence length of random inputs.
     #[arg(long, default_value_t = 16)]
     seq: usize,
+    /// KV cache length of random inputs (decode entry points: a symbol named `past`).
+    #[arg(long, default_value_t = 16)]
+    past: usize,
     /// Batch size of random inputs.
     #[arg(long, default_value_t = 2)]
     batch: usize,
@@ -30,6 +33,17 @@ pub struct CheckArgs {
     /// Threads for the compiled kernels.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+}
+
+impl CheckArgs {
+    /// The sizes of random inputs.
+    fn sizes(&self) -> RandomSizes {
+        RandomSizes {
+            batch: self.batch,
+            seq: self.seq,
+            past: self.past,
+        }
+    }
 }
 
 /// Compares the compiled model with the interpreter; exit 1 when an output is over tolerance.
@@ -49,7 +63,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
     let mut worst = 0f64;
     for trial in 0..args.trials.max(1) {
         let mut feeds = given.clone();
-        random_feeds(&graph, &mut feeds, args.batch, args.seq, trial + 1)?;
+        random_feeds(&graph, &mut feeds, args.sizes(), trial + 1)?;
         let want = kiln_ir::interp::run(&graph, &feeds)
             .map_err(|e| format!("{}: interpreter: {e}", args.model.display()))?;
         let (got, _) = program
