@@ -978,6 +978,17 @@ fn compiled_artifacts_run_and_reject_tampering() {
     let out = success(&kiln(&["explain", decode]));
     assert!(!out.contains("attention with a KV cache"), "{out}");
 
+    // No C compiler to link with, or one that fails: one line naming the library.
+    for cc in ["/nonexistent/cc", "false"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["compile", bert().to_str().unwrap(), "-o"])
+            .arg(dir.join("no-cc"))
+            .env("CC", cc)
+            .output()
+            .unwrap();
+        failure(&out, &["kernels.so", cc]);
+    }
+
     // Tampering: every damaged artefact is refused with one line naming the file.
     let damaged = |tag: &str, file: &str, edit: &dyn Fn(Vec<u8>) -> Vec<u8>| {
         let copy = dir.join(tag);

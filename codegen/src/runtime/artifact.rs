@@ -78,17 +78,16 @@ pub fn write_artifacts(
     let mut summaries = vec![];
     for &(graph, name) in entries {
         let start = Instant::now();
-        let dir = root.join(name);
-        let weights = if name.is_empty() {
-            WEIGHTS.to_string()
-        } else {
-            format!("../{WEIGHTS}")
+        let (dir, weights) = match name {
+            "" => (root.to_path_buf(), WEIGHTS.to_string()),
+            _ => (root.join(name), format!("../{WEIGHTS}")),
         };
         let lowering = Lowering::new(graph);
         let (kernels, _) = lowering.distinct_kernels();
         let object = emit_object(&kernels)?;
         let io = |file: &str, e: std::io::Error| format!("{}: {e}", dir.join(file).display());
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
         let object_path = dir.join("kernels.o");
         std::fs::write(&object_path, object).map_err(|e| io("kernels.o", e))?;
         let linked = link_shared(&object_path, &dir.join(LIBRARY));
