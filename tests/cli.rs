@@ -968,6 +968,25 @@ fn compiled_artifacts_run_and_reject_tampering() {
         ),
     ]);
     success(&run_model(&llama.join("prefill"), &inputs, &dir));
+    // Greedy generation from the artefacts gives the tokens generation from the checkpoint
+    // gives.
+    let generate = |model: &str| {
+        let args = [
+            "generate",
+            model,
+            "--prompt-ids",
+            "1,5,9",
+            "--max-new-tokens",
+            "6",
+        ];
+        let out = success(&kiln(&args));
+        let line = out.lines().find(|l| l.starts_with("generated: ")).unwrap();
+        line.to_string()
+    };
+    assert_eq!(
+        generate(llama.to_str().unwrap()),
+        generate(llama_dir.to_str().unwrap())
+    );
     // The decode entry point, compiled (attention after a KV cache included), against the
     // interpreter on random inputs with a cache of 7 positions.
     let decode = llama.join("decode");

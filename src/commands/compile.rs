@@ -15,7 +15,8 @@ pub struct CompileArgs {
     /// The model (.onnx file or Hugging Face checkpoint directory).
     model: PathBuf,
     /// The artefact directory to write. A causal checkpoint gets two artefacts, one per entry
-    /// point, OUTPUT/prefill and OUTPUT/decode, that share OUTPUT/weights.bin.
+    /// point, OUTPUT/prefill and OUTPUT/decode, that share OUTPUT/weights.bin, and a copy of
+    /// its config.json (for `kiln generate OUTPUT`).
     #[arg(long, short = 'o')]
     output: PathBuf,
     /// Compile the graph as exported, without the rewrite rules.
@@ -44,6 +45,14 @@ pub fn compile(args: &CompileArgs) -> Result<(), String> {
     }
     let entries: Vec<(&Graph, &str)> = graphs.iter().map(|(g, n)| (g, *n)).collect();
     let summaries = write_artifacts(&entries, &args.output)?;
+    if entries.len() > 1 {
+        // `kiln generate` reads the model's configuration next to its entry points.
+        let (from, to) = (
+            args.model.join("config.json"),
+            args.output.join("config.json"),
+        );
+        std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
     for ((_, name), summary) in entries.iter().zip(&summaries) {
         report(&args.output.join(name), summary);
     }

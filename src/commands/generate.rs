@@ -1,19 +1,22 @@
 //! `kiln generate`: greedy generation from a causal checkpoint — one prefill over the prompt,
 //! then one decode step per new token with the KV cache, compiled or on the reference
-//! interpreter.
+//! interpreter; or from the artefacts `kiln compile` made of such a checkpoint (no JIT).
 
 use super::run::Backend;
 use clap::Args;
+use kiln_codegen::runtime::artifact::{is_artifact, load_graph};
 use kiln_codegen::runtime::{Options, Program};
+use kiln_frontends::hf::config::{read_config, Architecture, HfConfig};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::{interp, Graph, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `kiln generate`.
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// The checkpoint directory (config.json + model.safetensors).
+    /// The checkpoint directory (config.json + model.safetensors), or the directory
+    /// `kiln compile` wrote for one (prefill/, decode/, config.json).
     checkpoint: PathBuf,
     /// The prompt as comma-separated token ids.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -40,11 +43,16 @@ impl Runner {
         Ok(match args.backend {
             Backend::Interp => Runner::Interp(graph),
             Backend::Cranelift => {
-                let options = Options {
-                    threads: args.threads as usize,
-                };
-                Runner::Compiled(Box::new(Program::compile(&graph, &options)?))
+                Runner::Compiled(Box::new(Program::compile(&graph, &options(args))?))
             }
+        })
+    }
+
+    /// The entry point compiled ahead of time into the artefact `dir`.
+    fn load(dir: &Path, args: &GenerateArgs) -> Result<Runner, String> {
+        Ok(match args.backend {
+            Backend::Interp => Runner::Interp(load_graph(dir)?),
+            Backend::Cranelift => Runner::Compiled(Box::new(Program::load(dir, &options(args))?)),
         })
     }
 
@@ -55,6 +63,47 @@ impl Runner {
         }
         .map_err(|e| e.to_string())
     }
+}
+
+fn options(args: &GenerateArgs) -> Options {
+    Options {
+        threads: args.threads as usize,
+    }
+}
+
+/// Whether `dir` holds the artefacts `kiln compile` made of a causal checkpoint.
+fn compiled_ahead(dir: &Path) -> bool {
+    is_artifact(&dir.join("prefill")) && is_artifact(&dir.join("decode"))
+}
+
+/// The configuration of a causal model (checked to be one).
+fn causal_config(dir: &Path) -> Result<HfConfig, String> {
+    let config = if compiled_ahead(dir) {
+        read_config(dir)?
+    } else {
+        HfModel::open(dir)?.config
+    };
+    if config.architecture == Architecture::Bert {
+        return Err(format!(
+            "{}: {} is not a causal language model",
+            dir.display(),
+            config.architecture_name
+        ));
+    }
+    Ok(config)
+}
+
+/// The prefill and decode entry points: built from the checkpoint, or loaded from the
+/// artefacts of one.
+fn entry_points(args: &GenerateArgs) -> Result<(Runner, Runner), String> {
+    let dir = &args.checkpoint;
+    if compiled_ahead(dir) {
+        let prefill = Runner::load(&dir.join("prefill"), args)?;
+        return Ok((prefill, Runner::load(&dir.join("decode"), args)?));
+    }
+    let model = HfModel::open(dir)?;
+    let prefill = Runner::new(model.graph(Entry::Prefill)?, args)?;
+    Ok((prefill, Runner::new(model.graph(Entry::Decode)?, args)?))
 }
 
 /// The id with the largest logit in the last position.
@@ -73,21 +122,14 @@ fn argmax_last(logits: &Tensor) -> i64 {
 
 /// Runs prefill then decode and prints the prompt and generated ids.
 pub fn generate(args: &GenerateArgs) -> Result<(), String> {
-    let model = HfModel::open(&args.checkpoint)?;
-    if !model.is_causal() {
-        return Err(format!(
-            "{}: {} is not a causal language model",
-            args.checkpoint.display(),
-            model.config.architecture_name
-        ));
-    }
-    let vocab = model.config.vocab_size as i64;
+    let config = causal_config(&args.checkpoint)?;
+    let vocab = config.vocab_size as i64;
     if let Some(bad) = args.prompt_ids.iter().find(|&&t| t < 0 || t >= vocab) {
         return Err(format!(
             "--prompt-ids: token {bad} is outside the vocabulary (0..{vocab})"
         ));
     }
-    let context = model.config.max_positions;
+    let context = config.max_positions;
     if args.prompt_ids.len() + args.max_new_tokens > context {
         return Err(format!(
             "prompt plus new tokens ({}) exceed the model's {context} positions",
@@ -95,8 +137,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
         ));
     }
     let compile_start = std::time::Instant::now();
-    let prefill = Runner::new(model.graph(Entry::Prefill)?, args)?;
-    let decode = Runner::new(model.graph(Entry::Decode)?, args)?;
+    let (prefill, decode) = entry_points(args)?;
     let compile_time = compile_start.elapsed();
     let mut tokens = args.prompt_ids.clone();
     let n = tokens.len();
@@ -138,8 +179,12 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     let backend = match args.backend {
         Backend::Interp => "reference interpreter".to_string(),
         Backend::Cranelift => format!(
-            "Cranelift, {} thread(s), compiled in {:.3} s",
+            "Cranelift, {} thread(s), {} in {:.3} s",
             args.threads,
+            match compiled_ahead(&args.checkpoint) {
+                true => "ahead-of-time kernels loaded",
+                false => "compiled",
+            },
             compile_time.as_secs_f64()
         ),
     };
