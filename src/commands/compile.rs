@@ -54,7 +54,10 @@ pub fn compile(args: &CompileArgs) -> Result<(), String> {
         std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
     }
     for ((_, name), summary) in entries.iter().zip(&summaries) {
-        report(&args.output.join(name), summary);
+        match *name {
+            "" => report(&args.output, summary),
+            _ => report(&args.output.join(name), summary),
+        }
     }
     Ok(())
 }
