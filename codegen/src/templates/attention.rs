@@ -753,20 +753,12 @@ fn add_mask(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
             vec![Stmt::for_range(c(0), keys.n.clone(), body)]
         })];
     }
-    let q = Index::Loop(keys.depth);
-    let rows = per_query(
-        head,
-        (c(0), t.valid.clone()),
-        (plan.st(), plan.tiling.tk),
-        keys.depth,
-        |lane, depth| {
-            let j = Index::Loop(depth);
-            let at = base.clone() + q.clone() * Index::Size(MASK_SQ) + j.clone();
-            let body = add(lane.clone() + j * c(4), Value::load(m, at), 1);
-            vec![Stmt::for_range(c(0), keys.n.clone(), body)]
-        },
-    );
-    vec![rows]
+    vec![per_score_row(plan, head, t, keys, |q, lane, depth| {
+        let j = Index::Loop(depth);
+        let at = base.clone() + q.clone() * Index::Size(MASK_SQ) + j.clone();
+        let body = add(lane.clone() + j * c(4), Value::load(m, at), 1);
+        vec![Stmt::for_range(c(0), keys.n.clone(), body)]
+    })]
 }
 
 /// Sets the scores of the keys that a query may not see (`j > i + past`) to -inf.
@@ -774,26 +766,38 @@ fn causal_limit(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
     if !plan.causal {
         return vec![];
     }
+    vec![per_score_row(plan, head, t, keys, |q, lane, depth| {
+        let j = Index::Loop(depth);
+        let seen = t.first.clone() + q.clone() + c(1) + Index::Size(PAST) - keys.j0.clone();
+        let neg_inf = Value::Const(f32::NEG_INFINITY);
+        let body = vec![Stmt::store(
+            plan.scratch,
+            lane.clone() + j * c(4),
+            neg_inf,
+            1,
+        )];
+        vec![Stmt::for_range(seen.max(c(0)), keys.n.clone(), body)]
+    })]
+}
+
+/// [`per_query`] over the score rows of the tile's valid queries, inside the key tile's loop:
+/// `body(q, lane, depth)` gets the query's index in the tile, the scratch slot of its score
+/// for key 0 (the scores of a quad are interleaved, four apart) and the next loop depth.
+fn per_score_row(
+    plan: &Plan,
+    head: &Head,
+    t: &Tile,
+    keys: &Keys,
+    body: impl FnOnce(&Index, &Index, usize) -> Vec<Stmt>,
+) -> Stmt {
     let q = Index::Loop(keys.depth);
-    let rows = per_query(
+    per_query(
         head,
         (c(0), t.valid.clone()),
         (plan.st(), plan.tiling.tk),
         keys.depth,
-        |lane, depth| {
-            let j = Index::Loop(depth);
-            let seen = t.first.clone() + q.clone() + c(1) + Index::Size(PAST) - keys.j0.clone();
-            let neg_inf = Value::Const(f32::NEG_INFINITY);
-            let body = vec![Stmt::store(
-                plan.scratch,
-                lane.clone() + j * c(4),
-                neg_inf,
-                1,
-            )];
-            vec![Stmt::for_range(seen.max(c(0)), keys.n.clone(), body)]
-        },
-    );
-    vec![rows]
+        |lane, depth| body(&q, lane, depth),
+    )
 }
 
 /// The online softmax step of every quad over the scores of the key tile: the new running
