@@ -171,7 +171,9 @@ fn vector_type(lanes: u8) -> Result<Type, String> {
     match lanes {
         1 => Ok(types::F32),
         4 => Ok(types::F32X4),
-        other => Err(format!("vector width {other} is not supported (1 or 4)")),
+        other => Err(format!(
+            "vector width {other} is not supported by Cranelift (1 or 4)"
+        )),
     }
 }
 
@@ -374,11 +376,14 @@ impl Lower<'_> {
                 let x = self.value(x, types::F32)?;
                 self.widen(x, ty)
             }
-            Value::Reduce(op, x) => {
+            Value::Reduce(op, lanes, x) => {
                 if ty != types::F32 {
                     return Err("a horizontal reduction is a scalar".into());
                 }
-                let x = self.value(x, types::F32X4)?;
+                let x = self.value(x, vector_type(*lanes)?)?;
+                if *lanes != 4 {
+                    return Err(format!("a reduction of {lanes} lanes (Cranelift reduces 4)"));
+                }
                 let lanes: Vec<Ssa> = (0..4u8).map(|i| self.b.ins().extractlane(x, i)).collect();
                 let pair = |l: &mut Self, a, b| l.binary(*op, a, b);
                 let lo = pair(self, lanes[0], lanes[1])?;
@@ -712,7 +717,7 @@ mod tests {
                         ),
                 )],
             ),
-            Stmt::store(2, 0.into(), Value::Var(0).reduce(Binary::Add), 1),
+            Stmt::store(2, 0.into(), Value::Var(0).reduce(Binary::Add, 4), 1),
             Stmt::for_range(
                 0.into(),
                 Index::Size(1),

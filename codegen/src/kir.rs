@@ -1,11 +1,17 @@
-//! KIR, the kernel IR: loop nests over buffers with scalar and f32x4 arithmetic, variables
-//! (accumulators), horizontal reductions and intrinsics. Kernel templates build KIR; backends
-//! (Cranelift now, LLVM later) lower the same KIR to machine code.
+//! KIR, the kernel IR: loop nests over buffers with scalar and vector f32 arithmetic,
+//! variables (accumulators), horizontal reductions and intrinsics. Kernel templates build KIR;
+//! the backends ([`crate::cranelift`], [`crate::llvm`]) lower the same KIR to machine code.
+//!
+//! A vector has 4, 8 or 16 lanes ([`LANES`]); Cranelift lowers 4 (its x86-64 vectors are
+//! 128-bit), LLVM every width. [`crate::Backend::lanes`] tells a template the widest one.
 //!
 //! Typing is by context: a [`Value`] is computed at the width of the statement that uses it
 //! (a store's `lanes`, a variable's declared lanes); [`Value::Splat`] and [`Value::Reduce`]
 //! cross between scalar and vector. Buffers are untyped pointers: [`Value::Load`] reads f32
 //! elements, [`Index::Load`] reads i64 elements.
+
+/// The vector widths KIR has, in f32 lanes (1 is a scalar).
+pub const LANES: [u8; 4] = [1, 4, 8, 16];
 
 /// A kernel: a function of buffer pointers and i64 sizes.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,7 +22,7 @@ pub struct Kernel {
     pub buffers: usize,
     /// How many i64 size parameters follow the buffers.
     pub sizes: usize,
-    /// The lanes (1 or 4) of each variable; variable `i` is [`Value::Var`]`(i)`.
+    /// The lanes (one of [`LANES`]) of each variable; variable `i` is [`Value::Var`]`(i)`.
     pub vars: Vec<u8>,
     /// The statements of its body.
     pub body: Vec<Stmt>,
@@ -109,19 +115,20 @@ impl std::ops::Div for Index {
     }
 }
 
-/// An f32 value, scalar or f32x4 depending on where it is used.
+/// An f32 value, scalar or vector depending on where it is used.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     /// A constant (splatted when used as a vector).
     Const(f32),
-    /// `buffer[index]` (as a vector, the 4 consecutive elements from `index`).
+    /// `buffer[index]` (as a vector of `n` lanes, the `n` consecutive elements from `index`).
     Load(usize, Index),
     /// Variable `i`; it must be used at its declared width.
     Var(usize),
     /// A scalar value broadcast to every lane (identity when used as a scalar).
     Splat(Box<Value>),
-    /// Horizontal reduction of an f32x4 value to a scalar with `Add`, `Max` or `Min`.
-    Reduce(Binary, Box<Value>),
+    /// Horizontal reduction with `Add`, `Max` or `Min` of a value computed at the given
+    /// width (4, 8 or 16 lanes) to a scalar.
+    Reduce(Binary, u8, Box<Value>),
     /// An index converted to f32 (positions in masks and rotary tables).
     FromIndex(Index),
     /// A unary operation.
@@ -160,9 +167,9 @@ impl Value {
         Value::Splat(Box::new(self))
     }
 
-    /// The horizontal `op` (`Add`, `Max`, `Min`) of the lanes of `self`.
-    pub fn reduce(self, op: Binary) -> Value {
-        Value::Reduce(op, Box::new(self))
+    /// The horizontal `op` (`Add`, `Max`, `Min`) of `self` computed at `lanes` lanes.
+    pub fn reduce(self, op: Binary, lanes: u8) -> Value {
+        Value::Reduce(op, lanes, Box::new(self))
     }
 
     /// Lanewise `if a <cmp> b { then } else { otherwise }`.
@@ -250,7 +257,7 @@ pub enum Stmt {
         body: Vec<Stmt>,
     },
     /// `buffer[index..index + lanes] = value`, the value computed `lanes` elements at a time
-    /// (1 = scalar; 4 = f32x4, the widest vector Cranelift has on x86-64).
+    /// (1 = scalar).
     Store {
         /// Destination buffer.
         buffer: usize,
@@ -258,7 +265,7 @@ pub enum Stmt {
         index: Index,
         /// Stored value.
         value: Value,
-        /// Elements per operation: 1 or 4.
+        /// Elements per operation: one of [`LANES`].
         lanes: u8,
     },
     /// `var = value`, computed at the variable's width.

@@ -6,6 +6,8 @@
 pub mod cranelift;
 pub mod intrinsics;
 pub mod kir;
+#[cfg(feature = "llvm")]
+pub mod llvm;
 pub mod native;
 pub mod runtime;
 mod schedule;

@@ -8,6 +8,7 @@
 use crate::kir::Kernel;
 use std::any::Any;
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 /// The signature every kernel is compiled with.
@@ -77,4 +78,31 @@ pub unsafe fn load_library(path: &Path, kernels: &[Kernel]) -> Result<Vec<Native
             Ok(unsafe { NativeKernel::new(library.clone(), *function, k) })
         })
         .collect()
+}
+
+/// Links a relocatable object into a shared library with the system C compiler
+/// (`$CC`, else `cc`).
+pub(crate) fn link_shared(object: &Path, library: &Path) -> Result<(), String> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .arg("-shared")
+        .arg("-o")
+        .arg(library)
+        .arg(object)
+        .output()
+        .map_err(|e| {
+            format!(
+                "linking {} needs a C compiler (`{cc}`): {e}",
+                library.display()
+            )
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "linking {} with `{cc}` failed: {}",
+            library.display(),
+            stderr.lines().next().unwrap_or("(no message)")
+        ));
+    }
+    Ok(())
 }

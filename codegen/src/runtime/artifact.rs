@@ -21,12 +21,11 @@ use super::program::{kernel_key, Lowering};
 use super::{Options, Program};
 use crate::cranelift::{emit_object, host_features};
 use crate::kir::Kernel;
-use crate::native::load_library;
+use crate::native::{link_shared, load_library};
 use kiln_ir::text::{self, WeightsBlob};
 use kiln_ir::Graph;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 /// The first line of every manifest; bumped whenever the artefact layout changes.
@@ -118,32 +117,6 @@ pub fn write_artifacts(
 
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Links a relocatable object into a shared library with the system C compiler.
-fn link_shared(object: &Path, library: &Path) -> Result<(), String> {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .arg("-shared")
-        .arg("-o")
-        .arg(library)
-        .arg(object)
-        .output()
-        .map_err(|e| {
-            format!(
-                "linking {} needs a C compiler (`{cc}`): {e}",
-                library.display()
-            )
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "linking {} with `{cc}` failed: {}",
-            library.display(),
-            stderr.lines().next().unwrap_or("(no message)")
-        ));
-    }
-    Ok(())
 }
 
 /// A 64-bit FNV-1a hash: a fingerprint of a kernel's KIR that is stable across builds.
