@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=tests/models/gpt2
+./scripts/install-llvm.sh
 cargo build --release --quiet
 ./target/release/kiln inspect "$model/model.onnx"
 ./target/release/kiln compile "$model/model.onnx" -o out/gpt2-aot

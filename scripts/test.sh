@@ -4,6 +4,7 @@
 # the conformance and real-model figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/install-llvm.sh
 ./scripts/fetch-test-data.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

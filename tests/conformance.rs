@@ -5,6 +5,9 @@
 //! i16, u16, u32, u64, strings, ...) or non-tensor values are counted apart: the 95% target is
 //! over the tests on kiln's dtypes, and both figures are printed.
 //!
+//! Every test that passes on the interpreter must also pass on the compiled path (optimised,
+//! kernels with interpreter fallbacks), with kernels from Cranelift and from LLVM.
+//!
 //! `tests/conformance/allowlist.txt` names the tests expected to pass; every other test of the
 //! op set must be listed with a reason in `tests/conformance/excluded.txt`. The test fails if an
 //! allow-listed test fails, if a test of the op set is in neither list, or if fewer than 95% pass.
@@ -150,7 +153,7 @@ fn kiln_dtypes_only(model: &ModelProto) -> bool {
 #[derive(Clone, Copy)]
 enum Backend {
     Interpreter,
-    Compiled,
+    Compiled(kiln_codegen::Backend),
 }
 
 /// Runs one test directory on `backend`; `Err` says why it failed.
@@ -186,7 +189,9 @@ fn run_test(dir: &Path, backend: Backend) -> Result<(), String> {
             Backend::Interpreter => {
                 kiln_ir::interp::run(&graph, &feeds).map_err(|e| e.to_string())?
             }
-            Backend::Compiled => common::run_compiled(&graph, &feeds, 1)?,
+            Backend::Compiled(backend) => {
+                common::run_compiled(&graph, &feeds, &common::options(1, backend))?
+            }
         };
         for (j, (name, actual)) in outputs.iter().enumerate() {
             let (_, expected) = read_tensor_pb(&set.join(format!("output_{j}.pb")))?;
@@ -251,10 +256,16 @@ fn onnx_node_tests() {
         let outcome = std::panic::catch_unwind(|| run_test(&dir, Backend::Interpreter))
             .unwrap_or_else(|_| Err("panicked".to_string()));
         if outcome.is_ok() {
-            let compiled = std::panic::catch_unwind(|| run_test(&dir, Backend::Compiled))
-                .unwrap_or_else(|_| Err("panicked".to_string()));
-            if let Err(e) = compiled {
-                compiled_failures.push(format!("{test}: {e}"));
+            for backend in [
+                kiln_codegen::Backend::Cranelift,
+                kiln_codegen::Backend::llvm(),
+            ] {
+                let compiled =
+                    std::panic::catch_unwind(|| run_test(&dir, Backend::Compiled(backend)))
+                        .unwrap_or_else(|_| Err("panicked".to_string()));
+                if let Err(e) = compiled {
+                    compiled_failures.push(format!("{test} ({}): {e}", backend.name()));
+                }
             }
         }
         results.insert(test.clone(), outcome);
@@ -307,9 +318,9 @@ fn onnx_node_tests() {
     }
 
     println!(
-        "compiled path (optimised, Cranelift kernels with interpreter fallback): {} of {} passing tests also pass",
-        passed.len() - compiled_failures.len(),
-        passed.len()
+        "compiled path (optimised, Cranelift and LLVM kernels with interpreter fallback): {} of {} runs of the passing tests also pass",
+        2 * passed.len() - compiled_failures.len(),
+        2 * passed.len()
     );
     let mut problems: Vec<String> = compiled_failures
         .iter()

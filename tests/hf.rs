@@ -16,19 +16,21 @@ fn feeds(pairs: Vec<(&str, Tensor)>) -> HashMap<String, Tensor> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-/// Runs a graph on the interpreter, compiled (Cranelift kernels, 2 threads) or from an
-/// ahead-of-time artefact.
+/// Runs a graph on the interpreter, compiled (Cranelift or LLVM kernels, 2 threads) or from
+/// an ahead-of-time artefact.
 type Runner = Box<dyn Fn(&HashMap<String, Tensor>) -> Vec<(String, Tensor)>>;
 
-/// The three ways every test here runs a graph.
+/// The four ways every test here runs a graph.
 fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
     let interp_graph = graph.clone();
-    let program = kiln_codegen::runtime::Program::compile(
-        graph,
-        &kiln_codegen::runtime::Options { threads: 2 },
-    )
-    .unwrap();
-    let artifact = common::load_ahead_of_time(graph, 2).unwrap();
+    let compile = |backend| {
+        kiln_codegen::runtime::Program::compile(graph, &common::options(2, backend)).unwrap()
+    };
+    let program = compile(kiln_codegen::Backend::Cranelift);
+    let llvm = compile(kiln_codegen::Backend::llvm());
+    let artifact =
+        common::load_ahead_of_time(graph, &common::options(2, kiln_codegen::Backend::Cranelift))
+            .unwrap();
     vec![
         (
             "ahead of time",
@@ -41,6 +43,10 @@ fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
         (
             "compiled",
             Box::new(move |f: &HashMap<String, Tensor>| program.run(f).unwrap().0),
+        ),
+        (
+            "compiled by LLVM",
+            Box::new(move |f: &HashMap<String, Tensor>| llvm.run(f).unwrap().0),
         ),
     ]
 }

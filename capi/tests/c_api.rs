@@ -71,7 +71,12 @@ impl Artefact {
             .unwrap()
             .0;
         let dir = scratch(name);
-        kiln_codegen::runtime::artifact::write_artifact(&graph, &dir).unwrap();
+        kiln_codegen::runtime::artifact::write_artifact(
+            &graph,
+            &dir,
+            kiln_codegen::Backend::Cranelift,
+        )
+        .unwrap();
         let header = std::fs::read_to_string(dir.join("model.h")).unwrap();
         let exe = dir.join("run_model");
         let lib = library_dir();

@@ -382,7 +382,9 @@ impl Lower<'_> {
                 }
                 let x = self.value(x, vector_type(*lanes)?)?;
                 if *lanes != 4 {
-                    return Err(format!("a reduction of {lanes} lanes (Cranelift reduces 4)"));
+                    return Err(format!(
+                        "a reduction of {lanes} lanes (Cranelift reduces 4)"
+                    ));
                 }
                 let lanes: Vec<Ssa> = (0..4u8).map(|i| self.b.ins().extractlane(x, i)).collect();
                 let pair = |l: &mut Self, a, b| l.binary(*op, a, b);

@@ -1,8 +1,10 @@
 //! kiln-codegen: kernel IR ([`kir`]), intrinsics ([`intrinsics`]), schedules ([`Schedule`]),
-//! kernel templates ([`templates`]) backends ([`cranelift`]) and the native kernels they make ([`native`]). A template builds KIR for an
-//! op or fused op, its shapes and a schedule; a backend lowers KIR to native code. Every
-//! template is tested against the reference interpreter.
+//! kernel templates ([`templates`]), the backends ([`cranelift`], and `llvm` with the cargo
+//! feature of that name; [`Backend`] chooses) and the native kernels they make ([`native`]).
+//! A template builds KIR for an op or fused op, its shapes and a schedule; a backend lowers
+//! KIR to native code. Every template is tested against the reference interpreter.
 
+mod backend;
 pub mod cranelift;
 pub mod intrinsics;
 pub mod kir;
@@ -13,4 +15,5 @@ pub mod runtime;
 mod schedule;
 pub mod templates;
 
+pub use backend::{Backend, CpuLevel};
 pub use schedule::Schedule;

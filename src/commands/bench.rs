@@ -1,10 +1,11 @@
 //! `kiln bench`: latency of the compiled model (median and min after warm-up), compile time
 //! and peak memory.
 
-use crate::compiled;
+use crate::compiled::{self, CodeGen};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use crate::model;
 use clap::Args;
+use kiln_codegen::runtime::Options;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,6 +29,9 @@ pub struct BenchArgs {
     /// Threads for the compiled kernels.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// The code generator (an artefact runs with the one that compiled it).
+    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
+    backend: CodeGen,
     /// Compile the graph as exported, without the rewrite rules (to measure what fusion buys).
     #[arg(long)]
     unfused: bool,
@@ -53,7 +57,11 @@ impl BenchArgs {
 /// Times the compiled model and prints the figures (one `key=value` line for scripts too).
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let graph = model::load(&args.model)?;
-    let program = compiled::compile_with(&args.model, args.threads as usize, !args.unfused)?;
+    let options = Options {
+        threads: args.threads as usize,
+        backend: args.backend.backend(),
+    };
+    let program = compiled::compile_with(&args.model, &options, !args.unfused)?;
     let mut feeds = read_feeds(&args.inputs)?;
     random_feeds(&graph, &mut feeds, args.sizes(), 1)?;
     let run = || {

@@ -1,9 +1,11 @@
 //! `kiln check`: runs the compiled model and the reference interpreter on the same inputs
 //! (given .npy files, random ones, or both) and compares every output.
 
+use crate::compiled::{self, CodeGen};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
-use crate::{compiled, model};
+use crate::model;
 use clap::Args;
+use kiln_codegen::runtime::Options;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +35,9 @@ pub struct CheckArgs {
     /// Threads for the compiled kernels.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// The code generator (an artefact runs with the one that compiled it).
+    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
+    backend: CodeGen,
 }
 
 impl CheckArgs {
@@ -49,7 +54,11 @@ impl CheckArgs {
 /// Compares the compiled model with the interpreter; exit 1 when an output is over tolerance.
 pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
     let graph = model::load(&args.model)?;
-    let program = compiled::compile(&args.model, args.threads as usize)?;
+    let options = Options {
+        threads: args.threads as usize,
+        backend: args.backend.backend(),
+    };
+    let program = compiled::compile(&args.model, &options)?;
     let given = read_feeds(&args.inputs)?;
     let stats = program.stats();
     println!(

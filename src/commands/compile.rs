@@ -1,7 +1,7 @@
 //! `kiln compile`: compile a model ahead of time into an artefact directory (shared library of
 //! kernels, graph, weights, C header) that `kiln run` and the C API load with no JIT.
 
-use crate::compiled::optimized;
+use crate::compiled::{optimized, CodeGen};
 use crate::model;
 use clap::Args;
 use kiln_codegen::runtime::artifact::{write_artifacts, ArtifactSummary};
@@ -22,6 +22,9 @@ pub struct CompileArgs {
     /// Compile the graph as exported, without the rewrite rules.
     #[arg(long)]
     unfused: bool,
+    /// The code generator of the kernels (LLVM compiles for this CPU's x86-64 level).
+    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
+    backend: CodeGen,
 }
 
 /// Compiles the model (each entry point of a causal checkpoint, sharing one weights file)
@@ -44,7 +47,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), String> {
         graphs.push((graph, name));
     }
     let entries: Vec<(&Graph, &str)> = graphs.iter().map(|(g, n)| (g, *n)).collect();
-    let summaries = write_artifacts(&entries, &args.output)?;
+    let summaries = write_artifacts(&entries, &args.output, args.backend.backend())?;
     if entries.len() > 1 {
         // `kiln generate` reads the model's configuration next to its entry points.
         let (from, to) = (

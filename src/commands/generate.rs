@@ -5,7 +5,7 @@
 use super::run::Backend;
 use clap::Args;
 use kiln_codegen::runtime::artifact::{is_artifact, load_graph};
-use kiln_codegen::runtime::{Options, Program};
+use kiln_codegen::runtime::Program;
 use kiln_frontends::hf::config::{read_config, Architecture, HfConfig};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::{interp, Graph, Tensor};
@@ -24,7 +24,7 @@ pub struct GenerateArgs {
     /// How many tokens to generate.
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
-    /// Where to run: JIT-compiled kernels, or the reference interpreter.
+    /// Where to run: kernels compiled by Cranelift or LLVM, or the reference interpreter.
     #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
     backend: Backend,
     /// Threads for the compiled kernels' parallel loops.
@@ -40,19 +40,17 @@ enum Runner {
 
 impl Runner {
     fn new(graph: Graph, args: &GenerateArgs) -> Result<Runner, String> {
-        Ok(match args.backend {
-            Backend::Interp => Runner::Interp(graph),
-            Backend::Cranelift => {
-                Runner::Compiled(Box::new(Program::compile(&graph, &options(args))?))
-            }
+        Ok(match args.backend.options(args.threads) {
+            None => Runner::Interp(graph),
+            Some(options) => Runner::Compiled(Box::new(Program::compile(&graph, &options)?)),
         })
     }
 
     /// The entry point compiled ahead of time into the artefact `dir`.
     fn load(dir: &Path, args: &GenerateArgs) -> Result<Runner, String> {
-        Ok(match args.backend {
-            Backend::Interp => Runner::Interp(load_graph(dir)?),
-            Backend::Cranelift => Runner::Compiled(Box::new(Program::load(dir, &options(args))?)),
+        Ok(match args.backend.options(args.threads) {
+            None => Runner::Interp(load_graph(dir)?),
+            Some(options) => Runner::Compiled(Box::new(Program::load(dir, &options)?)),
         })
     }
 
@@ -62,12 +60,6 @@ impl Runner {
             Runner::Compiled(p) => p.run(inputs).map(|(out, _)| out),
         }
         .map_err(|e| e.to_string())
-    }
-}
-
-fn options(args: &GenerateArgs) -> Options {
-    Options {
-        threads: args.threads as usize,
     }
 }
 
@@ -176,14 +168,14 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     };
     println!("prompt: {}", show(&tokens[..n]));
     println!("generated: {}", show(&tokens[n..]));
-    let backend = match args.backend {
-        Backend::Interp => "reference interpreter".to_string(),
-        Backend::Cranelift => format!(
-            "Cranelift, {} thread(s), {} in {:.3} s",
+    let backend = match args.backend.options(args.threads) {
+        None => "reference interpreter".to_string(),
+        Some(options) => format!(
+            "{} thread(s), {} in {:.3} s",
             args.threads,
             match compiled_ahead(&args.checkpoint) {
-                true => "ahead-of-time kernels loaded",
-                false => "compiled",
+                true => "ahead-of-time kernels loaded".to_string(),
+                false => format!("compiled by {}", options.backend.name()),
             },
             compile_time.as_secs_f64()
         ),

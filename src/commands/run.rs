@@ -4,6 +4,7 @@
 use crate::inputs::read_feeds;
 use crate::{compiled, model};
 use clap::Args;
+use kiln_codegen::runtime::Options;
 use kiln_ir::{npy, Tensor};
 use std::path::PathBuf;
 
@@ -18,7 +19,7 @@ pub struct RunArgs {
     /// Directory to write `<output name>.npy` files into.
     #[arg(long, short = 'o', default_value = "out")]
     output_dir: PathBuf,
-    /// Where to run: JIT-compiled kernels, or the reference interpreter.
+    /// Where to run: kernels compiled by Cranelift or LLVM, or the reference interpreter.
     #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
     backend: Backend,
     /// Threads for the compiled kernels' parallel loops.
@@ -31,16 +32,34 @@ pub struct RunArgs {
 pub enum Backend {
     /// Kernels JIT-compiled by Cranelift (ops without a template run on the interpreter).
     Cranelift,
+    /// Kernels compiled by LLVM for this CPU's widest vectors.
+    Llvm,
     /// The reference interpreter.
     Interp,
+}
+
+impl Backend {
+    /// The compile options of a compiled backend with `threads` threads; None for the
+    /// interpreter.
+    pub fn options(self, threads: u16) -> Option<Options> {
+        let backend = match self {
+            Backend::Cranelift => compiled::CodeGen::Cranelift,
+            Backend::Llvm => compiled::CodeGen::Llvm,
+            Backend::Interp => return None,
+        };
+        Some(Options {
+            threads: threads as usize,
+            backend: backend.backend(),
+        })
+    }
 }
 
 /// Runs the model on the chosen backend and writes every output.
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let feeds = read_feeds(&args.inputs)?;
-    let outputs = match args.backend {
-        Backend::Interp => kiln_ir::interp::run(&model::load(&args.model)?, &feeds),
-        Backend::Cranelift => compiled::compile(&args.model, args.threads as usize)?
+    let outputs = match args.backend.options(args.threads) {
+        None => kiln_ir::interp::run(&model::load(&args.model)?, &feeds),
+        Some(options) => compiled::compile(&args.model, &options)?
             .run(&feeds)
             .map(|(outputs, _)| outputs),
     }

@@ -93,30 +93,33 @@ pub fn optimized(graph: &kiln_ir::Graph) -> Result<kiln_ir::Graph, String> {
     Ok(optimized)
 }
 
-/// Runs `graph` the way `kiln run` does by default: optimised with the built-in rules, then
-/// compiled (Cranelift kernels, interpreter fallbacks) for `threads` threads.
+/// Compile options: `threads` threads, kernels from `backend`.
+pub fn options(threads: usize, backend: kiln_codegen::Backend) -> kiln_codegen::runtime::Options {
+    kiln_codegen::runtime::Options { threads, backend }
+}
+
+/// Runs `graph` the way `kiln run` does: optimised with the built-in rules, then compiled
+/// (kernels, interpreter fallbacks) with `options`.
 pub fn run_compiled(
     graph: &kiln_ir::Graph,
     feeds: &std::collections::HashMap<String, Tensor>,
-    threads: usize,
+    options: &kiln_codegen::runtime::Options,
 ) -> Result<Vec<(String, Tensor)>, String> {
-    let program = kiln_codegen::runtime::Program::compile(
-        &optimized(graph)?,
-        &kiln_codegen::runtime::Options { threads },
-    )?;
+    let program = kiln_codegen::runtime::Program::compile(&optimized(graph)?, options)?;
     program
         .run(feeds)
         .map(|(outputs, _)| outputs)
         .map_err(|e| e.to_string())
 }
 
-/// `graph` optimised and compiled ahead of time into an artefact (as `kiln compile` does) in
-/// a temporary directory, then loaded from it for `threads` threads.
+/// `graph` optimised and compiled ahead of time by `options.backend` into an artefact (as
+/// `kiln compile` does) in a temporary directory, then loaded from it.
 pub fn load_ahead_of_time(
     graph: &kiln_ir::Graph,
-    threads: usize,
+    options: &kiln_codegen::runtime::Options,
 ) -> Result<kiln_codegen::runtime::Program, String> {
     let dir = TempDir::new("artifact");
-    kiln_codegen::runtime::artifact::write_artifact(&optimized(graph)?, dir.path())?;
-    kiln_codegen::runtime::Program::load(dir.path(), &kiln_codegen::runtime::Options { threads })
+    let graph = optimized(graph)?;
+    kiln_codegen::runtime::artifact::write_artifact(&graph, dir.path(), options.backend)?;
+    kiln_codegen::runtime::Program::load(dir.path(), options)
 }

@@ -13,15 +13,16 @@
 //! - `model.h`: a C header naming the model's inputs and outputs, in the order the C API
 //!   takes and returns them;
 //! - `manifest.txt`: the format version, where the weights file is (relative to the
-//!   artefact), the CPU features the code needs, and each kernel's name and fingerprint (a hash of its KIR). Loading lowers the graph again and checks that
-//!   it yields exactly these kernels, so a library can never be called with buffers laid out
-//!   for other code.
+//!   artefact), the backend that compiled the kernels, the CPU features the code needs, and
+//!   each kernel's name and fingerprint (a hash of its KIR). Loading lowers the graph again
+//!   for that backend and checks that it yields exactly these kernels, so a library can
+//!   never be called with buffers laid out for other code. Loading needs no backend.
 
 use super::program::{kernel_key, Lowering};
 use super::{Options, Program};
-use crate::cranelift::{emit_object, host_features};
 use crate::kir::Kernel;
 use crate::native::{link_shared, load_library};
+use crate::{Backend, CpuLevel};
 use kiln_ir::text::{self, WeightsBlob};
 use kiln_ir::Graph;
 use std::fmt::Write as _;
@@ -59,11 +60,15 @@ pub fn is_artifact(dir: &Path) -> bool {
     dir.join(MANIFEST).is_file()
 }
 
-/// Compiles `graph` ahead of time into the artefact directory `dir` (created if missing; files
-/// of an earlier artefact are replaced). Linking the shared library needs a C compiler: `$CC`,
-/// else `cc`.
-pub fn write_artifact(graph: &Graph, dir: &Path) -> Result<ArtifactSummary, String> {
-    Ok(write_artifacts(&[(graph, "")], dir)?.remove(0))
+/// Compiles `graph` ahead of time with `backend` into the artefact directory `dir` (created if
+/// missing; files of an earlier artefact are replaced). Linking the shared library needs a C
+/// compiler: `$CC`, else `cc`.
+pub fn write_artifact(
+    graph: &Graph,
+    dir: &Path,
+    backend: Backend,
+) -> Result<ArtifactSummary, String> {
+    Ok(write_artifacts(&[(graph, "")], dir, backend)?.remove(0))
 }
 
 /// Compiles several graphs of one model (its entry points) into artefacts in the named
@@ -72,6 +77,7 @@ pub fn write_artifact(graph: &Graph, dir: &Path) -> Result<ArtifactSummary, Stri
 pub fn write_artifacts(
     entries: &[(&Graph, &str)],
     root: &Path,
+    backend: Backend,
 ) -> Result<Vec<ArtifactSummary>, String> {
     let mut blob = WeightsBlob::default();
     let mut summaries = vec![];
@@ -81,9 +87,9 @@ pub fn write_artifacts(
             "" => (root.to_path_buf(), WEIGHTS.to_string()),
             _ => (root.join(name), format!("../{WEIGHTS}")),
         };
-        let lowering = Lowering::new(graph);
+        let lowering = Lowering::new(graph, backend);
         let (kernels, _) = lowering.distinct_kernels();
-        let object = emit_object(&kernels)?;
+        let object = backend.emit_object(&kernels)?;
         let io = |file: &str, e: std::io::Error| format!("{}: {e}", dir.join(file).display());
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
@@ -95,7 +101,7 @@ pub fn write_artifacts(
         let graph_text = text::print_with_weights(&lowering.graph, &mut blob);
         std::fs::write(dir.join(GRAPH), graph_text).map_err(|e| io(GRAPH, e))?;
         std::fs::write(dir.join(HEADER), c_header(&lowering.graph)).map_err(|e| io(HEADER, e))?;
-        std::fs::write(dir.join(MANIFEST), manifest(&kernels, &weights)?)
+        std::fs::write(dir.join(MANIFEST), manifest(&kernels, &weights, backend)?)
             .map_err(|e| io(MANIFEST, e))?;
         let stats = lowering.stats();
         summaries.push(ArtifactSummary {
@@ -128,11 +134,15 @@ fn fingerprint(kernel: &Kernel) -> u64 {
         })
 }
 
-/// The manifest text: header, the weights file, the CPU features the code needs, one line per
-/// kernel.
-fn manifest(kernels: &[Kernel], weights: &str) -> Result<String, String> {
+/// The manifest text: header, the weights file, the backend, the CPU features the code needs,
+/// one line per kernel.
+fn manifest(kernels: &[Kernel], weights: &str, backend: Backend) -> Result<String, String> {
     let mut out = format!("{MANIFEST_HEADER}\nweights {weights}\n");
-    let _ = writeln!(out, "features {}", host_features()?.join(" "));
+    let _ = match backend {
+        Backend::Cranelift => writeln!(out, "backend cranelift"),
+        Backend::Llvm(level) => writeln!(out, "backend llvm {}", level.name()),
+    };
+    let _ = writeln!(out, "features {}", backend.features()?.join(" "));
     for k in kernels {
         let _ = writeln!(out, "kernel {} {:016x}", k.name, fingerprint(k));
     }
@@ -143,6 +153,8 @@ fn manifest(kernels: &[Kernel], weights: &str) -> Result<String, String> {
 struct Manifest {
     /// The weights file, relative to the artefact directory.
     weights: String,
+    /// The backend that compiled the kernels (Cranelift when the manifest does not say).
+    backend: Backend,
     /// The CPU features the kernels need.
     features: Vec<String>,
     /// Each kernel's name and fingerprint, in library order.
@@ -162,6 +174,7 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     }
     let mut manifest = Manifest {
         weights: String::new(),
+        backend: Backend::Cranelift,
         features: vec![],
         kernels: vec![],
     };
@@ -169,6 +182,12 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["weights", file] => manifest.weights = file.to_string(),
+            ["backend", "cranelift"] => manifest.backend = Backend::Cranelift,
+            ["backend", "llvm", level] => {
+                let level = CpuLevel::parse(level)
+                    .ok_or_else(|| err(format!("unknown CPU level `{level}`")))?;
+                manifest.backend = Backend::Llvm(level);
+            }
             ["features", needed @ ..] => {
                 manifest.features = needed.iter().map(|f| f.to_string()).collect()
             }
@@ -186,8 +205,7 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
 /// Checks a manifest against the host CPU and the kernels the graph lowers to.
 fn check_manifest(manifest: &Manifest, kernels: &[Kernel], path: &Path) -> Result<(), String> {
     let err = |msg: String| format!("{}: {msg}", path.display());
-    let host = host_features()?;
-    if let Some(missing) = manifest.features.iter().find(|f| !host.contains(f)) {
+    if let Some(missing) = manifest.backend.missing_feature(&manifest.features)? {
         return Err(err(format!(
             "the kernels need CPU feature `{missing}`, which this CPU lacks"
         )));
@@ -209,13 +227,14 @@ fn check_manifest(manifest: &Manifest, kernels: &[Kernel], path: &Path) -> Resul
 
 impl Program {
     /// Loads the artefact that [`write_artifact`] wrote to `dir`: reads the graph and its
-    /// memory-mapped weights, lowers it again (deterministically, packing weights) and binds
-    /// the kernels of `kernels.so` instead of compiling them.
+    /// memory-mapped weights, lowers it again for the backend that compiled it
+    /// (deterministically, packing weights) and binds the kernels of `kernels.so` instead of
+    /// compiling them. `options.backend` is not used.
     pub fn load(dir: &Path, options: &Options) -> Result<Program, String> {
         let start = Instant::now();
         let manifest = read_manifest(dir)?;
         let graph = graph_of(dir, &manifest)?;
-        let lowering = Lowering::new(&graph);
+        let lowering = Lowering::new(&graph, manifest.backend);
         let (kernels, index) = lowering.distinct_kernels();
         check_manifest(&manifest, &kernels, &dir.join(MANIFEST))?;
         // SAFETY: the manifest proves the library was compiled from these kernels' KIR.

@@ -28,7 +28,12 @@ pub(super) struct Lowered {
 
 /// Lowers `group` with the template for its kind: usually one kernel; attention with a KV
 /// cache is three (the present key and value as concatenations, then the attention).
-pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Vec<Lowered>, String> {
+/// `schedule` is the templates' base schedule (it sets `lanes`, the backend's widest vector).
+pub(super) fn lower(
+    graph: &Graph,
+    group: &Group,
+    schedule: &Schedule,
+) -> Result<Vec<Lowered>, String> {
     for &v in group.inputs.iter().chain(&group.outputs) {
         let value = graph.value(v);
         if value.ty.shape.iter().any(Dim::is_unknown) {
@@ -39,11 +44,11 @@ pub(super) fn lower(graph: &Graph, group: &Group) -> Result<Vec<Lowered>, String
         }
     }
     let one = match group.kind {
-        GroupKind::MatMul => lower_matmul(graph, group),
-        GroupKind::Rows => lower_rows(graph, group),
+        GroupKind::MatMul => lower_matmul(graph, group, schedule),
+        GroupKind::Rows => lower_rows(graph, group, schedule),
         GroupKind::Elementwise => lower_elementwise(graph, group),
         GroupKind::Movement => lower_movement(graph, group),
-        GroupKind::Attention => return lower_attention(graph, group),
+        GroupKind::Attention => return lower_attention(graph, group, schedule),
         other => Err(format!("no {} template yet", other.name())),
     };
     one.map(|l| vec![l])
@@ -95,7 +100,7 @@ fn axis(node: &Node, rank: usize) -> Result<usize, String> {
 }
 
 /// Softmax, normalisations and reductions over trailing axes.
-fn lower_rows(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+fn lower_rows(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lowered, String> {
     let node = sole_node(graph, group);
     let op = node.op().expect("rows groups are op nodes");
     require_f32(graph, node)?;
@@ -166,7 +171,7 @@ fn lower_rows(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             axis,
             sum_output,
         },
-        &Schedule::default(),
+        schedule,
     )?;
     let n = node_id(group);
     let outputs = (0..node.outputs.len())
@@ -410,7 +415,11 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
 /// FusedAttention, and ONNX Attention on 4-D inputs. With a KV cache, the present key and
 /// value (the cache concatenated with the new keys and values along the sequence) are
 /// kernels of their own, and the attention reads them, causal after the cache's length.
-fn lower_attention(graph: &Graph, group: &Group) -> Result<Vec<Lowered>, String> {
+fn lower_attention(
+    graph: &Graph,
+    group: &Group,
+    schedule: &Schedule,
+) -> Result<Vec<Lowered>, String> {
     let node = sole_node(graph, group);
     let id = node_id(group);
     let op = node.op().expect("attention groups are op nodes");
@@ -465,7 +474,7 @@ fn lower_attention(graph: &Graph, group: &Group) -> Result<Vec<Lowered>, String>
             scale,
             causal: (op.attrs.int("is_causal")? != 0).then_some(cached),
         },
-        &Schedule::default(),
+        schedule,
     )?;
     let mut inputs = vec![q, keys, values];
     inputs.extend(mask);
@@ -481,7 +490,7 @@ fn lower_attention(graph: &Graph, group: &Group) -> Result<Vec<Lowered>, String>
 }
 
 /// A GEMM and the bias add, activation and residual add grouped after it.
-fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lowered, String> {
     let head = graph.node(group.nodes[0]);
     let op = head.op().expect("gemm groups start with an op");
     require_f32(graph, head)?;
@@ -609,7 +618,7 @@ fn lower_matmul(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             b_constant,
             epilogue,
         },
-        &Schedule::default(),
+        schedule,
     )?;
     // A constant B is packed into the kernel and not read from the graph.
     let mut inputs = vec![Some(a), (!b_is_constant).then_some(b)];

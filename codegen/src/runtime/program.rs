@@ -4,10 +4,10 @@
 use super::group::{group, Group, GroupKind};
 use super::lower::{lower, Lowered};
 use super::memory::{plan, Lifetime};
-use crate::cranelift::compile_all;
 use crate::kir::Kernel;
 use crate::native::NativeKernel;
 use crate::templates::{Arg, Built};
+use crate::{Backend, Schedule};
 use kiln_ir::interp::{bind_symbols, eval_op, Bindings, RunError};
 use kiln_ir::{DType, Graph, NodeId, NodeKind, Tensor, ValueId};
 use std::borrow::Cow;
@@ -20,11 +20,17 @@ use std::time::Instant;
 pub struct Options {
     /// Threads for parallel loops (1 = run on the calling thread).
     pub threads: usize,
+    /// The code generator of the kernels.
+    pub backend: Backend,
 }
 
 impl Default for Options {
+    /// One thread, Cranelift.
     fn default() -> Options {
-        Options { threads: 1 }
+        Options {
+            threads: 1,
+            backend: Backend::Cranelift,
+        }
     }
 }
 
@@ -142,8 +148,10 @@ pub(super) struct Lowering {
 impl Lowering {
     /// Folds constants, legalises, groups `graph` and lowers each group with its template; a
     /// group no template accepts runs node by node on the interpreter. Deterministic: the same
-    /// graph always gives the same kernels in the same order.
-    pub(super) fn new(graph: &Graph) -> Lowering {
+    /// graph always gives the same kernels in the same order. The templates use vectors as
+    /// wide as `backend` has.
+    pub(super) fn new(graph: &Graph, backend: Backend) -> Lowering {
+        let schedule = Schedule::default().with("lanes", i64::from(backend.lanes()));
         let mut graph = graph.clone();
         let folded = super::fold_constants(&mut graph);
         super::legalize::forward_present_cache(&mut graph);
@@ -180,7 +188,10 @@ impl Lowering {
                         },
                     });
                 }
-                _ => Program::lower_group(&graph, &g, &mut steps, &mut reports, &mut builts),
+                _ => {
+                    let out = (&mut steps, &mut reports, &mut builts);
+                    Program::lower_group(&graph, &g, &schedule, out)
+                }
             }
         }
         stats.kernels = builts.len();
@@ -232,9 +243,9 @@ impl Program {
     /// kernels; a group no template accepts runs node by node on the interpreter.
     pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
         let start = Instant::now();
-        let lowering = Lowering::new(graph);
+        let lowering = Lowering::new(graph, options.backend);
         let (kernels, index) = lowering.distinct_kernels();
-        let compiled = compile_all(&kernels)?;
+        let compiled = options.backend.compile_all(&kernels)?;
         Program::assemble(lowering, compiled, &index, options, start)
     }
 
@@ -304,12 +315,11 @@ impl Program {
     fn lower_group(
         graph: &Graph,
         g: &Group,
-        steps: &mut Vec<Step>,
-        reports: &mut Vec<GroupReport>,
-        builts: &mut Vec<Built>,
+        schedule: &Schedule,
+        (steps, reports, builts): (&mut Vec<Step>, &mut Vec<GroupReport>, &mut Vec<Built>),
     ) {
         let nodes: Vec<String> = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
-        let lowered = lower(graph, g).and_then(|list| {
+        let lowered = lower(graph, g, schedule).and_then(|list| {
             let unbound = list.iter().any(|l| {
                 l.built.args.iter().any(|a| match a {
                     Arg::Input(i) => l.inputs.get(*i).is_none_or(|v| v.is_none()),
@@ -350,7 +360,7 @@ impl Program {
             Err(_) if g.nodes.len() > 1 => {
                 for &n in &g.nodes {
                     let single = super::group::single(graph, n);
-                    Self::lower_group(graph, &single, steps, reports, builts);
+                    Self::lower_group(graph, &single, schedule, (steps, reports, builts));
                 }
             }
             Err(reason) => {

@@ -158,6 +158,7 @@ pub fn matmul(spec: &MatMulSpec, schedule: &Schedule) -> Result<Built, String> {
         n: gen.dim(&shape.n),
         rows: gen.dim(&shape.rows),
         unroll: params.unroll,
+        lanes: params.lanes,
         columns,
         row_sizes: row_stages(params.mr),
         b,
@@ -211,6 +212,7 @@ const Y: usize = 2;
 
 /// The schedule parameters, validated.
 struct Params {
+    lanes: u8,
     mr: usize,
     nr: i64,
     unroll: i64,
@@ -220,9 +222,14 @@ struct Params {
 
 impl Params {
     fn new(s: &Schedule) -> Result<Params, String> {
+        let lanes = match s.get("lanes", 4) {
+            l @ (4 | 8 | 16) => l,
+            other => return Err(format!("schedule: lanes = {other} is not 4, 8 or 16")),
+        };
         let mut p = Params {
+            lanes: lanes as u8,
             mr: s.get("mr", 12) as usize,
-            nr: s.get("nr", 4),
+            nr: s.get("nr", if lanes == 4 { 4 } else { 2 * lanes }),
             unroll: s.get("unroll", 2),
             mc: s.get("mc", 96),
             over_rows: s.get("parallel", 0) == 1,
@@ -230,10 +237,11 @@ impl Params {
         if !(1..=16).contains(&p.mr) {
             return Err(format!("schedule: mr = {} is not in 1..=16", p.mr));
         }
-        if !(4..=16).contains(&p.nr) || p.nr % 4 != 0 {
+        if !(4..=4 * lanes).contains(&p.nr) || p.nr % 4 != 0 {
             return Err(format!(
-                "schedule: nr = {} is not a multiple of 4 in 4..=16",
-                p.nr
+                "schedule: nr = {} is not a multiple of 4 in 4..={}",
+                p.nr,
+                4 * lanes
             ));
         }
         if !(1..=16).contains(&p.unroll) {
@@ -348,12 +356,22 @@ fn epilogue_bias(e: &Epilogue, n: &Dim, args: &mut Vec<Arg>) -> Result<Option<us
     Ok(Some(args.len() - 1))
 }
 
-/// Widths of the column stages: `nr`, then 8 and 4 where narrower, then 1 (scalar columns).
+/// Widths of the column stages: `nr`, then 32, 16, 8 and 4 where narrower, then 1 (scalar
+/// columns).
 fn stage_widths(nr: i64) -> Vec<i64> {
     let mut widths = vec![nr];
-    widths.extend([8, 4].into_iter().filter(|&w| w < nr));
+    widths.extend([32, 16, 8, 4].into_iter().filter(|&w| w < nr));
     widths.push(1);
     widths
+}
+
+/// The lanes of the vectors that cover a panel `width` wide: the widest of 16, 8 and 4 that
+/// divides it and is at most `max` (1 for single columns).
+fn panel_lanes(width: i64, max: u8) -> u8 {
+    [16u8, 8, 4]
+        .into_iter()
+        .find(|&l| l <= max && width % i64::from(l) == 0)
+        .unwrap_or(1)
 }
 
 /// Sizes of the row stages: `mr`, then 8, 4, 2 and 1 where smaller.
@@ -432,6 +450,8 @@ struct Geo {
     /// Rows of one batch item.
     rows: Index,
     unroll: i64,
+    /// The widest vector, in lanes.
+    lanes: u8,
     /// Column stage widths.
     columns: Vec<i64>,
     /// Row stage sizes.
@@ -639,7 +659,7 @@ impl Gen {
     /// epilogue and the stores. Tiles with fewer than [`CHAINS`] accumulators keep one set
     /// per unrolled K step, summed at the end.
     fn tile(&mut self, geo: &Geo, item: &Item, t: &Tile) -> Vec<Stmt> {
-        let lanes: u8 = if t.panel.width == 1 { 1 } else { 4 };
+        let lanes = panel_lanes(t.panel.width, geo.lanes);
         let vectors = (t.panel.width / i64::from(lanes)) as usize;
         let sets = CHAINS.div_ceil(t.rows * vectors);
         let unroll = (geo.unroll as usize).div_ceil(sets) as i64 * sets as i64;
@@ -696,7 +716,7 @@ impl Gen {
 fn pack_panel(geo: &Geo, item: &Item, scratch: usize, panel: &Panel, depth: usize) -> Vec<Stmt> {
     let c = Index::Const;
     let (k, w) = (Index::Loop(depth), panel.width);
-    let lanes: u8 = if w == 1 { 1 } else { 4 };
+    let lanes = panel_lanes(w, geo.lanes);
     let copies = (0..w / i64::from(lanes))
         .map(|v| {
             let j = v * i64::from(lanes);
@@ -716,10 +736,11 @@ fn k_step(
     k: &KStep,
     (acc, b, a): (&[Vec<usize>], &[usize], usize),
 ) -> Vec<Stmt> {
+    let lanes = i64::from(panel_lanes(t.panel.width, geo.lanes));
     let mut stmts: Vec<Stmt> = b
         .iter()
         .enumerate()
-        .map(|(v, &var)| Stmt::set(var, b_load(geo, item, &t.panel, k, v as i64 * 4)))
+        .map(|(v, &var)| Stmt::set(var, b_load(geo, item, &t.panel, k, v as i64 * lanes)))
         .collect();
     for (r, row) in acc.iter().enumerate() {
         let start = item.a.clone() + k.first();
@@ -758,7 +779,7 @@ fn epilogue(geo: &Geo, item: &Item, t: &Tile, acc: &[Vec<usize>], lanes: u8) -> 
     for (r, row) in acc.iter().enumerate() {
         let start = item.y.clone() + t.panel.c0.clone();
         for (v, &var) in row.iter().enumerate() {
-            let j = v as i64 * 4;
+            let j = v as i64 * i64::from(lanes);
             let at = split_constant(start.clone(), &t.r0, r as i64, &geo.n, j);
             let mut x = Value::Var(var);
             if geo.alpha != 1.0 {
@@ -928,8 +949,9 @@ mod tests {
         v
     }
 
-    fn schedules() -> [Schedule; 3] {
-        [
+    /// Schedules of 4 lanes (Cranelift's), and with the LLVM backend, of 16 and 8.
+    fn schedules() -> Vec<Schedule> {
+        let mut all = vec![
             Schedule::default(),
             Schedule::default()
                 .with("mr", 4)
@@ -942,7 +964,15 @@ mod tests {
                 .with("nr", 16)
                 .with("unroll", 1)
                 .with("mc", 0),
-        ]
+        ];
+        if cfg!(feature = "llvm") {
+            let wide = Schedule::default().with("lanes", 16);
+            all.push(wide.clone());
+            all.push(wide.with("mr", 5).with("nr", 48).with("parallel", 1));
+            let eight = Schedule::default().with("lanes", 8).with("nr", 28);
+            all.push(eight.with("unroll", 3).with("mc", 16));
+        }
+        all
     }
 
     const ACTIVATIONS: [Activation; 7] = [
@@ -975,7 +1005,7 @@ mod tests {
     fn random_products_match_the_interpreter() {
         const SIZES: [usize; 10] = [1, 3, 5, 7, 13, 17, 33, 8, 16, 24];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for case in 0..28 {
+        for case in 0..42 {
             let (m, k, n) = (rng.pick(&SIZES), rng.pick(&SIZES), rng.pick(&SIZES));
             let constant = case % 2 == 0;
             let epilogue = random_epilogue(&mut rng, n, case);
@@ -986,7 +1016,8 @@ mod tests {
                 b_constant: constant.then(|| ins[1].to_f32_array().iter().copied().collect()),
                 epilogue,
             };
-            let schedule = &schedules()[case % 3];
+            let all = schedules();
+            let schedule = &all[case % all.len()];
             check(
                 &spec,
                 schedule,
@@ -1010,7 +1041,9 @@ mod tests {
                 b_constant: constant.then(|| ins[1].to_f32_array().iter().copied().collect()),
                 epilogue,
             };
-            check(&spec, &Schedule::default(), &ins, &Bindings::default(), 3);
+            for schedule in schedules().iter().step_by(3) {
+                check(&spec, schedule, &ins, &Bindings::default(), 3);
+            }
         }
     }
 

@@ -165,6 +165,8 @@ impl Built {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Built;
+    use crate::kir::{Kernel, Stmt};
+    use crate::native::NativeKernel;
     use kiln_ir::interp::Bindings;
     use kiln_ir::{DType, Tensor};
 
@@ -178,7 +180,7 @@ pub(crate) mod testing {
         bindings: &Bindings,
         chunks: usize,
     ) -> Vec<Tensor> {
-        let kernel = crate::cranelift::compile(&built.kernel).expect("compiles");
+        let kernel = compile(&built.kernel);
         let mut f32_inputs: Vec<Vec<f32>> = vec![];
         let mut i64_inputs: Vec<Vec<i64>> = vec![];
         for t in inputs {
@@ -208,5 +210,31 @@ pub(crate) mod testing {
             .zip(output_shapes)
             .map(|(o, s)| Tensor::from_vec(s, o).unwrap())
             .collect()
+    }
+
+    /// Compiles `kernel` with Cranelift, or with LLVM when it has vectors wider than
+    /// Cranelift's 4 lanes.
+    fn compile(kernel: &Kernel) -> NativeKernel {
+        if widest(&kernel.body).max(kernel.vars.iter().copied().max().unwrap_or(1)) <= 4 {
+            return crate::cranelift::compile(kernel).expect("compiles");
+        }
+        let backend = crate::Backend::llvm();
+        backend.compile_all(std::slice::from_ref(kernel)).expect("compiles").remove(0)
+    }
+
+    /// The widest store in `stmts`, in lanes.
+    fn widest(stmts: &[Stmt]) -> u8 {
+        stmts
+            .iter()
+            .map(|s| match s {
+                Stmt::Store { lanes, .. } => *lanes,
+                Stmt::Loop { body, .. } => widest(body),
+                Stmt::If {
+                    then, otherwise, ..
+                } => widest(then).max(widest(otherwise)),
+                Stmt::Set { .. } => 1,
+            })
+            .max()
+            .unwrap_or(1)
     }
 }

@@ -235,7 +235,9 @@ impl Fold {
             .map(|&v| Value::Var(v))
             .reduce(|a, b| a.binary(self.op, b));
         match vector {
-            Some(v) => v.reduce(self.op, 4).binary(self.op, Value::Var(self.scalar)),
+            Some(v) => v
+                .reduce(self.op, 4)
+                .binary(self.op, Value::Var(self.scalar)),
             None => Value::Var(self.scalar),
         }
     }
