@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """kiln against onnxruntime and numpy: GEMM, softmax/LayerNorm, attention, MiniLM int8, and the
 tiny bert/gpt2/llama fixtures. Run by hand (not by CI), normally through `bench/compare.sh`;
-writes `bench/results.md`.
+writes `bench/results.md` for kiln's Cranelift backend, `bench/results-llvm.md` with
+`--backend llvm`.
 
 Every case is timed at 1 and 2 threads. kiln's figures come from `kiln bench` (its
 `BENCH median_ms=...` line; 3 warm-up runs, then the timed runs); onnxruntime's from
@@ -143,8 +144,9 @@ def table(header, rows):
 
 
 class Kiln:
-    def __init__(self, exe, runs, timeout, workdir):
+    def __init__(self, exe, backend, runs, timeout, workdir):
         self.exe = str(exe)
+        self.backend = backend
         self.runs = runs
         self.timeout = timeout
         self.workdir = Path(workdir)
@@ -160,7 +162,7 @@ class Kiln:
     def bench(self, model, inputs, threads, seq=None, unfused=False, runs=None):
         """Returns dict(median_ms, min_ms, compile_s, arena_peak_bytes, ...) or Failure."""
         cmd = [self.exe, "bench", str(model), "--threads", str(threads),
-               "--runs", str(runs or self.runs)]
+               "--runs", str(runs or self.runs), "--backend", self.backend]
         if seq is not None:
             cmd += ["--seq", str(seq)]
         if unfused:
@@ -191,7 +193,8 @@ class Kiln:
         outdir = self.workdir / f"kiln-out-{self._n}"
         if outdir.exists():
             shutil.rmtree(outdir)
-        cmd = [self.exe, "run", str(model), "-o", str(outdir)] + self._input_args(inputs)
+        cmd = [self.exe, "run", str(model), "-o", str(outdir), "--backend", self.backend]
+        cmd += self._input_args(inputs)
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -368,7 +371,7 @@ class Bench:
     def __init__(self, args, workdir):
         self.args = args
         self.work = Path(workdir)
-        self.kiln = Kiln(args.kiln, args.runs, args.timeout, workdir)
+        self.kiln = Kiln(args.kiln, args.backend, args.runs, args.timeout, workdir)
         self.runs = args.runs
         self.rng = np.random.default_rng(1234)
 
@@ -615,14 +618,18 @@ def main():
                                              "--quick)")
     ap.add_argument("--kiln", default=str(ROOT / "target/release/kiln"),
                     help="the kiln binary (default target/release/kiln)")
-    ap.add_argument("--out", default=str(ROOT / "bench/results.md"),
-                    help="the markdown report (default bench/results.md)")
+    ap.add_argument("--backend", choices=["cranelift", "llvm"], default="cranelift",
+                    help="kiln's code generator (default cranelift)")
+    ap.add_argument("--out", help="the markdown report (default bench/results.md, "
+                                  "bench/results-llvm.md with --backend llvm)")
     ap.add_argument("--timeout", type=int, default=900,
                     help="seconds before a kiln invocation is given up (recorded as failure)")
     ap.add_argument("--keep-work", action="store_true", help="keep the generated models")
     args = ap.parse_args()
 
     args.runs = args.runs or (5 if args.quick else 20)
+    suffix = "" if args.backend == "cranelift" else f"-{args.backend}"
+    args.out = args.out or str(ROOT / f"bench/results{suffix}.md")
     args.attn_seqs = [128, 512] if args.quick else [128, 512, 2048]
     alias = {"softmax": "rows", "layernorm": "rows", "row": "rows", "bert": "e2e",
              "gpt2": "e2e", "llama": "e2e", "fixtures": "e2e", "matmul": "gemm",
@@ -671,7 +678,7 @@ def main():
                 for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
         blas = ", ".join(info)
     lines = [
-        "# kiln vs onnxruntime and numpy",
+        f"# kiln ({args.backend} backend) vs onnxruntime and numpy",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- CPU: {cpu_name()} ({os.cpu_count()} logical cores); load average before the run "
@@ -690,7 +697,7 @@ def main():
         "- ratios are kiln / baseline: below 1 means kiln is faster",
         "- max abs err vs ort: `kiln run` (1 thread, default pipeline) against onnxruntime on "
         "the same inputs",
-        "- kiln kernels / interp. nodes: Cranelift kernels and nodes left on the reference "
+        f"- kiln kernels / interp. nodes: {args.backend} kernels and nodes left on the reference "
         "interpreter, from `kiln bench` (nodes on the interpreter are slow: a fallback, not a "
         "kernel)",
         f"- wall time of the run: {elapsed / 60:.1f} min",

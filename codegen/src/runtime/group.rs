@@ -81,6 +81,17 @@ pub fn is_elementwise(kind: OpKind) -> bool {
             | Pow
             | SwiGlu
             | Clip
+            | Where
+    ) || is_condition(kind)
+}
+
+/// Ops that an elementwise kernel computes only as the condition of a `Where` (their bool
+/// results are never stored).
+fn is_condition(kind: OpKind) -> bool {
+    use OpKind::*;
+    matches!(
+        kind,
+        IsNaN | Equal | Less | LessOrEqual | Greater | GreaterOrEqual
     )
 }
 
@@ -205,20 +216,29 @@ pub fn group(graph: &Graph) -> Vec<Group> {
         members.push((GroupKind::MatMul, nodes));
     }
 
-    // Elementwise trees: a node whose only reader is an elementwise group joins it.
+    // Elementwise trees: a node whose only reader is an elementwise group joins it; a
+    // condition joins only the group of the `Where` that reads it.
     for &n in order.iter().rev() {
+        let condition = op_kind(n).is_some_and(is_condition);
         if owner.contains_key(&n)
             || kind_of(graph, n) != GroupKind::Elementwise
-            || !produces_f32(graph, n)
+            || (!produces_f32(graph, n) && !condition)
         {
             continue;
         }
-        let joined = uses.sole_reader(out(n)).and_then(|r| {
+        let reader = uses.sole_reader(out(n));
+        if condition && reader.and_then(op_kind) != Some(OpKind::Where) {
+            continue;
+        }
+        let joined = reader.and_then(|r| {
             owner
                 .get(&r)
                 .copied()
                 .filter(|&g| members[g].0 == GroupKind::Elementwise)
         });
+        if condition && joined.is_none() {
+            continue;
+        }
         let g = joined.unwrap_or_else(|| {
             members.push((GroupKind::Elementwise, vec![]));
             members.len() - 1

@@ -45,8 +45,10 @@ impl Expr {
 ///
 /// Ops: Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Erf, Tanh, Sigmoid, Relu, Floor, Ceil,
 /// Silu, Gelu (`approximate` none or tanh), Add, Sub, Mul, Div, Max, Min, SwiGlu, Pow with a
-/// constant exponent in {0, ±0.5, ±1, 2, 3}, and Clip (bounds are operands, e.g. constants;
-/// pass `-inf` for an absent lower bound). Anything else is an error naming the op.
+/// constant exponent in {0, ±0.5, ±1, 2, 3}, Clip (bounds are operands, e.g. constants;
+/// pass `-inf` for an absent lower bound), and Where whose condition is computed in the
+/// kernel: IsNaN, Equal, Less, LessOrEqual, Greater or GreaterOrEqual of f32 expressions
+/// (the conditions are not values of their own). Anything else is an error naming the op.
 ///
 /// Buffers: the inputs in order, then the output (f32, dense, row-major).
 pub fn elementwise(
@@ -381,6 +383,7 @@ impl Lowering<'_> {
             }
             Pow => self.pow(args)?,
             Clip => self.clip(args)?,
+            Where => self.select(args)?,
             other => return Err(format!("{other} has no elementwise kernel")),
         })
     }
@@ -426,6 +429,35 @@ impl Lowering<'_> {
             other => {
                 return Err(format!(
                     "Pow with exponent {other} has no elementwise kernel"
+                ))
+            }
+        })
+    }
+
+    /// `Where(cond, then, otherwise)` with `cond` a comparison or IsNaN of f32 expressions
+    /// (comparisons with NaN are false, as in the interpreter).
+    fn select(&mut self, args: &[Expr]) -> Result<Value, String> {
+        let [Expr::Op(cond, operands), then, otherwise] = args else {
+            return Err("Where needs 3 inputs, its condition computed in the kernel".into());
+        };
+        let (then, otherwise) = (self.expr(then)?, self.expr(otherwise)?);
+        let kind = cond.kind;
+        if kind == OpKind::IsNaN {
+            let x = self.args(kind, operands, 1)?.remove(0);
+            let x = self.shared(x);
+            // x == x fails only for NaN.
+            return Ok(Value::select(Compare::Eq, x.clone(), x, otherwise, then));
+        }
+        let [x, y]: [Value; 2] = self.args(kind, operands, 2)?.try_into().expect("two");
+        Ok(match kind {
+            OpKind::Equal => Value::select(Compare::Eq, x, y, then, otherwise),
+            OpKind::Less => Value::select(Compare::Lt, x, y, then, otherwise),
+            OpKind::LessOrEqual => Value::select(Compare::Le, x, y, then, otherwise),
+            OpKind::Greater => Value::select(Compare::Lt, y, x, then, otherwise),
+            OpKind::GreaterOrEqual => Value::select(Compare::Le, y, x, then, otherwise),
+            other => {
+                return Err(format!(
+                    "Where's condition {other} has no elementwise kernel"
                 ))
             }
         })
@@ -928,6 +960,23 @@ pub(crate) mod tests {
             OpKind::Clip,
             vec![x.clone(), Const(f32::NEG_INFINITY), Const(0.25)],
         ));
+        // Where with conditions computed in the kernel; sqrt of the negative inputs is NaN.
+        let root = op(OpKind::Sqrt, vec![x.clone()]);
+        let is_nan = op(OpKind::IsNaN, vec![root.clone()]);
+        exprs.push(op(OpKind::Where, vec![is_nan, Const(0.5), root.clone()]));
+        for k in [
+            OpKind::Equal,
+            OpKind::Less,
+            OpKind::LessOrEqual,
+            OpKind::Greater,
+            OpKind::GreaterOrEqual,
+        ] {
+            let negated = op(OpKind::Neg, vec![y.clone()]);
+            let compared = op(k, vec![root.clone(), y.clone()]);
+            exprs.push(op(OpKind::Where, vec![compared, x.clone(), negated]));
+            let equal_often = op(k, vec![x.clone(), op(OpKind::Floor, vec![x.clone()])]);
+            exprs.push(op(OpKind::Where, vec![equal_often, x.clone(), y.clone()]));
+        }
         let shapes = [dims(&[3, 17]), dims(&[17])];
         for expr in &exprs {
             check_expr(&mut rng, expr, &shapes, &shapes[0], &Bindings::new());
@@ -942,6 +991,10 @@ pub(crate) mod tests {
             elementwise("k", e, shapes, out).unwrap_err()
         };
         assert!(err(&op(OpKind::Log, vec![Input(0)]), &s, &s[0]).contains("Log"));
+        let is_nan = op(OpKind::IsNaN, vec![Input(0)]);
+        assert!(err(&is_nan, &s, &s[0]).contains("IsNaN"));
+        let outside = op(OpKind::Where, vec![Input(0), Input(0), Input(0)]);
+        assert!(err(&outside, &s, &s[0]).contains("condition"));
         assert!(err(&Input(1), &s, &s[0]).contains("input 1"));
         let pow = op(OpKind::Pow, vec![Input(0), Const(2.5)]);
         assert!(err(&pow, &s, &s[0]).contains("2.5"));

@@ -219,7 +219,10 @@ pub(crate) mod testing {
             return crate::cranelift::compile(kernel).expect("compiles");
         }
         let backend = crate::Backend::llvm();
-        backend.compile_all(std::slice::from_ref(kernel)).expect("compiles").remove(0)
+        backend
+            .compile_all(std::slice::from_ref(kernel))
+            .expect("compiles")
+            .remove(0)
     }
 
     /// The widest store in `stmts`, in lanes.
