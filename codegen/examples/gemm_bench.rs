@@ -1,16 +1,17 @@
 //! Throughput of the GEMM template: B constant (packed at build time) on one thread and on
 //! two, and B a group input (read in place) on one thread.
 //!
-//! `cargo run --release -p kiln-codegen --example gemm_bench [name=value ...]`: the optional
-//! arguments set schedule parameters (`mr=8 unroll=4`). For each M×K×N shape it prints the
+//! `cargo run --release -p kiln-codegen [--features llvm] --example gemm_bench [llvm]
+//! [name=value ...]`: `llvm` compiles with the LLVM backend (vectors as wide as this CPU has,
+//! unless `lanes=` says otherwise) instead of Cranelift; the other arguments set schedule
+//! parameters (`mr=8 unroll=4`). For each M×K×N shape it prints the
 //! median (and best) time of 11 timed runs after 2 warm-up runs, and the GFLOP/s (2·M·K·N
 //! flops per run). The machine is shared: run it a few times and take the best medians.
 
-use kiln_codegen::cranelift::compile;
 use kiln_codegen::native::NativeKernel;
 use kiln_codegen::templates::gemm::{matmul, Epilogue, MatMulSpec};
 use kiln_codegen::templates::Built;
-use kiln_codegen::Schedule;
+use kiln_codegen::{Backend, Schedule};
 use kiln_ir::interp::Bindings;
 use kiln_ir::Dim;
 use std::time::Instant;
@@ -27,8 +28,8 @@ const SHAPES: [(usize, usize, usize); 6] = [
 const RUNS: usize = 11;
 
 fn main() -> Result<(), String> {
-    let schedule = parse_schedule()?;
-    println!("schedule: {schedule:?}");
+    let (backend, schedule) = parse_args()?;
+    println!("{}, schedule: {schedule:?}", backend.name());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -43,8 +44,8 @@ fn main() -> Result<(), String> {
             b_constant,
             epilogue: Epilogue::default(),
         };
-        let packed = Bench::new(&spec(Some(b.clone())), &schedule)?;
-        let direct = Bench::new(&spec(None), &schedule)?;
+        let packed = Bench::new(&spec(Some(b.clone())), &schedule, backend)?;
+        let direct = Bench::new(&spec(None), &schedule, backend)?;
         // Addresses, so that the two-thread run may capture them.
         let buffers = [a.as_mut_ptr(), b.as_mut_ptr(), y.as_mut_ptr()].map(|p| p as usize);
         let one = packed.time(buffers, 1)?;
@@ -76,17 +77,26 @@ fn values(len: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The schedule given as `name=value` arguments.
-fn parse_schedule() -> Result<Schedule, String> {
-    std::env::args()
-        .skip(1)
-        .try_fold(Schedule::default(), |s, arg| {
+/// The backend (`llvm`, else Cranelift) and the schedule given as `name=value` arguments;
+/// `lanes` defaults to the backend's widest vector.
+fn parse_args() -> Result<(Backend, Schedule), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backend = match args.iter().any(|a| a == "llvm") {
+        true => Backend::llvm(),
+        false => Backend::Cranelift,
+    };
+    let base = Schedule::default().with("lanes", i64::from(backend.lanes()));
+    let schedule = args
+        .iter()
+        .filter(|a| *a != "llvm")
+        .try_fold(base, |s, arg| {
             let (name, value) = arg
                 .split_once('=')
-                .ok_or_else(|| format!("expected name=value, got `{arg}`"))?;
+                .ok_or_else(|| format!("expected llvm or name=value, got `{arg}`"))?;
             let value = value.parse().map_err(|e| format!("`{arg}`: {e}"))?;
-            Ok(s.with(name, value))
-        })
+            Ok::<_, String>(s.with(name, value))
+        })?;
+    Ok((backend, schedule))
 }
 
 /// A built and compiled product.
@@ -96,9 +106,11 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(spec: &MatMulSpec, schedule: &Schedule) -> Result<Bench, String> {
+    fn new(spec: &MatMulSpec, schedule: &Schedule, backend: Backend) -> Result<Bench, String> {
         let built = matmul(spec, schedule)?;
-        let kernel = compile(&built.kernel)?;
+        let kernel = backend
+            .compile_all(std::slice::from_ref(&built.kernel))?
+            .remove(0);
         Ok(Bench { built, kernel })
     }
 
