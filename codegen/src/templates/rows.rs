@@ -18,7 +18,8 @@
 //! - Reduce: one pass, one value per row.
 //!
 //! Schedule parameters:
-//! - `lanes` (default 4): 4 runs the passes on f32x4 vectors with a scalar tail; 1 is scalar.
+//! - `lanes` (default 4): 4, 8 or 16 runs the passes on vectors of that many lanes with a
+//!   scalar tail; 1 is scalar.
 //! - `unroll` (default 4, 1..=8): vectors per loop iteration, each with its own accumulators in a
 //!   reducing pass; more hides the add latency and sums in more partial sums.
 
@@ -178,7 +179,7 @@ struct RowKernel<'a> {
     args: Vec<Arg>,
     sizes: Sizes,
     vars: Vec<u8>,
-    /// A scratch variable of each width (1, 4) for a value used twice in a pass body.
+    /// A scratch variable of each width (1, `lanes`) for a value used twice in a pass body.
     temps: [usize; 2],
 }
 
@@ -188,7 +189,7 @@ struct At {
     elem: Index,
     /// Column in the row.
     col: Index,
-    /// Elements at once: 1 or 4.
+    /// Elements at once: 1 or the kernel's `lanes`.
     lanes: u8,
     /// The scratch variable of this width.
     temp: usize,
@@ -207,6 +208,8 @@ impl At {
 /// The accumulators of a reducing pass: one per unrolled vector and one for the scalar tail.
 struct Fold {
     op: Binary,
+    /// The lanes of the vector accumulators.
+    lanes: u8,
     vectors: Vec<usize>,
     scalar: usize,
 }
@@ -236,7 +239,7 @@ impl Fold {
             .reduce(|a, b| a.binary(self.op, b));
         match vector {
             Some(v) => v
-                .reduce(self.op, 4)
+                .reduce(self.op, self.lanes)
                 .binary(self.op, Value::Var(self.scalar)),
             None => Value::Var(self.scalar),
         }
@@ -274,9 +277,8 @@ struct Skip {
 impl<'a> RowKernel<'a> {
     fn new(spec: &'a RowSpec, schedule: &Schedule) -> Result<RowKernel<'a>, String> {
         let lanes = match schedule.get("lanes", 4) {
-            1 => 1,
-            4 => 4,
-            other => return Err(format!("lanes = {other} is not supported (1 or 4)")),
+            l @ (1 | 4 | 8 | 16) => l as u8,
+            other => return Err(format!("lanes = {other} is not supported (1, 4, 8 or 16)")),
         };
         let unroll = schedule.get("unroll", 4);
         if !(1..=8).contains(&unroll) {
@@ -309,7 +311,7 @@ impl<'a> RowKernel<'a> {
             temps: [0, 0],
         };
         k.cols = k.size(&cols_dim);
-        k.temps = [k.var(1), k.var(4)];
+        k.temps = [k.var(1), k.var(lanes)];
         Ok(k)
     }
 
@@ -457,15 +459,17 @@ impl<'a> RowKernel<'a> {
 
     /// Accumulators for a pass reducing with `op`.
     fn fold(&mut self, op: Binary) -> Fold {
-        let vectors = if self.lanes == 4 { self.unroll } else { 0 };
+        let vectors = if self.lanes > 1 { self.unroll } else { 0 };
+        let lanes = self.lanes;
         Fold {
             op,
-            vectors: (0..vectors).map(|_| self.var(4)).collect(),
+            lanes,
+            vectors: (0..vectors).map(|_| self.var(lanes)).collect(),
             scalar: self.var(1),
         }
     }
 
-    /// A pass over the current row (loop 0): `body` for every element, four at a time (with
+    /// A pass over the current row (loop 0): `body` for every element, `lanes` at a time (with
     /// `unroll` vectors per iteration, each with its own accumulators) and then one at a time.
     fn pass(&self, folds: &[Fold], body: impl Fn(&At) -> Vec<Stmt>) -> Vec<Stmt> {
         let cols = self.cols.clone();
@@ -474,28 +478,29 @@ impl<'a> RowKernel<'a> {
             elem: row.clone() + col.clone(),
             col,
             lanes,
-            temp: self.temps[usize::from(lanes == 4)],
+            temp: self.temps[usize::from(lanes > 1)],
             accs: folds.iter().map(acc).collect(),
         };
         let j = Index::Loop(1);
         let mut stmts = vec![];
         let mut tail = Index::Const(0);
-        if self.lanes == 4 {
-            let block = Index::Const(4 * self.unroll);
+        if self.lanes > 1 {
+            let (lanes, width) = (self.lanes, i64::from(self.lanes));
+            let block = Index::Const(width * self.unroll);
             let blocks = cols.clone() / block.clone();
             let main = (0..self.unroll as usize).flat_map(|k| {
-                let col = j.clone() * block.clone() + Index::Const(4 * k as i64);
-                body(&at(col, 4, &|f| f.vectors[k]))
+                let col = j.clone() * block.clone() + Index::Const(width * k as i64);
+                body(&at(col, lanes, &|f| f.vectors[k]))
             });
             stmts.push(Stmt::for_range(0.into(), blocks.clone(), main.collect()));
-            let vectors = cols.clone() / Index::Const(4);
+            let vectors = cols.clone() / Index::Const(width);
             if self.unroll > 1 {
                 let first = blocks * Index::Const(self.unroll);
-                let col = j.clone() * Index::Const(4);
-                let rest = body(&at(col, 4, &|f| f.vectors[0]));
+                let col = j.clone() * Index::Const(width);
+                let rest = body(&at(col, lanes, &|f| f.vectors[0]));
                 stmts.push(Stmt::for_range(first, vectors.clone(), rest));
             }
-            tail = vectors * Index::Const(4);
+            tail = vectors * Index::Const(width);
         }
         let scalar = body(&at(j, 1, &|f| f.scalar));
         stmts.push(Stmt::for_range(tail, cols, scalar));
@@ -996,13 +1001,19 @@ mod tests {
         case
     }
 
+    /// Schedules of at most 4 lanes (Cranelift's), and with the LLVM backend, of 16 and 8.
     fn schedules() -> Vec<Schedule> {
-        vec![
+        let mut all = vec![
             Schedule::default(),
             Schedule::default().with("lanes", 1),
             Schedule::default().with("unroll", 1),
             Schedule::default().with("unroll", 2),
-        ]
+        ];
+        if cfg!(feature = "llvm") {
+            all.push(Schedule::default().with("lanes", 16));
+            all.push(Schedule::default().with("lanes", 8).with("unroll", 2));
+        }
+        all
     }
 
     #[test]
@@ -1187,7 +1198,7 @@ mod tests {
         assert!(err(&spec(skip, &[&[2, 8], &[2, 8], &[2, 8]], 0), &d).contains("last axis"));
         assert!(err(
             &spec(RowOp::Softmax, &[&[2, 8]], 1),
-            &d.clone().with("lanes", 8)
+            &d.clone().with("lanes", 2)
         )
         .contains("lanes"));
         assert!(err(
