@@ -1,7 +1,10 @@
 //! `kiln optimize` and `kiln explain`: run the equality-saturation passes on a model.
 
+use crate::compiled::CodeGen;
 use crate::model;
 use clap::Args;
+use kiln_codegen::runtime::{Options, Program};
+use kiln_codegen::Backend;
 use kiln_ir::OpKind;
 use kiln_passes::optimize::{optimize, Limits, Report};
 use kiln_passes::rules::{builtin_rules, load_rule_file, Rule};
@@ -38,6 +41,9 @@ pub struct ExplainArgs {
     /// Also write the optimised graph as Graphviz to this file.
     #[arg(long, value_name = "FILE")]
     dot: Option<PathBuf>,
+    /// The code generator whose kernels to list (templates use its widest vectors).
+    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
+    backend: CodeGen,
 }
 
 fn rules(args: &PassArgs) -> Result<Vec<Rule>, String> {
@@ -151,7 +157,7 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
         report.cost_after * 1e3,
         report.cost_before / report.cost_after.max(f64::MIN_POSITIVE)
     );
-    print_kernels(&optimized)?;
+    print_kernels(&optimized, args.backend.backend())?;
     if let Some(dot) = &args.dot {
         std::fs::write(dot, kiln_ir::dot::to_dot(&optimized))
             .map_err(|e| format!("{}: {e}", dot.display()))?;
@@ -161,13 +167,17 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
 }
 
 /// Prints the kernel groups of the optimised graph: one line per kernel (its kind and ops),
-/// view or interpreter fallback (with the reason no template took it).
-fn print_kernels(optimized: &kiln_ir::Graph) -> Result<(), String> {
-    let program = kiln_codegen::runtime::Program::compile(optimized, &Default::default())?;
+/// view or interpreter fallback (with the reason no template took it), compiled by `backend`.
+fn print_kernels(optimized: &kiln_ir::Graph, backend: Backend) -> Result<(), String> {
+    let options = Options {
+        backend,
+        ..Options::default()
+    };
+    let program = Program::compile(optimized, &options)?;
     let stats = program.stats();
     println!(
-        "kernels (Cranelift): {} kernels, {} views, {} nodes on the interpreter, {} ops folded at compile time",
-        stats.kernels, stats.views, stats.interpreted, stats.folded
+        "kernels ({}): {} kernels, {} views, {} nodes on the interpreter, {} ops folded at compile time",
+        backend.name(), stats.kernels, stats.views, stats.interpreted, stats.folded
     );
     for r in program.reports() {
         let nodes = r.nodes.join(" + ");
