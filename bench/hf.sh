@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prefill latency (128 prompt tokens) and decode tokens/s of `kiln generate` for the llama
-# fixture and a random checkpoint of SmolLM2-135M's shape: JIT-compiled (Cranelift) and from
+# fixture and a random checkpoint of SmolLM2-135M's shape: JIT-compiled (Cranelift, LLVM) and from
 # the artefacts of `kiln compile` (ahead of time) at 1 and 2 threads, and on the reference
 # interpreter for comparison. Run by hand (not by CI); writes bench/results-hf.md.
 set -euo pipefail
@@ -28,7 +28,8 @@ ids() { python3 -c "print(','.join(str(7 + 13 * i % 900) for i in range($1)))"; 
     start=$(date +%s.%N)
     ./target/release/kiln compile "$model" -o "$aot" > /dev/null
     aot_s=$(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')")
-    for run in "cranelift 1 $model" "cranelift 2 $model" "aot 1 $aot" "aot 2 $aot" "interp 1 $model"; do
+    for run in "cranelift 1 $model" "cranelift 2 $model" "llvm 1 $model" "llvm 2 $model" \
+      "aot 1 $aot" "aot 2 $aot" "interp 1 $model"; do
       set -- $run
       backend=$1
       [ "$backend" = aot ] && backend=cranelift
