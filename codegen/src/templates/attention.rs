@@ -9,21 +9,25 @@
 //! rescaled by `e^(m_old - m_new)` before the tile's `P · V` is added. At the end each
 //! output row is divided by `l`.
 //!
-//! Layout: queries are in the vector lanes. A tile's queries form quads of four; the scratch
-//! holds, per quad, `Qᵀ · scale` as `[D][4]`, the scores and then probabilities of the key
-//! tile as `[key][4]`, `m`, `l` and the rescale factor as one vector each, and the output
-//! accumulator `Yᵀ` as `[Dv][4]`. Both products are then GEMM-shaped register tiles with one
-//! vector per accumulator, the shape that suits Cranelift's FMA lowering (see
+//! Layout: queries are in the vector lanes, L of them per vector, where L is the schedule's
+//! `lanes` (4, 8 or 16: the backend's widest vector). A tile's queries form groups of L; the
+//! scratch holds, per group, `Qᵀ · scale` as `[D][L]`, the scores and then probabilities of
+//! the key tile as `[key][L]`, `m`, `l` and the rescale factor as one vector each, and the
+//! output accumulator `Yᵀ` as `[Dv][L]`. Both products are then GEMM-shaped register tiles
+//! with one vector per accumulator, the shape that suits Cranelift's FMA lowering (see
 //! [`super::gemm`]): per element of D, `Q Kᵀ` loads one `Qᵀ` vector and broadcasts one
 //! element of K per key of a block of `k_block` keys; per key, `P V` loads one vector of
 //! probabilities and broadcasts one element of V per column of a block of `v_block` columns.
 //! Every broadcast reads an input (K or V), which the backend folds into the instruction; the
-//! online softmax works on whole vectors of four queries, with no horizontal reductions.
-//! The last quad of a head may be partial: its missing queries compute on zeros and are
-//! never stored, and a decode step (`Sq = 1`) processes one quad: four times the FMAs its
-//! one query needs, which makes decode attention about 1.5× slower than a kernel with one
-//! query per row would be (measured with `attention_bench`: 0.27 against 0.17 ms over 512
-//! keys and 12 heads); a decode step's time goes to the weight products, not attention.
+//! online softmax works on whole vectors of L queries, with no horizontal reductions.
+//! The last group of a head may be partial: its missing queries compute on zeros and are
+//! never stored, and a decode step (`Sq = 1`) processes one group: L times the FMAs its one
+//! query needs. With L = 4 that makes decode attention about 1.5× slower than a kernel with
+//! one query per row would be (measured with `attention_bench`: 0.27 against 0.17 ms over 512
+//! keys and 12 heads); a decode step's time goes to the weight products, not attention. With
+//! L = 16 a decode step takes about as long as with L = 4, and prefill is about 4× faster
+//! (LLVM on AVX-512, one thread, 12 heads of 64, Sq = Skv = 512: 7.2 against 29.5 ms
+//! for L = 4 with Cranelift, 110 against 27 GFLOP/s).
 //!
 //! Semantics follow the reference interpreter (ONNX `Attention` on 4-D inputs):
 //! - `scale` defaults to `1 / sqrt(head size)`;
@@ -35,14 +39,18 @@
 //!   a last mask dim shorter than `Skv` masks the keys beyond it (the keys loop stops there);
 //! - a row whose every key is masked gives NaN; `Skv = 0` gives zeros.
 //!
-//! Schedule parameters (defaults measured best on x86-64 for D = 64):
-//! - `q_tile` (default 8, a multiple of 4 in 4..=16): queries per tile, which share each key
-//!   and value tile while it is in L1;
+//! Schedule parameters (defaults measured best on x86-64 for D = 64 with L = 4; those that
+//! depend on L are chosen for 16 lanes and AVX-512's 32 vector registers, where changing
+//! any one parameter within its range moved the time by less than 5%):
+//! - `lanes` (default 4; 4, 8 or 16): L, queries per vector;
+//! - `q_tile` (default 8 for L = 4, else L; a multiple of L in L..=4L): queries per tile,
+//!   which share each key and value tile while it is in L1;
 //! - `k_tile` (default 64, 1..=1024): keys per online-softmax step;
-//! - `k_block` (default 12, 1..=12): keys per register tile of `Q Kᵀ` (then blocks of 4 and
-//!   single keys for the rest of a key tile);
-//! - `v_block` (default 12, 1..=12): columns per register tile of `P V` (then blocks of 4 and
-//!   single columns for the rest of `Dv`);
+//! - `k_block` (default 12, or 16 for L = 16; 1..=12 for L = 4, else 1..=24): keys per
+//!   register tile of `Q Kᵀ` (then blocks of 4 and single keys for the rest of a key tile);
+//!   the tile takes `k_block + 1` vector registers, and 16 divides the default `k_tile`;
+//! - `v_block` (default and range as `k_block`): columns per register tile of `P V` (then
+//!   blocks of 4 and single columns for the rest of `Dv`);
 //! - `d_unroll` (default 2, 1..=4): elements of D per iteration of the `Q Kᵀ` loop;
 //! - `p_unroll` (default 2, 1..=4): keys per iteration of the `P V` loop.
 //!
@@ -89,12 +97,8 @@ const MASK_SB: usize = 6;
 const MASK_SH: usize = 7;
 const MASK_SQ: usize = 8;
 
-/// Vectors per quad after its scores: running max, running sum, rescale factor.
+/// Vectors per group after its scores: running max, running sum, rescale factor.
 const EXTRA: i64 = 3;
-
-/// The most accumulators of a register tile (with a vector operand and a broadcast they fill
-/// the 16 xmm registers of x86-64).
-const MAX_BLOCK: i64 = 12;
 
 /// What the kernel builder needs to know, validated.
 struct Plan {
@@ -106,7 +110,7 @@ struct Plan {
     causal: bool,
     /// Buffer of the mask, if any.
     mask: Option<usize>,
-    /// Whether the mask differs between queries (else it is read once per key for a quad).
+    /// Whether the mask differs between queries (else it is read once per key for a group).
     mask_rows: bool,
     /// Buffer of the output.
     y: usize,
@@ -118,6 +122,8 @@ struct Plan {
 
 /// The schedule parameters (see the module doc).
 struct Tiling {
+    /// Queries per vector, L: 4, 8 or 16.
+    lanes: i64,
     /// Queries per tile.
     tq: i64,
     /// Keys per key tile.
@@ -133,22 +139,27 @@ struct Tiling {
 }
 
 impl Plan {
-    /// Offset in a pair's scratch of the quads' `Qᵀ · scale`, `[quad][D][4]`.
+    /// The lanes of the vectors, L.
+    fn lanes(&self) -> u8 {
+        self.tiling.lanes as u8
+    }
+
+    /// Offset in a pair's scratch of the groups' `Qᵀ · scale`, `[group][D][L]`.
     fn qt(&self) -> i64 {
         0
     }
 
-    /// Offset of the quads' scores, `[quad][k_tile][4]`.
+    /// Offset of the groups' scores, `[group][k_tile][L]`.
     fn st(&self) -> i64 {
         self.tiling.tq * self.d
     }
 
-    /// Offset of the quads' running max, running sum and rescale factor, `[quad][3][4]`.
+    /// Offset of the groups' running max, running sum and rescale factor, `[group][3][L]`.
     fn ex(&self) -> i64 {
         self.st() + self.tiling.tq * self.tiling.tk
     }
 
-    /// Offset of the quads' output accumulators, `[quad][Dv][4]`.
+    /// Offset of the groups' output accumulators, `[group][Dv][L]`.
     fn yt(&self) -> i64 {
         self.ex() + self.tiling.tq * EXTRA
     }
@@ -168,17 +179,17 @@ struct Vars {
     vector: usize,
     /// The broadcast operand of a register tile (K or V).
     broadcast: usize,
-    /// Lanewise maximum of the scores of a quad.
+    /// Lanewise maximum of the scores of a group.
     max: usize,
-    /// Lanewise sum of the probabilities of a quad.
+    /// Lanewise sum of the probabilities of a group.
     sum: usize,
-    /// Four probabilities.
+    /// The probabilities of a group for one key.
     prob: usize,
-    /// The new running maximum of a quad.
+    /// The new running maximum of a group.
     new_max: usize,
     /// The running maximum with -inf replaced by 0 (nothing seen yet).
     safe_max: usize,
-    /// The rescale factor of a quad.
+    /// The rescale factor of a group.
     alpha: usize,
     /// `1 / l` of a query.
     inv: usize,
@@ -191,18 +202,19 @@ impl Vars {
             lanes.push(l);
             lanes.len() - 1
         };
+        let l = plan.lanes();
         let blocks = plan.tiling.kb.max(plan.tiling.vb);
-        let acc = (0..blocks).map(|_| var(4)).collect();
+        let acc = (0..blocks).map(|_| var(l)).collect();
         Vars {
             acc,
-            vector: var(4),
-            broadcast: var(4),
-            max: var(4),
-            sum: var(4),
-            prob: var(4),
-            new_max: var(4),
-            safe_max: var(4),
-            alpha: var(4),
+            vector: var(l),
+            broadcast: var(l),
+            max: var(l),
+            sum: var(l),
+            prob: var(l),
+            new_max: var(l),
+            safe_max: var(l),
+            alpha: var(l),
             inv: var(1),
             lanes,
         }
@@ -261,8 +273,8 @@ struct Tile {
     first: Index,
     /// How many (`q_tile` but for the last tile of a head).
     valid: Index,
-    /// How many quads they make.
-    quads: Index,
+    /// How many groups of L they make.
+    groups: Index,
     /// Offset of the first row in Q.
     q: Index,
     /// Offset of the first row in Y.
@@ -351,7 +363,8 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
     let vars = Vars::new(&plan);
     let t = &plan.tiling;
     let name = format!(
-        "attention_h{hq_n}x{hkv_n}_d{d_n}x{dv_n}_q{}_k{}_b{}x{}_u{}x{}{}{}{}",
+        "attention_h{hq_n}x{hkv_n}_d{d_n}x{dv_n}_l{}_q{}_k{}_b{}x{}_u{}x{}{}{}{}",
+        t.lanes,
         t.tq,
         t.tk,
         t.kb,
@@ -378,25 +391,28 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
 
 /// The schedule parameters, validated.
 fn tiling(schedule: &Schedule) -> Result<Tiling, String> {
-    let tq = schedule.get("q_tile", 8);
-    if !(4..=16).contains(&tq) || tq % 4 != 0 {
-        return Err(format!("q_tile {tq} is not a multiple of 4 in 4..=16"));
+    let lanes = schedule.get("lanes", 4);
+    if !matches!(lanes, 4 | 8 | 16) {
+        return Err(format!("lanes {lanes} is not 4, 8 or 16"));
+    }
+    let tq = schedule.get("q_tile", if lanes == 4 { 8 } else { lanes });
+    if !(lanes..=4 * lanes).contains(&tq) || tq % lanes != 0 {
+        return Err(format!(
+            "q_tile {tq} is not a multiple of {lanes} in {lanes}..={}",
+            4 * lanes
+        ));
     }
     let tk = schedule.get("k_tile", 64);
     if !(1..=1024).contains(&tk) {
         return Err(format!("k_tile {tk} is not in 1..=1024"));
     }
-    let (kb, vb) = (schedule.get("k_block", 12), schedule.get("v_block", 12));
-    if !(1..=MAX_BLOCK).contains(&kb) || !(1..=MAX_BLOCK).contains(&vb) {
-        return Err(format!(
-            "k_block {kb} or v_block {vb} is not in 1..={MAX_BLOCK}"
-        ));
-    }
+    let (kb, vb) = register_blocks(schedule, lanes)?;
     let (du, pu) = (schedule.get("d_unroll", 2), schedule.get("p_unroll", 2));
     if !(1..=4).contains(&du) || !(1..=4).contains(&pu) {
         return Err(format!("d_unroll {du} or p_unroll {pu} is not in 1..=4"));
     }
     Ok(Tiling {
+        lanes,
         tq,
         tk,
         kb,
@@ -404,6 +420,23 @@ fn tiling(schedule: &Schedule) -> Result<Tiling, String> {
         du,
         pu,
     })
+}
+
+/// `k_block` and `v_block`, validated. With a vector operand and a broadcast, 12 accumulators
+/// fill the 16 vector registers of x86-64 (SSE, AVX2), and 24 leave a few of AVX-512's 32;
+/// the defaults for 16 lanes are 16, which divides the default `k_tile` and the usual head
+/// sizes.
+fn register_blocks(schedule: &Schedule, lanes: i64) -> Result<(i64, i64), String> {
+    let default = if lanes == 16 { 16 } else { 12 };
+    let max = if lanes == 4 { 12 } else { 24 };
+    let (kb, vb) = (
+        schedule.get("k_block", default),
+        schedule.get("v_block", default),
+    );
+    if !(1..=max).contains(&kb) || !(1..=max).contains(&vb) {
+        return Err(format!("k_block {kb} or v_block {vb} is not in 1..={max}"));
+    }
+    Ok((kb, vb))
 }
 
 /// The four dims of a rank-4 shape.
@@ -475,7 +508,7 @@ fn tile(plan: &Plan, vars: &Vars, head: &Head, depth: usize) -> Vec<Stmt> {
     let valid = lets.bind(c(tq).min(Index::Size(SQ) - first.clone()));
     let flat = head.row.clone() + first.clone();
     let t = Tile {
-        quads: lets.bind((valid.clone() + c(3)) / c(4)),
+        groups: lets.bind((valid.clone() + c(plan.tiling.lanes - 1)) / c(plan.tiling.lanes)),
         q: lets.bind(flat.clone() * c(plan.d)),
         y: lets.bind(flat * c(plan.dv)),
         first,
@@ -518,45 +551,46 @@ fn tile(plan: &Plan, vars: &Vars, head: &Head, depth: usize) -> Vec<Stmt> {
     lets.wrap(out)
 }
 
-/// The loop at `depth` over the quads of the tile, its body built by `body` from the offsets
-/// of the quad's data in the scratch (`Qᵀ`, scores, extras, `Yᵀ`) bound inside it, for loops
+/// The loop at `depth` over the groups of the tile, its body built by `body` from the offsets
+/// of the group's data in the scratch (`Qᵀ`, scores, extras, `Yᵀ`) bound inside it, for loops
 /// from `depth + 5`.
-fn per_quad(
+fn per_group(
     plan: &Plan,
     head: &Head,
     t: &Tile,
     depth: usize,
-    body: impl FnOnce(&Quad, usize) -> Vec<Stmt>,
+    body: impl FnOnce(&Group, usize) -> Vec<Stmt>,
 ) -> Stmt {
-    let qd = Index::Loop(depth);
+    let g = Index::Loop(depth);
     let mut lets = Lets::at(depth + 1);
-    let at = |off: i64, len: i64| head.s.clone() + c(off) + qd.clone() * c(4 * len);
-    let quad = Quad {
+    let at = |off: i64, len: i64| head.s.clone() + c(off) + g.clone() * c(plan.tiling.lanes * len);
+    let group = Group {
         qt: lets.bind(at(plan.qt(), plan.d)),
         st: lets.bind(at(plan.st(), plan.tiling.tk)),
         ex: lets.bind(at(plan.ex(), EXTRA)),
         yt: lets.bind(at(plan.yt(), plan.dv)),
     };
-    let inner = body(&quad, lets.depth);
-    Stmt::for_range(c(0), t.quads.clone(), lets.wrap(inner))
+    let inner = body(&group, lets.depth);
+    Stmt::for_range(c(0), t.groups.clone(), lets.wrap(inner))
 }
 
-/// Offsets in the scratch of one quad's data.
-struct Quad {
-    /// `Qᵀ · scale`, `[D][4]`.
+/// Offsets in the scratch of one group's data.
+struct Group {
+    /// `Qᵀ · scale`, `[D][L]`.
     qt: Index,
-    /// Scores or probabilities, `[k_tile][4]`.
+    /// Scores or probabilities, `[k_tile][L]`.
     st: Index,
     /// Running max, running sum, rescale factor.
     ex: Index,
-    /// Output accumulator, `[Dv][4]`.
+    /// Output accumulator, `[Dv][L]`.
     yt: Index,
 }
 
 /// The loop at `depth` over `count` queries of the tile from `from`, with `body` built from
-/// the offset in the scratch of the query's lane in `[quad][len][4]` data at `offset` (bound
+/// the offset in the scratch of the query's lane in `[group][len][L]` data at `offset` (bound
 /// inside it) for loops from `depth + 2`.
 fn per_query(
+    plan: &Plan,
     head: &Head,
     (from, count): (Index, Index),
     (offset, len): (i64, i64),
@@ -565,22 +599,25 @@ fn per_query(
 ) -> Stmt {
     let q = Index::Loop(depth);
     let mut lets = Lets::at(depth + 1);
+    let l = plan.tiling.lanes;
     let lane =
-        lets.bind(head.s.clone() + c(offset) + q.clone() / c(4) * c(4 * len) + q.clone() % c(4));
+        lets.bind(head.s.clone() + c(offset) + q.clone() / c(l) * c(l * len) + q.clone() % c(l));
     let inner = body(&lane, lets.depth);
     Stmt::for_range(from, count, lets.wrap(inner))
 }
 
-/// `Qᵀ · scale` of the tile's queries into the scratch; the lanes of the last quad without a
+/// `Qᵀ · scale` of the tile's queries into the scratch; the lanes of the last group without a
 /// query are zeroed.
 fn load_q(plan: &Plan, head: &Head, t: &Tile) -> Vec<Stmt> {
     let element = |lane: &Index, depth: usize, value: &dyn Fn(&Index) -> Value| {
         let d = Index::Loop(depth);
-        let store = Stmt::store(plan.scratch, lane.clone() + d.clone() * c(4), value(&d), 1);
+        let at = lane.clone() + d.clone() * c(plan.tiling.lanes);
+        let store = Stmt::store(plan.scratch, at, value(&d), 1);
         vec![Stmt::for_range(c(0), c(plan.d), vec![store])]
     };
     let q = Index::Loop(t.depth);
     let copy = per_query(
+        plan,
         head,
         (c(0), t.valid.clone()),
         (plan.qt(), plan.d),
@@ -593,8 +630,9 @@ fn load_q(plan: &Plan, head: &Head, t: &Tile) -> Vec<Stmt> {
         },
     );
     let zero = per_query(
+        plan,
         head,
-        (t.valid.clone(), t.quads.clone() * c(4)),
+        (t.valid.clone(), t.groups.clone() * c(plan.tiling.lanes)),
         (plan.qt(), plan.d),
         t.depth,
         |lane, depth| element(lane, depth, &|_| Value::Const(0.0)),
@@ -604,17 +642,23 @@ fn load_q(plan: &Plan, head: &Head, t: &Tile) -> Vec<Stmt> {
 
 /// Running max -inf, sum 0, output accumulators 0.
 fn init(plan: &Plan, head: &Head, t: &Tile) -> Stmt {
-    per_quad(plan, head, t, t.depth, |quad, depth| {
+    let (l, lanes) = (plan.tiling.lanes, plan.lanes());
+    per_group(plan, head, t, t.depth, |group, depth| {
         let neg_inf = Value::Const(f32::NEG_INFINITY);
         let zeros = Stmt::store(
             plan.scratch,
-            quad.yt.clone() + Index::Loop(depth) * c(4),
+            group.yt.clone() + Index::Loop(depth) * c(l),
             Value::Const(0.0),
-            4,
+            lanes,
         );
         vec![
-            Stmt::store(plan.scratch, quad.ex.clone(), neg_inf, 4),
-            Stmt::store(plan.scratch, quad.ex.clone() + c(4), Value::Const(0.0), 4),
+            Stmt::store(plan.scratch, group.ex.clone(), neg_inf, lanes),
+            Stmt::store(
+                plan.scratch,
+                group.ex.clone() + c(l),
+                Value::Const(0.0),
+                lanes,
+            ),
             Stmt::for_range(c(0), c(plan.dv), vec![zeros]),
         ]
     })
@@ -624,26 +668,28 @@ fn init(plan: &Plan, head: &Head, t: &Tile) -> Stmt {
 /// zeros when there are no keys at all).
 fn finish(plan: &Plan, vars: &Vars, head: &Head, t: &Tile) -> Stmt {
     let q = Index::Loop(t.depth);
+    let l = plan.tiling.lanes;
     per_query(
+        plan,
         head,
         (c(0), t.valid.clone()),
         (plan.yt(), plan.dv),
         t.depth,
         |lane, depth| {
-            let l = head.s.clone()
-                + c(plan.ex() + 4)
-                + q.clone() / c(4) * c(4 * EXTRA)
-                + q.clone() % c(4);
+            let sum = head.s.clone()
+                + c(plan.ex() + l)
+                + q.clone() / c(l) * c(l * EXTRA)
+                + q.clone() % c(l);
             let inv = Value::select(
                 Compare::Eq,
                 Value::FromIndex(Index::Size(SKV)),
                 Value::Const(0.0),
                 Value::Const(0.0),
-                Value::Const(1.0) / Value::load(plan.scratch, l),
+                Value::Const(1.0) / Value::load(plan.scratch, sum),
             );
             let col = Index::Loop(depth);
             let y = t.y.clone() + q.clone() * c(plan.dv) + col.clone();
-            let value = Value::load(plan.scratch, lane.clone() + col * c(4)) * Value::Var(vars.inv);
+            let value = Value::load(plan.scratch, lane.clone() + col * c(l)) * Value::Var(vars.inv);
             vec![
                 Stmt::set(vars.inv, inv),
                 Stmt::for_range(c(0), c(plan.dv), vec![Stmt::store(plan.y, y, value, 1)]),
@@ -688,28 +734,32 @@ fn fma_step(vars: &Vars, vector: Value, w: i64, element: impl Fn(i64) -> Value) 
     out
 }
 
-/// The scores of the key tile for every quad, `Qᵀ K` by register tiles of `k_block` keys
+/// The scores of the key tile for every group, `Qᵀ K` by register tiles of `k_block` keys
 /// (already scaled: `Qᵀ` is).
 fn scores(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
-    let quads = per_quad(plan, head, t, keys.depth, |quad, depth| {
+    let groups = per_group(plan, head, t, keys.depth, |group, depth| {
         blocks(&keys.n, plan.tiling.kb, depth, |j, w, depth| {
-            score_block(plan, vars, quad, keys, (j, w), depth)
+            score_block(plan, vars, group, keys, (j, w), depth)
         })
     });
-    vec![quads]
+    vec![groups]
 }
 
-/// The scores of keys `j..j + w` for one quad, the loop over D at `depth`.
+/// The scores of keys `j..j + w` for one group, the loop over D at `depth`.
 fn score_block(
     plan: &Plan,
     vars: &Vars,
-    quad: &Quad,
+    group: &Group,
     keys: &Keys,
     (j, w): (&Index, i64),
     depth: usize,
 ) -> Vec<Stmt> {
+    let l = plan.tiling.lanes;
     let step = |at: &Index, u: i64| {
-        let vector = Value::load(plan.scratch, quad.qt.clone() + at.clone() * c(4) + c(4 * u));
+        let vector = Value::load(
+            plan.scratch,
+            group.qt.clone() + at.clone() * c(l) + c(l * u),
+        );
         fma_step(vars, vector, w, |i| {
             let key = keys.k.clone() + j.clone() * c(plan.d) + at.clone();
             Value::load(K, key + c(i * plan.d + u))
@@ -729,13 +779,18 @@ fn score_block(
         out.extend(step(&c(0), rest));
     }
     out.extend((0..w).map(|i| {
-        let at = quad.st.clone() + j.clone() * c(4) + c(4 * i);
-        Stmt::store(plan.scratch, at, Value::Var(vars.acc[i as usize]), 4)
+        let at = group.st.clone() + j.clone() * c(l) + c(l * i);
+        Stmt::store(
+            plan.scratch,
+            at,
+            Value::Var(vars.acc[i as usize]),
+            plan.lanes(),
+        )
     }));
     out
 }
 
-/// Adds the mask to the scores of the key tile: one value per key for a quad when the mask
+/// Adds the mask to the scores of the key tile: one value per key for a group when the mask
 /// is the same for every query, else one per query and key.
 fn add_mask(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
     let (Some(m), Some(base)) = (plan.mask, &keys.mask) else {
@@ -745,18 +800,19 @@ fn add_mask(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
         let sum = Value::load(plan.scratch, at.clone()) + mask;
         vec![Stmt::store(plan.scratch, at, sum, lanes)]
     };
+    let l = plan.tiling.lanes;
     if !plan.mask_rows {
-        return vec![per_quad(plan, head, t, keys.depth, |quad, depth| {
+        return vec![per_group(plan, head, t, keys.depth, |group, depth| {
             let j = Index::Loop(depth);
             let mask = Value::load(m, base.clone() + j.clone()).splat();
-            let body = add(quad.st.clone() + j * c(4), mask, 4);
+            let body = add(group.st.clone() + j * c(l), mask, plan.lanes());
             vec![Stmt::for_range(c(0), keys.n.clone(), body)]
         })];
     }
     vec![per_score_row(plan, head, t, keys, |q, lane, depth| {
         let j = Index::Loop(depth);
         let at = base.clone() + q.clone() * Index::Size(MASK_SQ) + j.clone();
-        let body = add(lane.clone() + j * c(4), Value::load(m, at), 1);
+        let body = add(lane.clone() + j * c(l), Value::load(m, at), 1);
         vec![Stmt::for_range(c(0), keys.n.clone(), body)]
     })]
 }
@@ -772,7 +828,7 @@ fn causal_limit(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
         let neg_inf = Value::Const(f32::NEG_INFINITY);
         let body = vec![Stmt::store(
             plan.scratch,
-            lane.clone() + j * c(4),
+            lane.clone() + j * c(plan.tiling.lanes),
             neg_inf,
             1,
         )];
@@ -782,7 +838,7 @@ fn causal_limit(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
 
 /// [`per_query`] over the score rows of the tile's valid queries, inside the key tile's loop:
 /// `body(q, lane, depth)` gets the query's index in the tile, the scratch slot of its score
-/// for key 0 (the scores of a quad are interleaved, four apart) and the next loop depth.
+/// for key 0 (the scores of a group are interleaved, L apart) and the next loop depth.
 fn per_score_row(
     plan: &Plan,
     head: &Head,
@@ -792,6 +848,7 @@ fn per_score_row(
 ) -> Stmt {
     let q = Index::Loop(keys.depth);
     per_query(
+        plan,
         head,
         (c(0), t.valid.clone()),
         (plan.st(), plan.tiling.tk),
@@ -800,18 +857,19 @@ fn per_score_row(
     )
 }
 
-/// The online softmax step of every quad over the scores of the key tile: the new running
+/// The online softmax step of every group over the scores of the key tile: the new running
 /// max, the rescale factor `alpha = e^(m_old - m_new)`, the scores replaced by
-/// `e^(s - m_new)`, and `l = l * alpha + sum`, four queries at a time. A max of -inf
+/// `e^(s - m_new)`, and `l = l * alpha + sum`, L queries at a time. A max of -inf
 /// (nothing seen yet) is taken as 0 so that masked scores give 0, not NaN.
 fn softmax(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Stmt {
-    per_quad(plan, head, t, keys.depth, |quad, depth| {
-        let at = quad.st.clone() + Index::Loop(depth) * c(4);
+    let (width, lanes) = (plan.tiling.lanes, plan.lanes());
+    per_group(plan, head, t, keys.depth, |group, depth| {
+        let at = group.st.clone() + Index::Loop(depth) * c(width);
         let score = Value::load(plan.scratch, at.clone());
         let (m, l, alpha) = (
-            quad.ex.clone(),
-            quad.ex.clone() + c(4),
-            quad.ex.clone() + c(8),
+            group.ex.clone(),
+            group.ex.clone() + c(width),
+            group.ex.clone() + c(2 * width),
         );
         let old_max = Value::load(plan.scratch, m.clone());
         let neg_inf = Value::Const(f32::NEG_INFINITY);
@@ -842,7 +900,7 @@ fn softmax(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Stmt
                 plan.scratch,
                 alpha.clone(),
                 (old_max - safe_max.clone()).unary(Unary::Exp),
-                4,
+                lanes,
             ),
             Stmt::set(vars.sum, Value::Const(0.0)),
             Stmt::for_range(
@@ -850,7 +908,7 @@ fn softmax(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Stmt
                 keys.n.clone(),
                 vec![
                     Stmt::set(vars.prob, (score - safe_max).unary(Unary::Exp)),
-                    Stmt::store(plan.scratch, at, prob.clone(), 4),
+                    Stmt::store(plan.scratch, at, prob.clone(), lanes),
                     Stmt::set(vars.sum, Value::Var(vars.sum) + prob),
                 ],
             ),
@@ -859,39 +917,40 @@ fn softmax(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Stmt
                 l.clone(),
                 Value::load(plan.scratch, l)
                     .fma(Value::load(plan.scratch, alpha), Value::Var(vars.sum)),
-                4,
+                lanes,
             ),
-            Stmt::store(plan.scratch, m, Value::Var(vars.new_max), 4),
+            Stmt::store(plan.scratch, m, Value::Var(vars.new_max), lanes),
         ]
     })
 }
 
-/// `Yᵀ = Yᵀ * alpha + V P` over the key tile for every quad, by register tiles of `v_block`
+/// `Yᵀ = Yᵀ * alpha + V P` over the key tile for every group, by register tiles of `v_block`
 /// columns.
 fn accumulate(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Stmt {
-    per_quad(plan, head, t, keys.depth, |quad, depth| {
-        let alpha = Value::load(plan.scratch, quad.ex.clone() + c(8));
+    per_group(plan, head, t, keys.depth, |group, depth| {
+        let alpha = Value::load(plan.scratch, group.ex.clone() + c(2 * plan.tiling.lanes));
         let mut out = vec![Stmt::set(vars.alpha, alpha)];
         out.extend(blocks(
             &c(plan.dv),
             plan.tiling.vb,
             depth,
-            |col, w, depth| value_block(plan, vars, quad, keys, (col, w), depth),
+            |col, w, depth| value_block(plan, vars, group, keys, (col, w), depth),
         ));
         out
     })
 }
 
-/// `Yᵀ = Yᵀ * alpha + V P` for columns `col..col + w` of one quad, the key loop at `depth`.
+/// `Yᵀ = Yᵀ * alpha + V P` for columns `col..col + w` of one group, the key loop at `depth`.
 fn value_block(
     plan: &Plan,
     vars: &Vars,
-    quad: &Quad,
+    group: &Group,
     keys: &Keys,
     (col, w): (&Index, i64),
     depth: usize,
 ) -> Vec<Stmt> {
-    let yt = |i: i64| quad.yt.clone() + col.clone() * c(4) + c(4 * i);
+    let l = plan.tiling.lanes;
+    let yt = |i: i64| group.yt.clone() + col.clone() * c(l) + c(l * i);
     let mut out: Vec<Stmt> = (0..w)
         .map(|i| {
             let rescaled = Value::load(plan.scratch, yt(i)) * Value::Var(vars.alpha);
@@ -901,7 +960,7 @@ fn value_block(
     let step = |first: &Index, u: i64| {
         let vector = Value::load(
             plan.scratch,
-            quad.st.clone() + first.clone() * c(4) + c(4 * u),
+            group.st.clone() + first.clone() * c(l) + c(l * u),
         );
         fma_step(vars, vector, w, |i| {
             let value = keys.v.clone() + first.clone() * c(plan.dv) + col.clone();
@@ -922,9 +981,14 @@ fn value_block(
             step(&Index::Loop(depth), 0),
         ));
     }
-    out.extend(
-        (0..w).map(|i| Stmt::store(plan.scratch, yt(i), Value::Var(vars.acc[i as usize]), 4)),
-    );
+    out.extend((0..w).map(|i| {
+        Stmt::store(
+            plan.scratch,
+            yt(i),
+            Value::Var(vars.acc[i as usize]),
+            plan.lanes(),
+        )
+    }));
     out
 }
 
@@ -1123,50 +1187,78 @@ mod tests {
         }
     }
 
+    /// The vector widths to test: 4 (Cranelift's), and with the LLVM backend 8 and 16.
+    fn widths() -> Vec<i64> {
+        if cfg!(feature = "llvm") {
+            vec![4, 8, 16]
+        } else {
+            vec![4]
+        }
+    }
+
+    /// A random schedule of `lanes` lanes.
+    fn random_schedule(rng: &mut Rng, lanes: i64) -> Schedule {
+        let (k_blocks, v_blocks): (&[i64], &[i64]) = match lanes {
+            4 => (&[1, 3, 5, 12], &[1, 4, 6, 12]),
+            _ => (&[1, 5, 12, 16, 24], &[1, 4, 6, 16, 24]),
+        };
+        Schedule::default()
+            .with("lanes", lanes)
+            .with("q_tile", lanes * rng.pick(&[1, 2, 3, 4]))
+            .with("k_tile", rng.pick(&[1, 4, 7, 64]))
+            .with("k_block", rng.pick(k_blocks))
+            .with("v_block", rng.pick(v_blocks))
+            .with("d_unroll", rng.pick(&[1, 2, 3, 4]))
+            .with("p_unroll", rng.pick(&[1, 2, 3]))
+    }
+
     #[test]
     fn random_shapes_match_the_interpreter() {
         let mut rng = Rng::from_state(0x9e37_79b9_7f4a_7c15);
         let seqs = [1, 2, 5, 17, 64, 100];
-        for _ in 0..48 {
-            let (hq, hkv) = rng.pick(&[(1, 1), (2, 2), (4, 2), (4, 1), (3, 3)]);
-            let d = rng.pick(&[1, 3, 8, 64]);
-            let mut case = Case::new(
-                rng.pick(&[1, 2]),
-                hq,
-                hkv,
-                rng.pick(&seqs),
-                rng.pick(&seqs),
-                d,
-            );
-            case.dv = if rng.below(3) == 0 {
-                rng.pick(&[1, 3, 8, 64])
-            } else {
-                d
-            };
-            case.causal = rng.below(2) == 0;
-            if case.causal && rng.below(2) == 0 {
-                case.past = rng.below(case.skv + 1);
+        for lanes in widths() {
+            // Fewer wide cases: LLVM compiles much more slowly than Cranelift.
+            for _ in 0..if lanes == 4 { 48 } else { 32 } {
+                random_case(&mut rng, &seqs, lanes).check(&mut rng);
             }
-            case.scale = rng.pick(&[None, Some(0.3), Some(1.0)]);
-            case.mask = rng.pick(&[None, Some("b11k"), Some("qk"), Some("bhqk"), Some("k")]);
-            case.symbolic = rng.below(2) == 0;
-            case.schedule = Schedule::default()
-                .with("q_tile", rng.pick(&[4, 8, 12, 16]))
-                .with("k_tile", rng.pick(&[1, 4, 7, 64]))
-                .with("k_block", rng.pick(&[1, 3, 5, 12]))
-                .with("v_block", rng.pick(&[1, 4, 6, 12]))
-                .with("d_unroll", rng.pick(&[1, 2, 3, 4]))
-                .with("p_unroll", rng.pick(&[1, 2, 3]));
-            case.check(&mut rng);
         }
+    }
+
+    /// A random problem with a random schedule of `lanes` lanes.
+    fn random_case(rng: &mut Rng, seqs: &[usize], lanes: i64) -> Case {
+        let (hq, hkv) = rng.pick(&[(1, 1), (2, 2), (4, 2), (4, 1), (3, 3)]);
+        let d = rng.pick(&[1, 3, 8, 64]);
+        let mut case = Case::new(
+            rng.pick(&[1, 2]),
+            hq,
+            hkv,
+            rng.pick(seqs),
+            rng.pick(seqs),
+            d,
+        );
+        case.dv = if rng.below(3) == 0 {
+            rng.pick(&[1, 3, 8, 64])
+        } else {
+            d
+        };
+        case.causal = rng.below(2) == 0;
+        if case.causal && rng.below(2) == 0 {
+            case.past = rng.below(case.skv + 1);
+        }
+        case.scale = rng.pick(&[None, Some(0.3), Some(1.0)]);
+        case.mask = rng.pick(&[None, Some("b11k"), Some("qk"), Some("bhqk"), Some("k")]);
+        case.symbolic = rng.below(2) == 0;
+        case.schedule = random_schedule(rng, lanes);
+        case
     }
 
     #[test]
     fn decode_prefill_and_grouped_heads_match_the_interpreter() {
         let mut rng = Rng::from_state(7);
-        for causal in [false, true] {
+        for (lanes, causal) in widths().into_iter().flat_map(|l| [(l, false), (l, true)]) {
             for (sq, skv) in [(1, 100), (1, 1), (64, 64), (17, 5), (5, 17), (100, 100)] {
                 let mut case = Case::new(2, 4, 2, sq, skv, 64);
+                case.schedule = Schedule::default().with("lanes", lanes);
                 case.causal = causal;
                 case.mask = Some("b11k");
                 case.symbolic = true;
@@ -1199,14 +1291,16 @@ mod tests {
     #[test]
     fn tile_and_block_remainders_match_the_interpreter() {
         let mut rng = Rng::from_state(19);
-        for (sq, skv) in [(1, 29), (3, 13), (5, 11), (13, 1), (17, 30)] {
+        let sizes = [(1, 29), (3, 13), (5, 11), (13, 1), (17, 30)];
+        for (lanes, (sq, skv)) in widths().into_iter().flat_map(|l| sizes.map(|s| (l, s))) {
             for (mask, causal) in [(Some("bhqk"), true), (Some("b11k"), false), (None, true)] {
                 let mut case = Case::new(2, 2, 1, sq, skv, 5);
                 case.dv = 7;
                 case.causal = causal;
                 case.mask = mask;
                 case.schedule = Schedule::default()
-                    .with("q_tile", 12)
+                    .with("lanes", lanes)
+                    .with("q_tile", 3 * lanes)
                     .with("k_tile", 13)
                     .with("v_block", 5);
                 case.check(&mut rng);
@@ -1217,11 +1311,14 @@ mod tests {
     #[test]
     fn fully_masked_rows_give_nan_like_the_interpreter() {
         let mut rng = Rng::from_state(11);
-        for causal in [false, true] {
+        for (lanes, causal) in widths().into_iter().flat_map(|l| [(l, false), (l, true)]) {
             let mut case = Case::new(2, 2, 1, 5, 17, 8);
             case.causal = causal;
             case.mask = Some("bhqk");
-            case.schedule = Schedule::default().with("q_tile", 4).with("k_tile", 8);
+            case.schedule = Schedule::default()
+                .with("lanes", lanes)
+                .with("q_tile", lanes)
+                .with("k_tile", 8);
             let mut inputs = case.inputs(&mut rng);
             let mut mask: Vec<f32> = inputs[3].to_f32_array().iter().copied().collect();
             // Row 2 of (b 0, h 1) and all of batch 1, head 0 see nothing.
@@ -1268,8 +1365,11 @@ mod tests {
             case.check(&mut rng);
         }
         // No keys at all: zeros, as in the interpreter.
-        let empty = Case::new(1, 2, 2, 3, 0, 4);
-        empty.check(&mut rng);
+        for lanes in widths() {
+            let mut empty = Case::new(1, 2, 2, 3, 0, 4);
+            empty.schedule = Schedule::default().with("lanes", lanes);
+            empty.check(&mut rng);
+        }
     }
 
     #[test]
@@ -1304,6 +1404,11 @@ mod tests {
         assert!(err(case.spec(), &schedule.clone().with("k_tile", 0)).contains("k_tile"));
         assert!(err(case.spec(), &schedule.clone().with("k_block", 13)).contains("k_block"));
         assert!(err(case.spec(), &schedule.clone().with("p_unroll", 5)).contains("p_unroll"));
-        assert!(err(case.spec(), &schedule.with("q_tile", 6)).contains("q_tile"));
+        assert!(err(case.spec(), &schedule.clone().with("q_tile", 6)).contains("q_tile"));
+        assert!(err(case.spec(), &schedule.clone().with("lanes", 2)).contains("lanes"));
+        let wide = schedule.with("lanes", 16);
+        assert!(err(case.spec(), &wide.clone().with("q_tile", 8)).contains("q_tile"));
+        assert!(err(case.spec(), &wide.clone().with("q_tile", 80)).contains("q_tile"));
+        assert!(err(case.spec(), &wide.with("v_block", 25)).contains("v_block"));
     }
 }
