@@ -4,12 +4,13 @@
 //! compiled by LLVM, so not the same backend); then decode steps (Sq = 1) over Skv keys.
 //! The machine may be shared: compare best times, or the CPU times where reported.
 //!
-//! Run: `cargo run --release -p kiln-codegen --example attention_bench [name=value ...]`
-//! (schedule parameters such as `q_tile=8 k_tile=64`, or `seq=512` for one length only).
+//! Run: `cargo run --release -p kiln-codegen [--features llvm] --example attention_bench
+//! [llvm] [name=value ...]` (`llvm`: the LLVM backend with this CPU's widest vectors as
+//! `lanes`; schedule parameters such as `q_tile=8 k_tile=64`, or `seq=512` for one length
+//! only).
 
-use kiln_codegen::cranelift::compile;
 use kiln_codegen::templates::attention::{attention, AttentionSpec};
-use kiln_codegen::Schedule;
+use kiln_codegen::{Backend, Schedule};
 use kiln_ir::interp::Bindings;
 use kiln_ir::Dim;
 use std::time::Instant;
@@ -149,7 +150,12 @@ impl Problem {
     }
 
     /// Times `runs` calls of the fused kernel on one thread.
-    fn fused(&mut self, schedule: &Schedule, causal: bool, runs: usize) -> Result<Timing, String> {
+    fn fused(
+        &mut self,
+        (backend, schedule): (Backend, &Schedule),
+        causal: bool,
+        runs: usize,
+    ) -> Result<Timing, String> {
         let shape = |seq: &str| vec![Dim::known(1), HEADS.into(), Dim::sym(seq), HEAD.into()];
         let spec = AttentionSpec {
             q: shape("s"),
@@ -160,7 +166,9 @@ impl Problem {
             causal: causal.then(|| Dim::known(0)),
         };
         let built = attention(&spec, schedule)?;
-        let kernel = compile(&built.kernel)?;
+        let kernel = backend
+            .compile_all(std::slice::from_ref(&built.kernel))?
+            .remove(0);
         let bindings: Bindings =
             [("s".into(), self.sq as i64), ("t".into(), self.skv as i64)].into();
         let inputs = [
@@ -177,9 +185,15 @@ impl Problem {
 }
 
 fn main() -> Result<(), String> {
-    let mut schedule = Schedule::default();
+    let llvm = std::env::args().any(|a| a == "llvm");
+    let backend = if llvm {
+        Backend::llvm()
+    } else {
+        Backend::Cranelift
+    };
+    let mut schedule = Schedule::default().with("lanes", i64::from(backend.lanes()));
     let mut seqs = vec![128usize, 512, 2048];
-    for arg in std::env::args().skip(1) {
+    for arg in std::env::args().skip(1).filter(|a| a != "llvm") {
         let (name, value) = arg
             .split_once('=')
             .ok_or_else(|| format!("argument `{arg}` is not name=value"))?;
@@ -192,7 +206,10 @@ fn main() -> Result<(), String> {
         }
     }
     let cpu = |t: &Timing| t.cpu.map_or("-".into(), |c| format!("{c:.2}"));
-    println!("flash attention, B=1 H={HEADS} D={HEAD}, one thread, {schedule:?}; times in ms");
+    println!(
+        "flash attention, B=1 H={HEADS} D={HEAD}, one thread, {}, {schedule:?}; times in ms",
+        backend.name()
+    );
     println!(
         "{:>6} {:>7} {:>12} {:>10} {:>10} {:>8} {:>10} {:>10} {:>9}",
         "seq",
@@ -214,7 +231,7 @@ fn main() -> Result<(), String> {
             _ => 5,
         };
         for causal in [false, true] {
-            let t = p.fused(&schedule, causal, runs)?;
+            let t = p.fused((backend, &schedule), causal, runs)?;
             let unfused = time_ms(runs.min(3), || {
                 naive(&p.q, &p.k, &p.v, &mut want, s, causal)
             });
@@ -242,7 +259,7 @@ fn main() -> Result<(), String> {
         "Skv", "fused median", "best", "mean cpu"
     );
     for &s in &seqs {
-        let t = Problem::new(1, s).fused(&schedule, false, 101)?;
+        let t = Problem::new(1, s).fused((backend, &schedule), false, 101)?;
         println!("{s:>6} {:>12.3} {:>10.3} {:>10}", t.median, t.best, cpu(&t));
     }
     Ok(())
