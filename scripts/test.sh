@@ -11,4 +11,4 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 echo "== figures =="
 cargo test --quiet --test conformance --test models -- --nocapture 2>&1 \
-  | grep -E "ONNX node tests|all node tests|max abs error|x dtype|x [a-z]"
+  | grep -E "ONNX node tests|all node tests|compiled path|max abs error|x dtype|x [a-z]"
