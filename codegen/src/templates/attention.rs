@@ -18,8 +18,14 @@
 //! [`super::gemm`]): per element of D, `Q Kᵀ` loads one `Qᵀ` vector and broadcasts one
 //! element of K per key of a block of `k_block` keys; per key, `P V` loads one vector of
 //! probabilities and broadcasts one element of V per column of a block of `v_block` columns.
-//! Every broadcast reads an input (K or V), which the backend folds into the instruction; the
-//! online softmax works on whole vectors of L queries, with no horizontal reductions; its
+//! Every broadcast reads an input (K or V), which the backend folds into the instruction.
+//! With `pair`, a register tile covers two groups: per element of D, `Q Kᵀ` loads both
+//! groups' `Qᵀ` vectors and each broadcast of K feeds two FMAs (and likewise the broadcasts of
+//! V in `P V`), which halves the broadcast loads per FMA, the bound of these loops on AVX-512
+//! (two loads and two FMAs a cycle): seq 2048 went from 103–110 to 97–98 ms (best 103 to
+//! 97), causal from 53–61 to 50–52 ms. A tile with an odd number of groups does its last group
+//! alone.
+//! The online softmax works on whole vectors of L queries, with no horizontal reductions; its
 //! running max takes the even and the odd keys in two chains of `a < b ? b : a` (one `maxps`),
 //! which made seq 2048 10% faster non-causal and 35% causal than one chain of the
 //! NaN-propagating `Max`.
@@ -31,7 +37,7 @@
 //! L = 16 a decode step takes about as long as with L = 4, and prefill is about 4× faster
 //! (`attention_bench llvm`: LLVM on AVX-512, one thread, 12 heads of 64, Sq = Skv = 512: 6.8
 //! against 25.5 ms for L = 4 with Cranelift, 118 against 32 GFLOP/s; seq 2048: 106 against
-//! 397 ms).
+//! 397 ms, before `pair`; 97 ms with it).
 //!
 //! Semantics follow the reference interpreter (ONNX `Attention` on 4-D inputs):
 //! - `scale` defaults to `1 / sqrt(head size)`;
@@ -47,16 +53,22 @@
 //! depend on L are chosen for 16 lanes and AVX-512's 32 vector registers, where changing
 //! any one parameter within its range moved the time by less than 5%):
 //! - `lanes` (default 4; 4, 8 or 16): L, queries per vector;
-//! - `q_tile` (default 8 for L = 4, else L; a multiple of L in L..=4L): queries per tile,
-//!   which share each key and value tile while it is in L1;
+//! - `q_tile` (default 2L with `pair`, else 8 for L = 4 and L for wider vectors; a multiple of
+//!   L in L..=4L): queries per tile, which share each key and value tile while it is in L1;
 //! - `k_tile` (default 64, 1..=1024): keys per online-softmax step;
 //! - `k_block` (default 12, or 16 for L = 16; 1..=12 for L = 4, else 1..=24): keys per
 //!   register tile of `Q Kᵀ` (then blocks of 4 and single keys for the rest of a key tile);
-//!   the tile takes `k_block + 1` vector registers, and 16 divides the default `k_tile`;
+//!   the tile takes `k_block + 1` vector registers (`2 k_block + 2` with `pair`), and 16
+//!   divides the default `k_tile`;
 //! - `v_block` (default and range as `k_block`): columns per register tile of `P V` (then
 //!   blocks of 4 and single columns for the rest of `Dv`);
 //! - `d_unroll` (default 2, 1..=4): elements of D per iteration of the `Q Kᵀ` loop;
-//! - `p_unroll` (default 2, 1..=4): keys per iteration of the `P V` loop.
+//! - `p_unroll` (default 2, 1..=4): keys per iteration of the `P V` loop;
+//! - `pair` (default 1 for L = 16, else 0; 0 or 1): register tiles of two groups sharing each
+//!   broadcast, of at most 12 keys or columns (`k_block` and `v_block` capped at 12: 24
+//!   accumulators, two vector operands and a broadcast); 0 keeps one group per tile, as
+//!   Cranelift's 16 vector registers need. `v_block` 8 (no block of 4 for `Dv` = 64) measured
+//!   about 1% faster, within the noise.
 //!
 //! Kernel layout: buffers Q, K, V, mask?, Y, scratch; size parameters 0 and 1 are the range
 //! of (batch, query head) pairs `b * Hq + h`, 2.. are `Sq`, `Skv`, `past` (0 unless causal)
@@ -101,6 +113,10 @@ const MASK_SB: usize = 6;
 const MASK_SH: usize = 7;
 const MASK_SQ: usize = 8;
 
+/// The largest register tile of a pair of groups, in keys or columns: two accumulators per key
+/// or column, two vector operands and a broadcast fit AVX-512's 32 vector registers.
+const PAIR_BLOCK: i64 = 12;
+
 /// Vectors per group after its scores: running max, running sum, rescale factor.
 const EXTRA: i64 = 3;
 
@@ -140,6 +156,28 @@ struct Tiling {
     du: i64,
     /// Keys per iteration of the `P V` loop.
     pu: i64,
+    /// Whether register tiles cover pairs of groups, which share each broadcast.
+    pair: bool,
+}
+
+impl Tiling {
+    /// Keys of a register tile of `Q Kᵀ` for `n` groups (1 or 2).
+    fn k_block(&self, n: usize) -> i64 {
+        if n == 2 {
+            self.kb.min(PAIR_BLOCK)
+        } else {
+            self.kb
+        }
+    }
+
+    /// Columns of a register tile of `P V` for `n` groups (1 or 2).
+    fn v_block(&self, n: usize) -> i64 {
+        if n == 2 {
+            self.vb.min(PAIR_BLOCK)
+        } else {
+            self.vb
+        }
+    }
 }
 
 impl Plan {
@@ -179,8 +217,9 @@ struct Vars {
     lanes: Vec<u8>,
     /// The accumulators of a register tile.
     acc: Vec<usize>,
-    /// The vector operand of a register tile (`Qᵀ` or probabilities).
-    vector: usize,
+    /// The vector operands of a register tile (`Qᵀ` or probabilities), one per group (two with
+    /// `pair`).
+    vectors: Vec<usize>,
     /// The broadcast operand of a register tile (K or V).
     broadcast: usize,
     /// Lanewise maximum of the scores of a group.
@@ -193,8 +232,8 @@ struct Vars {
     new_max: usize,
     /// The running maximum with -inf replaced by 0 (nothing seen yet).
     safe_max: usize,
-    /// The rescale factor of a group.
-    alpha: usize,
+    /// The rescale factors of the groups of a register tile (two with `pair`).
+    alphas: Vec<usize>,
     /// `1 / l` of a query.
     inv: usize,
 }
@@ -207,19 +246,35 @@ impl Vars {
             lanes.len() - 1
         };
         let l = plan.lanes();
-        let blocks = plan.tiling.kb.max(plan.tiling.vb);
+        let t = &plan.tiling;
+        let mut blocks = t.kb.max(t.vb);
+        if t.pair {
+            blocks = blocks.max(2 * t.k_block(2)).max(2 * t.v_block(2));
+        }
         let acc = (0..blocks).map(|_| var(l)).collect();
+        let vector = var(l);
+        let broadcast = var(l);
+        let (max, sum, prob, new_max, safe_max, alpha) =
+            (var(l), var(l), var(l), var(l), var(l), var(l));
+        let inv = var(1);
+        // The second group's operands come last, so that the variables without pairs are
+        // those of the one-group kernel.
+        let (mut vectors, mut alphas) = (vec![vector], vec![alpha]);
+        if t.pair {
+            vectors.push(var(l));
+            alphas.push(var(l));
+        }
         Vars {
             acc,
-            vector: var(l),
-            broadcast: var(l),
-            max: var(l),
-            sum: var(l),
-            prob: var(l),
-            new_max: var(l),
-            safe_max: var(l),
-            alpha: var(l),
-            inv: var(1),
+            vectors,
+            broadcast,
+            max,
+            sum,
+            prob,
+            new_max,
+            safe_max,
+            alphas,
+            inv,
             lanes,
         }
     }
@@ -367,7 +422,7 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
     let vars = Vars::new(&plan);
     let t = &plan.tiling;
     let name = format!(
-        "attention_h{hq_n}x{hkv_n}_d{d_n}x{dv_n}_l{}_q{}_k{}_b{}x{}_u{}x{}{}{}{}",
+        "attention_h{hq_n}x{hkv_n}_d{d_n}x{dv_n}_l{}_q{}_k{}_b{}x{}_u{}x{}{}{}{}{}",
         t.lanes,
         t.tq,
         t.tk,
@@ -375,6 +430,7 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         t.vb,
         t.du,
         t.pu,
+        if t.pair { "_pair" } else { "" },
         if spec.causal.is_some() { "_causal" } else { "" },
         if spec.mask.is_some() { "_mask" } else { "" },
         if mask_rows { "_rows" } else { "" }
@@ -399,7 +455,16 @@ fn tiling(schedule: &Schedule) -> Result<Tiling, String> {
     if !matches!(lanes, 4 | 8 | 16) {
         return Err(format!("lanes {lanes} is not 4, 8 or 16"));
     }
-    let tq = schedule.get("q_tile", if lanes == 4 { 8 } else { lanes });
+    let pair = schedule.get("pair", (lanes == 16) as i64);
+    if !(0..=1).contains(&pair) {
+        return Err(format!("pair {pair} is not 0 or 1"));
+    }
+    let default_tq = match (lanes, pair) {
+        (4, 0) => 8,
+        (_, 0) => lanes,
+        _ => 2 * lanes,
+    };
+    let tq = schedule.get("q_tile", default_tq);
     if !(lanes..=4 * lanes).contains(&tq) || tq % lanes != 0 {
         return Err(format!(
             "q_tile {tq} is not a multiple of {lanes} in {lanes}..={}",
@@ -415,6 +480,7 @@ fn tiling(schedule: &Schedule) -> Result<Tiling, String> {
     if !(1..=4).contains(&du) || !(1..=4).contains(&pu) {
         return Err(format!("d_unroll {du} or p_unroll {pu} is not in 1..=4"));
     }
+
     Ok(Tiling {
         lanes,
         tq,
@@ -423,6 +489,7 @@ fn tiling(schedule: &Schedule) -> Result<Tiling, String> {
         vb,
         du,
         pu,
+        pair: pair == 1,
     })
 }
 
@@ -543,7 +610,7 @@ fn tile(plan: &Plan, vars: &Vars, head: &Head, depth: usize) -> Vec<Stmt> {
     step.extend(add_mask(plan, head, &t, &keys));
     step.extend(causal_limit(plan, head, &t, &keys));
     step.push(softmax(plan, vars, head, &t, &keys));
-    step.push(accumulate(plan, vars, head, &t, &keys));
+    step.extend(accumulate(plan, vars, head, &t, &keys));
     let mut out = load_q(plan, head, &t);
     out.push(init(plan, head, &t));
     out.push(Stmt::for_range(
@@ -565,17 +632,82 @@ fn per_group(
     depth: usize,
     body: impl FnOnce(&Group, usize) -> Vec<Stmt>,
 ) -> Stmt {
-    let g = Index::Loop(depth);
+    group_loop(
+        plan,
+        head,
+        (c(0), t.groups.clone()),
+        1,
+        depth,
+        |groups, depth| body(&groups[0], depth),
+    )
+}
+
+/// The loop at `depth` over the groups of the tile for register tiles: with `pair`, a loop over
+/// pairs of groups, then one over the last group if their count is odd; else one over the
+/// groups. `body` gets the groups of an iteration (2 or 1), as in [`per_group`].
+fn per_tile_groups(
+    plan: &Plan,
+    head: &Head,
+    t: &Tile,
+    depth: usize,
+    body: impl Fn(&[Group], usize) -> Vec<Stmt>,
+) -> Vec<Stmt> {
+    if !plan.tiling.pair {
+        return vec![per_group(plan, head, t, depth, |group, depth| {
+            body(std::slice::from_ref(group), depth)
+        })];
+    }
+    let pairs = t.groups.clone() / c(2);
+    vec![
+        group_loop(plan, head, (c(0), pairs.clone()), 2, depth, &body),
+        group_loop(
+            plan,
+            head,
+            (pairs * c(2), t.groups.clone()),
+            1,
+            depth,
+            &body,
+        ),
+    ]
+}
+
+/// The loop at `depth` over `from..to`, iteration `i` covering the `n` groups from `i * n`,
+/// `body` built from their offsets in the scratch (bound inside it, for loops from
+/// `depth + 5`).
+fn group_loop(
+    plan: &Plan,
+    head: &Head,
+    (from, to): (Index, Index),
+    n: i64,
+    depth: usize,
+    body: impl FnOnce(&[Group], usize) -> Vec<Stmt>,
+) -> Stmt {
+    let g = match n {
+        1 => Index::Loop(depth),
+        _ => Index::Loop(depth) * c(n),
+    };
     let mut lets = Lets::at(depth + 1);
-    let at = |off: i64, len: i64| head.s.clone() + c(off) + g.clone() * c(plan.tiling.lanes * len);
-    let group = Group {
+    let l = plan.tiling.lanes;
+    let at = |off: i64, len: i64| head.s.clone() + c(off) + g.clone() * c(l * len);
+    let first = Group {
         qt: lets.bind(at(plan.qt(), plan.d)),
         st: lets.bind(at(plan.st(), plan.tiling.tk)),
         ex: lets.bind(at(plan.ex(), EXTRA)),
         yt: lets.bind(at(plan.yt(), plan.dv)),
     };
-    let inner = body(&group, lets.depth);
-    Stmt::for_range(c(0), t.groups.clone(), lets.wrap(inner))
+    // The next groups' data follows at constant offsets.
+    let next: Vec<Group> = (1..n)
+        .map(|i| Group {
+            qt: first.qt.clone() + c(i * l * plan.d),
+            st: first.st.clone() + c(i * l * plan.tiling.tk),
+            ex: first.ex.clone() + c(i * l * EXTRA),
+            yt: first.yt.clone() + c(i * l * plan.dv),
+        })
+        .collect();
+    let mut groups = vec![first];
+    groups.extend(next);
+    let inner = body(&groups, lets.depth);
+    Stmt::for_range(from, to, lets.wrap(inner))
 }
 
 /// Offsets in the scratch of one group's data.
@@ -723,17 +855,23 @@ fn blocks(
     out
 }
 
-/// `acc[i] = broadcast.fma(vector, acc[i])` for the first `w` accumulators, the broadcast of
-/// `element(i)`, after loading the vector operand.
-fn fma_step(vars: &Vars, vector: Value, w: i64, element: impl Fn(i64) -> Value) -> Vec<Stmt> {
-    let mut out = vec![Stmt::set(vars.vector, vector)];
+/// `acc[g * w + i] = broadcast.fma(vectors[g], acc[g * w + i])` for `i` in `0..w` and each
+/// vector operand `g` (one per group), the broadcast of `element(i)` shared by the groups,
+/// after loading the vector operands.
+fn fma_step(vars: &Vars, vectors: Vec<Value>, w: i64, element: impl Fn(i64) -> Value) -> Vec<Stmt> {
+    let n = vectors.len();
+    let mut out: Vec<Stmt> = (vectors.into_iter().enumerate())
+        .map(|(g, vector)| Stmt::set(vars.vectors[g], vector))
+        .collect();
     for i in 0..w {
-        let acc = vars.acc[i as usize];
         out.push(Stmt::set(vars.broadcast, element(i).splat()));
-        out.push(Stmt::set(
-            acc,
-            Value::Var(vars.broadcast).fma(Value::Var(vars.vector), Value::Var(acc)),
-        ));
+        for g in 0..n {
+            let acc = vars.acc[g * w as usize + i as usize];
+            out.push(Stmt::set(
+                acc,
+                Value::Var(vars.broadcast).fma(Value::Var(vars.vectors[g]), Value::Var(acc)),
+            ));
+        }
     }
     out
 }
@@ -741,35 +879,38 @@ fn fma_step(vars: &Vars, vector: Value, w: i64, element: impl Fn(i64) -> Value) 
 /// The scores of the key tile for every group, `Qᵀ K` by register tiles of `k_block` keys
 /// (already scaled: `Qᵀ` is).
 fn scores(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
-    let groups = per_group(plan, head, t, keys.depth, |group, depth| {
-        blocks(&keys.n, plan.tiling.kb, depth, |j, w, depth| {
-            score_block(plan, vars, group, keys, (j, w), depth)
+    per_tile_groups(plan, head, t, keys.depth, |groups, depth| {
+        let kb = plan.tiling.k_block(groups.len());
+        blocks(&keys.n, kb, depth, |j, w, depth| {
+            score_block(plan, vars, groups, keys, (j, w), depth)
         })
-    });
-    vec![groups]
+    })
 }
 
-/// The scores of keys `j..j + w` for one group, the loop over D at `depth`.
+/// The scores of keys `j..j + w` for one group or a pair, the loop over D at `depth`.
 fn score_block(
     plan: &Plan,
     vars: &Vars,
-    group: &Group,
+    groups: &[Group],
     keys: &Keys,
     (j, w): (&Index, i64),
     depth: usize,
 ) -> Vec<Stmt> {
     let l = plan.tiling.lanes;
     let step = |at: &Index, u: i64| {
-        let vector = Value::load(
-            plan.scratch,
-            group.qt.clone() + at.clone() * c(l) + c(l * u),
-        );
-        fma_step(vars, vector, w, |i| {
+        let vectors = groups
+            .iter()
+            .map(|group| {
+                let qt = group.qt.clone() + at.clone() * c(l) + c(l * u);
+                Value::load(plan.scratch, qt)
+            })
+            .collect();
+        fma_step(vars, vectors, w, |i| {
             let key = keys.k.clone() + j.clone() * c(plan.d) + at.clone();
             Value::load(K, key + c(i * plan.d + u))
         })
     };
-    let mut out: Vec<Stmt> = (0..w as usize)
+    let mut out: Vec<Stmt> = (0..w as usize * groups.len())
         .map(|i| Stmt::set(vars.acc[i], Value::Const(0.0)))
         .collect();
     let unroll = plan.tiling.du.min(plan.d);
@@ -782,15 +923,13 @@ fn score_block(
     for rest in plan.d / unroll * unroll..plan.d {
         out.extend(step(&c(0), rest));
     }
-    out.extend((0..w).map(|i| {
-        let at = group.st.clone() + j.clone() * c(l) + c(l * i);
-        Stmt::store(
-            plan.scratch,
-            at,
-            Value::Var(vars.acc[i as usize]),
-            plan.lanes(),
-        )
-    }));
+    for (g, group) in groups.iter().enumerate() {
+        out.extend((0..w).map(|i| {
+            let at = group.st.clone() + j.clone() * c(l) + c(l * i);
+            let acc = vars.acc[(g as i64 * w + i) as usize];
+            Stmt::store(plan.scratch, at, Value::Var(acc), plan.lanes())
+        }));
+    }
     out
 }
 
@@ -954,43 +1093,53 @@ fn softmax(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Stmt
 
 /// `Yᵀ = Yᵀ * alpha + V P` over the key tile for every group, by register tiles of `v_block`
 /// columns.
-fn accumulate(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Stmt {
-    per_group(plan, head, t, keys.depth, |group, depth| {
-        let alpha = Value::load(plan.scratch, group.ex.clone() + c(2 * plan.tiling.lanes));
-        let mut out = vec![Stmt::set(vars.alpha, alpha)];
+fn accumulate(plan: &Plan, vars: &Vars, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
+    per_tile_groups(plan, head, t, keys.depth, |groups, depth| {
+        let mut out: Vec<Stmt> = (groups.iter().enumerate())
+            .map(|(g, group)| {
+                let alpha = group.ex.clone() + c(2 * plan.tiling.lanes);
+                Stmt::set(vars.alphas[g], Value::load(plan.scratch, alpha))
+            })
+            .collect();
         out.extend(blocks(
             &c(plan.dv),
-            plan.tiling.vb,
+            plan.tiling.v_block(groups.len()),
             depth,
-            |col, w, depth| value_block(plan, vars, group, keys, (col, w), depth),
+            |col, w, depth| value_block(plan, vars, groups, keys, (col, w), depth),
         ));
         out
     })
 }
 
-/// `Yᵀ = Yᵀ * alpha + V P` for columns `col..col + w` of one group, the key loop at `depth`.
+/// `Yᵀ = Yᵀ * alpha + V P` for columns `col..col + w` of one group or a pair, the key loop at
+/// `depth`.
 fn value_block(
     plan: &Plan,
     vars: &Vars,
-    group: &Group,
+    groups: &[Group],
     keys: &Keys,
     (col, w): (&Index, i64),
     depth: usize,
 ) -> Vec<Stmt> {
     let l = plan.tiling.lanes;
-    let yt = |i: i64| group.yt.clone() + col.clone() * c(l) + c(l * i);
-    let mut out: Vec<Stmt> = (0..w)
-        .map(|i| {
-            let rescaled = Value::load(plan.scratch, yt(i)) * Value::Var(vars.alpha);
-            Stmt::set(vars.acc[i as usize], rescaled)
+    let yt = |g: usize, i: i64| groups[g].yt.clone() + col.clone() * c(l) + c(l * i);
+    let acc = |g: usize, i: i64| vars.acc[g * w as usize + i as usize];
+    let mut out: Vec<Stmt> = (0..groups.len())
+        .flat_map(|g| (0..w).map(move |i| (g, i)))
+        .map(|(g, i)| {
+            let rescaled = Value::load(plan.scratch, yt(g, i)) * Value::Var(vars.alphas[g]);
+            Stmt::set(acc(g, i), rescaled)
         })
         .collect();
     let step = |first: &Index, u: i64| {
-        let vector = Value::load(
-            plan.scratch,
-            group.st.clone() + first.clone() * c(l) + c(l * u),
-        );
-        fma_step(vars, vector, w, |i| {
+        let vectors = groups
+            .iter()
+            .map(|group| {
+                let p = group.st.clone() + first.clone() * c(l) + c(l * u);
+                Value::load(plan.scratch, p)
+            })
+            .collect();
+        fma_step(vars, vectors, w, |i| {
             let value = keys.v.clone() + first.clone() * c(plan.dv) + col.clone();
             Value::load(V, value + c(u * plan.dv + i))
         })
@@ -1009,14 +1158,12 @@ fn value_block(
             step(&Index::Loop(depth), 0),
         ));
     }
-    out.extend((0..w).map(|i| {
-        Stmt::store(
-            plan.scratch,
-            yt(i),
-            Value::Var(vars.acc[i as usize]),
-            plan.lanes(),
-        )
-    }));
+    for g in 0..groups.len() {
+        out.extend(
+            (0..w)
+                .map(|i| Stmt::store(plan.scratch, yt(g, i), Value::Var(acc(g, i)), plan.lanes())),
+        );
+    }
     out
 }
 
@@ -1238,6 +1385,7 @@ mod tests {
             .with("v_block", rng.pick(v_blocks))
             .with("d_unroll", rng.pick(&[1, 2, 3, 4]))
             .with("p_unroll", rng.pick(&[1, 2, 3]))
+            .with("pair", rng.pick(&[0, 1]))
     }
 
     #[test]
@@ -1331,6 +1479,9 @@ mod tests {
                     .with("q_tile", 3 * lanes)
                     .with("k_tile", 13)
                     .with("v_block", 5);
+                case.check(&mut rng);
+                // Pairs of groups, and an odd group (3 per tile) after them.
+                case.schedule = case.schedule.with("pair", 1).with("k_block", 5);
                 case.check(&mut rng);
             }
         }
@@ -1436,6 +1587,7 @@ mod tests {
         assert!(err(case.spec(), &schedule.clone().with("p_unroll", 5)).contains("p_unroll"));
         assert!(err(case.spec(), &schedule.clone().with("q_tile", 6)).contains("q_tile"));
         assert!(err(case.spec(), &schedule.clone().with("lanes", 2)).contains("lanes"));
+        assert!(err(case.spec(), &schedule.clone().with("pair", 2)).contains("pair"));
         let wide = schedule.with("lanes", 16);
         assert!(err(case.spec(), &wide.clone().with("q_tile", 8)).contains("q_tile"));
         assert!(err(case.spec(), &wide.clone().with("q_tile", 80)).contains("q_tile"));
