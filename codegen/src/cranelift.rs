@@ -140,8 +140,7 @@ fn define_all<M: Module>(module: &mut M, kernels: &[Kernel]) -> Result<Vec<FuncI
                     Ok((b.declare_var(ty), ty))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            let mut stored = vec![false; kernel.buffers];
-            mark_stored(&kernel.body, &mut stored);
+            let stored = kernel.stored_buffers();
             let mut lower = Lower {
                 b,
                 ptr,
@@ -483,27 +482,6 @@ fn split_offset(index: &Index, width: i64) -> (&Index, i32) {
         }
     }
     (index, 0)
-}
-
-/// Marks the buffers `stmts` store to.
-fn mark_stored(stmts: &[Stmt], stored: &mut [bool]) {
-    for s in stmts {
-        match s {
-            Stmt::Store { buffer, .. } => {
-                if let Some(b) = stored.get_mut(*buffer) {
-                    *b = true;
-                }
-            }
-            Stmt::Loop { body, .. } => mark_stored(body, stored),
-            Stmt::If {
-                then, otherwise, ..
-            } => {
-                mark_stored(then, stored);
-                mark_stored(otherwise, stored);
-            }
-            Stmt::Set { .. } => {}
-        }
-    }
 }
 
 /// Little-endian memory flags for lane-preserving bitcasts.

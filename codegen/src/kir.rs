@@ -28,6 +28,44 @@ pub struct Kernel {
     pub body: Vec<Stmt>,
 }
 
+impl Kernel {
+    /// Whether the kernel stores to each of its buffers (the others are read-only during a
+    /// call, which backends may rely on).
+    pub fn stored_buffers(&self) -> Vec<bool> {
+        let mut stored = vec![false; self.buffers];
+        visit_stores(&self.body, &mut |buffer, _| {
+            if let Some(b) = stored.get_mut(buffer) {
+                *b = true;
+            }
+        });
+        stored
+    }
+
+    /// The lanes of its widest vector (variable or store); 1 for a scalar kernel.
+    pub fn widest_lanes(&self) -> u8 {
+        let mut widest = self.vars.iter().copied().max().unwrap_or(1);
+        visit_stores(&self.body, &mut |_, lanes| widest = widest.max(lanes));
+        widest
+    }
+}
+
+/// Calls `f(buffer, lanes)` for every store in `stmts`, nested ones included.
+fn visit_stores(stmts: &[Stmt], f: &mut impl FnMut(usize, u8)) {
+    for s in stmts {
+        match s {
+            Stmt::Store { buffer, lanes, .. } => f(*buffer, *lanes),
+            Stmt::Loop { body, .. } => visit_stores(body, f),
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                visit_stores(then, f);
+                visit_stores(otherwise, f);
+            }
+            Stmt::Set { .. } => {}
+        }
+    }
+}
+
 /// An index expression (i64).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Index {

@@ -265,27 +265,6 @@ impl<'ctx> Aliasing<'ctx> {
     }
 }
 
-/// Marks the buffers `stmts` store to.
-fn mark_stored(stmts: &[Stmt], stored: &mut [bool]) {
-    for s in stmts {
-        match s {
-            Stmt::Store { buffer, .. } => {
-                if let Some(b) = stored.get_mut(*buffer) {
-                    *b = true;
-                }
-            }
-            Stmt::Loop { body, .. } => mark_stored(body, stored),
-            Stmt::If {
-                then, otherwise, ..
-            } => {
-                mark_stored(then, stored);
-                mark_stored(otherwise, stored);
-            }
-            Stmt::Set { .. } => {}
-        }
-    }
-}
-
 /// The LLVM type of `lanes` f32s.
 fn float_type(cx: &Context, lanes: u8) -> Lowered<BasicTypeEnum<'_>> {
     match lanes {
@@ -330,8 +309,7 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
         let (buffer_array, size_array) = (param(0)?, param(1)?);
         let ptr = cx.ptr_type(AddressSpace::default());
         let i64t = cx.i64_type();
-        let mut stored = vec![false; kernel.buffers];
-        mark_stored(&kernel.body, &mut stored);
+        let stored = kernel.stored_buffers();
         let mut lower = Lower {
             cx,
             module,

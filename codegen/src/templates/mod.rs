@@ -165,7 +165,7 @@ impl Built {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Built;
-    use crate::kir::{Kernel, Stmt};
+    use crate::kir::Kernel;
     use crate::native::NativeKernel;
     use kiln_ir::interp::Bindings;
     use kiln_ir::{DType, Tensor};
@@ -215,7 +215,7 @@ pub(crate) mod testing {
     /// Compiles `kernel` with Cranelift, or with LLVM when it has vectors wider than
     /// Cranelift's 4 lanes.
     fn compile(kernel: &Kernel) -> NativeKernel {
-        if widest(&kernel.body).max(kernel.vars.iter().copied().max().unwrap_or(1)) <= 4 {
+        if kernel.widest_lanes() <= 4 {
             return crate::cranelift::compile(kernel).expect("compiles");
         }
         let backend = crate::Backend::llvm();
@@ -223,21 +223,5 @@ pub(crate) mod testing {
             .compile_all(std::slice::from_ref(kernel))
             .expect("compiles")
             .remove(0)
-    }
-
-    /// The widest store in `stmts`, in lanes.
-    fn widest(stmts: &[Stmt]) -> u8 {
-        stmts
-            .iter()
-            .map(|s| match s {
-                Stmt::Store { lanes, .. } => *lanes,
-                Stmt::Loop { body, .. } => widest(body),
-                Stmt::If {
-                    then, otherwise, ..
-                } => widest(then).max(widest(otherwise)),
-                Stmt::Set { .. } => 1,
-            })
-            .max()
-            .unwrap_or(1)
     }
 }
