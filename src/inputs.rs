@@ -83,6 +83,8 @@ pub fn random_feeds(
                     })
             })
             .collect::<Result<_, String>>()?;
+        let bytes = kiln_ir::host::bytes_of(&shape, value.ty.dtype.size());
+        kiln_ir::host::check_fits(bytes, &format!("random input `{}` {shape:?}", value.name))?;
         let n: usize = shape.iter().product();
         let is_mask = value.name.contains("mask");
         let t = match value.ty.dtype {

@@ -13,6 +13,7 @@ pub mod dot;
 pub mod dtype;
 pub mod fold;
 pub mod graph;
+pub mod host;
 pub mod infer;
 pub mod interp;
 pub mod json;

@@ -73,7 +73,8 @@ use crate::{Attr, Attrs, DType, Dim};
 use base64::Engine;
 use bytes::Bytes;
 use half::{bf16, f16};
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 
@@ -92,6 +93,18 @@ type Res<T> = Result<T, String>;
 /// Prints `graph` in the text form; [`parse`] reads the result back into an identical graph.
 pub fn print(graph: &Graph) -> String {
     print_into(graph, None)
+}
+
+/// The alignment, in bytes, of every tensor in a weights blob (a cache line; what kernels
+/// reading whole vectors expect). [`parse_with_weights`] refuses offsets that are not.
+pub const WEIGHTS_ALIGN: usize = 64;
+
+/// The weights blob a parse reads `weights[OFFSET]` data from, and the byte ranges of the
+/// tensors read so far (start to end and line), so that no two tensors overlap unless they are
+/// the same bytes (equal constants are stored once).
+struct WeightsInUse<'a> {
+    bytes: &'a Bytes,
+    ranges: RefCell<BTreeMap<usize, (usize, usize)>>,
 }
 
 /// The weights file that [`print_with_weights`] fills: the bytes of constants, each 64-byte
@@ -118,7 +131,8 @@ impl WeightsBlob {
         {
             return o;
         }
-        self.bytes.resize(self.bytes.len().next_multiple_of(64), 0);
+        self.bytes
+            .resize(self.bytes.len().next_multiple_of(WEIGHTS_ALIGN), 0);
         let offset = self.bytes.len();
         self.bytes.extend_from_slice(data);
         offsets.push(offset);
@@ -452,6 +466,11 @@ fn show_value(name: &str) -> String {
 
 impl Parser {
     fn run(&mut self, text: &str, weights: Option<&Bytes>) -> Res<()> {
+        let weights = weights.map(|bytes| WeightsInUse {
+            bytes,
+            ranges: RefCell::default(),
+        });
+        let weights = weights.as_ref();
         let mut header = false;
         for (i, line) in text.lines().enumerate() {
             let mut c = Cursor {
@@ -625,7 +644,7 @@ struct Cursor<'a> {
     s: &'a str,
     pos: usize,
     /// The weights blob that `weights[OFFSET]` data refer to, if any.
-    weights: Option<&'a Bytes>,
+    weights: Option<&'a WeightsInUse<'a>>,
 }
 
 fn is_word_char(c: char) -> bool {
@@ -935,17 +954,37 @@ impl<'a> Cursor<'a> {
         let Some(weights) = self.weights else {
             return Err(self.err("`weights[...]` data, but no weights file was given"));
         };
+        if offset % WEIGHTS_ALIGN != 0 {
+            return Err(self.err(format!(
+                "{dtype}{shape:?} at byte {offset}: the offset is not a multiple of {WEIGHTS_ALIGN}"
+            )));
+        }
         let end = count
             .checked_mul(dtype.size())
             .and_then(|n| n.checked_add(offset))
-            .filter(|&end| end <= weights.len())
+            .filter(|&end| end <= weights.bytes.len())
             .ok_or_else(|| {
                 self.err(format!(
                     "{dtype}{shape:?} at byte {offset} runs past the end of the weights ({} bytes)",
-                    weights.len()
+                    weights.bytes.len()
                 ))
             })?;
-        TensorData::new(dtype, shape, weights.slice(offset..end)).map_err(|e| self.err(e))
+        if end > offset {
+            let mut ranges = weights.ranges.borrow_mut();
+            let before = ranges.range(..=offset).next_back();
+            let after = ranges.range(offset..end).next();
+            for (&start, &(stop, line)) in before.into_iter().chain(after) {
+                let same = start == offset && stop == end;
+                if !same && start < end && offset < stop {
+                    return Err(self.err(format!(
+                        "{dtype}{shape:?} at bytes {offset}..{end} overlaps the weights of line \
+                         {line} (bytes {start}..{stop})"
+                    )));
+                }
+            }
+            ranges.insert(offset, (end, self.line));
+        }
+        TensorData::new(dtype, shape, weights.bytes.slice(offset..end)).map_err(|e| self.err(e))
     }
 
     fn attr_value(&mut self) -> Res<Attr> {
@@ -1537,6 +1576,46 @@ pub(crate) mod tests {
         let err = parse_with_weights(&past, Bytes::from(weights)).unwrap_err();
         assert!(
             err.starts_with("line 2: ") && err.contains("runs past the end of the weights"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn weights_offsets_must_be_aligned_and_must_not_overlap() {
+        let weights = Bytes::from(vec![0u8; 256]);
+        let parse_consts = |lines: &[&str]| {
+            parse_with_weights(&format!("{HEADER}\n{}", lines.join("\n")), weights.clone())
+        };
+        // Two tensors at the same offset with the same length share bytes (stored once).
+        parse_consts(&[
+            "const %a: f32[16] = weights[64]",
+            "const %b: f32[16] = weights[64]",
+            "const %c: f32[16] = weights[0]",
+        ])
+        .unwrap();
+        let err = parse_consts(&["const %a: f32[16] = weights[4]"]).unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: f32[16] at byte 4: the offset is not a multiple of 64"
+        );
+        for (a, b) in [("weights[0]", "weights[64]"), ("weights[64]", "weights[0]")] {
+            let err = parse_consts(&[
+                &format!("const %a: f32[32] = {a}"),
+                &format!("const %b: f32[4] = {b}"),
+            ])
+            .unwrap_err();
+            assert!(
+                err.starts_with("line 3: ") && err.contains("overlaps the weights of line 2"),
+                "{err}"
+            );
+        }
+        let err = parse_consts(&[
+            "const %a: f32[16] = weights[64]",
+            "const %b: f32[8] = weights[64]",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("overlaps the weights of line 2 (bytes 64..128)"),
             "{err}"
         );
     }

@@ -121,11 +121,17 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
             "--prompt-ids: token {bad} is outside the vocabulary (0..{vocab})"
         ));
     }
+    if args.prompt_ids.is_empty() {
+        return Err("--prompt-ids: give at least one token".into());
+    }
     let context = config.max_positions;
-    if args.prompt_ids.len() + args.max_new_tokens > context {
+    let total = args.prompt_ids.len().checked_add(args.max_new_tokens);
+    if total.is_none_or(|total| total > context) {
         return Err(format!(
-            "prompt plus new tokens ({}) exceed the model's {context} positions",
-            args.prompt_ids.len() + args.max_new_tokens
+            "--max-new-tokens {}: the prompt's {} tokens plus the new ones exceed the model's \
+             {context} positions",
+            args.max_new_tokens,
+            args.prompt_ids.len()
         ));
     }
     let compile_start = std::time::Instant::now();

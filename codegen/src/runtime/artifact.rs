@@ -13,10 +13,13 @@
 //! - `model.h`: a C header naming the model's inputs and outputs, in the order the C API
 //!   takes and returns them;
 //! - `manifest.txt`: the format version, where the weights file is (relative to the
-//!   artefact), the backend that compiled the kernels, the CPU features the code needs, and
-//!   each kernel's name and fingerprint (a hash of its KIR). Loading lowers the graph again
-//!   for that backend and checks that it yields exactly these kernels, so a library can
-//!   never be called with buffers laid out for other code. Loading needs no backend.
+//!   artefact), the size and checksum (XXH3-128) of the library, the graph and the weights,
+//!   the backend that compiled the kernels, the CPU features the code needs, and each
+//!   kernel's name and fingerprint (a hash of its KIR). Loading checks every file against its
+//!   checksum before reading it (a truncated or corrupted `kernels.so` is never opened, a
+//!   changed graph or weights file never runs), lowers the graph again for that backend and
+//!   checks that it yields exactly these kernels, so a library can never be called with
+//!   buffers laid out for other code. Loading needs no backend.
 
 use super::program::{kernel_key, Lowering};
 use super::{Options, Program};
@@ -25,12 +28,13 @@ use crate::native::{link_shared, load_library};
 use crate::{Backend, CpuLevel};
 use kiln_ir::text::{self, WeightsBlob};
 use kiln_ir::Graph;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
 /// The first line of every manifest; bumped whenever the artefact layout changes.
-const MANIFEST_HEADER: &str = "kiln artifact v1";
+const MANIFEST_HEADER: &str = "kiln artifact v2";
 /// The file names inside an artefact directory.
 const LIBRARY: &str = "kernels.so";
 const GRAPH: &str = "model.kg";
@@ -81,6 +85,8 @@ pub fn write_artifacts(
 ) -> Result<Vec<ArtifactSummary>, String> {
     let mut blob = WeightsBlob::default();
     let mut summaries = vec![];
+    // Manifests are written last: they hold the checksum of the weights file all share.
+    let mut manifests = vec![];
     for &(graph, name) in entries {
         let start = Instant::now();
         let (dir, weights) = match name {
@@ -99,30 +105,56 @@ pub fn write_artifacts(
         let _ = std::fs::remove_file(&object_path);
         linked?;
         let graph_text = text::print_with_weights(&lowering.graph, &mut blob);
-        std::fs::write(dir.join(GRAPH), graph_text).map_err(|e| io(GRAPH, e))?;
+        std::fs::write(dir.join(GRAPH), &graph_text).map_err(|e| io(GRAPH, e))?;
         std::fs::write(dir.join(HEADER), c_header(&lowering.graph)).map_err(|e| io(HEADER, e))?;
-        std::fs::write(dir.join(MANIFEST), manifest(&kernels, &weights, backend)?)
-            .map_err(|e| io(MANIFEST, e))?;
+        let library = std::fs::read(dir.join(LIBRARY)).map_err(|e| io(LIBRARY, e))?;
+        let files = vec![
+            (LIBRARY.to_string(), Checksum::of(&library)),
+            (GRAPH.to_string(), Checksum::of(graph_text.as_bytes())),
+        ];
+        let text = manifest(&kernels, &weights, backend)?;
+        manifests.push((dir.clone(), text, files, weights));
         let stats = lowering.stats();
         summaries.push(ArtifactSummary {
             kernels: stats.kernels,
             distinct_kernels: kernels.len(),
             interpreted: stats.interpreted,
-            library_bytes: file_size(&dir.join(LIBRARY)),
-            weights_bytes: 0,
+            library_bytes: library.len() as u64,
+            weights_bytes: blob.bytes().len() as u64,
             seconds: start.elapsed().as_secs_f64(),
         });
     }
     let path = root.join(WEIGHTS);
     std::fs::write(&path, blob.bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let weights_sum = Checksum::of(blob.bytes());
+    for (dir, mut text, mut files, weights) in manifests {
+        files.push((weights, weights_sum));
+        for (file, sum) in files {
+            let _ = writeln!(text, "file {file} {} {:032x}", sum.bytes, sum.hash);
+        }
+        let path = dir.join(MANIFEST);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     for s in &mut summaries {
         s.weights_bytes = blob.bytes().len() as u64;
     }
     Ok(summaries)
 }
 
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+/// The size and XXH3-128 hash of a file's bytes, as a manifest records them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Checksum {
+    bytes: u64,
+    hash: u128,
+}
+
+impl Checksum {
+    fn of(data: &[u8]) -> Checksum {
+        Checksum {
+            bytes: data.len() as u64,
+            hash: xxhash_rust::xxh3::xxh3_128(data),
+        }
+    }
 }
 
 /// A 64-bit FNV-1a hash: a fingerprint of a kernel's KIR that is stable across builds.
@@ -159,6 +191,40 @@ struct Manifest {
     features: Vec<String>,
     /// Each kernel's name and fingerprint, in library order.
     kernels: Vec<(String, String)>,
+    /// The checksum of each file the artefact reads (library, graph, weights), by its path
+    /// relative to the artefact directory.
+    files: HashMap<String, Checksum>,
+}
+
+impl Manifest {
+    /// The bytes of `file` (relative to `dir`), checked against the manifest's checksum; the
+    /// file is memory-mapped, not read.
+    fn checked_file(&self, dir: &Path, file: &str) -> Result<bytes::Bytes, String> {
+        let path = dir.join(file);
+        let Some(want) = self.files.get(file) else {
+            return Err(format!(
+                "{}: records no checksum of `{file}`",
+                dir.join(MANIFEST).display()
+            ));
+        };
+        let bytes = map_file(&path)?;
+        let have = Checksum::of(&bytes);
+        if have.bytes != want.bytes {
+            return Err(format!(
+                "{}: {} bytes, but the manifest records {} (truncated or replaced?)",
+                path.display(),
+                have.bytes,
+                want.bytes
+            ));
+        }
+        if have.hash != want.hash {
+            return Err(format!(
+                "{}: the checksum differs from the manifest's (the file is corrupted)",
+                path.display()
+            ));
+        }
+        Ok(bytes)
+    }
 }
 
 /// Reads and parses the manifest in `dir`.
@@ -177,6 +243,7 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
         backend: Backend::Cranelift,
         features: vec![],
         kernels: vec![],
+        files: HashMap::new(),
     };
     for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -192,6 +259,17 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
                 manifest.features = needed.iter().map(|f| f.to_string()).collect()
             }
             ["kernel", name, hash] => manifest.kernels.push((name.to_string(), hash.to_string())),
+            ["file", file, bytes, hash] => {
+                let sum = bytes
+                    .parse()
+                    .ok()
+                    .zip(u128::from_str_radix(hash, 16).ok())
+                    .map(|(bytes, hash)| Checksum { bytes, hash })
+                    .ok_or_else(|| err(format!("unreadable checksum line `{line}`")))?;
+                if manifest.files.insert(file.to_string(), sum).is_some() {
+                    return Err(err(format!("two checksums of `{file}`")));
+                }
+            }
             [] => {}
             _ => return Err(err(format!("unreadable line `{line}`"))),
         }
@@ -237,7 +315,11 @@ impl Program {
         let lowering = Lowering::new(&graph, manifest.backend);
         let (kernels, index) = lowering.distinct_kernels();
         check_manifest(&manifest, &kernels, &dir.join(MANIFEST))?;
-        // SAFETY: the manifest proves the library was compiled from these kernels' KIR.
+        // The library's bytes are the ones written with the manifest (never open a truncated
+        // or corrupted library: its code would run).
+        manifest.checked_file(dir, LIBRARY)?;
+        // SAFETY: the manifest proves the library was compiled from these kernels' KIR, and
+        // its checksum that the file is the one linked then.
         let compiled = unsafe { load_library(&dir.join(LIBRARY), &kernels)? };
         Program::assemble(lowering, compiled, &index, options, start)
     }
@@ -251,10 +333,11 @@ pub fn load_graph(dir: &Path) -> Result<Graph, String> {
 
 /// The graph of the artefact in `dir`, whose manifest is `manifest`.
 fn graph_of(dir: &Path, manifest: &Manifest) -> Result<Graph, String> {
-    let weights = map_file(&dir.join(&manifest.weights))?;
+    let weights = manifest.checked_file(dir, &manifest.weights)?;
     let path = dir.join(GRAPH);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text::parse_with_weights(&text, weights).map_err(|e| format!("{}: {e}", path.display()))
+    let text = manifest.checked_file(dir, GRAPH)?;
+    let text = std::str::from_utf8(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    text::parse_with_weights(text, weights).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The bytes of a file, memory-mapped (an empty file maps to no bytes).

@@ -197,6 +197,11 @@ pub fn group(graph: &Graph) -> Vec<Group> {
             _ => 0,
         };
         while let Some(next) = uses.sole_reader(out(*nodes.last().expect("non-empty"))) {
+            // A residual add of two GEMMs' results belongs to the first GEMM that reaches it
+            // (parallel attention + MLP blocks: GPT-NeoX, Phi); the other ends before it.
+            if owner.contains_key(&next) {
+                break;
+            }
             let Some(kind) = op_kind(next) else { break };
             let step = match kind {
                 OpKind::Add if stage == 0 && is_bias(graph, next) => 1,
@@ -334,4 +339,63 @@ fn boundary(graph: &Graph, uses: &Uses, nodes: &[NodeId]) -> (Vec<ValueId>, Vec<
         }
     }
     (inputs, outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Options, Program};
+    use kiln_ir::{interp, text, Tensor};
+
+    /// A parallel residual block (GPT-NeoX, Phi): `attn(x) + mlp(x)`, two GEMMs whose results
+    /// one `Add` sums.
+    const PARALLEL: &str = "kiln graph v1
+input %x: f32[seq, 8]
+input %wa: f32[8, 8]
+input %wm: f32[8, 8]
+%a: f32[seq, 8] = MatMul(%x, %wa)  @\"attn\"
+%m: f32[seq, 8] = MatMul(%x, %wm)  @\"mlp\"
+%y: f32[seq, 8] = Add(%m, %a)  @\"residual\"
+output y = %y
+";
+
+    #[test]
+    fn a_residual_add_of_two_gemms_belongs_to_one_group() {
+        let graph = text::parse(PARALLEL).unwrap();
+        let groups = group(&graph);
+        let mut seen = HashSet::new();
+        for g in &groups {
+            for n in &g.nodes {
+                assert!(seen.insert(*n), "{} is in two groups", graph.node(*n).name);
+            }
+        }
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_parallel_residual_block_runs_compiled_as_interpreted() {
+        let graph = text::parse(PARALLEL).unwrap();
+        let value = |n: usize, seed: f32| {
+            let data = (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+            data
+        };
+        let feeds: HashMap<String, Tensor> = [
+            ("x", vec![5, 8], value(40, 1.0)),
+            ("wa", vec![8, 8], value(64, 2.0)),
+            ("wm", vec![8, 8], value(64, 3.0)),
+        ]
+        .into_iter()
+        .map(|(n, s, d)| (n.to_string(), Tensor::from_vec(&s, d).unwrap()))
+        .collect();
+        let expected = interp::run(&graph, &feeds).unwrap();
+        let program = Program::compile(&graph, &Options::default()).unwrap();
+        let (actual, _) = program.run(&feeds).unwrap();
+        let (Tensor::F32(e), Tensor::F32(a)) = (&expected[0].1, &actual[0].1) else {
+            panic!("f32 outputs");
+        };
+        assert_eq!(e.shape(), a.shape());
+        for (x, y) in e.iter().zip(a.iter()) {
+            assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use crate::kir::Kernel;
 use crate::native::NativeKernel;
 use crate::templates::{Arg, Built};
 use crate::{Backend, Schedule};
-use kiln_ir::interp::{bind_symbols, eval_op, Bindings, RunError};
+use kiln_ir::interp::{bind_symbols, check_outputs_fit, eval_op, Bindings, RunError};
 use kiln_ir::{DType, Graph, NodeId, NodeKind, Tensor, ValueId};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -77,6 +77,8 @@ enum Step {
     Kernel {
         kernel: usize,
         lowered: Box<Lowered>,
+        /// The group's last node, named in run-time errors.
+        node: NodeId,
     },
     View {
         input: ValueId,
@@ -353,6 +355,7 @@ impl Program {
                     steps.push(Step::Kernel {
                         kernel: builts.len(),
                         lowered: Box::new(lowered.clone()),
+                        node: *g.nodes.last().expect("groups are not empty"),
                     });
                     builts.push(lowered.built);
                 }
@@ -411,14 +414,23 @@ impl Program {
         // The arena is reused across runs (runs of one program take turns).
         let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
         if arena.len() < stats.arena_peak / 4 + 16 {
-            *arena = vec![0f32; stats.arena_peak / 4 + 16];
+            let what = "the run's intermediates (the arena)";
+            kiln_ir::host::check_fits(Some(stats.arena_peak), what).map_err(RunError)?;
+            // Written, not just reserved (`vec![0.0; n]` maps untouched pages), so that the
+            // memory checks of later allocations see the arena as taken.
+            arena.clear();
+            arena.shrink_to_fit();
+            arena.resize(stats.arena_peak / 4 + 16, 0.0);
         }
         let shift = arena.as_ptr().align_offset(64);
         // SAFETY: `shift` < 16 elements and the arena has 16 spare elements.
         let base = unsafe { arena.as_mut_ptr().add(shift) }.cast::<u8>();
         let mut live: HashMap<ValueId, Live> = HashMap::new();
         for v in graph.inputs() {
-            let t = &feeds[&graph.value(v).name];
+            let name = &graph.value(v).name;
+            let t = feeds
+                .get(name)
+                .ok_or_else(|| RunError(format!("missing input `{name}`")))?;
             let dense = kiln_ir::with_array!(t, a => a.is_standard_layout());
             let slot = if dense {
                 Slot::Held(t)
@@ -448,18 +460,33 @@ impl Program {
             match step {
                 Step::View { input, output } => {
                     let shape = concrete(graph, *output, &bindings)?;
-                    let slot = live[input].slot.clone();
+                    let from = live_value(graph, &live, *input, output.node)?;
+                    let have: usize = from.shape.iter().product();
+                    let want: usize = shape.iter().product();
+                    if have != want {
+                        return Err(RunError(format!(
+                            "node {}: cannot reshape `{}` of shape {:?} ({have} elements) to {shape:?} ({want} elements)",
+                            node_label(graph, output.node),
+                            graph.value(*input).name,
+                            from.shape
+                        )));
+                    }
+                    let slot = from.slot.clone();
                     live.insert(*output, Live { slot, shape });
                 }
                 Step::Interp { node } => self.interpret(*node, &bindings, base, &mut live)?,
-                Step::Kernel { kernel, lowered } => {
+                Step::Kernel {
+                    kernel,
+                    lowered,
+                    node,
+                } => {
                     let mut inputs = vec![];
                     for (i, v) in lowered.inputs.iter().enumerate() {
                         let Some(v) = v else {
                             inputs.push(std::ptr::null_mut());
                             continue;
                         };
-                        let l = &live[v];
+                        let l = live_value(graph, &live, *v, *node)?;
                         let want = concrete(graph, *v, &bindings)?;
                         if l.shape.iter().product::<usize>() != want.iter().product::<usize>() {
                             return Err(RunError(format!(
@@ -468,8 +495,8 @@ impl Program {
                                 l.shape
                             )));
                         }
-                        if lowered.index_check.is_some_and(|(at, _)| at == i) {
-                            check_indices(graph, *v, l, lowered.index_check.unwrap().1)?;
+                        if let Some((_, bound)) = lowered.index_check.filter(|&(at, _)| at == i) {
+                            check_indices(graph, *v, l, bound)?;
                         }
                         inputs.push(pointer(l, base));
                     }
@@ -480,7 +507,14 @@ impl Program {
                             continue;
                         };
                         let shape = concrete(graph, *v, &bindings)?;
-                        let slot = Slot::Arena(offsets[v]);
+                        let offset = offsets.get(v).ok_or_else(|| {
+                            RunError(format!(
+                                "node {}: no arena slot was planned for `{}`",
+                                node_label(graph, *node),
+                                graph.value(*v).name
+                            ))
+                        })?;
+                        let slot = Slot::Arena(*offset);
                         let l = Live { slot, shape };
                         outputs.push(pointer(&l, base));
                         live.insert(*v, l);
@@ -505,8 +539,13 @@ impl Program {
         let outputs = graph
             .outputs()
             .iter()
-            .map(|(name, v)| (name.clone(), materialise(graph, *v, &live[v], base)))
-            .collect();
+            .map(|(name, v)| {
+                let l = live
+                    .get(v)
+                    .ok_or_else(|| RunError(format!("output `{name}` was never computed")))?;
+                Ok((name.clone(), materialise(graph, *v, l, base)))
+            })
+            .collect::<Result<_, RunError>>()?;
         Ok((outputs, stats))
     }
 
@@ -520,13 +559,18 @@ impl Program {
     ) -> Result<(), RunError> {
         let graph = &self.graph;
         let node = graph.node(n);
-        let op = node.op().expect("interpreter steps are op nodes");
-        let args: Vec<Option<Cow<Tensor>>> = node
-            .inputs
-            .iter()
-            .map(|v| v.map(|v| as_tensor(graph, v, &live[&v], base)))
-            .collect();
+        let op = node
+            .op()
+            .ok_or_else(|| RunError(format!("node `{}` is not an op", node.name)))?;
+        let mut args: Vec<Option<Cow<Tensor>>> = Vec::with_capacity(node.inputs.len());
+        for v in &node.inputs {
+            args.push(match v {
+                Some(v) => Some(as_tensor(graph, *v, live_value(graph, live, *v, n)?, base)),
+                None => None,
+            });
+        }
         let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_deref()).collect();
+        check_outputs_fit(node, bindings)?;
         let results = eval_op(op, &refs, bindings)
             .map_err(|e| RunError(format!("node `{}` ({}): {e}", node.name, op.kind)))?;
         if results.len() < node.outputs.len() {
@@ -597,7 +641,10 @@ impl Program {
                     }
                     for v in lowered.outputs.iter().flatten() {
                         let shape = concrete(graph, *v, bindings)?;
-                        let bytes = shape.iter().product::<usize>() * 4;
+                        let bytes = kiln_ir::host::bytes_of(&shape, 4);
+                        let what = format!("value `{}` {shape:?}", graph.value(*v).name);
+                        kiln_ir::host::check_fits(bytes, &what).map_err(RunError)?;
+                        let bytes = bytes.unwrap_or_default();
                         index.insert(*v, lifetimes.len());
                         lifetimes.push((
                             *v,
@@ -631,6 +678,23 @@ impl Program {
             },
         ))
     }
+}
+
+/// The live value `v` that the step of node `user` reads; an error naming both when no earlier
+/// step produced it (a lowering defect, reported instead of a panic).
+fn live_value<'l, 'a>(
+    graph: &Graph,
+    live: &'l HashMap<ValueId, Live<'a>>,
+    v: ValueId,
+    user: NodeId,
+) -> Result<&'l Live<'a>, RunError> {
+    live.get(&v).ok_or_else(|| {
+        RunError(format!(
+            "node {}: its input `{}` was not computed by any earlier step",
+            node_label(graph, user),
+            graph.value(v).name
+        ))
+    })
 }
 
 /// Whether a reshape can be a view: every buffer is dense, so it can whenever the runtime

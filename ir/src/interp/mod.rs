@@ -11,7 +11,7 @@ mod quant;
 mod reduce;
 mod runner;
 
-pub use runner::{bind_symbols, run, RunError};
+pub use runner::{bind_symbols, check_outputs_fit, run, RunError};
 
 use crate::op::{Op, OpKind};
 use crate::{DType, Tensor};

@@ -126,6 +126,7 @@ pub fn run(
                     .iter()
                     .map(|i| i.and_then(|v| values.get(&v)))
                     .collect();
+                check_outputs_fit(node, &bindings)?;
                 let mut out = eval_op(op, &args, &bindings)
                     .map_err(|e| RunError(format!("node `{}` ({}): {e}", node.name, op.kind)))?;
                 if out.len() < node.outputs.len() {
@@ -168,6 +169,30 @@ pub fn run(
         .iter()
         .map(|(name, v)| (name.clone(), values[v].clone()))
         .collect())
+}
+
+/// Errors if the outputs `node` is about to compute (as their inferred shapes say, where the
+/// bindings determine them) need more memory than is available: called before evaluating a
+/// node, by this runner and by the compiled runtime's interpreter steps.
+pub fn check_outputs_fit(node: &crate::Node, bindings: &Bindings) -> Result<(), RunError> {
+    let mut total = Some(0usize);
+    for out in &node.outputs {
+        let shape: Option<Vec<usize>> = out
+            .ty
+            .shape
+            .iter()
+            .map(|d| d.eval(bindings).and_then(|v| usize::try_from(v).ok()))
+            .collect();
+        if let Some(shape) = shape {
+            let bytes = crate::host::bytes_of(&shape, out.ty.dtype.size());
+            total = total.zip(bytes).and_then(|(t, b)| t.checked_add(b));
+        }
+    }
+    let what = match node.op() {
+        Some(op) => format!("node `{}` ({})", node.name, op.kind),
+        None => format!("node `{}`", node.name),
+    };
+    crate::host::check_fits(total, &what).map_err(RunError)
 }
 
 /// Checks a computed value against its statically inferred dtype and shape.
