@@ -1068,9 +1068,22 @@ fn compiled_artifacts_run_and_reject_tampering() {
     };
     let other_kernel = |b: Vec<u8>| {
         let text = String::from_utf8(b).unwrap();
-        let (head, hash) = text.trim_end().rsplit_once(' ').unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let last = lines
+            .iter()
+            .rposition(|l| l.starts_with("kernel "))
+            .unwrap();
+        let (head, hash) = lines[last].rsplit_once(' ').unwrap();
         let flipped: String = hash.chars().rev().collect();
-        format!("{head} {flipped}\n").into_bytes()
+        lines[last] = format!("{head} {flipped}");
+        (lines.join("\n") + "\n").into_bytes()
+    };
+    let flip = |at: usize| {
+        move |mut b: Vec<u8>| {
+            let i = at.min(b.len() - 1);
+            b[i] ^= 0x10;
+            b
+        }
     };
     failure(
         &damaged("fingerprint", "manifest.txt", &other_kernel),
@@ -1078,7 +1091,7 @@ fn compiled_artifacts_run_and_reject_tampering() {
     );
     failure(
         &damaged("header", "manifest.txt", &|_| b"something else\n".to_vec()),
-        &["manifest.txt", "kiln artifact v1"],
+        &["manifest.txt", "kiln artifact v2"],
     );
     failure(
         &damaged("cpu", "manifest.txt", &|b| {
@@ -1089,16 +1102,74 @@ fn compiled_artifacts_run_and_reject_tampering() {
         }),
         &["manifest.txt", "has_quantum_fpu"],
     );
+    // Truncated or bit-flipped files are refused by their checksums before they are read
+    // (a damaged library is never opened: its code would run).
     failure(
         &damaged("weights", "weights.bin", &|b| b[..b.len() / 2].to_vec()),
-        &["model.kg", "past the end of the weights"],
+        &["weights.bin", "bytes, but the manifest records"],
+    );
+    failure(
+        &damaged("weights-flip", "weights.bin", &flip(100)),
+        &["weights.bin", "checksum differs"],
     );
     failure(
         &damaged("graph", "model.kg", &|b| b[..b.len() / 3].to_vec()),
-        &["model.kg", "line"],
+        &["model.kg", "bytes, but the manifest records"],
+    );
+    failure(
+        &damaged("graph-edit", "model.kg", &|b| {
+            String::from_utf8(b)
+                .unwrap()
+                .replacen("= weights[0]", "= weights[4]", 1)
+                .into_bytes()
+        }),
+        &["model.kg", "checksum differs"],
     );
     failure(
         &damaged("library", "kernels.so", &|b| b[..64].to_vec()),
-        &["kernels.so"],
+        &["kernels.so", "bytes, but the manifest records"],
     );
+    for at in [0, 4096, 20_000] {
+        failure(
+            &damaged(&format!("library-flip-{at}"), "kernels.so", &flip(at)),
+            &["kernels.so", "checksum differs"],
+        );
+    }
+    failure(
+        &damaged("no-checksum", "manifest.txt", &|b| {
+            let text = String::from_utf8(b).unwrap();
+            let kept: Vec<&str> = text.lines().filter(|l| !l.contains("kernels.so")).collect();
+            (kept.join("\n") + "\n").into_bytes()
+        }),
+        &["manifest.txt", "no checksum of `kernels.so`"],
+    );
+}
+
+/// Requests too large for this machine, or counts that overflow, are one-line errors, never
+/// an abort in the allocator or an endless loop.
+#[test]
+fn huge_requests_are_errors() {
+    let bert = bert();
+    let bert = bert.to_str().unwrap();
+    // 10^10 token ids: 74.5 GiB of random input.
+    failure(
+        &kiln(&["check", bert, "--batch", "100000", "--seq", "100000"]),
+        &["input_ids", "needs", "GiB", "available"],
+    );
+    let llama = common::model_dir("llama");
+    let llama = llama.to_str().unwrap();
+    // prompt + n would wrap around to 1 with unchecked arithmetic, and decode forever.
+    for n in ["18446744073709551613", "18446744073709551615"] {
+        failure(
+            &kiln(&[
+                "generate",
+                llama,
+                "--prompt-ids",
+                "1,2,3",
+                "--max-new-tokens",
+                n,
+            ]),
+            &["--max-new-tokens", "positions"],
+        );
+    }
 }

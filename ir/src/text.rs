@@ -954,11 +954,6 @@ impl<'a> Cursor<'a> {
         let Some(weights) = self.weights else {
             return Err(self.err("`weights[...]` data, but no weights file was given"));
         };
-        if offset % WEIGHTS_ALIGN != 0 {
-            return Err(self.err(format!(
-                "{dtype}{shape:?} at byte {offset}: the offset is not a multiple of {WEIGHTS_ALIGN}"
-            )));
-        }
         let end = count
             .checked_mul(dtype.size())
             .and_then(|n| n.checked_add(offset))
@@ -969,6 +964,11 @@ impl<'a> Cursor<'a> {
                     weights.bytes.len()
                 ))
             })?;
+        if offset % WEIGHTS_ALIGN != 0 {
+            return Err(self.err(format!(
+                "{dtype}{shape:?} at byte {offset}: the offset is not a multiple of {WEIGHTS_ALIGN}"
+            )));
+        }
         if end > offset {
             let mut ranges = weights.ranges.borrow_mut();
             let before = ranges.range(..=offset).next_back();
@@ -1601,7 +1601,7 @@ pub(crate) mod tests {
         for (a, b) in [("weights[0]", "weights[64]"), ("weights[64]", "weights[0]")] {
             let err = parse_consts(&[
                 &format!("const %a: f32[32] = {a}"),
-                &format!("const %b: f32[4] = {b}"),
+                &format!("const %b: f32[32] = {b}"),
             ])
             .unwrap_err();
             assert!(

@@ -33,7 +33,8 @@ pub fn model_dir(name: &str) -> PathBuf {
 }
 
 /// Largest absolute difference between two tensors of equal shape (as f64); an error if
-/// dtypes or shapes differ.
+/// dtypes or shapes differ. Equal values (infinities, and NaN against NaN) differ by 0; a NaN
+/// against a number differs by infinity, so a NaN output never passes a tolerance.
 pub fn max_abs_diff(actual: &Tensor, expected: &Tensor) -> Result<f64, String> {
     if actual.dtype() != expected.dtype() || actual.shape() != expected.shape() {
         return Err(format!(
@@ -47,7 +48,12 @@ pub fn max_abs_diff(actual: &Tensor, expected: &Tensor) -> Result<f64, String> {
     let (a, e) = (actual.to_f64_array(), expected.to_f64_array());
     Ok(a.iter()
         .zip(e.iter())
-        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
+        .map(|(x, y)| match (x.is_nan(), y.is_nan()) {
+            (true, true) => 0.0,
+            (true, false) | (false, true) => f64::INFINITY,
+            _ if x == y => 0.0,
+            _ => (x - y).abs(),
+        })
         .fold(0.0, f64::max))
 }
 

@@ -782,3 +782,39 @@ fn check_indices(graph: &Graph, v: ValueId, l: &Live, bound: i64) -> Result<(), 
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{interp, text};
+
+    #[test]
+    fn a_reshape_to_the_wrong_element_count_is_an_error_as_on_the_interpreter() {
+        // The target shape is a constant that fits only when seq = 7.
+        let graph = text::parse(
+            "kiln graph v1
+input %x: f32[seq, 8]
+const %shape: i64[2] = [7, 8]
+%y: f32[7, 8] = Reshape(%x, %shape)  @\"reshape\"
+%z: f32[7, 8] = Relu(%y)  @\"relu\"
+output z = %z
+",
+        )
+        .unwrap();
+        let program = Program::compile(&graph, &Options::default()).unwrap();
+        for seq in [7, 5, 0] {
+            let x = Tensor::from_vec(&[seq, 8], vec![1.0f32; seq * 8]).unwrap();
+            let feeds = HashMap::from([("x".to_string(), x)]);
+            let compiled = program.run(&feeds).map(|(out, _)| out);
+            let interpreted = interp::run(&graph, &feeds);
+            assert_eq!(compiled.is_ok(), interpreted.is_ok(), "seq {seq}");
+            if seq != 7 {
+                let err = compiled.err().unwrap().0;
+                assert!(
+                    err.starts_with("node reshape (Reshape): cannot reshape"),
+                    "{err}"
+                );
+            }
+        }
+    }
+}
