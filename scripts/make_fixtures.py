@@ -3,7 +3,7 @@
 
 Run once by hand (needs torch and transformers; CI does not run it):
 
-    python3 scripts/make_fixtures.py [NAME ...]     # default: every model below
+    python3 scripts/make_fixtures.py [NAME ...]     # default: every model below, then llama-variants
 
 Each model gets, like the older fixtures (see tests/models/README.md): config.json and
 model.safetensors (save_pretrained), model.onnx (torch's dynamo exporter, opset 18, dynamic
@@ -14,7 +14,9 @@ LayerNorm weights and all biases are perturbed too, so that no parameter is at i
 
 Config variants (VARIANTS: another activation, the sequential GPT-NeoX residual) reuse the same
 weights; torch's `b2_s33` output of each is io/b2_s33.<variant>.output.npy, and
-io/variants.json maps each variant to the config.json keys it overrides.
+io/variants.json maps each variant to the config.json keys it overrides. `llama-variants`
+adds such variants (the gated MLP with other activations) to the existing llama fixture,
+loading its weights and leaving its other files as they are.
 """
 
 import json
@@ -93,6 +95,10 @@ VARIANTS = {
     "distilbert": {
         "relu": {"activation": "relu"},
     },
+    "llama": {
+        "relu": {"hidden_act": "relu"},
+        "gelu": {"hidden_act": "gelu"},
+    },
 }
 
 
@@ -160,6 +166,13 @@ def make(name):
     check_onnx(out, name)
     (out / "generation_config.json").unlink(missing_ok=True)
     (out / "model.safetensors").chmod(0o644)
+    save_variants(name, config_cls, model_cls, kwargs, model, out)
+
+
+def save_variants(name, config_cls, model_cls, kwargs, model, out):
+    """torch's b2_s33 output of each of the model's config variants, on the same weights."""
+    ids = np.load(out / "io" / "b2_s33.input_ids.npy")
+    mask = np.load(out / "io" / "b2_s33.attention_mask.npy")
     variants = VARIANTS.get(name, {})
     for variant, overrides in variants.items():
         vconfig = config_cls(**{**kwargs, **overrides})
@@ -190,6 +203,21 @@ def check_onnx(out, name):
         assert err <= 1e-4, (name, case, err)
 
 
+def llama_variants():
+    """Variants of the existing llama fixture (its weights and inputs as they are)."""
+    out = ROOT / "llama"
+    with open(out / "config.json") as f:
+        kwargs = json.load(f)
+    model = transformers.LlamaForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
+    ids = torch.from_numpy(np.load(out / "io" / "b2_s33.input_ids.npy"))
+    mask = torch.from_numpy(np.load(out / "io" / "b2_s33.attention_mask.npy"))
+    with torch.no_grad():
+        y = Wrapper(model, True)(ids, mask).numpy()
+    err = float(np.abs(y - np.load(out / "io" / "b2_s33.output.npy")).max())
+    assert err <= 1e-5, ("llama weights do not reproduce the fixture", err)
+    save_variants("llama", transformers.LlamaConfig, transformers.LlamaForCausalLM, kwargs, model, out)
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or list(MODELS):
-        make(name)
+    for name in sys.argv[1:] or [*MODELS, "llama-variants"]:
+        llama_variants() if name == "llama-variants" else make(name)
