@@ -30,7 +30,7 @@ use kiln_frontends::hf::config::HfConfig;
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::npy::read_npy;
 use kiln_ir::{interp, Tensor};
-use proptest::prelude::RngCore;
+use proptest::prelude::Rng as _;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -166,7 +166,8 @@ fn reference(model: &str) -> (HashMap<String, Tensor>, Tensor) {
 
 /// The first output of `graph` on the interpreter.
 fn interpret(graph: &kiln_ir::Graph, feeds: &HashMap<String, Tensor>) -> Result<Tensor, String> {
-    Ok(interp::run(graph, feeds)?.swap_remove(0).1)
+    let mut out = interp::run(graph, feeds).map_err(|e| e.to_string())?;
+    Ok(out.swap_remove(0).1)
 }
 
 // ---------------------------------------------------------------------------------------------

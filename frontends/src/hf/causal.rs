@@ -267,6 +267,8 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
     let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
     let embed = b.weight("model.embed_tokens.weight", &[c.vocab_size, h])?;
     let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
+    // The first query projection confirms `head_dim` before the RoPE tables it sizes.
+    b.weight("model.layers.0.self_attn.q_proj.weight", &[heads * d, h])?;
     let (cos, sin) = rope_tables(b, c, &io.past_len)?;
     let mask = b.padding_mask(io.mask)?;
     let mut presents = vec![];
@@ -387,6 +389,8 @@ fn phi(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
     let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
     let embed = b.weight("model.embed_tokens.weight", &[c.vocab_size, h])?;
     let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
+    // The first query projection confirms `head_dim` before the RoPE tables it sizes.
+    b.weight("model.layers.0.self_attn.q_proj.weight", &[heads * d, h])?;
     let (cos, sin) = rope_tables(b, c, &io.past_len)?;
     let mask = b.padding_mask(io.mask)?;
     let mut presents = vec![];

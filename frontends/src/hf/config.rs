@@ -50,6 +50,9 @@ pub enum Activation {
     QuickGelu,
 }
 
+/// The largest size a config may give (products of two sizes then fit in 64 bits).
+const MAX_SIZE: u64 = u32::MAX as u64;
+
 /// The activation names kiln accepts, as listed in error messages.
 const ACTIVATIONS: &str = "gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish, quick_gelu";
 
@@ -487,9 +490,13 @@ impl Cfg<'_> {
             if n == 0 {
                 return Err(self.err(format_args!("key `{label}` must be positive, got 0")));
             }
-            return usize::try_from(n)
-                .map(Some)
-                .map_err(|_| self.err(format_args!("key `{label}` is too large: {n}")));
+            if n > MAX_SIZE {
+                return Err(self.err(format_args!(
+                    "key `{label}` is too large: {n} (kiln's limit is {MAX_SIZE})"
+                )));
+            }
+            // At most u32::MAX, so it fits a usize.
+            return Ok(Some(n as usize));
         }
         if v.as_i64().is_some() {
             return Err(self.err(format_args!("key `{label}` must be positive, got {v}")));
@@ -970,6 +977,8 @@ mod tests {
         assert!(e.contains("`hidden_size` must be an integer"), "{e}");
         let e = parse(&format!("{{{base}, \"hidden_size\": -64}}")).unwrap_err();
         assert!(e.contains("`hidden_size` must be positive"), "{e}");
+        let e = parse(&format!("{{{base}, \"hidden_size\": 4294967296}}")).unwrap_err();
+        assert!(e.contains("`hidden_size` is too large: 4294967296"), "{e}");
         let e = parse(&format!("{{{base}, \"hidden_size\": 0}}")).unwrap_err();
         assert!(e.contains("`hidden_size` must be positive"), "{e}");
         let e = parse(&format!("{{{base}, \"hidden_size\": 66}}")).unwrap_err();
