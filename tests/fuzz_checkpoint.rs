@@ -38,12 +38,12 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Mutated safetensors headers per run (times `KILN_FUZZ_EXPLORE`).
-const HEADER_CASES: usize = 1_500;
+const HEADER_CASES: usize = 3_000;
 /// Mutated configs per run (times `KILN_FUZZ_EXPLORE`).
-const CONFIG_CASES: usize = 700;
+const CONFIG_CASES: usize = 1_500;
 const _: () = assert!(HEADER_CASES + CONFIG_CASES >= 2_000);
 /// Distinct accepted config variants compiled and compared with the interpreter.
-const MAX_COMPILES: usize = 12;
+const MAX_COMPILES: usize = 24;
 /// The fixtures mutated.
 const MODELS: [&str; 6] = ["distilbert", "gptneox", "phi", "llama", "bert", "gpt2"];
 
@@ -525,7 +525,7 @@ fn mutate_header(rng: &mut Rng, orig: &[u8], st: &StFile) -> (&'static str, Vec<
 fn check_header(
     dir: &Path,
     bytes: &[u8],
-    original: &BTreeMap<String, Vec<u8>>,
+    original: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
 ) -> Result<bool, String> {
     let file = dir.join("model.safetensors");
     std::fs::write(&file, bytes).unwrap();
@@ -567,8 +567,11 @@ fn check_header(
     };
     let same = described.len() == original.len()
         && described.iter().all(|(name, d)| {
+            let raw = &bytes[d.range.0..d.range.1];
             d.dtype == "F32"
-                && original.get(name).map(Vec::as_slice) == Some(&bytes[d.range.0..d.range.1])
+                && original
+                    .get(name)
+                    .is_some_and(|(shape, data)| *shape == d.shape && data[..] == raw[..])
         });
     if !same {
         // Other tensors: building may fail, but only with one line.
@@ -601,9 +604,12 @@ fn mutated_safetensors_headers() {
         let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
         let st = StFile::parse(&bytes);
         let described = spec(&bytes).expect("the fixture is valid");
-        let original: BTreeMap<String, Vec<u8>> = described
+        let original: BTreeMap<String, (Vec<usize>, Vec<u8>)> = described
             .iter()
-            .map(|(n, d)| (n.clone(), bytes[d.range.0..d.range.1].to_vec()))
+            .map(|(n, d)| {
+                let data = bytes[d.range.0..d.range.1].to_vec();
+                (n.clone(), (d.shape.clone(), data))
+            })
             .collect();
         corpus.push((*model, dir, bytes, st, original, reference(model)));
     }
