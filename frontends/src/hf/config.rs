@@ -591,7 +591,7 @@ impl Cfg<'_> {
             )));
         }
         let dim = (head_dim as f64 * fraction as f64) as usize;
-        if dim == 0 || dim % 2 != 0 {
+        if dim == 0 || !dim.is_multiple_of(2) {
             return Err(self.err(format_args!(
                 "key `{label}` ({fraction}) gives {dim} rotary dims of the head's {head_dim}; \
                  kiln needs an even, positive number"
