@@ -1,7 +1,9 @@
 //! Hugging Face checkpoints (safetensors + config.json) built into the IR: the graphs match the
-//! reference outputs of the fixtures on the interpreter, compiled and from an ahead-of-time
-//! artefact; prefill then token-by-token decode with the KV cache reproduces the full-sequence
-//! logits; the real all-MiniLM-L6-v2 checkpoint equals the fp32 twin of its int8 ONNX export
+//! reference outputs of the fixtures (bert, distilbert, gpt2, llama, gptneox, phi) on the
+//! interpreter, compiled and from an ahead-of-time artefact, and so do their config variants
+//! (other activations, GPT-NeoX's sequential residual) against torch's outputs of the same
+//! weights; unsupported activation names are refused; prefill then token-by-token decode with
+//! the KV cache reproduces the full-sequence logits; the real all-MiniLM-L6-v2 checkpoint equals the fp32 twin of its int8 ONNX export
 //! (same graph, checkpoint weights) and agrees with the int8 export.
 
 mod common;
@@ -57,7 +59,7 @@ fn io(model: &str, case: &str, name: &str) -> Tensor {
 
 #[test]
 fn checkpoints_match_the_reference_outputs() {
-    for model in ["bert", "gpt2", "llama"] {
+    for model in ["bert", "gpt2", "llama", "gptneox", "phi", "distilbert"] {
         let hf = HfModel::open(&common::model_dir(model)).unwrap();
         let graph = hf.graph(Entry::Prefill).unwrap();
         for (backend, run) in runners(&graph) {
@@ -79,7 +81,7 @@ fn checkpoints_match_the_reference_outputs() {
 /// match the full-sequence reference at that position.
 #[test]
 fn decode_with_the_kv_cache_matches_full_sequence_logits() {
-    for model in ["gpt2", "llama"] {
+    for model in ["gpt2", "llama", "gptneox", "phi"] {
         let hf = HfModel::open(&common::model_dir(model)).unwrap();
         let prefills = runners(&hf.graph(Entry::Prefill).unwrap());
         let decodes = runners(&hf.graph(Entry::Decode).unwrap());
@@ -123,6 +125,98 @@ fn decode_with_the_kv_cache_matches_full_sequence_logits() {
                 cache = out[1..].iter().map(|(_, v)| v.clone()).collect();
             }
             println!("{model} ({backend}): decode steps {t}..{n} max abs error {worst:.3e}");
+        }
+    }
+}
+
+/// A copy of the fixture `model` whose `config.json` has `overrides` applied (a `null` value
+/// removes the key); the weights are hard-linked or copied.
+fn variant_dir(
+    model: &str,
+    overrides: &serde_json::Map<String, serde_json::Value>,
+) -> common::TempDir {
+    let src = common::model_dir(model);
+    let dir = common::TempDir::new(&format!("hf-{model}"));
+    let weights = src.join("model.safetensors");
+    if std::fs::hard_link(&weights, dir.join("model.safetensors")).is_err() {
+        std::fs::copy(&weights, dir.join("model.safetensors")).unwrap();
+    }
+    let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let mut config: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).unwrap();
+    for (k, v) in overrides {
+        match v {
+            serde_json::Value::Null => config.remove(k),
+            v => config.insert(k.clone(), v.clone()),
+        };
+    }
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    std::fs::write(dir.join("config.json"), text).unwrap();
+    dir
+}
+
+/// Each fixture's config variants (`io/variants.json`: another activation, GPT-NeoX's
+/// sequential residual) on the same weights match torch's output of that variant, batch 2
+/// with padding, on every runner; each variant's logits differ from the base model's.
+#[test]
+fn config_variants_match_torch() {
+    for model in ["gptneox", "phi", "distilbert", "llama"] {
+        let path = common::model_dir(model).join("io/variants.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let variants: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).unwrap();
+        let inputs = feeds(vec![
+            ("input_ids", io(model, "b2_s33", "input_ids")),
+            ("attention_mask", io(model, "b2_s33", "attention_mask")),
+        ]);
+        let base = io(model, "b2_s33", "output");
+        for (variant, overrides) in &variants {
+            let dir = variant_dir(model, overrides.as_object().unwrap());
+            let graph = HfModel::open(dir.path())
+                .unwrap()
+                .graph(Entry::Prefill)
+                .unwrap();
+            let want = io(model, "b2_s33", &format!("{variant}.output"));
+            let moved = common::max_abs_diff(&want, &base).unwrap();
+            for (backend, run) in runners(&graph) {
+                let out = run(&inputs);
+                let err = common::max_abs_diff(&out[0].1, &want).unwrap();
+                println!(
+                    "{model} {variant} ({backend}): max abs error {err:.3e} (torch's variant \
+                     moves the output by {moved:.3e})"
+                );
+                assert!(err <= 1e-4, "{model} {variant} ({backend}): {err}");
+            }
+        }
+    }
+}
+
+/// An activation name kiln does not support is refused with one line naming `config.json`,
+/// the key and the value (it used to be ignored: `foo` gave GELU's logits).
+#[test]
+fn unsupported_activations_are_refused() {
+    for (model, key) in [
+        ("gptneox", "hidden_act"),
+        ("phi", "hidden_act"),
+        ("distilbert", "activation"),
+        ("llama", "hidden_act"),
+        ("gpt2", "activation_function"),
+        ("bert", "hidden_act"),
+    ] {
+        for bad in ["foo", "", "gelu_fast"] {
+            let mut overrides = serde_json::Map::new();
+            overrides.insert(key.into(), bad.into());
+            let dir = variant_dir(model, &overrides);
+            let e = HfModel::open(dir.path()).map(|_| ()).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(
+                e.starts_with(&format!(
+                    "{}: key `{key}` is `{bad}`, which is not a supported activation \
+                     (supported: gelu, gelu_new,",
+                    dir.join("config.json").display()
+                )),
+                "{model}: {e}"
+            );
         }
     }
 }

@@ -6,7 +6,7 @@ use super::run::Backend;
 use clap::Args;
 use kiln_codegen::runtime::artifact::{is_artifact, load_graph};
 use kiln_codegen::runtime::Program;
-use kiln_frontends::hf::config::{read_config, Architecture, HfConfig};
+use kiln_frontends::hf::config::{read_config, HfConfig};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::{interp, Graph, Tensor};
 use std::collections::HashMap;
@@ -75,7 +75,7 @@ fn causal_config(dir: &Path) -> Result<HfConfig, String> {
     } else {
         HfModel::open(dir)?.config
     };
-    if config.architecture == Architecture::Bert {
+    if !config.architecture.is_causal() {
         return Err(format!(
             "{}: {} is not a causal language model",
             dir.display(),

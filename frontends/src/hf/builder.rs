@@ -2,6 +2,7 @@
 //! inferred types, weights read once, and the reshapes and linear layers transformer blocks use.
 
 use super::checkpoint::Checkpoint;
+use super::config::Activation;
 use kiln_ir::{Attr, Attrs, DType, Dim, Graph, Op, OpKind, Tensor, ValueId};
 use std::collections::HashMap;
 
@@ -139,6 +140,48 @@ impl<'a> Builder<'a> {
         }
         let b = self.weight(&format!("{prefix}.bias"), &[output])?;
         self.op(OpKind::Add, &[], &[y, b])
+    }
+
+    /// The activation `act` applied to `x`: the one place that maps a config's activation
+    /// name to IR ops, for every architecture.
+    pub fn activation(&mut self, x: ValueId, act: Activation) -> Res<ValueId> {
+        let gelu = |approximate: &str| ("approximate", Attr::Str(approximate.into()));
+        match act {
+            Activation::Gelu => self.op(OpKind::Gelu, &[gelu("none")], &[x]),
+            Activation::GeluTanh => self.op(OpKind::Gelu, &[gelu("tanh")], &[x]),
+            Activation::Relu => self.op(OpKind::Relu, &[], &[x]),
+            Activation::Silu => self.op(OpKind::Silu, &[], &[x]),
+            Activation::QuickGelu => {
+                let k = self.scalar(1.702)?;
+                let kx = self.op(OpKind::Mul, &[], &[x, k])?;
+                let s = self.op(OpKind::Sigmoid, &[], &[kx])?;
+                self.op(OpKind::Mul, &[], &[x, s])
+            }
+        }
+    }
+
+    /// The gated MLP product `act(gate) * up` (SwiGLU for SiLU, as one fused op).
+    pub fn gated(&mut self, gate: ValueId, up: ValueId, act: Activation) -> Res<ValueId> {
+        if act == Activation::Silu {
+            return self.op(OpKind::SwiGlu, &[], &[gate, up]);
+        }
+        let g = self.activation(gate, act)?;
+        self.op(OpKind::Mul, &[], &[g, up])
+    }
+
+    /// The two-layer MLP `down(act(up(x)))` of `nn.Linear` layers with biases.
+    pub fn mlp(
+        &mut self,
+        x: ValueId,
+        up: &str,
+        down: &str,
+        width: usize,
+        inner: usize,
+        act: Activation,
+    ) -> Res<ValueId> {
+        let y = self.linear(x, up, width, inner, true)?;
+        let y = self.activation(y, act)?;
+        self.linear(y, down, inner, width, true)
     }
 
     /// LayerNorm over the last axis with weight and bias.

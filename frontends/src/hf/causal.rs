@@ -1,4 +1,5 @@
-//! The causal language models, GPT-2 and LLaMA (with Mistral and Qwen2), in two entry points:
+//! The causal language models, GPT-2, LLaMA (with Mistral and Qwen2), GPT-NeoX and Phi, in two
+//! entry points:
 //! prefill (`input_ids`, `attention_mask` → `logits` and the KV cache `present_key.{l}`,
 //! `present_value.{l}`) and decode (the same plus `past_key.{l}` / `past_value.{l}` of
 //! symbolic length `past`; the mask covers `past + seq` positions). Attention is the IR's
@@ -96,7 +97,12 @@ pub(crate) fn build(b: &mut Builder, c: &HfConfig, entry: Entry) -> Res<()> {
     match c.architecture {
         Architecture::Gpt2 => gpt2(b, c, io),
         Architecture::Llama => llama(b, c, io),
-        Architecture::Bert => Err("BERT is not a causal language model".into()),
+        Architecture::GptNeoX => gpt_neox(b, c, io),
+        Architecture::Phi => phi(b, c, io),
+        Architecture::Bert | Architecture::DistilBert => Err(format!(
+            "{} is not a causal language model",
+            c.architecture_name
+        )),
     }
 }
 
@@ -118,11 +124,6 @@ fn gpt2(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
     let pos = b.op(OpKind::Gather, &[], &[wpe, positions])?;
     let mut x = b.op(OpKind::Add, &[], &[tokens, pos])?;
     let mask = b.padding_mask(io.mask)?;
-    let approximate = if c.hidden_act == "gelu" {
-        "none"
-    } else {
-        "tanh"
-    };
     let mut presents = vec![];
     for l in 0..c.num_layers {
         let p = format!("transformer.h.{l}");
@@ -146,37 +147,69 @@ fn gpt2(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
         x = b.op(OpKind::Add, &[], &[x, y])?;
         let m = b.layer_norm(x, &format!("{p}.ln_2"), h, c.norm_eps)?;
         let m = b.conv1d(m, &format!("{p}.mlp.c_fc"), h, c.intermediate_size)?;
-        let m = b.op(
-            OpKind::Gelu,
-            &[("approximate", Attr::Str(approximate.into()))],
-            &[m],
-        )?;
+        let m = b.activation(m, c.activation)?;
         let m = b.conv1d(m, &format!("{p}.mlp.c_proj"), c.intermediate_size, h)?;
         x = b.op(OpKind::Add, &[], &[x, m])?;
     }
     let x = b.layer_norm(x, "transformer.ln_f", h, c.norm_eps)?;
-    let logits = lm_head(b, x, "transformer.wte.weight", c)?;
+    let logits = lm_head(b, x, "transformer.wte.weight", "lm_head", false, c)?;
     finish(b, logits, presents);
     Ok(())
 }
 
-/// Logits `x @ W^T`, with `W` the token embedding when the head is tied, else `lm_head.weight`.
-fn lm_head(b: &mut Builder, x: ValueId, embedding: &str, c: &HfConfig) -> Res<ValueId> {
-    let name = if c.tie_word_embeddings {
-        embedding
-    } else {
-        "lm_head.weight"
-    };
-    let w = b.weight(name, &[c.vocab_size, c.hidden_size])?;
+/// Logits `x @ W^T (+ head.bias)`, with `W` the token embedding when the head is tied, else
+/// `{head}.weight`.
+fn lm_head(
+    b: &mut Builder,
+    x: ValueId,
+    embedding: &str,
+    head: &str,
+    bias: bool,
+    c: &HfConfig,
+) -> Res<ValueId> {
+    let (v, h) = (c.vocab_size, c.hidden_size);
+    if !c.tie_word_embeddings {
+        return b.linear(x, head, h, v, bias);
+    }
+    let w = b.weight(embedding, &[v, h])?;
     let wt = b.op(OpKind::Transpose, &[("perm", Attr::Ints(vec![1, 0]))], &[w])?;
-    b.op(OpKind::MatMul, &[], &[x, wt])
+    let logits = b.op(OpKind::MatMul, &[], &[x, wt])?;
+    if !bias {
+        return Ok(logits);
+    }
+    let bias = b.weight(&format!("{head}.bias"), &[v])?;
+    b.op(OpKind::Add, &[], &[logits, bias])
 }
 
-/// RoPE tables `cos`, `sin` of shape `[seq, head_dim]` for the positions, with the configured
+/// RoPE on `x` `[batch, heads, seq, head_dim]`: the first `rotary_dim` dims of each head are
+/// rotated (rotate-half), the rest pass through.
+fn rope(b: &mut Builder, c: &HfConfig, x: ValueId, cos: ValueId, sin: ValueId) -> Res<ValueId> {
+    let (r, d) = (c.rotary_dim, c.head_dim);
+    if r == d {
+        return b.op(OpKind::RopeRotateHalf, &[], &[x, cos, sin]);
+    }
+    let parts = b.ops(
+        OpKind::Split,
+        &[
+            ("axis", Attr::Int(-1)),
+            ("split", Attr::Ints(vec![r as i64, (d - r) as i64])),
+        ],
+        &[Some(x)],
+        2,
+    )?;
+    let rotated = b.op(OpKind::RopeRotateHalf, &[], &[parts[0], cos, sin])?;
+    b.op(
+        OpKind::Concat,
+        &[("axis", Attr::Int(-1))],
+        &[rotated, parts[1]],
+    )
+}
+
+/// RoPE tables `cos`, `sin` of shape `[seq, rotary_dim]` for the positions, with the configured
 /// scaling (linear: positions divided by the factor; dynamic NTK: the base grows with the total
 /// length once it passes the original maximum).
 fn rope_tables(b: &mut Builder, c: &HfConfig, past: &Dim) -> Res<(ValueId, ValueId)> {
-    let d = c.head_dim;
+    let d = c.rotary_dim;
     let half = d / 2;
     let exponents: Vec<f32> = (0..half).map(|i| -(2.0 * i as f32) / d as f32).collect();
     let inv_freq = match c.rope_scaling {
@@ -234,6 +267,8 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
     let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
     let embed = b.weight("model.embed_tokens.weight", &[c.vocab_size, h])?;
     let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
+    // The first query projection confirms `head_dim` before the RoPE tables it sizes.
+    b.weight("model.layers.0.self_attn.q_proj.weight", &[heads * d, h])?;
     let (cos, sin) = rope_tables(b, c, &io.past_len)?;
     let mask = b.padding_mask(io.mask)?;
     let mut presents = vec![];
@@ -250,9 +285,9 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
         let k = b.linear(a, &format!("{p}.self_attn.k_proj"), h, kv * d, c.qkv_bias)?;
         let v = b.linear(a, &format!("{p}.self_attn.v_proj"), h, kv * d, c.qkv_bias)?;
         let q = b.split_heads(q, heads, d)?;
-        let q = b.op(OpKind::RopeRotateHalf, &[], &[q, cos, sin])?;
+        let q = rope(b, c, q, cos, sin)?;
         let k = b.split_heads(k, kv, d)?;
-        let k = b.op(OpKind::RopeRotateHalf, &[], &[k, cos, sin])?;
+        let k = rope(b, c, k, cos, sin)?;
         let v = b.split_heads(v, kv, d)?;
         let [y, pk, pv] = attend(b, q, k, v, mask, io.past.get(l).copied(), d)?;
         presents.push((pk, pv));
@@ -279,7 +314,7 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
             c.intermediate_size,
             false,
         )?;
-        let m = b.op(OpKind::SwiGlu, &[], &[gate, up])?;
+        let m = b.gated(gate, up, c.activation)?;
         let m = b.linear(
             m,
             &format!("{p}.mlp.down_proj"),
@@ -290,7 +325,104 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
         x = b.op(OpKind::Add, &[], &[x, m])?;
     }
     let x = b.rms_norm(x, "model.norm.weight", h, c.norm_eps)?;
-    let logits = lm_head(b, x, "model.embed_tokens.weight", c)?;
+    let logits = lm_head(b, x, "model.embed_tokens.weight", "lm_head", false, c)?;
+    finish(b, logits, presents);
+    Ok(())
+}
+
+fn gpt_neox(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
+    let (h, heads, d) = (c.hidden_size, c.num_heads, c.head_dim);
+    let embed = b.weight("gpt_neox.embed_in.weight", &[c.vocab_size, h])?;
+    let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
+    let (cos, sin) = rope_tables(b, c, &io.past_len)?;
+    let mask = b.padding_mask(io.mask)?;
+    let mut presents = vec![];
+    for l in 0..c.num_layers {
+        let p = format!("gpt_neox.layers.{l}");
+        let a = b.layer_norm(x, &format!("{p}.input_layernorm"), h, c.norm_eps)?;
+        let qkv = b.linear(
+            a,
+            &format!("{p}.attention.query_key_value"),
+            h,
+            3 * h,
+            c.qkv_bias,
+        )?;
+        // The fused projection is laid out per head: [q_h, k_h, v_h] for each head h.
+        let qkv = b.split_heads(qkv, heads, 3 * d)?;
+        let parts = b.ops(
+            OpKind::Split,
+            &[("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(3))],
+            &[Some(qkv)],
+            3,
+        )?;
+        let q = rope(b, c, parts[0], cos, sin)?;
+        let k = rope(b, c, parts[1], cos, sin)?;
+        let [y, pk, pv] = attend(b, q, k, parts[2], mask, io.past.get(l).copied(), d)?;
+        presents.push((pk, pv));
+        let y = b.merge_heads(y, h)?;
+        let y = b.linear(y, &format!("{p}.attention.dense"), h, h, c.qkv_bias)?;
+        let (up, down) = (
+            format!("{p}.mlp.dense_h_to_4h"),
+            format!("{p}.mlp.dense_4h_to_h"),
+        );
+        let norm = format!("{p}.post_attention_layernorm");
+        let inner = c.intermediate_size;
+        if c.parallel_residual {
+            let m = b.layer_norm(x, &norm, h, c.norm_eps)?;
+            let m = b.mlp(m, &up, &down, h, inner, c.activation)?;
+            let y = b.op(OpKind::Add, &[], &[m, y])?;
+            x = b.op(OpKind::Add, &[], &[y, x])?;
+        } else {
+            x = b.op(OpKind::Add, &[], &[y, x])?;
+            let m = b.layer_norm(x, &norm, h, c.norm_eps)?;
+            let m = b.mlp(m, &up, &down, h, inner, c.activation)?;
+            x = b.op(OpKind::Add, &[], &[m, x])?;
+        }
+    }
+    let x = b.layer_norm(x, "gpt_neox.final_layer_norm", h, c.norm_eps)?;
+    let logits = lm_head(b, x, "gpt_neox.embed_in.weight", "embed_out", false, c)?;
+    finish(b, logits, presents);
+    Ok(())
+}
+
+fn phi(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
+    let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+    let embed = b.weight("model.embed_tokens.weight", &[c.vocab_size, h])?;
+    let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
+    // The first query projection confirms `head_dim` before the RoPE tables it sizes.
+    b.weight("model.layers.0.self_attn.q_proj.weight", &[heads * d, h])?;
+    let (cos, sin) = rope_tables(b, c, &io.past_len)?;
+    let mask = b.padding_mask(io.mask)?;
+    let mut presents = vec![];
+    for l in 0..c.num_layers {
+        let p = format!("model.layers.{l}");
+        let a = b.layer_norm(x, &format!("{p}.input_layernorm"), h, c.norm_eps)?;
+        let q = b.linear(a, &format!("{p}.self_attn.q_proj"), h, heads * d, true)?;
+        let k = b.linear(a, &format!("{p}.self_attn.k_proj"), h, kv * d, true)?;
+        let v = b.linear(a, &format!("{p}.self_attn.v_proj"), h, kv * d, true)?;
+        let q = b.split_heads(q, heads, d)?;
+        let q = rope(b, c, q, cos, sin)?;
+        let k = b.split_heads(k, kv, d)?;
+        let k = rope(b, c, k, cos, sin)?;
+        let v = b.split_heads(v, kv, d)?;
+        let [y, pk, pv] = attend(b, q, k, v, mask, io.past.get(l).copied(), d)?;
+        presents.push((pk, pv));
+        let y = b.merge_heads(y, heads * d)?;
+        let y = b.linear(y, &format!("{p}.self_attn.dense"), heads * d, h, true)?;
+        // Attention and MLP both read the one LayerNorm's output.
+        let m = b.mlp(
+            a,
+            &format!("{p}.mlp.fc1"),
+            &format!("{p}.mlp.fc2"),
+            h,
+            c.intermediate_size,
+            c.activation,
+        )?;
+        let y = b.op(OpKind::Add, &[], &[y, m])?;
+        x = b.op(OpKind::Add, &[], &[y, x])?;
+    }
+    let x = b.layer_norm(x, "model.final_layernorm", h, c.norm_eps)?;
+    let logits = lm_head(b, x, "model.embed_tokens.weight", "lm_head", true, c)?;
     finish(b, logits, presents);
     Ok(())
 }

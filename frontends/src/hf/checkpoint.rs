@@ -11,13 +11,14 @@ use kiln_ir::{DType, TensorData};
 use memmap2::Mmap;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The single-file checkpoint name.
 const SINGLE: &str = "model.safetensors";
 /// The sharded checkpoint index name.
 const INDEX: &str = "model.safetensors.index.json";
+/// The largest header the safetensors format allows (100 MB).
+const MAX_HEADER: u64 = 100_000_000;
 
 /// One memory-mapped safetensors file.
 struct Shard {
@@ -77,11 +78,13 @@ impl Checkpoint {
     /// Opens `{dir}/model.safetensors`, or the shards named by
     /// `{dir}/model.safetensors.index.json`, validating every header.
     ///
-    /// Errors are one line naming the file (and the tensor, where there is one): a header
-    /// length past the end of the file, a header that is not JSON, data offsets outside the
-    /// data area or reversed, overlapping tensors, a byte size that disagrees with dtype and
-    /// shape, an unknown dtype, a missing shard file, or an index naming a tensor its shard
-    /// lacks.
+    /// Validation follows the safetensors reference implementation. Errors are one line naming
+    /// the file (and the tensor, where there is one): a header length past the end of the file
+    /// or over 100 MB, a header that does not begin with `{` or is not a JSON object (`__metadata__`, if present, must map
+    /// strings to strings), data offsets outside the data area or reversed, a byte size that
+    /// disagrees with dtype and shape, an unknown dtype, tensors whose sorted byte ranges do
+    /// not cover the data area exactly (overlaps, gaps, bytes before the first or after the
+    /// last), a missing shard file, or an index naming a tensor its shard lacks.
     pub fn open(dir: &Path) -> Result<Checkpoint, String> {
         let single = dir.join(SINGLE);
         if single.is_file() {
@@ -264,6 +267,11 @@ fn read_shard(path: &Path) -> Result<(Shard, BTreeMap<String, Entry>), String> {
     let mmap = unsafe { Mmap::map(&file) }.map_err(|e| format!("{p}: cannot map: {e}"))?;
     let bytes = Bytes::from_owner(mmap);
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if header_len > MAX_HEADER {
+        return Err(format!(
+            "{p}: header length {header_len} is over the format's limit of {MAX_HEADER} bytes"
+        ));
+    }
     if header_len > len - 8 {
         return Err(format!(
             "{p}: header length {header_len} runs past the end of the file ({len} bytes)"
@@ -271,6 +279,9 @@ fn read_shard(path: &Path) -> Result<(Shard, BTreeMap<String, Entry>), String> {
     }
     let data_start = 8 + header_len as usize;
     let data_len = bytes.len() - data_start;
+    if bytes[8..data_start].first() != Some(&b'{') {
+        return Err(format!("{p}: header does not begin with `{{`"));
+    }
     let header: Value = serde_json::from_slice(&bytes[8..data_start])
         .map_err(|e| format!("{p}: header is not valid JSON: {e}"))?;
     let header = header
@@ -279,12 +290,20 @@ fn read_shard(path: &Path) -> Result<(Shard, BTreeMap<String, Entry>), String> {
     let mut entries = BTreeMap::new();
     for (name, info) in header {
         if name == "__metadata__" {
+            let strings = info
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string));
+            if !strings {
+                return Err(format!(
+                    "{p}: `__metadata__` must be an object of strings, got {info}"
+                ));
+            }
             continue;
         }
         let entry = parse_entry(path, name, info, data_start, data_len)?;
         entries.insert(name.clone(), entry);
     }
-    check_overlap(path, &entries)?;
+    check_coverage(path, &entries, data_start, data_len)?;
     Ok((
         Shard {
             path: path.to_path_buf(),
@@ -355,25 +374,57 @@ fn parse_entry(
     })
 }
 
-/// Rejects tensors whose byte ranges overlap.
-fn check_overlap(path: &Path, entries: &BTreeMap<String, Entry>) -> Result<(), String> {
+/// Checks, as the safetensors reference implementation does, that the tensors' byte ranges,
+/// sorted, tile the data area exactly: the first begins at its start, each begins where the
+/// previous one ends (no gap, no overlap), and the last ends at the end of the file.
+fn check_coverage(
+    path: &Path,
+    entries: &BTreeMap<String, Entry>,
+    data_start: usize,
+    data_len: usize,
+) -> Result<(), String> {
+    let p = path.display();
     let mut ranges: Vec<(usize, usize, &str)> = entries
         .iter()
-        .filter(|(_, e)| e.end > e.start)
-        .map(|(n, e)| (e.start, e.end, n.as_str()))
+        .map(|(n, e)| (e.start - data_start, e.end - data_start, n.as_str()))
         .collect();
     ranges.sort_unstable();
-    for w in ranges.windows(2) {
-        let ((_, a_end, a), (b_start, _, b)) = (w[0], w[1]);
-        if b_start < a_end {
-            let mut msg = String::new();
-            let _ = write!(
-                msg,
-                "{}: tensors `{a}` and `{b}` overlap in the data area",
-                path.display()
-            );
-            return Err(msg);
+    let mut at = 0;
+    let mut previous: Option<&str> = None;
+    for &(begin, end, name) in &ranges {
+        match previous {
+            _ if begin == at => {}
+            Some(prev) if begin < at => {
+                return Err(format!(
+                    "{p}: tensors `{prev}` and `{name}` overlap in the data area (`{name}` \
+                     begins at byte {begin}, `{prev}` ends at {at})"
+                ))
+            }
+            Some(prev) => {
+                return Err(format!(
+                    "{p}: tensor `{name}`: bytes {at}..{begin} of the data area, between \
+                     `{prev}` and it, belong to no tensor"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "{p}: tensor `{name}`: bytes 0..{begin} of the data area, before its first \
+                     tensor, belong to no tensor"
+                ))
+            }
         }
+        at = end;
+        previous = Some(name);
+    }
+    if at != data_len {
+        let last = match previous {
+            Some(name) => format!("the last tensor, `{name}`, ends"),
+            None => "there are no tensors, so the data ends".into(),
+        };
+        return Err(format!(
+            "{p}: {last} at byte {at} of the data area, but the file has {data_len} bytes of data \
+             after the header (is the header length right?)"
+        ));
     }
     Ok(())
 }
@@ -581,6 +632,10 @@ mod tests {
         bytes.extend_from_slice(b"{oops");
         let e = open_err(&bytes);
         assert!(e.contains("header is not valid JSON"), "{e}");
+        let mut bytes = 0u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        let e = open_err(&bytes);
+        assert!(e.contains("header does not begin with `{`"), "{e}");
 
         let e = open_err(&raw_file(&json!({"w": entry("F32", &[4], 0, 20)}), &data));
         assert!(
@@ -630,6 +685,135 @@ mod tests {
         let dir = TempDir::new("empty");
         let e = Checkpoint::open(dir.path()).unwrap_err();
         assert!(e.contains(SINGLE) && e.contains(INDEX), "{e}");
+    }
+
+    /// A header length one less than the real one (the header padded with a space, as
+    /// transformers writes it) used to be accepted with every tensor read one byte off.
+    #[test]
+    fn header_length_must_be_exact() {
+        let good = std::fs::read(fixture("llama").join(SINGLE)).unwrap();
+        let n = u64::from_le_bytes(good[..8].try_into().unwrap());
+        assert_eq!(
+            good[8 + n as usize - 1],
+            b' ',
+            "the fixture's header is space-padded"
+        );
+        for delta in [-1i64, 1] {
+            let mut bytes = good.clone();
+            bytes[..8].copy_from_slice(&((n as i64 + delta) as u64).to_le_bytes());
+            let e = open_err(&bytes);
+            if delta < 0 {
+                assert!(
+                    e.contains("the last tensor, `") && e.contains("is the header length right"),
+                    "{e}"
+                );
+            } else {
+                assert!(e.contains("header is not valid JSON"), "{e}");
+            }
+        }
+        // A header padded with spaces by hand, and the right length, is fine.
+        let data = f32_bytes(&[1.0, 2.0]);
+        let mut h = serde_json::to_vec(
+            &json!({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}),
+        )
+        .unwrap();
+        h.extend_from_slice(b"   ");
+        let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&h);
+        bytes.extend_from_slice(&data);
+        let dir = TempDir::new("padded");
+        std::fs::write(dir.path().join(SINGLE), &bytes).unwrap();
+        let ck = Checkpoint::open(dir.path()).unwrap();
+        assert_eq!(as_f32(&ck.tensor("w").unwrap()), [1.0, 2.0]);
+        // One byte shorter: the last byte of data belongs to no tensor.
+        bytes[..8].copy_from_slice(&(h.len() as u64 - 1).to_le_bytes());
+        let e = open_err(&bytes);
+        assert!(
+            e.contains("`w`, ends at byte 8") && e.contains("9 bytes of data"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tensors_must_tile_the_data_area() {
+        let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+        let entry = |shape: &[usize], b: u64, e: u64| json!({"dtype": "F32", "shape": shape, "data_offsets": [b, e]});
+        // A gap between two tensors.
+        let e = open_err(&raw_file(
+            &json!({"a": entry(&[1], 0, 4), "b": entry(&[2], 8, 16)}),
+            &data,
+        ));
+        assert!(
+            e.contains("tensor `b`: bytes 4..8 of the data area, between `a` and it"),
+            "{e}"
+        );
+        // Bytes before the first tensor.
+        let e = open_err(&raw_file(&json!({"a": entry(&[3], 4, 16)}), &data));
+        assert!(
+            e.contains("tensor `a`: bytes 0..4 of the data area, before its first"),
+            "{e}"
+        );
+        // Bytes after the last tensor.
+        let e = open_err(&raw_file(&json!({"a": entry(&[3], 0, 12)}), &data));
+        assert!(
+            e.contains("the last tensor, `a`, ends at byte 12") && e.contains("16 bytes"),
+            "{e}"
+        );
+        // Data but no tensors.
+        let e = open_err(&raw_file(&json!({"__metadata__": {"format": "pt"}}), &data));
+        assert!(e.contains("there are no tensors"), "{e}");
+        // Overlap, also by a zero-size tensor's neighbour.
+        let e = open_err(&raw_file(
+            &json!({"a": entry(&[2], 0, 8), "b": entry(&[3], 4, 16)}),
+            &data,
+        ));
+        assert!(e.contains("tensors `a` and `b` overlap"), "{e}");
+        // Zero-size tensors anywhere in the tiling, and no data at all, are fine.
+        let dir = TempDir::new("tiled");
+        let file = raw_file(
+            &json!({"z": entry(&[0], 8, 8), "a": entry(&[2], 0, 8), "b": entry(&[2], 8, 16),
+                    "e": entry(&[0, 3], 16, 16)}),
+            &data,
+        );
+        std::fs::write(dir.path().join(SINGLE), file).unwrap();
+        let ck = Checkpoint::open(dir.path()).unwrap();
+        assert_eq!(as_f32(&ck.tensor("b").unwrap()), [3.0, 4.0]);
+        std::fs::write(dir.path().join(SINGLE), raw_file(&json!({}), &[])).unwrap();
+        assert!(Checkpoint::open(dir.path()).unwrap().names().is_empty());
+    }
+
+    #[test]
+    fn metadata_and_header_limits() {
+        let data = f32_bytes(&[1.0]);
+        let w = json!({"dtype": "F32", "shape": [1], "data_offsets": [0, 4]});
+        let e = open_err(&raw_file(&json!({"__metadata__": {"n": 1}, "w": w}), &data));
+        assert!(
+            e.contains("`__metadata__` must be an object of strings"),
+            "{e}"
+        );
+        let e = open_err(&raw_file(&json!({"__metadata__": [], "w": w}), &data));
+        assert!(e.contains("`__metadata__`"), "{e}");
+        let mut bytes = (MAX_HEADER + 1).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        let e = open_err(&bytes);
+        assert!(e.contains("over the format's limit"), "{e}");
+        let e = open_err(&raw_file(&json!([w]), &data));
+        assert!(e.contains("header does not begin with `{`"), "{e}");
+        let mut h = b" ".to_vec();
+        h.extend_from_slice(&serde_json::to_vec(&json!({"w": w})).unwrap());
+        let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&h);
+        bytes.extend_from_slice(&data);
+        let e = open_err(&bytes);
+        assert!(e.contains("header does not begin with `{`"), "{e}");
+        let e = open_err(&raw_file(
+            &json!({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, u64::MAX]}}),
+            &data,
+        ));
+        assert!(
+            e.contains("tensor `w`") && e.contains("outside the data area"),
+            "{e}"
+        );
     }
 
     /// The real all-MiniLM-L6-v2 checkpoint, when `KILN_MINILM_DIR` points at it.

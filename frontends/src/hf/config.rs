@@ -19,6 +19,55 @@ pub enum Architecture {
     Gpt2,
     /// LLaMA-style decoders: `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`.
     Llama,
+    /// `GPTNeoXForCausalLM`: fused per-head `query_key_value`, partial RoPE, parallel or
+    /// sequential residual.
+    GptNeoX,
+    /// `PhiForCausalLM`: partial RoPE, attention and MLP in parallel from one LayerNorm.
+    Phi,
+    /// `DistilBertModel` and the DistilBERT family whose body is a `DistilBertModel`.
+    DistilBert,
+}
+
+impl Architecture {
+    /// True for the causal language models (which have a decode entry point).
+    pub fn is_causal(self) -> bool {
+        !matches!(self, Architecture::Bert | Architecture::DistilBert)
+    }
+}
+
+/// An MLP activation, from `hidden_act` (GPT-2 `activation_function`, DistilBERT `activation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: the exact GELU, `x * Phi(x)` with the error function.
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`: GELU with the tanh approximation.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+    /// `silu`, `swish`: `x * sigmoid(x)`.
+    Silu,
+    /// `quick_gelu`: `x * sigmoid(1.702 x)`.
+    QuickGelu,
+}
+
+/// The largest size a config may give (products of two sizes then fit in 64 bits).
+const MAX_SIZE: u64 = u32::MAX as u64;
+
+/// The activation names kiln accepts, as listed in error messages.
+const ACTIVATIONS: &str = "gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish, quick_gelu";
+
+impl Activation {
+    /// The activation a Hugging Face name denotes, or `None` if kiln does not support it.
+    pub fn from_name(name: &str) -> Option<Activation> {
+        Some(match name {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            "quick_gelu" => Activation::QuickGelu,
+            _ => return None,
+        })
+    }
 }
 
 /// Rotary-embedding position scaling.
@@ -66,14 +115,20 @@ pub struct HfConfig {
     pub max_positions: usize,
     /// LayerNorm / RMSNorm epsilon.
     pub norm_eps: f32,
-    /// The MLP activation (`hidden_act`, GPT-2 `activation_function`), e.g. `gelu`, `silu`.
-    pub hidden_act: String,
+    /// The MLP activation (`hidden_act`, GPT-2 `activation_function`, DistilBERT `activation`).
+    pub activation: Activation,
     /// Number of token types (BERT `type_vocab_size`; 0 for other families).
     pub type_vocab_size: usize,
     /// The RoPE base (`rope_theta` or `rope_parameters.rope_theta`; 0 without rotary embeddings).
     pub rope_theta: f32,
     /// The RoPE position scaling.
     pub rope_scaling: RopeScaling,
+    /// How many leading dims of each head RoPE rotates: `head_dim` for LLaMA,
+    /// `int(head_dim * partial_rotary_factor)` for GPT-NeoX and Phi, 0 without RoPE.
+    pub rotary_dim: usize,
+    /// GPT-NeoX `use_parallel_residual`: `x + attn(ln1(x)) + mlp(ln2(x))` instead of two
+    /// residual steps (false for the other families).
+    pub parallel_residual: bool,
     /// Whether the LM head shares the token-embedding matrix.
     pub tie_word_embeddings: bool,
     /// Whether the query/key/value projections have biases (always for BERT, GPT-2 and Qwen2).
@@ -83,8 +138,9 @@ pub struct HfConfig {
 }
 
 /// The supported architecture names, as listed in error messages.
-const SUPPORTED: &str = "BertModel and the BERT family, GPT2LMHeadModel, LlamaForCausalLM, \
-                         MistralForCausalLM, Qwen2ForCausalLM";
+const SUPPORTED: &str = "BertModel and the BERT family, DistilBertModel and the DistilBERT \
+                         family, GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, \
+                         MistralForCausalLM, PhiForCausalLM, Qwen2ForCausalLM";
 
 /// BERT-family heads whose body is a `BertModel`.
 const BERT_FAMILY: &[&str] = &[
@@ -97,6 +153,16 @@ const BERT_FAMILY: &[&str] = &[
     "BertForMultipleChoice",
     "BertForNextSentencePrediction",
     "BertLMHeadModel",
+];
+
+/// DistilBERT-family heads whose body is a `DistilBertModel`.
+const DISTILBERT_FAMILY: &[&str] = &[
+    "DistilBertModel",
+    "DistilBertForMaskedLM",
+    "DistilBertForSequenceClassification",
+    "DistilBertForTokenClassification",
+    "DistilBertForQuestionAnswering",
+    "DistilBertForMultipleChoice",
 ];
 
 /// Reads and validates `{dir}/config.json`.
@@ -147,10 +213,12 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 vocab_size: c.req_usize("vocab_size")?,
                 max_positions: c.req_usize("max_position_embeddings")?,
                 norm_eps: c.opt_eps("layer_norm_eps")?.unwrap_or(1e-12),
-                hidden_act: c.opt_str("hidden_act")?.unwrap_or_else(|| "gelu".into()),
+                activation: c.activation("hidden_act", "gelu")?,
                 type_vocab_size: c.opt_usize("type_vocab_size")?.unwrap_or(2),
                 rope_theta: 0.0,
                 rope_scaling: RopeScaling::None,
+                rotary_dim: 0,
+                parallel_residual: false,
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
                 qkv_bias: true,
                 dtype,
@@ -180,12 +248,12 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 max_positions: c
                     .req_usize(c.first_present(&["n_positions", "max_position_embeddings"]))?,
                 norm_eps: c.opt_eps("layer_norm_epsilon")?.unwrap_or(1e-5),
-                hidden_act: c
-                    .opt_str("activation_function")?
-                    .unwrap_or_else(|| "gelu_new".into()),
+                activation: c.activation("activation_function", "gelu_new")?,
                 type_vocab_size: 0,
                 rope_theta: 0.0,
                 rope_scaling: RopeScaling::None,
+                rotary_dim: 0,
+                parallel_residual: false,
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
                 qkv_bias: true,
                 dtype,
@@ -206,7 +274,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 None => c.divide(hidden_size, num_heads, "hidden_size", "num_attention_heads")?,
             };
             let max_positions = c.req_usize("max_position_embeddings")?;
-            let (rope_theta, rope_scaling) = c.rope(max_positions)?;
+            let (rope_theta, rope_scaling) = c.rope(max_positions, &["rope_theta"])?;
             let is_qwen2 = model_type == "qwen2" || architecture_name == "Qwen2ForCausalLM";
             HfConfig {
                 architecture,
@@ -220,12 +288,98 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 vocab_size: c.req_usize("vocab_size")?,
                 max_positions,
                 norm_eps: c.opt_eps("rms_norm_eps")?.unwrap_or(1e-6),
-                hidden_act: c.opt_str("hidden_act")?.unwrap_or_else(|| "silu".into()),
+                activation: c.activation("hidden_act", "silu")?,
                 type_vocab_size: 0,
                 rope_theta,
                 rope_scaling,
+                rotary_dim: head_dim,
+                parallel_residual: false,
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
                 qkv_bias: is_qwen2 || c.opt_bool("attention_bias")?.unwrap_or(false),
+                dtype,
+            }
+        }
+        Architecture::GptNeoX | Architecture::Phi => {
+            let neox = architecture == Architecture::GptNeoX;
+            let hidden_size = c.req_usize("hidden_size")?;
+            let num_heads = c.req_usize("num_attention_heads")?;
+            let num_kv_heads = if neox {
+                num_heads
+            } else {
+                c.opt_usize("num_key_value_heads")?.unwrap_or(num_heads)
+            };
+            if num_heads.checked_rem(num_kv_heads) != Some(0) {
+                return Err(c.err(format_args!(
+                    "`num_attention_heads` ({num_heads}) is not a multiple of \
+                     `num_key_value_heads` ({num_kv_heads})"
+                )));
+            }
+            let head_dim = match (neox, c.opt_usize("head_dim")?) {
+                (false, Some(d)) => d,
+                _ => c.divide(hidden_size, num_heads, "hidden_size", "num_attention_heads")?,
+            };
+            if !neox && c.opt_bool("qk_layernorm")? == Some(true) {
+                return Err(c.err(format_args!("`qk_layernorm` true is not supported")));
+            }
+            let max_positions = c.req_usize("max_position_embeddings")?;
+            let theta_keys: &[&str] = if neox {
+                &["rotary_emb_base", "rope_theta"]
+            } else {
+                &["rope_theta"]
+            };
+            let (rope_theta, rope_scaling) = c.rope(max_positions, theta_keys)?;
+            let default_fraction = if neox { 0.25 } else { 0.5 };
+            let rotary_dim = c.rotary_dim(head_dim, neox, default_fraction)?;
+            HfConfig {
+                architecture,
+                architecture_name,
+                hidden_size,
+                num_layers: c.req_usize("num_hidden_layers")?,
+                num_heads,
+                num_kv_heads,
+                head_dim,
+                intermediate_size: c.req_usize("intermediate_size")?,
+                vocab_size: c.req_usize("vocab_size")?,
+                max_positions,
+                norm_eps: c.opt_eps("layer_norm_eps")?.unwrap_or(1e-5),
+                activation: c.activation("hidden_act", if neox { "gelu" } else { "gelu_new" })?,
+                type_vocab_size: 0,
+                rope_theta,
+                rope_scaling,
+                rotary_dim,
+                parallel_residual: neox && c.opt_bool("use_parallel_residual")?.unwrap_or(true),
+                tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+                qkv_bias: !neox || c.opt_bool("attention_bias")?.unwrap_or(true),
+                dtype,
+            }
+        }
+        Architecture::DistilBert => {
+            let hidden_key = c.first_present(&["dim", "hidden_size"]);
+            let heads_key = c.first_present(&["n_heads", "num_attention_heads"]);
+            let hidden_size = c.req_usize(hidden_key)?;
+            let num_heads = c.req_usize(heads_key)?;
+            HfConfig {
+                architecture,
+                architecture_name,
+                hidden_size,
+                num_layers: c.req_usize(c.first_present(&["n_layers", "num_hidden_layers"]))?,
+                num_heads,
+                num_kv_heads: num_heads,
+                head_dim: c.divide(hidden_size, num_heads, hidden_key, heads_key)?,
+                intermediate_size: c
+                    .req_usize(c.first_present(&["hidden_dim", "intermediate_size"]))?,
+                vocab_size: c.req_usize("vocab_size")?,
+                max_positions: c.req_usize("max_position_embeddings")?,
+                // DistilBERT's LayerNorms hard-code their epsilon.
+                norm_eps: 1e-12,
+                activation: c.activation("activation", "gelu")?,
+                type_vocab_size: 0,
+                rope_theta: 0.0,
+                rope_scaling: RopeScaling::None,
+                rotary_dim: 0,
+                parallel_residual: false,
+                tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
+                qkv_bias: true,
                 dtype,
             }
         }
@@ -280,8 +434,14 @@ impl Cfg<'_> {
         if let Some(name) = first {
             let arch = if BERT_FAMILY.contains(&name.as_str()) {
                 Architecture::Bert
+            } else if DISTILBERT_FAMILY.contains(&name.as_str()) {
+                Architecture::DistilBert
             } else if name == "GPT2LMHeadModel" {
                 Architecture::Gpt2
+            } else if name == "GPTNeoXForCausalLM" {
+                Architecture::GptNeoX
+            } else if name == "PhiForCausalLM" {
+                Architecture::Phi
             } else if ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
                 .contains(&name.as_str())
             {
@@ -304,6 +464,9 @@ impl Cfg<'_> {
             "llama" => (Architecture::Llama, "LlamaForCausalLM"),
             "mistral" => (Architecture::Llama, "MistralForCausalLM"),
             "qwen2" => (Architecture::Llama, "Qwen2ForCausalLM"),
+            "gpt_neox" => (Architecture::GptNeoX, "GPTNeoXForCausalLM"),
+            "phi" => (Architecture::Phi, "PhiForCausalLM"),
+            "distilbert" => (Architecture::DistilBert, "DistilBertModel"),
             other => {
                 return Err(self.err(format_args!(
                     "model_type `{other}` is not supported (supported: {SUPPORTED})"
@@ -327,9 +490,13 @@ impl Cfg<'_> {
             if n == 0 {
                 return Err(self.err(format_args!("key `{label}` must be positive, got 0")));
             }
-            return usize::try_from(n)
-                .map(Some)
-                .map_err(|_| self.err(format_args!("key `{label}` is too large: {n}")));
+            if n > MAX_SIZE {
+                return Err(self.err(format_args!(
+                    "key `{label}` is too large: {n} (kiln's limit is {MAX_SIZE})"
+                )));
+            }
+            // At most u32::MAX, so it fits a usize.
+            return Ok(Some(n as usize));
         }
         if v.as_i64().is_some() {
             return Err(self.err(format_args!("key `{label}` must be positive, got {v}")));
@@ -381,6 +548,58 @@ impl Cfg<'_> {
         }
     }
 
+    /// The activation named at `key` (or `default` without it); an unsupported name is an
+    /// error naming the key and the value and listing the supported names.
+    fn activation(&self, key: &str, default: &str) -> Result<Activation, String> {
+        let name = self.opt_str(key)?.unwrap_or_else(|| default.into());
+        Activation::from_name(&name).ok_or_else(|| {
+            self.err(format_args!(
+                "key `{key}` is `{name}`, which is not a supported activation (supported: \
+                 {ACTIVATIONS})"
+            ))
+        })
+    }
+
+    /// The rotated dims per head, `int(head_dim * fraction)`, the fraction from
+    /// `partial_rotary_factor` (top level or in `rope_parameters`; GPT-NeoX also `rotary_pct`),
+    /// else `default`. The fraction must be in (0, 1] and the result even and positive.
+    fn rotary_dim(&self, head_dim: usize, neox: bool, default: f32) -> Result<usize, String> {
+        let mut found = None;
+        let keys: &[&str] = if neox {
+            &["rotary_pct", "partial_rotary_factor"]
+        } else {
+            &["partial_rotary_factor"]
+        };
+        for key in keys {
+            if let Some(f) = self.f32_in(self.obj, key, key)? {
+                found = Some((f, key.to_string()));
+                break;
+            }
+        }
+        if found.is_none() {
+            if let Some(Value::Object(p)) = Self::get(self.obj, "rope_parameters") {
+                let label = "rope_parameters.partial_rotary_factor";
+                found = self
+                    .f32_in(p, "partial_rotary_factor", label)?
+                    .map(|f| (f, label.to_string()));
+            }
+        }
+        let (fraction, label) = found.unwrap_or((default, "partial_rotary_factor".into()));
+        if fraction > 1.0 {
+            return Err(self.err(format_args!(
+                "key `{label}` must be at most 1, got {fraction}"
+            )));
+        }
+        let dim = (head_dim as f64 * fraction as f64) as usize;
+        if dim == 0 || !dim.is_multiple_of(2) {
+            return Err(self.err(format_args!(
+                "key `{label}` ({fraction}) gives {dim} rotary dims of the head's {head_dim}; \
+                 kiln needs an even, positive number"
+            )));
+        }
+        Ok(dim)
+    }
+
     /// An optional boolean.
     fn opt_bool(&self, key: &str) -> Result<Option<bool>, String> {
         match Self::get(self.obj, key) {
@@ -406,9 +625,14 @@ impl Cfg<'_> {
         Ok(hidden / heads)
     }
 
-    /// The RoPE base and scaling, from transformers-4 `rope_theta` / `rope_scaling` or
-    /// transformers-5 `rope_parameters`.
-    fn rope(&self, max_positions: usize) -> Result<(f32, RopeScaling), String> {
+    /// The RoPE base and scaling, from transformers-4 `rope_theta` / `rope_scaling` (or the
+    /// other top-level `theta_keys`, e.g. GPT-NeoX `rotary_emb_base`) or transformers-5
+    /// `rope_parameters`.
+    fn rope(
+        &self,
+        max_positions: usize,
+        theta_keys: &[&str],
+    ) -> Result<(f32, RopeScaling), String> {
         let object = |key: &str| -> Result<Option<&Map<String, Value>>, String> {
             match Self::get(self.obj, key) {
                 None => Ok(None),
@@ -418,7 +642,11 @@ impl Cfg<'_> {
         };
         let params = object("rope_parameters")?;
         let scaling = object("rope_scaling")?;
-        let theta = match self.f32_in(self.obj, "rope_theta", "rope_theta")? {
+        let mut top = None;
+        for key in theta_keys {
+            top = top.or(self.f32_in(self.obj, key, key)?);
+        }
+        let theta = match top {
             Some(t) => t,
             None => match params {
                 Some(p) => self
@@ -503,7 +731,7 @@ mod tests {
         assert_eq!(c.norm_eps, 1e-6);
         assert!(!c.tie_word_embeddings);
         assert!(!c.qkv_bias);
-        assert_eq!(c.hidden_act, "silu");
+        assert_eq!(c.activation, Activation::Silu);
         assert_eq!(c.dtype, "float32");
     }
 
@@ -516,7 +744,7 @@ mod tests {
         assert_eq!(c.intermediate_size, 256);
         assert_eq!(c.max_positions, 128);
         assert_eq!(c.norm_eps, 1e-5);
-        assert_eq!(c.hidden_act, "gelu_new");
+        assert_eq!(c.activation, Activation::GeluTanh);
         assert!(c.tie_word_embeddings);
         assert!(c.qkv_bias);
     }
@@ -533,7 +761,7 @@ mod tests {
         assert_eq!(c.intermediate_size, 128);
         assert_eq!(c.norm_eps, 1e-12);
         assert_eq!(c.type_vocab_size, 2);
-        assert_eq!(c.hidden_act, "gelu");
+        assert_eq!(c.activation, Activation::Gelu);
         assert!(c.tie_word_embeddings);
     }
 
@@ -597,12 +825,143 @@ mod tests {
     }
 
     #[test]
+    fn new_fixtures() {
+        let c = read_config(&fixture("gptneox")).unwrap();
+        assert_eq!(c.architecture, Architecture::GptNeoX);
+        assert_eq!((c.hidden_size, c.num_heads, c.head_dim), (64, 4, 16));
+        assert_eq!((c.rotary_dim, c.rope_theta), (4, 10000.0));
+        assert!(c.parallel_residual && c.qkv_bias && !c.tie_word_embeddings);
+        assert_eq!((c.activation, c.norm_eps), (Activation::Gelu, 1e-5));
+        let c = read_config(&fixture("phi")).unwrap();
+        assert_eq!(c.architecture, Architecture::Phi);
+        assert_eq!((c.num_kv_heads, c.rotary_dim), (4, 8));
+        assert_eq!(c.activation, Activation::GeluTanh);
+        assert!(!c.parallel_residual && !c.tie_word_embeddings);
+        let c = read_config(&fixture("distilbert")).unwrap();
+        assert_eq!(c.architecture, Architecture::DistilBert);
+        assert!(!c.architecture.is_causal());
+        assert_eq!((c.hidden_size, c.num_layers, c.num_heads), (64, 2, 4));
+        assert_eq!((c.intermediate_size, c.vocab_size), (128, 320));
+        assert_eq!((c.type_vocab_size, c.norm_eps), (0, 1e-12));
+    }
+
+    #[test]
+    fn transformers4_spelling_of_partial_rotary() {
+        let base = r#""hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "intermediate_size": 8, "vocab_size": 10, "max_position_embeddings": 16"#;
+        let c = parse(&format!(
+            r#"{{"architectures": ["GPTNeoXForCausalLM"], {base}, "rotary_pct": 0.5,
+                "rotary_emb_base": 500, "use_parallel_residual": false}}"#
+        ))
+        .unwrap();
+        assert_eq!((c.rotary_dim, c.rope_theta), (8, 500.0));
+        assert!(!c.parallel_residual);
+        // Defaults: transformers' 0.25 for GPT-NeoX, 0.5 for Phi.
+        let c = parse(&format!(r#"{{"model_type": "gpt_neox", {base}}}"#)).unwrap();
+        assert_eq!(
+            (c.architecture_name.as_str(), c.rotary_dim),
+            ("GPTNeoXForCausalLM", 4)
+        );
+        let c = parse(&format!(
+            r#"{{"architectures": ["PhiForCausalLM"], {base}, "partial_rotary_factor": 0.25,
+                "rope_theta": 20.0}}"#
+        ))
+        .unwrap();
+        assert_eq!((c.rotary_dim, c.rope_theta), (4, 20.0));
+        let c = parse(&format!(r#"{{"model_type": "phi", {base}}}"#)).unwrap();
+        assert_eq!(c.rotary_dim, 8);
+        let c = parse(&format!(
+            r#"{{"model_type": "phi", {base}, "rope_parameters": {{"rope_type": "default",
+                "rope_theta": 7.0, "partial_rotary_factor": 1.0}}}}"#
+        ))
+        .unwrap();
+        assert_eq!((c.rotary_dim, c.rope_theta), (16, 7.0));
+        let c = parse(
+            r#"{"model_type": "distilbert", "dim": 8, "n_layers": 1, "n_heads": 2,
+                "hidden_dim": 16, "vocab_size": 10, "max_position_embeddings": 16}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.architecture_name.as_str(), c.head_dim),
+            ("DistilBertModel", 4)
+        );
+        for (factor, msg) in [
+            ("1.5", "must be at most 1"),
+            ("0.01", "gives 0 rotary dims"),
+            ("0.19", "gives 3 rotary dims"),
+            ("0", "must be positive"),
+            ("\"half\"", "must be a number"),
+        ] {
+            let e = parse(&format!(
+                r#"{{"model_type": "phi", {base}, "partial_rotary_factor": {factor}}}"#
+            ))
+            .unwrap_err();
+            assert!(
+                e.starts_with("m/config.json: key `partial_rotary_factor`") && e.contains(msg),
+                "{e}"
+            );
+        }
+        let e = parse(&format!(
+            r#"{{"model_type": "phi", {base}, "qk_layernorm": true}}"#
+        ))
+        .unwrap_err();
+        assert!(e.contains("`qk_layernorm`"), "{e}");
+    }
+
+    #[test]
+    fn activations() {
+        let base = r#""architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 8,
+            "vocab_size": 10, "max_position_embeddings": 16"#;
+        for (name, act) in [
+            ("gelu", Activation::Gelu),
+            ("gelu_new", Activation::GeluTanh),
+            ("gelu_pytorch_tanh", Activation::GeluTanh),
+            ("relu", Activation::Relu),
+            ("silu", Activation::Silu),
+            ("swish", Activation::Silu),
+            ("quick_gelu", Activation::QuickGelu),
+        ] {
+            let c = parse(&format!(r#"{{{base}, "hidden_act": "{name}"}}"#)).unwrap();
+            assert_eq!(c.activation, act, "{name}");
+        }
+        for (key, model) in [
+            ("hidden_act", r#""model_type": "bert""#),
+            ("activation_function", r#""model_type": "gpt2""#),
+            ("activation", r#""model_type": "distilbert""#),
+            ("hidden_act", r#""model_type": "gpt_neox""#),
+        ] {
+            for bad in ["foo", "", "GELU"] {
+                let e = parse(&format!(
+                    r#"{{{model}, "hidden_size": 16, "n_embd": 16, "dim": 16, "n_head": 2,
+                        "n_heads": 2, "num_attention_heads": 2, "num_hidden_layers": 1,
+                        "n_layer": 1, "n_layers": 1, "intermediate_size": 8, "hidden_dim": 8,
+                        "vocab_size": 10, "max_position_embeddings": 16, "n_positions": 16,
+                        "{key}": "{bad}"}}"#
+                ))
+                .unwrap_err();
+                assert_eq!(
+                    e,
+                    format!(
+                        "m/config.json: key `{key}` is `{bad}`, which is not a supported \
+                         activation (supported: gelu, gelu_new, gelu_pytorch_tanh, relu, silu, \
+                         swish, quick_gelu)"
+                    )
+                );
+            }
+        }
+        let e = parse(&format!(r#"{{{base}, "hidden_act": 3}}"#)).unwrap_err();
+        assert!(e.contains("`hidden_act` must be a string"), "{e}");
+    }
+
+    #[test]
     fn unsupported_architecture_lists_supported() {
         let e = parse(r#"{"architectures": ["FooForBar"], "hidden_size": 8}"#).unwrap_err();
         assert_eq!(
             e,
             "m/config.json: architecture `FooForBar` is not supported (supported: BertModel and \
-             the BERT family, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, \
+             the BERT family, DistilBertModel and the DistilBERT family, GPT2LMHeadModel, \
+             GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, PhiForCausalLM, \
              Qwen2ForCausalLM)"
         );
     }
@@ -618,6 +977,8 @@ mod tests {
         assert!(e.contains("`hidden_size` must be an integer"), "{e}");
         let e = parse(&format!("{{{base}, \"hidden_size\": -64}}")).unwrap_err();
         assert!(e.contains("`hidden_size` must be positive"), "{e}");
+        let e = parse(&format!("{{{base}, \"hidden_size\": 4294967296}}")).unwrap_err();
+        assert!(e.contains("`hidden_size` is too large: 4294967296"), "{e}");
         let e = parse(&format!("{{{base}, \"hidden_size\": 0}}")).unwrap_err();
         assert!(e.contains("`hidden_size` must be positive"), "{e}");
         let e = parse(&format!("{{{base}, \"hidden_size\": 66}}")).unwrap_err();

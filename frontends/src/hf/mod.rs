@@ -32,31 +32,34 @@ impl HfModel {
 
     /// True for the causal language models (which have a decode entry point).
     pub fn is_causal(&self) -> bool {
-        self.config.architecture != Architecture::Bert
+        self.config.architecture.is_causal()
     }
 
-    /// The graph of one entry point; BERT has only the prefill (encoder) form.
+    /// The graph of one entry point; the encoders have only the prefill form.
     pub fn graph(&self, entry: Entry) -> Result<Graph, String> {
         let mut b = builder::Builder::new(&self.checkpoint);
-        match self.config.architecture {
-            Architecture::Bert if entry == Entry::Decode => {
-                return Err(format!(
-                    "{} is an encoder and has no decode entry point",
-                    self.config.architecture_name
-                ))
-            }
-            Architecture::Bert => {
-                let prefix = if self
-                    .checkpoint
-                    .contains("bert.embeddings.word_embeddings.weight")
-                {
-                    "bert."
-                } else {
-                    ""
-                };
-                bert::build(&mut b, &self.config, prefix)?;
-            }
-            _ => causal::build(&mut b, &self.config, entry)?,
+        let architecture = self.config.architecture;
+        if architecture.is_causal() {
+            causal::build(&mut b, &self.config, entry)?;
+        } else if entry == Entry::Decode {
+            return Err(format!(
+                "{} is an encoder and has no decode entry point",
+                self.config.architecture_name
+            ));
+        } else {
+            // Task heads wrap the body in `bert.` / `distilbert.`.
+            let body = if architecture == Architecture::Bert {
+                "bert."
+            } else {
+                "distilbert."
+            };
+            let wrapped = format!("{body}embeddings.word_embeddings.weight");
+            let prefix = if self.checkpoint.contains(&wrapped) {
+                body
+            } else {
+                ""
+            };
+            bert::build(&mut b, &self.config, prefix)?;
         }
         Ok(b.graph)
     }
