@@ -258,7 +258,8 @@ fn parse_rule(file: &str, line: usize, header: &str, tokens: Vec<Token>) -> Res<
             "empty `where` clause (expected conditions after `where`)".into(),
         ));
     }
-    for part in cond_tokens.split(|t| t.text == ",") {
+    let parts = cond_tokens.split(|t| t.text == ",");
+    for part in parts.filter(|_| where_at < tokens.len()) {
         let Some(first) = part.first() else {
             return Err((
                 tokens[where_at].line,
@@ -833,7 +834,7 @@ mod tests {
                 "a left side is an op",
             ),
             ("rule a (exact):\n (Neg ?x) => _\n", 2, "cannot be `_`"),
-            ("rule a (exact):\n (Mul ?x inf) => ?x\n", 2, "not finite"),
+            ("rule a (exact):\n (Mul ?x 1e400) => ?x\n", 2, "not finite"),
             (
                 "rule a (exact):\n ? = (Neg ?x), ?b = (Abs ?x) => ? = (Neg ?x), ?b = (Abs ?x)\n",
                 2,
