@@ -14,7 +14,8 @@
 //! `[b,h,s,s]`, `[d]`, `[s]`, `[s,d]`, `[d,s]`, `[]`): the first assignment for which both sides
 //! type-check, the left pattern matches the loaded e-graph and every condition holds (checked
 //! with the real [`Condition::holds`]) is used; after the first trial the candidates are tried
-//! from a random starting point, so trials cover different shapes and attribute values. Rules
+//! from a random starting point, so trials cover different shapes and attribute values (trial 1
+//! uses equal dims, where most attribute values type-check). Rules
 //! whose variables feed shape inputs (`Reshape`, `Expand`, `Slice`, ...), multi-pattern rules,
 //! rules with `Get` nodes, approximate rules, and rules no candidate instantiates are reported
 //! as [`CheckOutcome::Unchecked`] with the reason: they are not known to be right.
@@ -493,9 +494,12 @@ pub fn check_rule(rule: &Rule, seed: u64, trials: usize) -> Result<CheckOutcome,
     let mut rng = XorShift::new(seed ^ rule.name.len() as u64);
     let mut found_any = false;
     for trial in 0..trials.max(1) {
-        // Small shapes first, so counterexamples are small; s != d where possible.
+        // Small shapes first, so counterexamples are small; s != d where possible, except in
+        // trial 1, whose equal dims let free attributes (`perm=*`) keep shapes and type-check.
         let base = if trial == 0 {
             [1, 1, 3, 2]
+        } else if trial == 1 {
+            [1, 2, 2, 2]
         } else {
             [
                 rng.range(1, 2),
