@@ -51,10 +51,21 @@ impl Sexp {
 
 /// Parses every rule of a file; `file` is used in error messages.
 pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, ParseError> {
+    // Quoted input may hold control characters (a lone `\r`): escaped, so errors stay one line.
     let err = |line: usize, message: String| ParseError {
         file: file.to_string(),
         line,
-        message,
+        message: message
+            .chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect(),
     };
     let mut blocks: Vec<(usize, &str, Vec<Token>)> = vec![];
     for (i, raw) in text.lines().enumerate() {
@@ -849,6 +860,16 @@ mod tests {
         )
         .unwrap();
         assert!(rules[0].lhs[0].1.to_string().contains("alpha=1.0"));
+    }
+
+    #[test]
+    fn errors_stay_one_line_with_control_characters() {
+        let e = parse_rules("cr.rules", "rule a (\rexact):\n (Neg ?x) => ?x\n").unwrap_err();
+        assert!(!e.to_string().contains(['\r', '\n']), "{e:?}");
+        assert!(
+            e.to_string().starts_with("cr.rules:1: ") && e.message.contains("\\r"),
+            "{e}"
+        );
     }
 
     #[test]
