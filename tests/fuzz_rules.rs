@@ -30,7 +30,7 @@ use kiln_passes::rules::{builtin_rules, parse_rules, Exactness, Rule};
 use std::collections::{BTreeSet, HashMap};
 
 /// Variants per run (`KILN_FUZZ_CASES` overrides).
-const CASES: usize = 2_000;
+const CASES: usize = 4_000;
 /// Model optimisations per run (`KILN_FUZZ_MODEL_RUNS` overrides).
 const MODEL_RUNS: usize = 400;
 /// The seed of the mutations and of the checker.
@@ -553,6 +553,10 @@ fn key(r: &Rule) -> String {
     )
 }
 
+/// An accepted variant waiting for a model run: whether every changed rule passed the checker,
+/// the case, the text, its rules, and the built-in file it came from.
+type Candidate = (bool, usize, String, Vec<Rule>, Option<usize>);
+
 #[derive(Default, Debug)]
 struct Counts {
     cases: usize,
@@ -578,9 +582,7 @@ fn mutated_rule_files_parse_or_fail_cleanly_and_wrong_answers_are_caught() {
     let models = [load("bert"), load("gpt2"), load("llama")];
     let mut counts = Counts::default();
     let mut by_mutation: HashMap<&str, usize> = HashMap::new();
-    // Accepted variants waiting for a model run: (every changed rule passed, case, text, rules,
-    // the built-in file it came from).
-    let mut candidates: Vec<(bool, usize, String, Vec<Rule>, Option<usize>)> = vec![];
+    let mut candidates: Vec<Candidate> = vec![];
     for case in 0..cases {
         counts.cases += 1;
         let (base_file, base) = if rng.range(0, 3) == 0 {
