@@ -126,7 +126,7 @@ fn rules_check_reports_unchecked_rules() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("UNCHECKED  pair (") && stdout.contains("multi-pattern"),
+        stdout.contains("UNCHECKED pair (") && stdout.contains("multi-pattern"),
         "{stdout}"
     );
     assert!(
@@ -153,7 +153,7 @@ fn rules_check_reports_unchecked_rules() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("WRONG      w (") && stdout.contains("1 rules: 1 checked, 1 wrong"),
+        stdout.contains("WRONG    w (") && stdout.contains("1 rules: 1 checked, 1 wrong"),
         "{stdout}"
     );
     // The built-ins: every unchecked one is named, and the run says it is not a clean pass.
@@ -162,7 +162,7 @@ fn rules_check_reports_unchecked_rules() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     for (name, _) in UNCHECKED_BUILTINS {
         assert!(
-            stdout.contains(&format!("UNCHECKED  {name} (")),
+            stdout.contains(&format!("UNCHECKED {name} (")),
             "{name}: {stdout}"
         );
     }

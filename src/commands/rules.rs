@@ -55,7 +55,7 @@ pub fn rules(args: &RulesArgs) -> Result<ExitCode, String> {
         match outcome {
             CheckOutcome::Passed { trials } => {
                 checked += 1;
-                println!("ok         {name} ({trials} trials)");
+                println!("ok       {name} ({trials} trials)");
             }
             CheckOutcome::Unchecked { reason } => {
                 if rule.exactness == Exactness::Exact {
@@ -63,12 +63,12 @@ pub fn rules(args: &RulesArgs) -> Result<ExitCode, String> {
                 } else {
                     unchecked_approx += 1;
                 }
-                println!("UNCHECKED  {name} ({}): {reason}", rule.origin);
+                println!("UNCHECKED {name} ({}): {reason}", rule.origin);
             }
             CheckOutcome::Failed { counterexample } => {
                 checked += 1;
                 wrong += 1;
-                println!("WRONG      {name} ({})\n{counterexample}", rule.origin);
+                println!("WRONG    {name} ({})\n{counterexample}", rule.origin);
             }
         }
     }
