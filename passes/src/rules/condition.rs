@@ -78,19 +78,15 @@ impl Condition {
     /// Parses one condition.
     pub fn parse(text: &str) -> Result<Condition, String> {
         let words: Vec<&str> = text.split_whitespace().collect();
-        let var = |w: &str| -> Result<Var, String> {
-            if !w.starts_with('?') {
-                return Err(format!("expected a variable like `?x`, found `{w}`"));
-            }
-            w.parse().map_err(|_| format!("bad variable `{w}`"))
-        };
-        let num = |w: &str| -> Result<f64, String> {
-            w.parse()
-                .map_err(|_| format!("expected a number, found `{w}`"))
-        };
+        let var = super::parse::parse_var;
+        let num = super::parse::parse_number;
         let int = |w: &str| -> Result<i64, String> {
             w.parse()
                 .map_err(|_| format!("expected an integer, found `{w}`"))
+        };
+        let count = |w: &str| -> Result<usize, String> {
+            w.parse()
+                .map_err(|_| format!("expected a non-negative integer, found `{w}`"))
         };
         use Condition::*;
         Ok(match words.as_slice() {
@@ -99,7 +95,7 @@ impl Condition {
             ["scalar", v] => Scalar(var(v)?),
             ["float", v] => Float(var(v)?),
             ["dtype", v, "=", t] => DType(var(v)?, t.parse()?),
-            ["rank", v, "=", n] => Rank(var(v)?, int(n)? as usize),
+            ["rank", v, "=", n] => Rank(var(v)?, count(n)?),
             ["same-shape", a, b] => SameShape(var(a)?, var(b)?),
             ["dim", a, i, "=", "dim", b, j] => DimEq(var(a)?, int(i)?, var(b)?, int(j)?),
             ["dim", a, i, "=", n] => DimIs(var(a)?, int(i)?, int(n)?),

@@ -19,7 +19,12 @@
 //!   constant (`LayerNormalization[epsilon=?eps]`) or a product of such (`scale=?s*?s`).
 //!   `(Get1 ?t)` reads output 1 of `?t`. The outermost op of a left side may bind an attribute
 //!   to a variable (`(LayerNormalization[epsilon=?eps] ...)`) for the right side to reuse.
-//! - `where` lists conditions, comma separated; see [`condition::Condition`] for the vocabulary.
+//! - `where` lists conditions, comma separated (at least one); see [`condition::Condition`] for
+//!   the vocabulary.
+//! - Every op is given the number of inputs it takes, and only attributes it has, each once,
+//!   with a value of the attribute's type ([`schema`]); expressions nest at most
+//!   [`parse::MAX_NESTING`] deep; variables are `?` then a letter or `_`, then letters, digits
+//!   or `_`; numbers are finite.
 //! - `#` starts a comment. Every parse error names the file, the line and what was expected.
 //!
 //! Exact rules keep outputs equal up to float reassociation; approximate ones change values
@@ -28,6 +33,7 @@
 pub mod apply;
 pub mod condition;
 pub mod parse;
+pub mod schema;
 
 use egg::{Pattern, Rewrite};
 use std::path::Path;
