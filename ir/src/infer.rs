@@ -993,7 +993,7 @@ pub fn provably_different(a: &Dim, b: &Dim) -> bool {
     let mut best = 1;
     let mut i = 1;
     while i * i <= values {
-        if values % i == 0 {
+        if values.is_multiple_of(i) {
             for g in [i, values / i] {
                 if g > best && divides_rest(g) {
                     best = g;
@@ -1002,7 +1002,7 @@ pub fn provably_different(a: &Dim, b: &Dim) -> bool {
         }
         i += 1;
     }
-    constant.unsigned_abs() % best != 0
+    !constant.unsigned_abs().is_multiple_of(best)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
