@@ -787,7 +787,7 @@ fn extreme_constants(graph: &Graph) -> usize {
             kiln_ir::NodeKind::Constant(data) if data.dtype().is_float() => Tensor::from_data(data)
                 .to_f64_array()
                 .iter()
-                .filter(|v| !(v.abs() <= F32_RANGE_LIMIT))
+                .filter(|v| v.is_nan() || v.abs() > F32_RANGE_LIMIT)
                 .count(),
             _ => 0,
         })
@@ -800,6 +800,9 @@ fn hash_of(p: &(String, Vec<u8>)) -> u64 {
     p.hash(&mut h);
     h.finish()
 }
+
+/// A run's named outputs.
+type Outputs = Vec<(String, Tensor)>;
 
 /// What an accepted model variant's answer is checked against:
 ///
@@ -822,7 +825,7 @@ struct Oracle {
     /// One graph in this many (by a hash of its text form, so a fixed subset) is compiled.
     compile_one_in: u64,
     /// Compiled outcomes by graph hash: equal graphs on the same inputs give the same answer.
-    compiled: RefCell<HashMap<u64, Result<Vec<(String, Tensor)>, String>>>,
+    compiled: RefCell<HashMap<u64, Result<Outputs, String>>>,
 }
 
 impl Oracle {
