@@ -1,8 +1,9 @@
-//! Robustness of the model and tensor readers against corrupted files.
+//! Robustness of the model and tensor readers against corrupted files, and of the answers
+//! they lead to.
 //!
 //! Deterministic (fixed-seed ChaCha, no failure persistence) proptest runs mutate the real
 //! reference files and feed every variant to kiln's readers, proving that malformed input gives
-//! an error, never a panic, a hang or a huge allocation:
+//! an error, never a panic, a hang, a huge allocation or a silently wrong answer:
 //!
 //! - **ONNX, byte level** (10,000 variants): `kiln_frontends::onnx::load_model` on a temp file,
 //!   and `import_model` on the proto whenever prost decodes the bytes (the two must agree, and
@@ -19,31 +20,50 @@
 //!   A variant whose inferred shapes exceed `interp::MAX_ELEMENTS` somewhere must be refused by
 //!   the interpreter; one under that limit but over 2^28 elements is not run (too big for a
 //!   test). The test binary refuses any single allocation over 1 GiB.
+//! - **Answers of accepted ONNX variants** ([`Oracle`]): a variant whose imported graph is the
+//!   original's (same text form and constant bytes) must give the fixture's reference output
+//!   within 1e-4; any other variant the interpreter runs is, when its graph falls in a fixed
+//!   share (by a hash of its text form; `KILN_FUZZ_COMPILE_ALL=1` takes every one), also
+//!   optimised and compiled with Cranelift, as `kiln run` does, and run on the same inputs: the
+//!   outputs must agree within 1e-4 (relative above 1; NaN only with NaN), or the compiled path
+//!   must refuse with a one-line error (see [`Oracle`] for the answers counted apart). A weight
+//!   corpus (bytes of the real bert's initializers flipped or overwritten) adds variants that
+//!   nearly all load. About 2,000 answers are checked a run; each corpus asserts a minimum.
 //! - **.npy** (12,000 variants): `kiln_ir::npy::parse_npy` on mutated fixture inputs/outputs and
 //!   on generated files of every supported dtype, Fortran order and header versions 1 to 3. A
 //!   parsed tensor must re-serialise to a file that parses back to the same bytes; mutated `bert`
-//!   inputs that still parse are fed to the model, which must return `Ok` or `Err`.
+//!   inputs that still parse are fed to the model on the interpreter and on the compiled path
+//!   (compiled once): the two must agree within 1e-4 or both refuse with one-line errors (the
+//!   compiled path may also refuse alone; answering what the interpreter refuses is a failure).
+//!   At least 2,000 such answers are checked a run.
 //!
 //! Byte mutations: truncation at a random point, bit flips, overwrites with random bytes,
 //! printable text, protobuf tags or varints of extreme values (negative, 2^40, 2^50,
 //! `i64::MAX`), inserted and deleted byte ranges, and splices from the same or another file.
 //!
+//! Also here: the fixtures at batch 0 and sequence length 0 (interpreter against compiled), and
+//! gpt2 with a Reshape target of the wrong element count (refused at import when provable, at
+//! run time otherwise).
+//!
 //! A failure reports the panic location, the shrunk input, what it changed in the model, and
-//! a saved copy of the failing file with the `kiln run` command reproducing it. Counts and
-//! timings are printed with `cargo test --test robustness -- --nocapture`;
-//! `KILN_FUZZ_EXPLORE=1` lists every distinct failure instead of stopping at the first (see
-//! [`fuzz`]).
+//! a saved copy of the failing file with the `kiln run` command reproducing it. Per-corpus
+//! counts (cases, rejected, accepted, answer-checked, disagreements) and timings are printed
+//! with `cargo test --test robustness -- --nocapture`; `KILN_FUZZ_EXPLORE=1` lists every
+//! distinct failure instead of stopping at the first (see [`fuzz`]), and `KILN_FUZZ_EXPLORE=N`
+//! runs N times as many cases.
 
 mod common;
 
 use common::TempDir;
 
+use kiln_codegen::Backend;
 use kiln_frontends::onnx::proto::tensor_proto::DataLocation;
 use kiln_frontends::onnx::proto::tensor_shape_proto::dimension;
 use kiln_frontends::onnx::proto::{type_proto, ModelProto, StringStringEntryProto, TensorProto};
 use kiln_frontends::onnx::{import_model, load_model};
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::npy::{npy_bytes, parse_npy};
+use kiln_ir::text::{print_with_weights, WeightsBlob};
 use kiln_ir::{Graph, Tensor};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -62,10 +82,32 @@ const BERT_EXTERNAL_CASES: u32 = 5_000;
 const LLAMA_EXTERNAL_CASES: u32 = 3_000;
 const BERT_FULL_CASES: u32 = 2_000;
 const NPY_CASES: u32 = 12_000;
+/// The fewest mutated bert inputs whose answers (or errors) are compared on both paths.
+const NPY_MIN_CHECKED: usize = 2_000;
 /// Field-level edits of decoded models (in addition to the byte-level variants).
 const BERT_EDIT_CASES: u32 = 3_000;
 const LLAMA_EDIT_CASES: u32 = 2_000;
 const _: () = assert!(BERT_EXTERNAL_CASES + LLAMA_EXTERNAL_CASES + BERT_FULL_CASES >= 10_000);
+/// Per ONNX corpus: compile one distinct variant graph in this many (see [`Oracle`]), and the
+/// fewest answers the corpus must check. The minimums leave room for changes elsewhere (rules,
+/// kernels) that make a few more variants refused; a run checks about 2,000 answers.
+const BERT_EXTERNAL_COMPILE: (u64, usize) = (1, 280);
+const LLAMA_EXTERNAL_COMPILE: (u64, usize) = (1, 120);
+const BERT_FULL_COMPILE: (u64, usize) = (1, 290);
+const BERT_EDIT_COMPILE: (u64, usize) = (1, 250);
+/// Weight mutations of the real bert model (every one compiled).
+const BERT_WEIGHT_CASES: u32 = 650;
+const BERT_WEIGHT_COMPILE: (u64, usize) = (1, 500);
+const LLAMA_EDIT_COMPILE: (u64, usize) = (1, 160);
+const _: () = assert!(
+    BERT_EXTERNAL_COMPILE.1
+        + LLAMA_EXTERNAL_COMPILE.1
+        + BERT_FULL_COMPILE.1
+        + BERT_EDIT_COMPILE.1
+        + LLAMA_EDIT_COMPILE.1
+        + BERT_WEIGHT_COMPILE.1
+        >= 1_600
+);
 
 /// Initializers larger than this many bytes go to `weights.bin` in the compact models.
 const EXTERNAL_THRESHOLD: usize = 256;
@@ -596,6 +638,22 @@ struct Counts {
     ran_err: Cell<usize>,
     multiline_names: Cell<usize>,
     too_big: Cell<usize>,
+    /// Variants whose imported graph is the original's, checked against the reference output.
+    same_graph: Cell<usize>,
+    /// Variants whose interpreter outputs were compared with the compiled path's.
+    compared: Cell<usize>,
+    /// Distinct graphs compiled (equal graphs share one compilation).
+    compiled: Cell<usize>,
+    /// Variants the compiled path refused (with a one-line error) after the interpreter ran them.
+    compiled_err: Cell<usize>,
+    /// Answers that disagreed with their oracle (each one also fails the case).
+    disagreements: Cell<usize>,
+    /// Compiled answers that differ from the interpreter's in a variant with more float
+    /// constants beyond [`F32_RANGE_LIMIT`] than the original, not disagreements ([`Oracle`]).
+    beyond_f32: Cell<usize>,
+    /// Compiled answers that differ only after the built-in rewrite rules: the same graph
+    /// compiled unoptimised agrees. A known issue in the rules, reported and counted apart.
+    rules_only: Cell<usize>,
 }
 
 fn bump(c: &Cell<usize>) {
@@ -661,13 +719,236 @@ fn predicted_huge_value(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Optio
     None
 }
 
-/// Loads one variant from a file and from its decoded proto, checks the two agree, and runs
-/// it on the interpreter if it loads.
+// ---------------------------------------------------------------------------------------------
+// Answer oracles.
+
+/// How far two computations of one output may differ: `|a - b| <= TOLERANCE * max(1, |b|)`
+/// (absolute for the fixtures' values, relative for the huge ones mutated weights can give).
+const TOLERANCE: f64 = 1e-4;
+
+/// Checks that `got` has the names, dtypes and shapes of `want` and elements within
+/// [`TOLERANCE`]; NaN matches only NaN, an infinity only itself.
+fn compare_outputs(got: &[(String, Tensor)], want: &[(String, Tensor)]) -> Result<(), String> {
+    let names = |o: &[(String, Tensor)]| o.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    if names(got) != names(want) {
+        return Err(format!(
+            "outputs {:?}, expected {:?}",
+            names(got),
+            names(want)
+        ));
+    }
+    for ((name, a), (_, b)) in got.iter().zip(want) {
+        if a.dtype() != b.dtype() || a.shape() != b.shape() {
+            return Err(format!(
+                "output `{name}` is {}{:?}, expected {}{:?}",
+                a.dtype(),
+                a.shape(),
+                b.dtype(),
+                b.shape()
+            ));
+        }
+        let (x, y) = (a.to_f64_array(), b.to_f64_array());
+        for (i, (&p, &q)) in x.iter().zip(y.iter()).enumerate() {
+            let close = if p.is_nan() || q.is_nan() {
+                p.is_nan() && q.is_nan()
+            } else {
+                p == q || (p - q).abs() <= TOLERANCE * q.abs().max(1.0)
+            };
+            if !close {
+                return Err(format!(
+                    "output `{name}` element {i} (of {}) is {p}, expected {q}",
+                    x.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A graph's text form with its constants' bytes: equal for two graphs exactly when they
+/// compute the same thing the same way (names included).
+fn printed(graph: &Graph) -> (String, Vec<u8>) {
+    let mut weights = WeightsBlob::default();
+    let text = print_with_weights(graph, &mut weights);
+    (text, weights.bytes().to_vec())
+}
+
+/// A float constant larger in magnitude than this (or NaN) puts a variant beyond what f32
+/// arithmetic computes reliably: its squares overflow f32 (as in a LayerNorm's variance) or
+/// cancel catastrophically, while the interpreter accumulates in f64.
+const F32_RANGE_LIMIT: f64 = 1e9;
+
+/// How many elements of `graph`'s float constants are beyond [`F32_RANGE_LIMIT`] (or NaN).
+/// Models have a few on purpose (attention masks filled with f32's lowest value).
+fn extreme_constants(graph: &Graph) -> usize {
+    graph
+        .node_ids()
+        .map(|id| match &graph.node(id).kind {
+            kiln_ir::NodeKind::Constant(data) if data.dtype().is_float() => Tensor::from_data(data)
+                .to_f64_array()
+                .iter()
+                .filter(|v| v.is_nan() || v.abs() > F32_RANGE_LIMIT)
+                .count(),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn hash_of(p: &(String, Vec<u8>)) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
+
+/// A run's named outputs.
+type Outputs = Vec<(String, Tensor)>;
+
+/// What an accepted model variant's answer is checked against:
+///
+/// - a variant that imports to exactly the original graph (see [`printed`]) must give the
+///   fixture's reference output (within [`TOLERANCE`]);
+/// - any other variant that runs on the interpreter is also compiled (optimised with the
+///   built-in rules, Cranelift kernels, as `kiln run` does) and run on the same inputs, when its
+///   graph falls in the compiled share (see [`Oracle::selected`]): the compiled path must agree
+///   with the interpreter, or refuse with a one-line error. A compiled answer that differs in a
+///   variant with more float constants beyond [`F32_RANGE_LIMIT`] than the original (a mutated
+///   weight of 1e36, say) is counted apart: f32 kernels cannot match the interpreter's f64
+///   accumulation there. So is one that differs only after the rewrite rules (the graph
+///   compiled unoptimised agrees): a known bug in the rules, reported with an ignored test
+///   (`bert_with_a_moved_mask_axis_optimises_to_the_same_answer`), and printed.
+struct Oracle {
+    original: (String, Vec<u8>),
+    /// [`extreme_constants`] of the original graph.
+    original_extremes: usize,
+    reference: Vec<(String, Tensor)>,
+    /// One graph in this many (by a hash of its text form, so a fixed subset) is compiled.
+    compile_one_in: u64,
+    /// Compiled outcomes by graph hash: equal graphs on the same inputs give the same answer.
+    compiled: RefCell<HashMap<u64, Result<Outputs, String>>>,
+}
+
+impl Oracle {
+    /// The oracle for variants of `original`, a graph of fixture `model`.
+    fn new(original: &Graph, model: &str, compile_one_in: u64) -> Oracle {
+        let name = original.outputs()[0].0.clone();
+        Oracle {
+            original: printed(original),
+            original_extremes: extreme_constants(original),
+            reference: vec![(name, expected_output(model))],
+            compile_one_in: compile_one_in.max(1),
+            compiled: RefCell::default(),
+        }
+    }
+
+    /// True if a graph with this text-form hash is in the compiled share: with
+    /// `KILN_FUZZ_COMPILE_ALL` set, every graph is.
+    fn selected(&self, hash: u64) -> bool {
+        std::env::var_os("KILN_FUZZ_COMPILE_ALL").is_some()
+            || (hash >> 7).is_multiple_of(self.compile_one_in)
+    }
+
+    /// True if `graph` compiled without the rewrite rules gives the interpreter's `outputs`.
+    fn unoptimised_agrees(
+        &self,
+        graph: &Graph,
+        feeds: &HashMap<String, Tensor>,
+        outputs: &[(String, Tensor)],
+    ) -> bool {
+        let options = common::options(1, Backend::Cranelift);
+        kiln_codegen::runtime::Program::compile(graph, &options)
+            .and_then(|p| p.run(feeds).map_err(|e| e.to_string()))
+            .is_ok_and(|(c, _)| compare_outputs(&c, outputs).is_ok())
+    }
+
+    /// Checks an accepted variant's interpreter result (see the type's doc).
+    fn check(
+        &self,
+        graph: &Graph,
+        feeds: &HashMap<String, Tensor>,
+        interp: &Result<Vec<(String, Tensor)>, kiln_ir::interp::RunError>,
+        counts: &Counts,
+        check_lines: bool,
+    ) -> Result<(), TestCaseError> {
+        let disagree = |msg: String| {
+            bump(&counts.disagreements);
+            Err(TestCaseError::fail(msg))
+        };
+        let p = printed(graph);
+        if p == self.original {
+            bump(&counts.same_graph);
+            return match interp {
+                Err(e) => disagree(format!(
+                    "the variant imports to the original graph, which the interpreter refuses: {e}"
+                )),
+                Ok(outputs) => match compare_outputs(outputs, &self.reference) {
+                    Ok(()) => Ok(()),
+                    Err(e) => disagree(format!(
+                        "the variant imports to the original graph but differs from the reference: {e}"
+                    )),
+                },
+            };
+        }
+        let Ok(outputs) = interp else {
+            return Ok(());
+        };
+        let hash = hash_of(&p);
+        if !self.selected(hash) {
+            return Ok(());
+        }
+        let compiled = self
+            .compiled
+            .borrow_mut()
+            .entry(hash)
+            .or_insert_with(|| {
+                bump(&counts.compiled);
+                common::run_compiled(graph, feeds, &common::options(1, Backend::Cranelift))
+            })
+            .clone();
+        match compiled {
+            Ok(c) => {
+                match compare_outputs(&c, outputs) {
+                    Ok(()) => {
+                        bump(&counts.compared);
+                        Ok(())
+                    }
+                    Err(_) if extreme_constants(graph) > self.original_extremes => {
+                        bump(&counts.beyond_f32);
+                        Ok(())
+                    }
+                    Err(e) if self.unoptimised_agrees(graph, feeds, outputs) => {
+                        // Known issue (reported; see
+                        // `bert_with_a_moved_mask_axis_optimises_to_the_same_answer`).
+                        if counts.rules_only.get() == 0 {
+                            println!("first disagreement of the rewritten graph only: {e}");
+                        }
+                        bump(&counts.rules_only);
+                        Ok(())
+                    }
+                    Err(e) => disagree(format!(
+                        "the compiled path disagrees with the interpreter: {e}"
+                    )),
+                }
+            }
+            Err(e) => {
+                bump(&counts.compiled_err);
+                if check_lines {
+                    one_line("compiled path", &e)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Loads one variant from a file and from its decoded proto, checks the two agree, runs it on
+/// the interpreter if it loads, and checks an answer against the oracle.
 fn check_model_variant(
     bytes: Vec<u8>,
     dir: &Path,
     feeds: &HashMap<String, Tensor>,
     counts: &Counts,
+    oracle: &Oracle,
 ) -> Result<(), TestCaseError> {
     bump(&counts.tried);
     let path = dir.join("variant.onnx");
@@ -732,7 +1013,8 @@ fn check_model_variant(
                 }
                 return Ok(());
             }
-            match kiln_ir::interp::run(&graph, feeds) {
+            let interp = kiln_ir::interp::run(&graph, feeds);
+            match &interp {
                 Ok(_) => bump(&counts.ran_ok),
                 Err(e) => {
                     bump(&counts.ran_err);
@@ -741,12 +1023,48 @@ fn check_model_variant(
                     }
                 }
             }
+            oracle.check(&graph, feeds, &interp, counts, check_lines)?;
         }
     }
     Ok(())
 }
 
-fn fuzz_model(tag: &str, cases: u32, corpus: &Corpus, dir: &Path, model: &str) {
+/// Prints a corpus' counts on one line: cases, rejected, accepted, answer-checked (against
+/// the reference or the compiled path) and disagreements, then the details.
+fn print_counts(tag: &str, what: &str, counts: &Counts, elapsed: std::time::Duration) {
+    let (tried, loaded) = (counts.tried.get(), counts.loaded.get());
+    println!(
+        "{tag}: {tried} cases ({what}) in {elapsed:.1?}: {} rejected, {loaded} accepted, {} \
+         answer-checked ({} against the reference, {} against the compiled path), {} \
+         disagreements; {} decoded ({} with line breaks in names), {} ran Ok, {} ran Err, {} \
+         too big to run, {} distinct graphs compiled, {} refused by the compiled path, {} \
+         compiled answers beyond f32 range, {} wrong only after the rewrite rules",
+        tried - loaded,
+        counts.same_graph.get() + counts.compared.get(),
+        counts.same_graph.get(),
+        counts.compared.get(),
+        counts.disagreements.get(),
+        counts.decoded.get(),
+        counts.multiline_names.get(),
+        counts.ran_ok.get(),
+        counts.ran_err.get(),
+        counts.too_big.get(),
+        counts.compiled.get(),
+        counts.compiled_err.get(),
+        counts.beyond_f32.get(),
+        counts.rules_only.get(),
+    );
+}
+
+fn fuzz_model(
+    tag: &str,
+    cases: u32,
+    corpus: &Corpus,
+    dir: &Path,
+    model: &str,
+    oracle: &Oracle,
+    min_checked: usize,
+) {
     let feeds = fixture_feeds(model);
     let counts = Counts::default();
     let start = Instant::now();
@@ -754,25 +1072,24 @@ fn fuzz_model(tag: &str, cases: u32, corpus: &Corpus, dir: &Path, model: &str) {
         tag,
         cases,
         mutations(0.75),
-        |ms| check_model_variant(corpus.apply(&ms), dir, &feeds, &counts),
+        |ms| check_model_variant(corpus.apply(&ms), dir, &feeds, &counts, oracle),
         |ms| save_model_repro(tag, &corpus.apply(ms), &corpus.bytes, dir, model),
     );
-    println!(
-        "{tag}: {} variants of a {}-byte model in {:.1?}: {} decoded ({} with line breaks in \
-         names), {} loaded, {} ran Ok, {} ran Err, {} too big to run",
-        counts.tried.get(),
-        corpus.bytes.len(),
-        start.elapsed(),
-        counts.decoded.get(),
-        counts.multiline_names.get(),
-        counts.loaded.get(),
-        counts.ran_ok.get(),
-        counts.ran_err.get(),
-        counts.too_big.get(),
-    );
+    let what = format!("variants of a {}-byte model", corpus.bytes.len());
+    print_counts(tag, &what, &counts, start.elapsed());
     failures.check(tag);
     assert!(counts.tried.get() >= cases as usize);
     assert!(counts.loaded.get() > 0, "{tag}: no variant loaded at all");
+    check_enough_answers(tag, &counts, min_checked);
+}
+
+/// Fails unless at least `min` answers were checked.
+fn check_enough_answers(tag: &str, counts: &Counts, min: usize) {
+    let checked = counts.same_graph.get() + counts.compared.get();
+    assert!(
+        checked >= min,
+        "{tag}: only {checked} answers checked, fewer than {min}"
+    );
 }
 
 /// Saves a failing model variant (with the external weights it refers to) where it outlives
@@ -933,8 +1250,9 @@ fn model_changes(a: &ModelProto, b: &ModelProto) -> Vec<String> {
 }
 
 /// Builds the compact copy of `model`, checks it still reproduces the reference output, and
-/// returns it as a corpus (all bytes hot).
-fn compact_corpus(model: &str, donor: &str, dir: &Path) -> Corpus {
+/// returns it as a corpus (all bytes hot) with the oracle for its variants (compiling one graph
+/// in `compile_one_in`).
+fn compact_corpus(model: &str, donor: &str, dir: &Path, compile_one_in: u64) -> (Corpus, Oracle) {
     let bytes = compact_model(model, dir);
     let path = dir.join("compact.onnx");
     std::fs::write(&path, &bytes).unwrap();
@@ -945,51 +1263,120 @@ fn compact_corpus(model: &str, donor: &str, dir: &Path) -> Corpus {
         diff < 1e-4,
         "compact {model} differs from the reference by {diff}"
     );
+    let oracle = Oracle::new(&graph, model, compile_one_in);
     drop(graph);
     std::fs::remove_file(&path).unwrap();
-    Corpus {
+    let corpus = Corpus {
         hot: ranges(0..bytes.len()),
         bytes,
         donor: std::fs::read(common::model_dir(donor).join("model.onnx")).unwrap(),
-    }
+    };
+    (corpus, oracle)
 }
 
 #[test]
 fn mutated_compact_bert_models_never_panic() {
     let dir = TempDir::new("bert-external");
-    let corpus = compact_corpus("bert", "llama", dir.path());
+    let (corpus, oracle) = compact_corpus("bert", "llama", dir.path(), BERT_EXTERNAL_COMPILE.0);
     fuzz_model(
         "bert-external",
         BERT_EXTERNAL_CASES,
         &corpus,
         dir.path(),
         "bert",
+        &oracle,
+        BERT_EXTERNAL_COMPILE.1,
     );
 }
 
 #[test]
 fn mutated_compact_llama_models_never_panic() {
     let dir = TempDir::new("llama-external");
-    let corpus = compact_corpus("llama", "bert", dir.path());
+    let (corpus, oracle) = compact_corpus("llama", "bert", dir.path(), LLAMA_EXTERNAL_COMPILE.0);
     fuzz_model(
         "llama-external",
         LLAMA_EXTERNAL_CASES,
         &corpus,
         dir.path(),
         "llama",
+        &oracle,
+        LLAMA_EXTERNAL_COMPILE.1,
     );
 }
 
 #[test]
 fn mutated_full_bert_models_never_panic() {
     let dir = TempDir::new("bert-full");
-    let bytes = std::fs::read(common::model_dir("bert").join("model.onnx")).unwrap();
+    let path = common::model_dir("bert").join("model.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let oracle = Oracle::new(&load_model(&path).unwrap(), "bert", BERT_FULL_COMPILE.0);
     let corpus = Corpus {
         hot: structure_ranges(&bytes),
         bytes,
         donor: std::fs::read(common::model_dir("gpt2").join("model.onnx")).unwrap(),
     };
-    fuzz_model("bert-full", BERT_FULL_CASES, &corpus, dir.path(), "bert");
+    fuzz_model(
+        "bert-full",
+        BERT_FULL_CASES,
+        &corpus,
+        dir.path(),
+        "bert",
+        &oracle,
+        BERT_FULL_COMPILE.1,
+    );
+}
+
+/// The byte ranges of `model_bytes` that are initializer `raw_data` (the gaps between
+/// [`structure_ranges`]).
+fn weight_ranges(model_bytes: &[u8]) -> Vec<Range<usize>> {
+    let mut weights = vec![];
+    let mut at = 0;
+    for r in structure_ranges(model_bytes) {
+        if r.start > at {
+            weights.push(at..r.start);
+        }
+        at = r.end;
+    }
+    weights
+}
+
+/// One to three bit flips or overwrites inside the corpus' hot ranges (the file keeps its size).
+fn in_place_mutations() -> impl Strategy<Value = Vec<Mutation>> {
+    let one = prop_oneof![
+        (pos(1.0), 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
+        (pos(1.0), some_bytes()).prop_map(|(p, b)| Mutation::Overwrite(p, b)),
+    ];
+    vec(one, 1..4)
+}
+
+/// Weight bytes of the real bert model flipped or overwritten: nearly every variant loads and
+/// runs, so this corpus mostly checks the compiled path's answers against the interpreter's.
+#[test]
+fn bert_models_with_mutated_weights_compile_to_the_interpreters_answers() {
+    let tag = "bert-weights";
+    let dir = TempDir::new(tag);
+    let path = common::model_dir("bert").join("model.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let oracle = Oracle::new(&load_model(&path).unwrap(), "bert", BERT_WEIGHT_COMPILE.0);
+    let corpus = Corpus {
+        hot: weight_ranges(&bytes),
+        bytes,
+        donor: vec![],
+    };
+    let feeds = fixture_feeds("bert");
+    let counts = Counts::default();
+    let start = Instant::now();
+    let failures = fuzz(
+        tag,
+        BERT_WEIGHT_CASES,
+        in_place_mutations(),
+        |ms| check_model_variant(corpus.apply(&ms), dir.path(), &feeds, &counts, &oracle),
+        |ms| save_model_repro(tag, &corpus.apply(ms), &corpus.bytes, dir.path(), "bert"),
+    );
+    let what = format!("weight mutations of a {}-byte model", corpus.bytes.len());
+    print_counts(tag, &what, &counts, start.elapsed());
+    failures.check(tag);
+    check_enough_answers(tag, &counts, BERT_WEIGHT_COMPILE.1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1104,8 +1491,14 @@ fn mutated_npy_files_never_panic() {
         .iter()
         .enumerate()
         .map(|(i, (bytes, feed))| {
+            // Mutations of the files fed to bert favour the data (the token ids and mask), which
+            // keeps most of them parsing, so that their answers can be checked.
+            let hot = match feed {
+                Some(_) => npy_data_start(bytes)..bytes.len(),
+                None => 0..npy_data_start(bytes),
+            };
             let corpus = Corpus {
-                hot: ranges(0..npy_data_start(bytes)),
+                hot: ranges(hot),
                 bytes: bytes.clone(),
                 donor: files[(i + 1) % files.len()].0.clone(),
             };
@@ -1119,19 +1512,32 @@ fn mutated_npy_files_never_panic() {
         .filter(|&i| corpora[i].1.is_some())
         .collect();
     let bert = load_model(&common::model_dir("bert").join("model.onnx")).unwrap();
+    let compiled = kiln_codegen::runtime::Program::compile(
+        &common::optimized(&bert).unwrap(),
+        &common::options(1, Backend::Cranelift),
+    )
+    .unwrap();
     let feeds = fixture_feeds("bert");
     let (tried, parsed, fed, fed_ok) = (Cell::new(0), Cell::new(0), Cell::new(0), Cell::new(0));
+    let (checked, compiled_err, disagreements) = (Cell::new(0), Cell::new(0), Cell::new(0));
     let start = Instant::now();
     let failures = fuzz(
         "npy",
         NPY_CASES,
-        (prop::bool::weighted(0.3), any::<Index>(), mutations(0.5)),
-        |(bert_input, which, ms)| {
+        (
+            prop::bool::weighted(0.4),
+            any::<Index>(),
+            mutations(0.5),
+            prop::bool::weighted(0.8),
+            in_place_mutations(),
+        ),
+        |(bert_input, which, ms, in_place, flips)| {
             bump(&tried);
-            // A third of the cases mutate a bert input, to feed the model what still parses.
+            // 40% of the cases mutate a bert input, to feed the model what still parses; most of
+            // those flip or overwrite bytes of its data, which keeps the file parsing.
             let pool = if bert_input { &feedable } else { &all };
             let (corpus, feed) = &corpora[pool[which.index(pool.len())]];
-            let bytes = corpus.apply(&ms);
+            let bytes = corpus.apply(if bert_input && in_place { &flips } else { &ms });
             let t = match parse_npy(&bytes) {
                 Ok(t) => t,
                 Err(e) => return one_line("parse_npy", &e),
@@ -1146,18 +1552,50 @@ fn mutated_npy_files_never_panic() {
                 bump(&fed);
                 let mut feeds = feeds.clone();
                 feeds.insert(name.to_string(), t);
-                match kiln_ir::interp::run(&bert, &feeds) {
-                    Ok(_) => bump(&fed_ok),
-                    Err(e) => one_line("interp::run", &e.0)?,
+                let interp = kiln_ir::interp::run(&bert, &feeds);
+                let fast = compiled
+                    .run(&feeds)
+                    .map(|(outputs, _)| outputs)
+                    .map_err(|e| e.to_string());
+                let disagree = |msg: String| {
+                    bump(&disagreements);
+                    Err(TestCaseError::fail(msg))
+                };
+                match (interp, fast) {
+                    (Ok(want), Ok(got)) => {
+                        bump(&fed_ok);
+                        bump(&checked);
+                        if let Err(e) = compare_outputs(&got, &want) {
+                            return disagree(format!(
+                                "the compiled path disagrees with the interpreter: {e}"
+                            ));
+                        }
+                    }
+                    (Ok(_), Err(e)) => {
+                        bump(&fed_ok);
+                        bump(&compiled_err);
+                        one_line("compiled run", &e)?;
+                    }
+                    (Err(e), Ok(_)) => {
+                        return disagree(format!(
+                            "the compiled path answers what the interpreter refuses: {e}"
+                        ))
+                    }
+                    (Err(e), Err(f)) => {
+                        bump(&checked);
+                        one_line("interp::run", &e.0)?;
+                        one_line("compiled run", &f)?;
+                    }
                 }
             }
             Ok(())
         },
-        |(bert_input, which, ms)| {
+        |(bert_input, which, ms, in_place, flips)| {
             let pool = if *bert_input { &feedable } else { &all };
             let (corpus, feed) = &corpora[pool[which.index(pool.len())]];
             let path = std::env::temp_dir().join("kiln-fuzz-npy-minimal.npy");
-            std::fs::write(&path, corpus.apply(ms)).unwrap();
+            let applied = if *bert_input && *in_place { flips } else { ms };
+            std::fs::write(&path, corpus.apply(applied)).unwrap();
             format!(
                 "the minimal failing file is saved as {}{}",
                 path.display(),
@@ -1167,18 +1605,29 @@ fn mutated_npy_files_never_panic() {
         },
     );
     println!(
-        "npy: {} variants of {} files in {:.1?}: {} parsed; {} fed to bert: {} ran Ok, {} ran Err",
+        "npy: {} cases (variants of {} files) in {:.1?}: {} rejected, {} accepted, {} \
+         answer-checked (interpreter against the compiled path), {} disagreements; {} fed to \
+         bert: {} ran Ok on the interpreter, {} ran Err, {} refused by the compiled path only",
         tried.get(),
         corpora.len(),
         start.elapsed(),
+        tried.get() - parsed.get(),
         parsed.get(),
+        checked.get(),
+        disagreements.get(),
         fed.get(),
         fed_ok.get(),
-        fed.get() - fed_ok.get()
+        fed.get() - fed_ok.get(),
+        compiled_err.get(),
     );
     failures.check("npy");
     assert!(tried.get() >= NPY_CASES as usize);
     assert!(parsed.get() > 0 && fed.get() > 0);
+    assert!(
+        checked.get() >= NPY_MIN_CHECKED,
+        "npy: only {} answers checked, fewer than {NPY_MIN_CHECKED}",
+        checked.get()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1477,10 +1926,20 @@ fn apply_edit(model: &mut ModelProto, e: &Edit) {
     }
 }
 
-fn fuzz_model_edits(tag: &str, cases: u32, model: &str) {
+fn fuzz_model_edits(
+    tag: &str,
+    cases: u32,
+    model: &str,
+    (compile_one_in, min_checked): (u64, usize),
+) {
     let dir = TempDir::new(tag);
     let bytes = compact_model(model, dir.path());
     let original = ModelProto::decode(Bytes::from(bytes.clone())).unwrap();
+    let oracle = Oracle::new(
+        &import_model(&original, dir.path()).unwrap(),
+        model,
+        compile_one_in,
+    );
     let feeds = fixture_feeds(model);
     let counts = Counts::default();
     let start = Instant::now();
@@ -1495,29 +1954,153 @@ fn fuzz_model_edits(tag: &str, cases: u32, model: &str) {
         tag,
         cases,
         vec(edit(), 1..4),
-        |edits| check_model_variant(edited(&edits), dir.path(), &feeds, &counts),
+        |edits| check_model_variant(edited(&edits), dir.path(), &feeds, &counts, &oracle),
         |edits| save_model_repro(tag, &edited(edits), &bytes, dir.path(), model),
     );
-    println!(
-        "{tag}: {} edited variants of {model} in {:.1?}: {} loaded, {} ran Ok, {} ran Err, \
-         {} too big to run",
-        counts.tried.get(),
+    print_counts(
+        tag,
+        &format!("edited variants of {model}"),
+        &counts,
         start.elapsed(),
-        counts.loaded.get(),
-        counts.ran_ok.get(),
-        counts.ran_err.get(),
-        counts.too_big.get(),
     );
     failures.check(tag);
     assert!(counts.tried.get() >= cases as usize);
+    check_enough_answers(tag, &counts, min_checked);
 }
 
 #[test]
 fn edited_bert_models_never_panic() {
-    fuzz_model_edits("bert-edits", BERT_EDIT_CASES, "bert");
+    fuzz_model_edits("bert-edits", BERT_EDIT_CASES, "bert", BERT_EDIT_COMPILE);
 }
 
 #[test]
 fn edited_llama_models_never_panic() {
-    fuzz_model_edits("llama-edits", LLAMA_EDIT_CASES, "llama");
+    fuzz_model_edits("llama-edits", LLAMA_EDIT_CASES, "llama", LLAMA_EDIT_COMPILE);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Empty inputs and wrong Reshape targets in the fixtures.
+
+/// `input_ids` (all token 1) and `attention_mask` (all ones) of shape `[batch, seq]`.
+fn token_feeds(batch: usize, seq: usize) -> HashMap<String, Tensor> {
+    ["input_ids", "attention_mask"]
+        .into_iter()
+        .map(|n| {
+            let t = Tensor::from_vec(&[batch, seq], vec![1i64; batch * seq]).unwrap();
+            (n.to_string(), t)
+        })
+        .collect()
+}
+
+/// Batch 0 and sequence length 0 are valid inputs (onnxruntime runs them): the interpreter and
+/// the compiled path must both give the empty output of the right shape.
+#[test]
+fn fixtures_run_with_seq_0_and_batch_0() {
+    for model in ["bert", "gpt2", "llama"] {
+        let graph = load_model(&common::model_dir(model).join("model.onnx")).unwrap();
+        let width = *expected_output(model).shape().last().unwrap();
+        for (batch, seq) in [(1, 0), (2, 0), (0, 16), (0, 0)] {
+            let feeds = token_feeds(batch, seq);
+            let what = format!("{model} at batch {batch}, seq {seq}");
+            let interp = kiln_ir::interp::run(&graph, &feeds)
+                .unwrap_or_else(|e| panic!("{what}, interpreter: {e}"));
+            assert_eq!(interp[0].1.shape(), &[batch, seq, width], "{what}");
+            let compiled =
+                common::run_compiled(&graph, &feeds, &common::options(1, Backend::Cranelift))
+                    .unwrap_or_else(|e| panic!("{what}, compiled: {e}"));
+            compare_outputs(&compiled, &interp).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+    }
+}
+
+/// gpt2 with its `[-1, 64]` Reshape target (`val_76`, used first by node `node_view_2`)
+/// replaced by `target`, and its inputs' dims fixed to `[1, 16]` if `fixed`.
+fn gpt2_with_reshape_target(target: [i64; 2], fixed: bool) -> ModelProto {
+    let bytes = std::fs::read(common::model_dir("gpt2").join("model.onnx")).unwrap();
+    let mut model = ModelProto::decode(Bytes::from(bytes)).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    let init = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some("val_76"))
+        .unwrap();
+    let raw: Vec<u8> = target.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(init.raw_data.as_ref().unwrap().len(), raw.len());
+    init.raw_data = Some(raw.into());
+    if fixed {
+        for vi in &mut g.input {
+            let Some(type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            else {
+                unreachable!("gpt2's inputs are tensors")
+            };
+            for (d, v) in t.shape.as_mut().unwrap().dim.iter_mut().zip([1, 16]) {
+                d.value = Some(dimension::Value::DimValue(v));
+            }
+        }
+    }
+    model
+}
+
+/// A Reshape whose target has the wrong element count is refused at import when that is
+/// provable from the (fixed) input dims, and at run time by the interpreter otherwise; the
+/// error names the node.
+#[test]
+fn gpt2_reshape_with_a_wrong_element_count_is_refused() {
+    let dir = common::model_dir("gpt2");
+    for target in [[7, 64], [0, 64]] {
+        let fixed = gpt2_with_reshape_target(target, true);
+        let e = import_model(&fixed, &dir).unwrap_err();
+        assert!(
+            e.starts_with("node `node_view_2` (Reshape): ") && e.contains("cannot reshape"),
+            "{target:?}: {e}"
+        );
+        // With symbolic batch and seq the counts may match (batch * seq = 7, or seq = 1), so
+        // the model imports, and a run whose counts differ fails naming the node.
+        let graph = import_model(&gpt2_with_reshape_target(target, false), &dir).unwrap();
+        let e = kiln_ir::interp::run(&graph, &fixture_feeds("gpt2")).unwrap_err();
+        assert!(
+            e.0.starts_with("node `node_view_2` (Reshape): "),
+            "{target:?}: {e}"
+        );
+        if target == [7, 64] {
+            // batch 1 and seq 7 is a valid run of that model.
+            let out = kiln_ir::interp::run(&graph, &token_feeds(1, 7)).unwrap();
+            assert_eq!(out[0].1.shape()[..2], [1, 7]);
+        }
+    }
+}
+
+/// Found by the fuzz suite (`bert-edits`): bert with the mask's `Unsqueeze` axis (`val_46`,
+/// node `node_unsqueeze_11`) moved from 2 to 3 is a valid model that the interpreter and the
+/// unoptimised compiled path agree on, but after the built-in rewrite rules (attention fusion)
+/// the compiled output differs by about 0.08: a rule matches the changed mask construction as
+/// if it were the original. The fix lies in `kiln-passes` (the rules), outside this suite's files.
+#[test]
+#[ignore = "rewrite-rule bug in kiln-passes: reported, not fixed here"]
+fn bert_with_a_moved_mask_axis_optimises_to_the_same_answer() {
+    let bytes = std::fs::read(common::model_dir("bert").join("model.onnx")).unwrap();
+    let mut model = ModelProto::decode(Bytes::from(bytes)).unwrap();
+    let init = model
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some("val_46"))
+        .unwrap();
+    assert_eq!(init.raw_data.as_deref(), Some(&2i64.to_le_bytes()[..]));
+    init.raw_data = Some(Bytes::copy_from_slice(&3i64.to_le_bytes()));
+    let graph = import_model(&model, &common::model_dir("bert")).unwrap();
+    let feeds = fixture_feeds("bert");
+    let interp = kiln_ir::interp::run(&graph, &feeds).unwrap();
+    let options = common::options(1, Backend::Cranelift);
+    let unoptimised = kiln_codegen::runtime::Program::compile(&graph, &options)
+        .unwrap()
+        .run(&feeds)
+        .unwrap()
+        .0;
+    compare_outputs(&unoptimised, &interp).unwrap();
+    let optimised = common::run_compiled(&graph, &feeds, &options).unwrap();
+    compare_outputs(&optimised, &interp).unwrap();
 }

@@ -941,17 +941,76 @@ pub fn reshape_shape(input: &Shape, target: &Shape, allowzero: bool) -> Res<Shap
         };
     } else {
         let prod = out.iter().fold(Dim::known(1), |acc, d| &acc * d);
-        if let (Some(p), Some(t)) = (prod.as_known(), total.as_known()) {
-            if p != t {
-                return Err(format!(
-                    "cannot reshape {} into {}",
-                    fmt_shape(input),
-                    fmt_shape(target)
-                ));
-            }
+        if provably_different(&prod, &total) {
+            return Err(format!(
+                "cannot reshape {} ({total} elements) into {} ({prod} elements)",
+                fmt_shape(input),
+                fmt_shape(target)
+            ));
         }
     }
     Ok(out)
+}
+
+/// True if dims `a` and `b` differ whatever sizes their symbols take: their difference is a
+/// non-zero constant, or its constant term is not a multiple of the gcd of its other
+/// coefficients (so `64*batch*seq` and `448` may be equal, `64*batch*seq` and `441` never).
+pub fn provably_different(a: &Dim, b: &Dim) -> bool {
+    let d = a - b;
+    if d.is_unknown() {
+        return false;
+    }
+    if let Some(v) = d.as_known() {
+        return v != 0;
+    }
+    let symbols: Vec<String> = d.symbols().iter().map(|s| s.to_string()).collect();
+    let at = |value: &dyn Fn(usize) -> i64| {
+        let bindings = symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), value(i)))
+            .collect();
+        d.eval(&bindings)
+    };
+    let Some(constant) = at(&|_| 0) else {
+        return false;
+    };
+    let rest = &d - &Dim::known(constant);
+    // Every value of `rest` is a multiple of the gcd of its coefficients, so the gcd of a few
+    // of its values is too; the coefficients' gcd is that value's largest divisor that divides
+    // every coefficient (which `div_exact` decides exactly).
+    let mut values = 0u64;
+    for k in 0..=symbols.len() {
+        let Some(v) = at(&|i| if i == k { 2 } else { 1 }) else {
+            return false;
+        };
+        values = gcd(values, v.wrapping_sub(constant).unsigned_abs());
+    }
+    if values == 0 || values > 1 << 40 {
+        return false;
+    }
+    let divides_rest = |g: u64| rest.div_exact(&Dim::known(g as i64)).is_some();
+    let mut best = 1;
+    let mut i = 1;
+    while i * i <= values {
+        if values.is_multiple_of(i) {
+            for g in [i, values / i] {
+                if g > best && divides_rest(g) {
+                    best = g;
+                }
+            }
+        }
+        i += 1;
+    }
+    !constant.unsigned_abs().is_multiple_of(best)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 fn concat_type(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<ValueType> {
@@ -1162,8 +1221,47 @@ fn attention_types(a: &Attrs, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
 
 #[cfg(test)]
 mod tests {
-    use crate::{interp, text};
+    use super::{provably_different, reshape_shape};
+    use crate::{interp, text, Dim};
     use std::collections::HashMap;
+
+    fn dims(s: &[&str]) -> Vec<Dim> {
+        s.iter().map(|d| d.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn dims_are_provably_different_only_when_no_sizes_make_them_equal() {
+        let d = |s: &str| s.parse::<Dim>().unwrap();
+        assert!(provably_different(&d("448"), &d("1024")));
+        assert!(!provably_different(&d("448"), &d("448")));
+        // 64*b*s = 448 at b*s = 7; 64*b*s = 441 never; 64*b = 64*b*s at s = 1 or b = 0.
+        assert!(!provably_different(&d("64*batch*seq"), &d("448")));
+        assert!(provably_different(&d("64*batch*seq"), &d("441")));
+        assert!(!provably_different(&d("64*batch"), &d("64*batch*seq")));
+        assert!(provably_different(&d("6*seq+4*batch"), &d("7")));
+        assert!(!provably_different(&d("6*seq+4*batch"), &d("10")));
+        assert!(provably_different(&d("2*seq+1"), &d("2*seq")));
+        assert!(!provably_different(&d("?"), &d("3")));
+    }
+
+    #[test]
+    fn reshape_targets_with_provably_wrong_counts_are_refused() {
+        let input = dims(&["batch", "seq", "64"]);
+        assert!(reshape_shape(&input, &dims(&["7", "64"]), false).is_ok());
+        assert!(reshape_shape(&input, &dims(&["0", "64"]), false).is_ok());
+        let e = reshape_shape(&input, &dims(&["7", "63"]), false).unwrap_err();
+        assert_eq!(
+            e,
+            "cannot reshape [batch, seq, 64] (64*batch*seq elements) into [7, 63] (441 elements)"
+        );
+        let fixed = dims(&["1", "16", "64"]);
+        assert!(reshape_shape(&fixed, &dims(&["7", "64"]), false).is_err());
+        assert!(reshape_shape(&fixed, &dims(&["0", "64"]), false).is_err());
+        // Empty tensors reshape to any target with a zero in it.
+        let empty = dims(&["0", "4"]);
+        assert!(reshape_shape(&empty, &dims(&["0", "7"]), true).is_ok());
+        assert!(reshape_shape(&empty, &dims(&["1", "7"]), true).is_err());
+    }
 
     /// Graphs found by fuzzing that once panicked in inference or the interpreter: each must
     /// now parse and run to a value or fail with an error.

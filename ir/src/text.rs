@@ -964,7 +964,7 @@ impl<'a> Cursor<'a> {
                     weights.bytes.len()
                 ))
             })?;
-        if offset % WEIGHTS_ALIGN != 0 {
+        if !offset.is_multiple_of(WEIGHTS_ALIGN) {
             return Err(self.err(format!(
                 "{dtype}{shape:?} at byte {offset}: the offset is not a multiple of {WEIGHTS_ALIGN}"
             )));

@@ -6,6 +6,7 @@ use super::proto::{
     attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto, AttributeProto,
     ModelProto, NodeProto, ValueInfoProto,
 };
+use super::schema;
 use super::tensor::{dtype_from_onnx, tensor_from_proto, ExternalDataCache};
 use kiln_ir::{Attr, Attrs, DType, Dim, Graph, Op, OpKind, Tensor, ValueId};
 use std::collections::HashMap;
@@ -26,10 +27,20 @@ pub fn import_model(model: &ModelProto, dir: &Path) -> Res<Graph> {
     for o in &model.opset_import {
         let domain = o.domain.as_deref().unwrap_or("");
         if domain.is_empty() || domain == "ai.onnx" {
-            opset = o.version;
+            let version = o
+                .version
+                .ok_or("the default-domain (ai.onnx) opset_import has no version")?;
+            match opset {
+                Some(v) if v != version => {
+                    return Err(format!(
+                        "the model imports the default domain (ai.onnx) at two opsets, {v} and {version}"
+                    ))
+                }
+                _ => opset = Some(version),
+            }
         }
     }
-    let opset = opset.unwrap_or(*SUPPORTED_OPSETS.end());
+    let opset = opset.ok_or("the model has no opset_import for the default domain (ai.onnx)")?;
     if !SUPPORTED_OPSETS.contains(&opset) {
         return Err(format!(
             "opset {opset} is not supported (kiln imports opsets {} to {})",
@@ -209,12 +220,21 @@ impl Importer {
         let mut attrs = Attrs::default();
         for a in &node.attribute {
             let key = a.name.clone().unwrap_or_default();
+            if attrs.get(&key).is_some() {
+                return Err(format!("attribute `{key}` is given twice"));
+            }
             attrs.set(
                 &key,
                 self.attr(a)
                     .map_err(|e| format!("attribute `{key}`: {e}"))?,
             );
         }
+        let n_inputs = node
+            .input
+            .iter()
+            .rposition(|i| !i.is_empty())
+            .map_or(0, |last| last + 1);
+        schema::check_node(domain, op_type, self.opset, n_inputs, &attrs)?;
         let kind = match (domain, op_type) {
             ("" | "ai.onnx", "Constant") => return self.constant(name, &attrs, &outputs),
             ("" | "ai.onnx", "CastLike") => {
@@ -276,7 +296,7 @@ impl Importer {
             },
             _ => return Err(self.unsupported(domain, op_type)),
         };
-        self.check_version(kind, &attrs)?;
+        self.check_version(kind)?;
         let inputs = self.normalise(kind, &mut attrs, inputs, outputs.len())?;
         let op = Op::new(kind, attrs);
         self.emit(name, op, inputs, &outputs).map(drop)
@@ -290,14 +310,9 @@ impl Importer {
         )
     }
 
-    /// Rejects op versions older than the forms kiln implements.
-    fn check_version(&self, kind: OpKind, attrs: &Attrs) -> Res<()> {
-        // Opset 6 and older: binary ops broadcast only when asked, along a given axis.
-        if attrs.get("broadcast").is_some() || attrs.get("consumed_inputs").is_some() {
-            return Err(format!(
-                "{kind} with legacy (opset < 7) attributes is not supported"
-            ));
-        }
+    /// Rejects op versions older than the forms kiln implements (legacy attributes, such as
+    /// opset 6's `broadcast`, are rejected by [`schema::check_node`]).
+    fn check_version(&self, kind: OpKind) -> Res<()> {
         let since = match kind {
             // Before opset 13 these flattened the input to 2-D at `axis` instead of working along it.
             OpKind::Softmax | OpKind::LogSoftmax => 13,
@@ -404,6 +419,14 @@ impl Importer {
 
     fn constant(&mut self, name: &str, attrs: &Attrs, outputs: &[String]) -> Res<()> {
         let out = outputs.first().ok_or("Constant has no output")?;
+        if attrs.0.len() > 1 {
+            let names: Vec<&str> = attrs.0.keys().map(String::as_str).collect();
+            return Err(format!(
+                "Constant has {} value attributes ({}) but takes exactly one",
+                names.len(),
+                names.join(", ")
+            ));
+        }
         let (key, value) = attrs
             .0
             .iter()
@@ -446,5 +469,197 @@ impl Importer {
                 ))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::proto::{
+        tensor_shape_proto, type_proto, GraphProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+    };
+    use super::*;
+
+    fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|&d| tensor_shape_proto::Dimension {
+                value: Some(dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            name: Some("n".into()),
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn int(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(v),
+            ..Default::default()
+        }
+    }
+
+    fn float(name: &str, v: f32) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Float as i32),
+            f: Some(v),
+            ..Default::default()
+        }
+    }
+
+    fn string(name: &str, v: &str) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::String as i32),
+            s: Some(prost::bytes::Bytes::copy_from_slice(v.as_bytes())),
+            ..Default::default()
+        }
+    }
+
+    /// A model of one node over inputs `a` and `b` (f32[2, 3]) at `opset` (none if `None`).
+    fn model(n: NodeProto, opset: Option<i64>) -> ModelProto {
+        ModelProto {
+            opset_import: opset
+                .map(|v| OperatorSetIdProto {
+                    domain: Some(String::new()),
+                    version: Some(v),
+                })
+                .into_iter()
+                .collect(),
+            graph: Some(GraphProto {
+                node: vec![n],
+                input: vec![value("a", &[2, 3]), value("b", &[2, 3])],
+                output: vec![value("y", &[])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn import(n: NodeProto, opset: Option<i64>) -> Res<Graph> {
+        import_model(&model(n, opset), Path::new("."))
+    }
+
+    #[test]
+    fn well_formed_nodes_import() {
+        import(node("Add", &["a", "b"], vec![]), Some(18)).unwrap();
+        import(node("Concat", &["a", "b"], vec![int("axis", 1)]), Some(18)).unwrap();
+        // A trailing empty name is an absent optional input, not an extra one.
+        import(node("Relu", &["a", ""], vec![]), Some(18)).unwrap();
+    }
+
+    #[test]
+    fn extra_inputs_are_an_error_naming_the_node() {
+        let e = import(node("Add", &["a", "b", "a"], vec![]), Some(18)).unwrap_err();
+        assert_eq!(e, "node `n` (Add): has 3 inputs but Add takes 2 (opset 18)");
+        let e = import(node("Relu", &["a", "b"], vec![]), Some(18)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Relu): has 2 inputs but Relu takes 1 (opset 18)"
+        );
+        // Squeeze's axes input only exists from opset 13.
+        let e = import(node("Squeeze", &["a", "b"], vec![]), Some(11)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Squeeze): has 2 inputs but Squeeze takes 1 (opset 11)"
+        );
+    }
+
+    #[test]
+    fn duplicate_attributes_are_an_error() {
+        let n = node("Concat", &["a", "b"], vec![int("axis", 0), int("axis", 1)]);
+        let e = import(n, Some(18)).unwrap_err();
+        assert_eq!(e, "node `n` (Concat): attribute `axis` is given twice");
+    }
+
+    #[test]
+    fn a_model_without_a_default_opset_is_an_error() {
+        let e = import(node("Add", &["a", "b"], vec![]), None).unwrap_err();
+        assert_eq!(
+            e,
+            "the model has no opset_import for the default domain (ai.onnx)"
+        );
+    }
+
+    #[test]
+    fn attributes_of_the_wrong_type_are_an_error() {
+        let n = node("Concat", &["a", "b"], vec![float("axis", 1.0)]);
+        let e = import(n, Some(18)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Concat): attribute `axis` is FLOAT but must be INT"
+        );
+        let n = node("Softmax", &["a"], vec![string("axis", "1")]);
+        let e = import(n, Some(18)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Softmax): attribute `axis` is STRING but must be INT"
+        );
+        let n = node("Gemm", &["a", "b"], vec![int("alpha", 2), int("transB", 1)]);
+        let e = import(n, Some(18)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Gemm): attribute `alpha` is INT but must be FLOAT"
+        );
+    }
+
+    #[test]
+    fn missing_required_and_unknown_attributes_are_errors() {
+        let e = import(node("Concat", &["a", "b"], vec![]), Some(18)).unwrap_err();
+        assert_eq!(e, "node `n` (Concat): required attribute `axis` is missing");
+        let e = import(node("Cast", &["a"], vec![]), Some(18)).unwrap_err();
+        assert_eq!(e, "node `n` (Cast): required attribute `to` is missing");
+        // Opset 6's Clip took its bounds as attributes, which kiln would ignore.
+        let n = node("Clip", &["a"], vec![float("min", 0.0), float("max", 1.0)]);
+        let e = import(n, Some(6)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Clip): attribute `max` is not one kiln's Clip takes at opset 6"
+        );
+        let n = node("Add", &["a", "b"], vec![int("broadcast", 1)]);
+        assert!(import(n, Some(6)).unwrap_err().contains("`broadcast`"));
+    }
+
+    #[test]
+    fn a_constant_takes_one_value_and_no_inputs() {
+        let mut n = node(
+            "Constant",
+            &[],
+            vec![float("value_float", 1.0), int("value_int", 2)],
+        );
+        let e = import(n.clone(), Some(18)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Constant): Constant has 2 value attributes (value_float, value_int) but takes exactly one"
+        );
+        n.attribute.pop();
+        n.input = vec!["a".into()];
+        let e = import(n, Some(18)).unwrap_err();
+        assert_eq!(
+            e,
+            "node `n` (Constant): has 1 inputs but Constant takes 0 (opset 18)"
+        );
     }
 }

@@ -121,19 +121,20 @@ struct Normalized {
     inv_std: Vec<f32>,
 }
 
-/// Normalises each row of the row-major matrix `x` (`cols` elements per row):
+/// Normalises each of the `rows` rows of the row-major matrix `x` (`cols` elements per row):
 /// `y = (x - mean) * inv_std * scale + bias` with `inv_std = 1 / sqrt(var + eps)` (LayerNorm),
 /// or, when `center` is false, `y = x * inv_std * scale + bias` with
-/// `inv_std = 1 / sqrt(mean(x^2) + eps)` (RMSNorm; `mean` is then all zeros).
+/// `inv_std = 1 / sqrt(mean(x^2) + eps)` (RMSNorm; `mean` is then all zeros). An empty row
+/// (`cols` 0) has NaN statistics, as numpy's mean of nothing.
 fn normalize(
     x: &[f32],
+    rows: usize,
     cols: usize,
     center: bool,
     eps: f32,
     scale: &Param,
     bias: Option<&Param>,
 ) -> Normalized {
-    let rows = x.len().checked_div(cols).unwrap_or(0);
     let mut out = Normalized {
         y: Vec::with_capacity(x.len()),
         mean: vec![],
@@ -177,6 +178,7 @@ fn layer_norm(inputs: &[Option<&Tensor>], axis: i64, eps: f32, center: bool) -> 
     let data: Vec<f32> = x.iter().copied().collect();
     let n = normalize(
         &data,
+        shape[..axis].iter().product(),
         shape[axis..].iter().product(),
         center,
         eps,
@@ -233,7 +235,15 @@ fn skip_layer_norm(inputs: &[Option<&Tensor>], eps: f32, center: bool) -> Res<Ve
         None => None,
     };
     let data: Vec<f32> = sum.iter().copied().collect();
-    let n = normalize(&data, shape[axis], center, eps, &gamma, beta.as_ref());
+    let n = normalize(
+        &data,
+        shape[..axis].iter().product(),
+        shape[axis],
+        center,
+        eps,
+        &gamma,
+        beta.as_ref(),
+    );
     let mut stat_shape = shape.clone();
     stat_shape[axis] = 1;
     Ok(vec![

@@ -5,6 +5,7 @@
 use super::{eval_op, Bindings};
 use crate::graph::{Graph, NodeKind, ValueId};
 use crate::infer::fmt_shape;
+use crate::op::{Op, OpKind};
 use crate::Tensor;
 use std::collections::HashMap;
 use std::fmt;
@@ -127,8 +128,13 @@ pub fn run(
                     .map(|i| i.and_then(|v| values.get(&v)))
                     .collect();
                 check_outputs_fit(node, &bindings)?;
-                let mut out = eval_op(op, &args, &bindings)
-                    .map_err(|e| RunError(format!("node `{}` ({}): {e}", node.name, op.kind)))?;
+                let mut out = match eval_op(op, &args, &bindings) {
+                    Err(e) if op.kind == OpKind::Reshape => {
+                        open_empty_reshape(op, &args, &node.outputs[0], &bindings).ok_or(e)
+                    }
+                    result => result,
+                }
+                .map_err(|e| RunError(format!("node `{}` ({}): {e}", node.name, op.kind)))?;
                 if out.len() < node.outputs.len() {
                     return Err(RunError(format!(
                         "node `{}` ({}): produced {} outputs, {} declared",
@@ -193,6 +199,38 @@ pub fn check_outputs_fit(node: &crate::Node, bindings: &Bindings) -> Result<(), 
         None => format!("node `{}`", node.name),
     };
     crate::host::check_fits(total, &what).map_err(RunError)
+}
+
+/// The result of a Reshape that the concrete shapes leave open: an empty input and a target
+/// with a -1 beside a 0 (`[1, 0, -1, 16]` of `[1, 0, 64]`), which any size fits. The -1 then
+/// takes the size shape inference resolved from the symbolic shapes (`[batch, seq, -1, 16]` of
+/// `[batch, seq, 64]` is `[batch, seq, 4, 16]`), as on the compiled path, provided every other
+/// target dim agrees with the declared shape. `None` if the declared shape does not settle it.
+fn open_empty_reshape(
+    op: &Op,
+    args: &[Option<&Tensor>],
+    declared: &crate::Value,
+    bindings: &Bindings,
+) -> Option<Vec<Tensor>> {
+    let x = args.first().copied().flatten()?;
+    let target = args.get(1).copied().flatten()?.to_i64_vec();
+    let shape: Vec<usize> = declared
+        .ty
+        .shape
+        .iter()
+        .map(|d| d.eval(bindings).and_then(|v| usize::try_from(v).ok()))
+        .collect::<Option<_>>()?;
+    let allowzero = op.attrs.int("allowzero").ok()? != 0;
+    let agrees = target.iter().zip(&shape).enumerate().all(|(i, (&t, &s))| {
+        t == -1
+            || usize::try_from(t) == Ok(s)
+            || (t == 0 && !allowzero && x.shape().get(i) == Some(&s))
+    });
+    let open = x.is_empty() && target.contains(&-1) && shape.iter().product::<usize>() == 0;
+    if !open || !agrees || target.len() != shape.len() {
+        return None;
+    }
+    x.reshape(&shape).ok().map(|t| vec![t])
 }
 
 /// Checks a computed value against its statically inferred dtype and shape.
