@@ -651,9 +651,6 @@ struct Counts {
     /// Compiled answers that differ from the interpreter's in a variant with more float
     /// constants beyond [`F32_RANGE_LIMIT`] than the original, not disagreements ([`Oracle`]).
     beyond_f32: Cell<usize>,
-    /// Compiled answers that differ only after the built-in rewrite rules: the same graph
-    /// compiled unoptimised agrees. A known issue in the rules, reported and counted apart.
-    rules_only: Cell<usize>,
 }
 
 fn bump(c: &Cell<usize>) {
@@ -814,9 +811,7 @@ type Outputs = Vec<(String, Tensor)>;
 ///   with the interpreter, or refuse with a one-line error. A compiled answer that differs in a
 ///   variant with more float constants beyond [`F32_RANGE_LIMIT`] than the original (a mutated
 ///   weight of 1e36, say) is counted apart: f32 kernels cannot match the interpreter's f64
-///   accumulation there. So is one that differs only after the rewrite rules (the graph
-///   compiled unoptimised agrees): a known bug in the rules, reported with an ignored test
-///   (`bert_with_a_moved_mask_axis_optimises_to_the_same_answer`), and printed.
+///   accumulation there.
 struct Oracle {
     original: (String, Vec<u8>),
     /// [`extreme_constants`] of the original graph.
@@ -846,19 +841,6 @@ impl Oracle {
     fn selected(&self, hash: u64) -> bool {
         std::env::var_os("KILN_FUZZ_COMPILE_ALL").is_some()
             || (hash >> 7).is_multiple_of(self.compile_one_in)
-    }
-
-    /// True if `graph` compiled without the rewrite rules gives the interpreter's `outputs`.
-    fn unoptimised_agrees(
-        &self,
-        graph: &Graph,
-        feeds: &HashMap<String, Tensor>,
-        outputs: &[(String, Tensor)],
-    ) -> bool {
-        let options = common::options(1, Backend::Cranelift);
-        kiln_codegen::runtime::Program::compile(graph, &options)
-            .and_then(|p| p.run(feeds).map_err(|e| e.to_string()))
-            .is_ok_and(|(c, _)| compare_outputs(&c, outputs).is_ok())
     }
 
     /// Checks an accepted variant's interpreter result (see the type's doc).
@@ -906,30 +888,19 @@ impl Oracle {
             })
             .clone();
         match compiled {
-            Ok(c) => {
-                match compare_outputs(&c, outputs) {
-                    Ok(()) => {
-                        bump(&counts.compared);
-                        Ok(())
-                    }
-                    Err(_) if extreme_constants(graph) > self.original_extremes => {
-                        bump(&counts.beyond_f32);
-                        Ok(())
-                    }
-                    Err(e) if self.unoptimised_agrees(graph, feeds, outputs) => {
-                        // Known issue (reported; see
-                        // `bert_with_a_moved_mask_axis_optimises_to_the_same_answer`).
-                        if counts.rules_only.get() == 0 {
-                            println!("first disagreement of the rewritten graph only: {e}");
-                        }
-                        bump(&counts.rules_only);
-                        Ok(())
-                    }
-                    Err(e) => disagree(format!(
-                        "the compiled path disagrees with the interpreter: {e}"
-                    )),
+            Ok(c) => match compare_outputs(&c, outputs) {
+                Ok(()) => {
+                    bump(&counts.compared);
+                    Ok(())
                 }
-            }
+                Err(_) if extreme_constants(graph) > self.original_extremes => {
+                    bump(&counts.beyond_f32);
+                    Ok(())
+                }
+                Err(e) => disagree(format!(
+                    "the compiled path disagrees with the interpreter: {e}"
+                )),
+            },
             Err(e) => {
                 bump(&counts.compiled_err);
                 if check_lines {
@@ -1038,7 +1009,7 @@ fn print_counts(tag: &str, what: &str, counts: &Counts, elapsed: std::time::Dura
          answer-checked ({} against the reference, {} against the compiled path), {} \
          disagreements; {} decoded ({} with line breaks in names), {} ran Ok, {} ran Err, {} \
          too big to run, {} distinct graphs compiled, {} refused by the compiled path, {} \
-         compiled answers beyond f32 range, {} wrong only after the rewrite rules",
+         compiled answers beyond f32 range",
         tried - loaded,
         counts.same_graph.get() + counts.compared.get(),
         counts.same_graph.get(),
@@ -1052,7 +1023,6 @@ fn print_counts(tag: &str, what: &str, counts: &Counts, elapsed: std::time::Dura
         counts.compiled.get(),
         counts.compiled_err.get(),
         counts.beyond_f32.get(),
-        counts.rules_only.get(),
     );
 }
 
@@ -2072,12 +2042,11 @@ fn gpt2_reshape_with_a_wrong_element_count_is_refused() {
 }
 
 /// Found by the fuzz suite (`bert-edits`): bert with the mask's `Unsqueeze` axis (`val_46`,
-/// node `node_unsqueeze_11`) moved from 2 to 3 is a valid model that the interpreter and the
-/// unoptimised compiled path agree on, but after the built-in rewrite rules (attention fusion)
-/// the compiled output differs by about 0.08: a rule matches the changed mask construction as
-/// if it were the original. The fix lies in `kiln-passes` (the rules), outside this suite's files.
+/// node `node_unsqueeze_11`) moved from 2 to 3 is a valid model whose mask, `[batch, 1, seq, 1]`,
+/// broadcasts over the keys. The attention rules fused it into a FusedAttention, whose mask
+/// must cover every key (a shorter one masks the rest), and the answer moved by about 0.08;
+/// the rules now require the mask to be as long as the keys.
 #[test]
-#[ignore = "rewrite-rule bug in kiln-passes: reported, not fixed here"]
 fn bert_with_a_moved_mask_axis_optimises_to_the_same_answer() {
     let bytes = std::fs::read(common::model_dir("bert").join("model.onnx")).unwrap();
     let mut model = ModelProto::decode(Bytes::from(bytes)).unwrap();

@@ -375,9 +375,8 @@ output y = %y
     #[test]
     fn a_parallel_residual_block_runs_compiled_as_interpreted() {
         let graph = text::parse(PARALLEL).unwrap();
-        let value = |n: usize, seed: f32| {
-            let data = (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
-            data
+        let value = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
         };
         let feeds: HashMap<String, Tensor> = [
             ("x", vec![5, 8], value(40, 1.0)),
