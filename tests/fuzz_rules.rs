@@ -62,49 +62,6 @@ fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Catching panics of the code under test without printing them: a panic becomes
-/// `Err("file:line: message")`.
-mod panics {
-    use std::cell::{Cell, RefCell};
-    use std::panic::{AssertUnwindSafe, PanicHookInfo};
-    use std::sync::Once;
-
-    type Hook = Box<dyn Fn(&PanicHookInfo<'_>) + Sync + Send + 'static>;
-
-    thread_local! {
-        static CATCHING: Cell<bool> = const { Cell::new(false) };
-        static LAST: RefCell<String> = const { RefCell::new(String::new()) };
-    }
-
-    /// Runs `f`; a panic becomes `Err("file:line: message")`.
-    pub fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-        static ONCE: Once = Once::new();
-        ONCE.call_once(|| {
-            let default: Hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
-                if !CATCHING.with(Cell::get) {
-                    return default(info);
-                }
-                let payload = info.payload();
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                let at = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
-                LAST.with(|l| *l.borrow_mut() = format!("{at}: {msg}"));
-            }));
-        });
-        CATCHING.with(|c| c.set(true));
-        let result = std::panic::catch_unwind(AssertUnwindSafe(f));
-        CATCHING.with(|c| c.set(false));
-        result.map_err(|_| LAST.with(|l| l.borrow().clone()))
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Generated rule files and mutations.
 
@@ -538,7 +495,7 @@ fn answer_changes(model: &Model, rules: &[Rule]) -> Result<bool, String> {
         let out = interp::run(&optimized, &model.feeds).map_err(|e| e.to_string())?;
         common::max_abs_diff(&out[0].1, &model.expected)
     };
-    match panics::catching(run) {
+    match common::panics::catching(run) {
         Ok(Ok(err)) => Ok(err.is_nan() || err > 1e-4),
         Ok(Err(_)) => Ok(true),
         Err(panic) => Err(panic),
@@ -598,7 +555,7 @@ fn mutated_rule_files_parse_or_fail_cleanly_and_wrong_answers_are_caught() {
             text = t;
         }
         let file = format!("fuzz-{case}.rules");
-        let parsed = panics::catching(|| parse_rules(&file, &text))
+        let parsed = common::panics::catching(|| parse_rules(&file, &text))
             .unwrap_or_else(|p| panic!("case {case}: parse_rules panicked at {p}\n{text}"));
         let rules = match parsed {
             Err(e) => {
@@ -629,12 +586,13 @@ fn mutated_rule_files_parse_or_fail_cleanly_and_wrong_answers_are_caught() {
         counts.accepted_changed += 1;
         let mut all_passed = true;
         for r in &changed {
-            let outcome = panics::catching(|| check_rule(r, SEED, TRIALS)).unwrap_or_else(|p| {
-                panic!(
-                    "case {case}: the checker panicked on `{}` at {p}\n{text}",
-                    r.name
-                )
-            });
+            let outcome =
+                common::panics::catching(|| check_rule(r, SEED, TRIALS)).unwrap_or_else(|p| {
+                    panic!(
+                        "case {case}: the checker panicked on `{}` at {p}\n{text}",
+                        r.name
+                    )
+                });
             counts.rules_checked += 1;
             match outcome {
                 Ok(CheckOutcome::Passed { .. }) => counts.checked_passed += 1,
