@@ -61,14 +61,15 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
     let program = compiled::compile(&args.model, &options)?;
     let given = read_feeds(&args.inputs)?;
     let stats = program.stats();
-    println!(
+    // The report is printed once every trial has run, so that an error leaves stdout empty.
+    let mut report = vec![format!(
         "{}: {} kernels, {} interpreted nodes, {} views, compiled in {:.3} s",
         args.model.display(),
         stats.kernels,
         stats.interpreted,
         stats.views,
         stats.seconds
-    );
+    )];
     let mut worst = 0f64;
     for trial in 0..args.trials.max(1) {
         let mut feeds = given.clone();
@@ -104,7 +105,10 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
                     0f64,
                     |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
                 );
-            println!("trial {trial}: {name} {:?} max error {err:.3e}", g.shape());
+            report.push(format!(
+                "trial {trial}: {name} {:?} max error {err:.3e}",
+                g.shape()
+            ));
             worst = worst.max(err);
         }
         if given.len() == graph.inputs().count() {
@@ -112,6 +116,9 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
         }
     }
     let ok = worst <= args.tolerance;
+    for line in report {
+        println!("{line}");
+    }
     println!(
         "{}: max error {worst:.3e} (tolerance {:.1e})",
         if ok { "ok" } else { "FAILED" },
