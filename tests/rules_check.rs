@@ -15,11 +15,9 @@ use std::path::Path;
 /// `tests/optimize.rs` (`every_builtin_rule_is_covered`) instead. A rule that becomes unchecked
 /// (or checked) changes this list, so none passes silently.
 ///
-/// `attention` is unchecked because of a real defect outside the rules: with a scalar `?mask`
-/// both sides type-check (shape inference accepts any mask rank for `FusedAttention`), but the
-/// interpreter refuses a rank-0 mask, so the rewritten graph would fail to run.
+/// `attention` is checked: its mask must be as long as the keys (`dim ?mask -1 = dim ?k 2`),
+/// which also keeps a scalar mask, which `FusedAttention` refuses, from matching.
 const UNCHECKED_BUILTINS: &[(&str, &str)] = &[
-    ("attention", "attn_mask has shape []"),
     ("merge-projections", "multi-pattern"),
     ("merge-projections-with-bias", "multi-pattern"),
     ("attention-gqa", "shape input"),
