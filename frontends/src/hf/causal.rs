@@ -263,8 +263,47 @@ fn rope_tables(b: &mut Builder, c: &HfConfig, past: &Dim) -> Res<(ValueId, Value
     ))
 }
 
+/// The attention sublayer of LLaMA-style and Phi blocks: separate `q_proj`, `k_proj` and
+/// `v_proj` projections under `prefix`, RoPE on the queries and keys, attention (after the KV
+/// cache, if any) and the output projection `out` (its name under `prefix`, and whether it
+/// has a bias).
+struct RotaryAttention {
+    prefix: String,
+    qkv_bias: bool,
+    out: (&'static str, bool),
+}
+
+impl RotaryAttention {
+    /// The sublayer's output for the normalised input `a`, and the present key and value.
+    fn build(
+        &self,
+        b: &mut Builder,
+        c: &HfConfig,
+        a: ValueId,
+        (cos, sin): (ValueId, ValueId),
+        mask: ValueId,
+        past: Option<(ValueId, ValueId)>,
+    ) -> Res<(ValueId, (ValueId, ValueId))> {
+        let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let p = &self.prefix;
+        let q = b.linear(a, &format!("{p}.q_proj"), h, heads * d, self.qkv_bias)?;
+        let k = b.linear(a, &format!("{p}.k_proj"), h, kv * d, self.qkv_bias)?;
+        let v = b.linear(a, &format!("{p}.v_proj"), h, kv * d, self.qkv_bias)?;
+        let q = b.split_heads(q, heads, d)?;
+        let q = rope(b, c, q, cos, sin)?;
+        let k = b.split_heads(k, kv, d)?;
+        let k = rope(b, c, k, cos, sin)?;
+        let v = b.split_heads(v, kv, d)?;
+        let [y, pk, pv] = attend(b, q, k, v, mask, past, d)?;
+        let y = b.merge_heads(y, heads * d)?;
+        let (name, bias) = self.out;
+        let y = b.linear(y, &format!("{p}.{name}"), heads * d, h, bias)?;
+        Ok((y, (pk, pv)))
+    }
+}
+
 fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
-    let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+    let (h, heads, d) = (c.hidden_size, c.num_heads, c.head_dim);
     let embed = b.weight("model.embed_tokens.weight", &[c.vocab_size, h])?;
     let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
     // The first query projection confirms `head_dim` before the RoPE tables it sizes.
@@ -275,24 +314,13 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
     for l in 0..c.num_layers {
         let p = format!("model.layers.{l}");
         let a = b.rms_norm(x, &format!("{p}.input_layernorm.weight"), h, c.norm_eps)?;
-        let q = b.linear(
-            a,
-            &format!("{p}.self_attn.q_proj"),
-            h,
-            heads * d,
-            c.qkv_bias,
-        )?;
-        let k = b.linear(a, &format!("{p}.self_attn.k_proj"), h, kv * d, c.qkv_bias)?;
-        let v = b.linear(a, &format!("{p}.self_attn.v_proj"), h, kv * d, c.qkv_bias)?;
-        let q = b.split_heads(q, heads, d)?;
-        let q = rope(b, c, q, cos, sin)?;
-        let k = b.split_heads(k, kv, d)?;
-        let k = rope(b, c, k, cos, sin)?;
-        let v = b.split_heads(v, kv, d)?;
-        let [y, pk, pv] = attend(b, q, k, v, mask, io.past.get(l).copied(), d)?;
-        presents.push((pk, pv));
-        let y = b.merge_heads(y, heads * d)?;
-        let y = b.linear(y, &format!("{p}.self_attn.o_proj"), heads * d, h, false)?;
+        let attention = RotaryAttention {
+            prefix: format!("{p}.self_attn"),
+            qkv_bias: c.qkv_bias,
+            out: ("o_proj", false),
+        };
+        let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.past.get(l).copied())?;
+        presents.push(present);
         x = b.op(OpKind::Add, &[], &[x, y])?;
         let m = b.rms_norm(
             x,
@@ -386,7 +414,7 @@ fn gpt_neox(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
 }
 
 fn phi(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
-    let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+    let (h, heads, d) = (c.hidden_size, c.num_heads, c.head_dim);
     let embed = b.weight("model.embed_tokens.weight", &[c.vocab_size, h])?;
     let mut x = b.op(OpKind::Gather, &[], &[embed, io.ids])?;
     // The first query projection confirms `head_dim` before the RoPE tables it sizes.
@@ -397,18 +425,13 @@ fn phi(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
     for l in 0..c.num_layers {
         let p = format!("model.layers.{l}");
         let a = b.layer_norm(x, &format!("{p}.input_layernorm"), h, c.norm_eps)?;
-        let q = b.linear(a, &format!("{p}.self_attn.q_proj"), h, heads * d, true)?;
-        let k = b.linear(a, &format!("{p}.self_attn.k_proj"), h, kv * d, true)?;
-        let v = b.linear(a, &format!("{p}.self_attn.v_proj"), h, kv * d, true)?;
-        let q = b.split_heads(q, heads, d)?;
-        let q = rope(b, c, q, cos, sin)?;
-        let k = b.split_heads(k, kv, d)?;
-        let k = rope(b, c, k, cos, sin)?;
-        let v = b.split_heads(v, kv, d)?;
-        let [y, pk, pv] = attend(b, q, k, v, mask, io.past.get(l).copied(), d)?;
-        presents.push((pk, pv));
-        let y = b.merge_heads(y, heads * d)?;
-        let y = b.linear(y, &format!("{p}.self_attn.dense"), heads * d, h, true)?;
+        let attention = RotaryAttention {
+            prefix: format!("{p}.self_attn"),
+            qkv_bias: true,
+            out: ("dense", true),
+        };
+        let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.past.get(l).copied())?;
+        presents.push(present);
         // Attention and MLP both read the one LayerNorm's output.
         let m = b.mlp(
             a,
