@@ -3,6 +3,7 @@
 
 mod commands;
 mod compiled;
+mod generation;
 mod inputs;
 mod model;
 
@@ -33,8 +34,10 @@ enum Command {
     Optimize(commands::optimize::OptimizeArgs),
     /// Show what the rewrite rules do to a model: rules fired, fusions, e-graph size, cost.
     Explain(commands::optimize::ExplainArgs),
-    /// Greedy generation from a causal checkpoint: prefill, then decode with the KV cache.
+    /// Generate text from a causal checkpoint: prompt, chat template, sampling, streaming.
     Generate(commands::generate::GenerateArgs),
+    /// Encode text into token ids, or decode ids into text, with a checkpoint's tokenizer.
+    Tokenize(commands::tokenize::TokenizeArgs),
     /// Work with rule files (`kiln rules check FILE`).
     Rules(commands::rules::RulesArgs),
 }
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => commands::compile::compile(&args),
         Command::Inspect(args) => commands::inspect::inspect(&args),
         Command::Generate(args) => commands::generate::generate(&args),
+        Command::Tokenize(args) => commands::tokenize::tokenize(&args),
         Command::Optimize(args) => commands::optimize::optimize_cmd(&args),
         Command::Explain(args) => commands::optimize::explain(&args),
     };

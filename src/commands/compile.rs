@@ -2,6 +2,7 @@
 //! kernels, graph, weights, C header) that `kiln run` and the C API load with no JIT.
 
 use crate::compiled::{optimized, CodeGen};
+use crate::generation::model_files::GENERATION_FILES;
 use crate::model;
 use clap::Args;
 use kiln_codegen::runtime::artifact::{write_artifacts, ArtifactSummary};
@@ -49,12 +50,14 @@ pub fn compile(args: &CompileArgs) -> Result<(), String> {
     let entries: Vec<(&Graph, &str)> = graphs.iter().map(|(g, n)| (g, *n)).collect();
     let summaries = write_artifacts(&entries, &args.output, args.backend.backend())?;
     if entries.len() > 1 {
-        // `kiln generate` reads the model's configuration next to its entry points.
-        let (from, to) = (
-            args.model.join("config.json"),
-            args.output.join("config.json"),
-        );
-        std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        // `kiln generate` reads the model's configuration, tokenizer and chat template next
+        // to its entry points.
+        for name in GENERATION_FILES {
+            let (from, to) = (args.model.join(name), args.output.join(name));
+            if from.is_file() {
+                std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+            }
+        }
     }
     for ((_, name), summary) in entries.iter().zip(&summaries) {
         match *name {

@@ -8,3 +8,4 @@ pub mod inspect;
 pub mod optimize;
 pub mod rules;
 pub mod run;
+pub mod tokenize;

@@ -47,7 +47,8 @@
 //!   loop bounds;
 //! - the additive f32 mask is right-aligned to `[B, Hq, Sq, Skv]`, a dim of 1 broadcasts;
 //!   a last mask dim shorter than `Skv` masks the keys beyond it (the keys loop stops there);
-//! - a row whose every key is masked gives NaN; `Skv = 0` gives zeros.
+//! - a row whose every key is masked gives zeros, as `Skv = 0` does (the ONNX reference's
+//!   answer; `0 / 0` would be NaN).
 //!
 //! Schedule parameters (defaults measured best on x86-64 for D = 64 with L = 4; those that
 //! depend on L are chosen for 16 lanes and AVX-512's 32 vector registers, where changing
@@ -800,8 +801,8 @@ fn init(plan: &Plan, head: &Head, t: &Tile) -> Stmt {
     })
 }
 
-/// Output rows: the accumulators divided by the sums (NaN for a query with every key masked;
-/// zeros when there are no keys at all).
+/// Output rows: the accumulators divided by the sums; zeros for a query with every key masked
+/// or no keys at all.
 fn finish(plan: &Plan, vars: &Vars, head: &Head, t: &Tile) -> Stmt {
     let q = Index::Loop(t.depth);
     let l = plan.tiling.lanes;
@@ -816,12 +817,15 @@ fn finish(plan: &Plan, vars: &Vars, head: &Head, t: &Tile) -> Stmt {
                 + c(plan.ex() + l)
                 + q.clone() / c(l) * c(l * EXTRA)
                 + q.clone() % c(l);
+            // A query that saw no key (every key masked, or none at all) has l = 0 and
+            // accumulators 0: its output is 0.
+            let l_sum = Value::load(plan.scratch, sum);
             let inv = Value::select(
                 Compare::Eq,
-                Value::FromIndex(Index::Size(SKV)),
+                l_sum.clone(),
                 Value::Const(0.0),
                 Value::Const(0.0),
-                Value::Const(1.0) / Value::load(plan.scratch, sum),
+                Value::Const(1.0) / l_sum,
             );
             let col = Index::Loop(depth);
             let y = t.y.clone() + q.clone() * c(plan.dv) + col.clone();
@@ -1488,7 +1492,7 @@ mod tests {
     }
 
     #[test]
-    fn fully_masked_rows_and_nan_scores_give_nan_like_the_interpreter() {
+    fn fully_masked_rows_give_zeros_and_nan_scores_nan_like_the_interpreter() {
         let mut rng = Rng::from_state(11);
         for (lanes, causal) in widths().into_iter().flat_map(|l| [(l, false), (l, true)]) {
             let mut case = Case::new(2, 2, 1, 5, 17, 8);

@@ -548,8 +548,12 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
                     *s = biased;
                 }
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                // A row whose every key is masked attends to nothing: probabilities and
+                // output 0, as the ONNX reference gives (not 0 / 0).
+                let max = if max == f64::NEG_INFINITY { 0.0 } else { max };
                 scores.iter_mut().for_each(|s| *s = (*s - max).exp());
                 let sum: f64 = scores.iter().sum();
+                let sum = if sum == 0.0 { 1.0 } else { sum };
                 acc.fill(0.0);
                 for (j, s) in scores.iter_mut().enumerate() {
                     *s /= sum;
@@ -1308,6 +1312,27 @@ mod tests {
         let y = &run(&attention_op(&[]), &[Some(&q), Some(&k), Some(&v)])[0];
         let want: Vec<f32> = vals(&v).chunks(2).flat_map(|row| row.repeat(4)).collect();
         assert_close(y, &want, 1e-6);
+    }
+
+    #[test]
+    fn a_fully_masked_query_row_gives_zeros() {
+        // Left padding: query 0 of batch 1 may see only key 0, which the mask hides.
+        let q = t(&[2, 1, 3, 2], &pseudo(12, 4));
+        let k = t(&[2, 1, 3, 2], &pseudo(12, 5));
+        let v = t(&[2, 1, 3, 2], &pseudo(12, 6));
+        let mask =
+            Tensor::from_vec(&[2, 1, 1, 3], vec![true, true, true, false, true, true]).unwrap();
+        let causal = attention_op(&[
+            ("is_causal", Attr::Int(1)),
+            ("qk_matmul_output_mode", Attr::Int(3)),
+        ]);
+        let out = run(&causal, &[Some(&q), Some(&k), Some(&v), Some(&mask)]);
+        let (y, p) = (rows(&out[0], 2), rows(&out[3], 3));
+        assert_eq!(y[3], vec![0.0, 0.0], "the empty row's output");
+        assert_eq!(p[3], vec![0.0, 0.0, 0.0], "the empty row's probabilities");
+        // Query 1 of batch 1 sees key 1 only.
+        assert_close(&t(&[2], &y[4]), &rows(&v, 2)[4], 1e-6);
+        assert!(out[0].to_f32_array().iter().all(|x| x.is_finite()));
     }
 
     #[test]
