@@ -33,8 +33,9 @@ ids() { python3 -c "print(','.join(str(7 + 13 * i % 900) for i in range($1)))"; 
       set -- $run
       backend=$1
       [ "$backend" = aot ] && backend=cranelift
+      # The timings are on stderr; --ignore-eos keeps every run at 16 new tokens.
       out=$(./target/release/kiln generate "$3" --prompt-ids "$(ids "$n")" \
-        --max-new-tokens 16 --backend "$backend" --threads "$2")
+        --max-new-tokens 16 --ignore-eos --backend "$backend" --threads "$2" 2>&1)
       pre=$(echo "$out" | sed -n 's/^prefill: \([0-9.]*\) ms.*/\1 ms/p')
       comp=$(echo "$out" | sed -n 's/.* in \([0-9.]*\) s).*/\1 s/p')
       [ "$1" = aot ] && comp="$aot_s s + load $comp"

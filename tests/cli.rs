@@ -17,6 +17,7 @@
 
 mod common;
 
+use common::cli::{failure, kiln, success, text};
 use common::TempDir;
 
 use kiln_frontends::onnx::proto::tensor_proto::DataLocation;
@@ -30,61 +31,6 @@ use std::process::{Command, Output};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// Runs the kiln binary with `args`.
-fn kiln<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .output()
-        .expect("the kiln binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Asserts a successful run and returns its stdout.
-fn success(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Asserts the failure contract: exit code 2, nothing on stdout, and exactly one line on
-/// stderr, `error: ...`, containing every one of `needles` and no panic. Returns the line.
-fn failure(out: &Output, needles: &[&str]) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit code 2\nstdout: {}\nstderr: {stderr}",
-        text(&out.stdout)
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "the binary panicked: {stderr}"
-    );
-    assert!(
-        stderr.ends_with('\n') && stderr.matches('\n').count() == 1,
-        "stderr is not exactly one line: {stderr:?}"
-    );
-    let line = stderr.trim_end().to_string();
-    assert!(line.starts_with("error: "), "{line}");
-    for needle in needles {
-        assert!(line.contains(needle), "`{needle}` is missing from: {line}");
-    }
-    assert!(
-        out.stdout.is_empty(),
-        "unexpected stdout: {}",
-        text(&out.stdout)
-    );
-    line
-}
 
 fn bert() -> PathBuf {
     common::model_dir("bert").join("model.onnx")

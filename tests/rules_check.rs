@@ -4,6 +4,9 @@
 //! reports unchecked rules and fails on them; and random small transformer-like graphs keep
 //! their values when optimised with the built-in rules.
 
+mod common;
+
+use common::cli::kiln;
 use kiln_ir::{interp, DType, Dim, Graph, Op, OpKind, Tensor, ValueId};
 use kiln_passes::check::{check_rule, check_rules, CheckOutcome, XorShift};
 use kiln_passes::optimize::{optimize, Limits};
@@ -94,13 +97,6 @@ fn where_and_cast_rules_are_checked() {
             outcomes[right]
         );
     }
-}
-
-fn kiln(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// `kiln rules check` lists unchecked rules, counts checked / wrong / unchecked, and exits 1

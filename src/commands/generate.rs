@@ -40,7 +40,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     chat: bool,
     /// With --chat, the system message.
-    #[arg(long, requires = "chat")]
+    #[arg(long)]
     system: Option<String>,
     /// The most tokens to generate for each prompt [default: 128, or up to the context].
     #[arg(long)]
@@ -213,14 +213,13 @@ impl Prompts {
     }
 }
 
-/// The settings of the sampler, checked; the seed drawn from the clock when none is given.
+/// The settings of the sampler, checked; the seed drawn from the clock when none is given
+/// (and printed with the timings, so that the run can be repeated).
 fn sampling(args: &GenerateArgs) -> Result<Sampling, String> {
     let drawn_seed = || {
-        let seed = std::time::SystemTime::now()
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        eprintln!("seed: {seed}");
-        seed
+            .map_or(0, |d| d.as_nanos() as u64)
     };
     let settings = Sampling {
         temperature: args.temperature,
@@ -255,10 +254,12 @@ fn sampling(args: &GenerateArgs) -> Result<Sampling, String> {
 pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     let dir = &args.checkpoint;
     let config = causal_config(dir)?;
+    if args.system.is_some() && !args.chat {
+        return Err("--system is the chat's system message: give --chat too".into());
+    }
     let settings = sampling(args)?;
     let tokenizer = TextTokenizer::open(dir)?;
-    let special = SpecialIds::read(dir)?;
-    special.check_vocab(dir, config.vocab_size)?;
+    let special = SpecialIds::read(dir, config.vocab_size)?;
     if tokenizer.is_none() && !args.stop.is_empty() {
         return Err(format!(
             "{}: no tokenizer.json, which --stop needs to see the text",
@@ -373,6 +374,9 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
             writeln!(stdout, "{}", text.as_deref().unwrap_or_default())
                 .map_err(|e| e.to_string())?;
         }
+    }
+    if settings.draws() && args.seed.is_none() {
+        eprintln!("seed: {} (give --seed to repeat this run)", settings.seed);
     }
     report_timings(args, &batch_timings, compile_time);
     Ok(())

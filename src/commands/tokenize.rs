@@ -11,7 +11,8 @@ use std::path::PathBuf;
 pub struct TokenizeArgs {
     /// The checkpoint directory (or `kiln compile` output) holding tokenizer.json.
     checkpoint: PathBuf,
-    /// The text to encode; prints its ids, comma-separated.
+    /// The text to encode (it may begin with `-`); prints its ids, comma-separated.
+    #[arg(allow_hyphen_values = true)]
     text: Option<String>,
     /// With TEXT: apply the tokenizer's post-processor (a BOS token, for models that add one).
     #[arg(long, requires = "text")]
