@@ -217,6 +217,21 @@ fn stop_strings_and_limits_end_the_output() {
     assert_eq!(stopped["text"], "The capital of France is");
     assert_eq!(stopped["finish"], "stop_string");
     assert_eq!(ids(&stopped["ids"]), FRANCE_ANSWER_IDS[..6]);
+    // A special token as a stop string stops when it is generated, even with --ignore-eos.
+    let im_end = &records(
+        model,
+        &[
+            "--chat",
+            "--prompt",
+            FRANCE,
+            "--ignore-eos",
+            "--stop",
+            "<|im_end|>",
+        ],
+    )[0];
+    assert_eq!(im_end["finish"], "stop_string");
+    assert_eq!(ids(&im_end["ids"]), FRANCE_ANSWER_IDS);
+    assert_eq!(im_end["text"], "The capital of France is Paris.");
     let long = &records(
         model,
         &[

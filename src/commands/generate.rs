@@ -45,7 +45,8 @@ pub struct GenerateArgs {
     /// The most tokens to generate for each prompt [default: 128, or up to the context].
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    /// Stop a prompt's output where this text appears (repeatable); the text is excluded.
+    /// Stop a prompt's output where this text appears (repeatable); the text is excluded. A
+    /// special token (`<|im_end|>`) stops when it is generated.
     #[arg(long)]
     stop: Vec<String>,
     /// Do not stop at the model's end-of-sequence tokens.
@@ -282,6 +283,14 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
         max_new_tokens,
         pad: special.pad,
     };
+    let stop_ids: Vec<i64> = match &tokenizer {
+        Some(tokenizer) => args
+            .stop
+            .iter()
+            .filter_map(|s| tokenizer.special_token_id(s))
+            .collect(),
+        None => Vec::new(),
+    };
     // Text is streamed to stdout as it is decoded for a single prompt given as text.
     let streaming = !args.json && prompts.ids.len() == 1 && prompts.texts[0].is_some();
     let mut streams: Vec<TextStream> = prompts
@@ -299,6 +308,9 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
         let mut generated: Vec<Vec<i64>> = vec![Vec::new(); rows.len()];
         let mut on_token = |row: usize, id: i64| -> Result<bool, String> {
             generated[row].push(id);
+            if stop_ids.contains(&id) {
+                return Ok(false);
+            }
             let (Some(tokenizer), false) = (&tokenizer, args.stop.is_empty() && !streaming) else {
                 return Ok(true);
             };

@@ -55,6 +55,15 @@ impl TextTokenizer {
             .map_err(|e| format!("{}: cannot decode: {}", self.path.display(), one_line(&*e)))
     }
 
+    /// The id of the special token spelled `text` (`<|im_end|>`, `</s>`), if there is one.
+    /// Special tokens are left out of the decoded text, so a stop string that names one stops
+    /// at its id instead.
+    pub fn special_token_id(&self, text: &str) -> Option<i64> {
+        let id = self.inner.token_to_id(text)?;
+        let added = self.inner.get_added_tokens_decoder();
+        added.get(&id).filter(|t| t.special).map(|_| id as i64)
+    }
+
     /// How many tokens the vocabulary has, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
