@@ -259,10 +259,10 @@ mod tests {
             }),
             [0, 1, 2].into()
         );
-        // 0.25 ≥ 0.25 · 1 (the max 0.5 times 0.5): tokens 0 and 1.
+        // The floor is 0.4 times the max 0.5, 0.2: tokens 0 (0.5) and 1 (0.25) stay.
         assert_eq!(
             seen(Sampling {
-                min_p: 0.5,
+                min_p: 0.4,
                 ..hot(1.0)
             }),
             [0, 1].into()
