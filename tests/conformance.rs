@@ -359,3 +359,114 @@ fn onnx_node_tests() {
         "only {pct:.1}% of the op set's node tests pass (target 95%)"
     );
 }
+
+/// `Attention` cases drawn by `scripts/attention_cases.py` over what opsets 23–25 define
+/// (windows, external caches with causal offsets, fully masked rows, every mask rank, softcap,
+/// every `qk_matmul_output_mode`), with the outputs of the `onnx.reference` that
+/// `fetch-test-data.sh` installs: every one passes on the interpreter and on the compiled path
+/// of both backends (whose kernels leave windows and external caches to the interpreter).
+#[test]
+fn generated_attention_cases_match_the_onnx_reference() {
+    let root = common::require_test_data("attention-cases");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 300,
+        "{} cases in {}",
+        cases.len(),
+        root.display()
+    );
+    let backends = [
+        Backend::Interpreter,
+        Backend::Compiled(kiln_codegen::Backend::Cranelift),
+        Backend::Compiled(kiln_codegen::Backend::llvm()),
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        for (b, backend) in backends.iter().enumerate() {
+            if let Err(e) = run_test(case, *backend) {
+                failures.push(format!("{} (runner {b}): {e}", case.display()));
+            }
+        }
+    }
+    println!(
+        "generated Attention cases: {} of {} runs pass ({} cases x {} runners)",
+        cases.len() * backends.len() - failures.len(),
+        cases.len() * backends.len(),
+        cases.len(),
+        backends.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Attention attribute values outside the specification, and an external cache longer than
+/// the keys, are one-line errors naming the node, exit 2.
+#[test]
+fn attention_values_outside_the_specification_are_errors() {
+    use common::cli::{failure, kiln};
+    use kiln_frontends::onnx::proto::AttributeProto;
+    use prost::Message;
+    let root = common::require_test_data("attention-cases");
+    let dir = common::TempDir::new("attention-bad");
+    // A window of -2, and an output mode that does not exist.
+    for (name, value) in [("left_window_size", -2), ("qk_matmul_output_mode", 7)] {
+        let mut model = ModelProto::decode(
+            std::fs::read(root.join("attention_000/model.onnx"))
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap();
+        let node = &mut model.graph.as_mut().unwrap().node[0];
+        node.name = Some("attn".into());
+        node.attribute.retain(|a| a.name.as_deref() != Some(name));
+        node.attribute.push(AttributeProto {
+            name: Some(name.into()),
+            i: Some(value),
+            r#type: Some(2), // INT
+            ..Default::default()
+        });
+        let path = dir.join(&format!("{name}.onnx"));
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        failure(
+            &kiln(&["check", path.to_str().unwrap()]),
+            &["`attn`", name, &value.to_string()],
+        );
+    }
+    // nonpad_kv_seqlen beyond the keys.
+    let case = (0..300)
+        .map(|n| root.join(format!("attention_{n:03}")))
+        .find(|c| {
+            let model = load_model_proto(&c.join("model.onnx")).unwrap();
+            model
+                .graph
+                .unwrap()
+                .input
+                .iter()
+                .any(|i| i.name() == "nonpad_kv_seqlen")
+        })
+        .expect("a case with an external cache");
+    let mut args = vec![
+        "run".to_string(),
+        case.join("model.onnx").display().to_string(),
+    ];
+    for i in 0.. {
+        let pb = case.join(format!("test_data_set_0/input_{i}.pb"));
+        if !pb.exists() {
+            break;
+        }
+        let (name, mut tensor) = read_tensor_pb(&pb).unwrap();
+        if name == "nonpad_kv_seqlen" {
+            let too_long: Vec<i64> = tensor.to_i64_vec().iter().map(|_| 1000).collect();
+            tensor = Tensor::from_vec(tensor.shape(), too_long).unwrap();
+        }
+        let npy = dir.join(&format!("{name}.npy"));
+        kiln_ir::npy::write_npy(&npy, &tensor).unwrap();
+        args.extend(["--input".into(), format!("{name}={}", npy.display())]);
+    }
+    args.extend(["--output-dir".into(), dir.join("out").display().to_string()]);
+    failure(&kiln(&args), &["Attention", "nonpad_kv_seqlen[0] is 1000"]);
+}

@@ -188,8 +188,10 @@ op_kinds! {
     /// the run's symbol bindings: what a folded shape computation (Shape, Gather, Concat, ...) becomes.
     SymbolicDims,
     // Fused transformer ops.
-    /// ONNX Attention (opset 23): inputs Q, K, V, attn_mask?, past_key?, past_value?;
-    /// outputs Y, present_key?, present_value?, qk_matmul_output?.
+    /// ONNX Attention (opsets 23–25): inputs Q, K, V, attn_mask?, past_key?, past_value?,
+    /// nonpad_kv_seqlen?; outputs Y, present_key?, present_value?, qk_matmul_output?;
+    /// opset 25's `left_window_size` / `right_window_size` (-1: unbounded) bound the keys a
+    /// query sees around its position.
     Attention,
     /// ONNX RotaryEmbedding (opset 23): inputs X, cos_cache, sin_cache, position_ids?.
     RotaryEmbedding,
@@ -299,6 +301,8 @@ impl OpKind {
             )],
             Attention => vec![
                 int("is_causal", 0),
+                int("left_window_size", -1),
+                int("right_window_size", -1),
                 int("qk_matmul_output_mode", 0),
                 float("softcap", 0.0),
                 int("softmax_precision", 0),

@@ -432,6 +432,15 @@ fn lower_attention(
     if node.inputs.get(6).is_some_and(Option::is_some) {
         return Err("attention with nonpad_kv_seqlen".into());
     }
+    if op.kind == OpKind::Attention
+        && ["left_window_size", "right_window_size"]
+            .iter()
+            .any(|w| op.attrs.int(w).unwrap_or(-1) != -1)
+    {
+        return Err(
+            "attention with a sliding window (left_window_size / right_window_size)".into(),
+        );
+    }
     if past.is_none() && group.outputs.iter().any(|v| v.output != 0) {
         return Err("attention outputs beyond Y are read".into());
     }

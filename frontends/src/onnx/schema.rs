@@ -215,16 +215,18 @@ fn lookup(domain: &str, op_type: &str, opset: i64) -> Option<Schema> {
                 &[since(15, opt("start", Int)), since(15, opt("end", Int))],
             ),
             "ConstantOfShape" => schema(1..=1, &[opt("value", Tensor)]),
-            "Attention" => schema(
+            "Attention" => with(
                 if opset >= 24 { 3..=7 } else { 3..=6 },
                 &[
-                    opt("is_causal", Int),
-                    opt("kv_num_heads", Int),
-                    opt("q_num_heads", Int),
-                    opt("qk_matmul_output_mode", Int),
-                    opt("scale", Float),
-                    opt("softcap", Float),
-                    opt("softmax_precision", Int),
+                    Some(opt("is_causal", Int)),
+                    Some(opt("kv_num_heads", Int)),
+                    Some(opt("q_num_heads", Int)),
+                    Some(opt("qk_matmul_output_mode", Int)),
+                    Some(opt("scale", Float)),
+                    Some(opt("softcap", Float)),
+                    Some(opt("softmax_precision", Int)),
+                    since(25, opt("left_window_size", Int)),
+                    since(25, opt("right_window_size", Int)),
                 ],
             ),
             "RotaryEmbedding" => schema(

@@ -418,8 +418,9 @@ fn opt_heads(a: &crate::Attrs, name: &str) -> Res<Option<usize>> {
     }
 }
 
-/// ONNX Attention (opset 23, plus opset 24's `nonpad_kv_seqlen` input 6). Outputs Y,
-/// present_key, present_value and qk_matmul_output.
+/// ONNX Attention as opsets 23–25 define it (opset 24's `nonpad_kv_seqlen` input 6, opset 25's
+/// windows), checked against `onnx.reference` 1.23. Outputs Y, present_key, present_value and
+/// qk_matmul_output.
 fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
     let a = &op.attrs;
     let (qt, kt, vt) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
@@ -510,6 +511,44 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
         }
         None => None,
     };
+    if let Some(n) = &nonpad {
+        if opt_input(inputs, 4).is_some() {
+            return Err("nonpad_kv_seqlen cannot be combined with past_key / past_value".into());
+        }
+        if let Some((b, len)) = n
+            .iter()
+            .enumerate()
+            .find(|(_, &len)| len < 0 || len as usize > total)
+        {
+            return Err(format!(
+                "nonpad_kv_seqlen[{b}] is {len}, outside 0..={total} (the number of keys)"
+            ));
+        }
+    }
+    let window = |name: &str| -> Res<Option<i64>> {
+        match a.int(name)? {
+            -1 => Ok(None),
+            w if w >= 0 => Ok(Some(w)),
+            w => Err(format!("{name} {w} must be -1 (unbounded) or at least 0")),
+        }
+    };
+    let (left, right) = (window("left_window_size")?, window("right_window_size")?);
+    // The keys query `i` of batch `b` may see, apart from the mask. Its absolute position is
+    // `i + offset`, the offset being the keys before the query block: the internal cache's
+    // length, or with `nonpad_kv_seqlen` (an external cache) `nonpad[b] - sq`, or 0. Causal
+    // masking and the windows are aligned to that position; a negative offset may leave a
+    // row no key.
+    let allowed = |b: usize, i: usize, j: usize| -> bool {
+        let offset = match &nonpad {
+            Some(n) => n[b] - sq as i64,
+            None => past_len as i64,
+        };
+        let (position, j) = (i as i64 + offset, j as i64);
+        !(causal && j > position
+            || left.is_some_and(|w| position - j > w)
+            || right.is_some_and(|w| j - position > w)
+            || nonpad.as_ref().is_some_and(|n| j >= n[b]))
+    };
 
     let mut y = vec![0.0f32; batch * hq * sq * ev];
     let mut qk_out = Vec::with_capacity(batch * hq * sq * total);
@@ -521,6 +560,11 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
             for i in 0..sq {
                 let qrow = q.row(b, h, i);
                 let bias = mask.as_ref().map(|m| m.row(b, h, i));
+                // A row whose every key is disallowed (by the mask, causality, the windows
+                // or the padding) attends to nothing: its probabilities and output are 0, as
+                // the ONNX reference decides on the bias, not on the (possibly NaN) scores.
+                let empty = (0..total)
+                    .all(|j| !allowed(b, i, j) || bias.is_some_and(|m| m[j] == f64::NEG_INFINITY));
                 for (j, s) in scores.iter_mut().enumerate() {
                     let krow = k.row(b, kvh, j);
                     let raw: f64 = qrow
@@ -533,12 +577,10 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
                     } else {
                         raw
                     };
-                    let mut biased = capped + bias.map_or(0.0, |m| m[j]);
-                    if causal && j > i + past_len
-                        || nonpad.as_ref().is_some_and(|n| j as i64 >= n[b])
-                    {
-                        biased = f64::NEG_INFINITY;
-                    }
+                    let biased = match allowed(b, i, j) {
+                        true => capped + bias.map_or(0.0, |m| m[j]),
+                        false => f64::NEG_INFINITY,
+                    };
                     match mode {
                         0 => qk_out.push(raw as f32),
                         1 => qk_out.push(capped as f32),
@@ -548,12 +590,12 @@ fn attention(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
                     *s = biased;
                 }
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                // A row whose every key is masked attends to nothing: probabilities and
-                // output 0, as the ONNX reference gives (not 0 / 0).
-                let max = if max == f64::NEG_INFINITY { 0.0 } else { max };
                 scores.iter_mut().for_each(|s| *s = (*s - max).exp());
+                if empty {
+                    scores.fill(0.0);
+                }
                 let sum: f64 = scores.iter().sum();
-                let sum = if sum == 0.0 { 1.0 } else { sum };
+                let sum = if empty { 1.0 } else { sum };
                 acc.fill(0.0);
                 for (j, s) in scores.iter_mut().enumerate() {
                     *s /= sum;

@@ -226,6 +226,8 @@ pub fn attributes(kind: OpKind) -> &'static [(&'static str, AttrType)] {
         SymbolicDims => &[("dims", Dims), ("scalar", Int)],
         Attention => &[
             ("is_causal", Int),
+            ("left_window_size", Int),
+            ("right_window_size", Int),
             ("kv_num_heads", Int),
             ("q_num_heads", Int),
             ("qk_matmul_output_mode", Int),
