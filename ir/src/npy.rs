@@ -5,15 +5,16 @@
 //! in 1.0, 4 bytes after), an ASCII header holding a Python dict literal with the keys `descr`,
 //! `fortran_order` and `shape`, then the raw element bytes.
 //!
-//! Reading accepts the little-endian descrs of kiln's dtypes (`<f4`, `<f2`, `|i1`, `|u1`, `<i4`,
-//! `<i8`, `|b1`) in C or Fortran order, and turns every malformed input into an error rather than
+//! Reading accepts the little-endian descrs of kiln's dtypes (`<f4`, `<f2`, `<V2`, `|i1`, `|u1`,
+//! `<i4`, `<i8`, `|b1`) in C or Fortran order, and turns every malformed input into an error rather than
 //! a panic: the data size a header declares is checked against the bytes actually present before
 //! anything is allocated. Writing produces C-order, little-endian files in version 1.0 (2.0 if the
 //! header is too long for 1.0) with the data aligned to 64 bytes, as NumPy does. bf16 has no
-//! NumPy dtype, so bf16 tensors can be neither read nor written.
+//! NumPy dtype: it is read and written as `ml_dtypes` saves its `bfloat16`, a 2-byte void
+//! (`<V2`).
 
 use crate::{DType, Tensor};
-use half::f16;
+use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn, ShapeBuilder};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -78,7 +79,10 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
             }
             build(&header, data.iter().map(|&b| b != 0).collect())?
         }
-        DType::BF16 => return Err("bf16 cannot be read from .npy".to_string()),
+        DType::BF16 => build(
+            &header,
+            decode(data, |b| bf16::from_bits(u16::from_le_bytes(b))),
+        )?,
     };
     Ok(t)
 }
@@ -93,17 +97,10 @@ pub fn read_npy(path: &Path) -> Result<Tensor, String> {
 /// does not fit in 1.0), the header padded with spaces and ending in `\n` so that the data starts
 /// at a multiple of 64 bytes.
 ///
-/// bf16 has no NumPy dtype, so bf16 tensors are an error (cast them to f32 first).
+/// bf16, which NumPy has no dtype for, is written as `ml_dtypes` writes it: descr `<V2`
+/// (`np.load(f).view(ml_dtypes.bfloat16)` reads it back).
 pub fn npy_bytes(t: &Tensor) -> Result<Vec<u8>, String> {
-    let descr = match t.dtype() {
-        DType::BF16 => {
-            return Err(
-                "bf16 cannot be written to .npy (NumPy has no bf16 dtype); cast to f32 first"
-                    .to_string(),
-            )
-        }
-        d => descr_of(d),
-    };
+    let descr = descr_of(t.dtype());
     let mut header = format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         py_shape(t.shape())
@@ -143,7 +140,7 @@ pub fn npy_bytes(t: &Tensor) -> Result<Vec<u8>, String> {
         Tensor::I32(a) => encode(&mut out, a, i32::to_le_bytes),
         Tensor::I64(a) => encode(&mut out, a, i64::to_le_bytes),
         Tensor::Bool(a) => encode(&mut out, a, |x| [x as u8]),
-        Tensor::BF16(_) => unreachable!("rejected above"),
+        Tensor::BF16(a) => encode(&mut out, a, |x| x.to_bits().to_le_bytes()),
     }
     Ok(out)
 }
@@ -154,7 +151,7 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The descr NumPy writes for `d` (not defined for bf16).
+/// The descr NumPy (or, for bf16, `ml_dtypes`) writes for `d`.
 fn descr_of(d: DType) -> &'static str {
     match d {
         DType::F32 => "<f4",
@@ -164,7 +161,7 @@ fn descr_of(d: DType) -> &'static str {
         DType::I32 => "<i4",
         DType::I64 => "<i8",
         DType::Bool => "|b1",
-        DType::BF16 => "bf16",
+        DType::BF16 => "<V2",
     }
 }
 
@@ -354,9 +351,12 @@ fn dtype_of(descr: &str) -> Result<DType, String> {
         b"i4" => DType::I32,
         b"i8" => DType::I64,
         b"b1" => DType::Bool,
+        // ml_dtypes' bfloat16 has no NumPy type code: np.save writes it as a 2-byte void.
+        b"V2" => DType::BF16,
         _ => {
             return Err(format!(
-                "unsupported dtype descr '{}' (kiln reads <f4, <f2, |i1, |u1, <i4, <i8 and |b1)",
+                "unsupported dtype descr '{}' (kiln reads <f4, <f2, <V2 (ml_dtypes' bfloat16), \
+                 |i1, |u1, <i4, <i8 and |b1)",
                 descr.escape_debug()
             ))
         }
@@ -365,6 +365,8 @@ fn dtype_of(descr: &str) -> Result<DType, String> {
     if dtype.size() > 1 {
         match (order, descr.len()) {
             (b'<', 3) => {}
+            // A void has no byte order of its own; ml_dtypes' bfloat16 is little-endian.
+            (b'|', 3) if dtype == DType::BF16 => {}
             (b'>', 3) => {
                 return Err(format!(
                     "big-endian descr '{descr}' is not supported (only little-endian data)"
@@ -700,12 +702,15 @@ mod tests {
             Tensor::scalar(-123456i32),
             Tensor::scalar(-1i64),
             Tensor::scalar(true),
+            Tensor::from_vec(
+                &[3],
+                vec![bf16::from_f32(1.5), bf16::MIN, bf16::NEG_INFINITY],
+            )
+            .unwrap(),
         ];
         for d in DType::ALL {
-            if d != DType::BF16 {
-                ts.push(Tensor::zeros(d, &[0]));
-                ts.push(Tensor::zeros(d, &[2, 0, 3]));
-            }
+            ts.push(Tensor::zeros(d, &[0]));
+            ts.push(Tensor::zeros(d, &[2, 0, 3]));
         }
         ts
     }
@@ -744,10 +749,21 @@ mod tests {
     }
 
     #[test]
-    fn bf16_cannot_be_written() {
-        let t = Tensor::from_vec(&[2], vec![bf16::ONE, bf16::ZERO]).unwrap();
-        let e = npy_bytes(&t).unwrap_err();
-        assert!(e.contains("bf16") && e.contains("f32"), "{e}");
+    fn bf16_is_read_and_written_as_ml_dtypes_saves_it() {
+        // `np.save(f, np.array([1.5, -2, 3.25], dtype=ml_dtypes.bfloat16))` (ml_dtypes 0.5).
+        let mut file =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<V2', 'fortran_order': False, 'shape': (3,), }"
+                .to_vec();
+        file.resize(127, b' ');
+        file.push(b'\n');
+        file.extend_from_slice(&[0xc0, 0x3f, 0x00, 0xc0, 0x50, 0x40]);
+        let want: Vec<bf16> = [1.5f32, -2.0, 3.25]
+            .iter()
+            .map(|&v| bf16::from_f32(v))
+            .collect();
+        let t = Tensor::from_vec(&[3], want).unwrap();
+        assert_eq!(parse_npy(&file).unwrap(), t);
+        assert_eq!(npy_bytes(&t).unwrap(), file);
     }
 
     #[test]
@@ -1148,12 +1164,6 @@ mod tests {
         let missing = dir.join("missing.npy");
         let e = read_npy(&missing).unwrap_err();
         assert!(e.starts_with(&format!("{}: ", missing.display())), "{e}");
-        let bf = Tensor::scalar(bf16::ONE);
-        let e = write_npy(&path, &bf).unwrap_err();
-        assert!(
-            e.starts_with(&format!("{}: ", path.display())) && e.contains("bf16"),
-            "{e}"
-        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1172,9 +1182,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kiln-npy-numpy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut script = String::from("import numpy as np\n");
-        for (i, t) in sample_tensors().iter().enumerate() {
+        // NumPy reads bf16 only as 2-byte voids (ml_dtypes gives them a type).
+        let numpy_types = sample_tensors()
+            .into_iter()
+            .filter(|t| t.dtype() != DType::BF16);
+        for (i, t) in numpy_types.enumerate() {
             let path = dir.join(format!("{i}.npy"));
-            write_npy(&path, t).unwrap();
+            write_npy(&path, &t).unwrap();
             let values: Vec<String> = t
                 .to_f64_array()
                 .iter()
