@@ -3,7 +3,8 @@
 //! interpreter, compiled and from an ahead-of-time artefact, and so do their config variants
 //! (other activations, GPT-NeoX's sequential residual) against torch's outputs of the same
 //! weights; unsupported activation names are refused; prefill then token-by-token decode with
-//! the KV cache reproduces the full-sequence logits; the real all-MiniLM-L6-v2 checkpoint equals the fp32 twin of its int8 ONNX export
+//! the KV cache reproduces the full-sequence logits; sliding-window Mistral and Qwen2 match
+//! transformers in prefill and decode; the real all-MiniLM-L6-v2 checkpoint equals the fp32 twin of its int8 ONNX export
 //! (same graph, checkpoint weights) and agrees with the int8 export.
 
 mod common;
@@ -364,6 +365,69 @@ fn minilm_checkpoint_agrees_with_the_int8_onnx_model() {
                 mean >= min_mean && worst >= min_worst,
                 "{case} ({backend}): mean {mean}, worst {worst}"
             );
+        }
+    }
+}
+
+/// Sliding-window checkpoints (Mistral's `sliding_window` on every layer; Qwen2's
+/// `use_sliding_window` from `max_window_layers` on, as transformers 5 writes it in
+/// `layer_types`) at 3 windows of prompt: the prefill logits and token-by-token decode with
+/// the KV cache match transformers' (eager attention, its own cache) within 1e-4 on every
+/// runner. The fixtures' logits differ from full attention's by 0.4 or more
+/// (`scripts/make_window_fixtures.py`), so a window that is ignored fails.
+#[test]
+fn sliding_window_checkpoints_match_transformers_in_prefill_and_decode() {
+    for model in ["mistral", "qwen2"] {
+        let hf = HfModel::open(&common::model_dir(model)).unwrap();
+        assert!(
+            hf.config.sliding_windows.contains(&Some(8)),
+            "{model}: {:?}",
+            hf.config.sliding_windows
+        );
+        let ids = io(model, "b1_s24", "input_ids").to_i64_array();
+        let n = ids.shape()[1];
+        let prefill_want = io(model, "b1_s24", "logits").to_f32_array();
+        let decode_want = io(model, "b1_s24", "decode_logits").to_f32_array();
+        let ones = |len: usize| Tensor::from_vec(&[1, len], vec![1i64; len]).unwrap();
+        let max_err = |got: &Tensor, want: ndarray::ArrayViewD<f32>| {
+            got.to_f32_array()
+                .iter()
+                .zip(want.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
+        let prefills = runners(&hf.graph(Entry::Prefill).unwrap());
+        let decodes = runners(&hf.graph(Entry::Decode).unwrap());
+        for ((backend, prefill), (_, decode)) in prefills.iter().zip(&decodes) {
+            let all = Tensor::I64(ids.clone());
+            let out = prefill(&feeds(vec![
+                ("input_ids", all),
+                ("attention_mask", ones(n)),
+            ]));
+            let err = max_err(&out[0].1, prefill_want.view());
+            assert!(err <= 1e-4, "{model} prefill ({backend}): {err}");
+            // Token by token: one token of prefill, then a decode step per token.
+            let token = |p: usize| Tensor::I64(ids.slice(s![.., p..p + 1]).to_owned().into_dyn());
+            let mut out = prefill(&feeds(vec![
+                ("input_ids", token(0)),
+                ("attention_mask", ones(1)),
+            ]));
+            let mut worst = max_err(&out[0].1, decode_want.slice(s![0..1, ..]).into_dyn());
+            for pos in 1..n {
+                let mut inputs = feeds(vec![
+                    ("input_ids", token(pos)),
+                    ("attention_mask", ones(pos + 1)),
+                ]);
+                for (l, pair) in out[1..].chunks(2).enumerate() {
+                    inputs.insert(format!("past_key.{l}"), pair[0].1.clone());
+                    inputs.insert(format!("past_value.{l}"), pair[1].1.clone());
+                }
+                out = decode(&inputs);
+                let want = decode_want.slice(s![pos..pos + 1, ..]).into_dyn();
+                worst = worst.max(max_err(&out[0].1, want));
+            }
+            assert!(worst <= 1e-4, "{model} decode ({backend}): {worst}");
+            println!("{model} ({backend}): prefill {err:.2e}, decode max abs error {worst:.2e}");
         }
     }
 }

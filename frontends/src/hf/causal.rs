@@ -69,22 +69,26 @@ fn inputs(b: &mut Builder, c: &HfConfig, entry: Entry) -> Res<Io> {
     })
 }
 
-/// Causal attention with the cache: returns the output `[batch, heads, seq, d]` and the present
-/// key and value.
+/// Causal attention with the cache, within a sliding `window` of positions if the layer has
+/// one: returns the output `[batch, heads, seq, d]` and the present key and value.
 fn attend(
     b: &mut Builder,
-    q: ValueId,
-    k: ValueId,
-    v: ValueId,
+    [q, k, v]: [ValueId; 3],
     mask: ValueId,
     past: Option<(ValueId, ValueId)>,
     d: usize,
+    window: Option<usize>,
 ) -> Res<[ValueId; 3]> {
     let scale = Attr::Float(1.0 / (d as f32).sqrt());
     let (pk, pv) = (past.map(|p| p.0), past.map(|p| p.1));
+    let mut attrs = vec![("is_causal", Attr::Int(1)), ("scale", scale)];
+    // A window of W positions: the query and the W - 1 keys before it.
+    if let Some(w) = window {
+        attrs.push(("left_window_size", Attr::Int(w as i64 - 1)));
+    }
     let outs = b.ops(
         OpKind::Attention,
-        &[("is_causal", Attr::Int(1)), ("scale", scale)],
+        &attrs,
         &[Some(q), Some(k), Some(v), Some(mask), pk, pv],
         3,
     )?;
@@ -140,7 +144,7 @@ fn gpt2(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
             b.split_heads(parts[1], heads, d)?,
             b.split_heads(parts[2], heads, d)?,
         );
-        let [y, pk, pv] = attend(b, q, k, v, mask, io.past.get(l).copied(), d)?;
+        let [y, pk, pv] = attend(b, [q, k, v], mask, io.past.get(l).copied(), d, None)?;
         presents.push((pk, pv));
         let y = b.merge_heads(y, h)?;
         let y = b.conv1d(y, &format!("{p}.attn.c_proj"), h, h)?;
@@ -271,6 +275,8 @@ struct RotaryAttention {
     prefix: String,
     qkv_bias: bool,
     out: (&'static str, bool),
+    /// The layer's sliding window (Mistral, Qwen2), if it has one.
+    window: Option<usize>,
 }
 
 impl RotaryAttention {
@@ -294,7 +300,7 @@ impl RotaryAttention {
         let k = b.split_heads(k, kv, d)?;
         let k = rope(b, c, k, cos, sin)?;
         let v = b.split_heads(v, kv, d)?;
-        let [y, pk, pv] = attend(b, q, k, v, mask, past, d)?;
+        let [y, pk, pv] = attend(b, [q, k, v], mask, past, d, self.window)?;
         let y = b.merge_heads(y, heads * d)?;
         let (name, bias) = self.out;
         let y = b.linear(y, &format!("{p}.{name}"), heads * d, h, bias)?;
@@ -318,6 +324,7 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
             prefix: format!("{p}.self_attn"),
             qkv_bias: c.qkv_bias,
             out: ("o_proj", false),
+            window: c.sliding_windows.get(l).copied().flatten(),
         };
         let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.past.get(l).copied())?;
         presents.push(present);
@@ -385,7 +392,7 @@ fn gpt_neox(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
         )?;
         let q = rope(b, c, parts[0], cos, sin)?;
         let k = rope(b, c, parts[1], cos, sin)?;
-        let [y, pk, pv] = attend(b, q, k, parts[2], mask, io.past.get(l).copied(), d)?;
+        let [y, pk, pv] = attend(b, [q, k, parts[2]], mask, io.past.get(l).copied(), d, None)?;
         presents.push((pk, pv));
         let y = b.merge_heads(y, h)?;
         let y = b.linear(y, &format!("{p}.attention.dense"), h, h, c.qkv_bias)?;
@@ -429,6 +436,7 @@ fn phi(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
             prefix: format!("{p}.self_attn"),
             qkv_bias: true,
             out: ("dense", true),
+            window: None,
         };
         let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.past.get(l).copied())?;
         presents.push(present);

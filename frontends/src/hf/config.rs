@@ -135,6 +135,11 @@ pub struct HfConfig {
     pub qkv_bias: bool,
     /// The stored weight dtype (`dtype` or `torch_dtype`, default `float32`), e.g. `bfloat16`.
     pub dtype: String,
+    /// Per layer, the sliding attention window: a query sees itself and the `window - 1` keys
+    /// before it. From Mistral's `sliding_window`, Qwen2's `use_sliding_window` with
+    /// `max_window_layers` (the layers from that index on), or `layer_types`
+    /// (`sliding_attention` / `full_attention`); empty when no layer has a window.
+    pub sliding_windows: Vec<Option<usize>>,
 }
 
 /// The supported architecture names, as listed in error messages.
@@ -222,6 +227,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
                 qkv_bias: true,
                 dtype,
+                sliding_windows: Vec::new(),
             }
         }
         Architecture::Gpt2 => {
@@ -257,6 +263,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
                 qkv_bias: true,
                 dtype,
+                sliding_windows: Vec::new(),
             }
         }
         Architecture::Llama => {
@@ -276,11 +283,19 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
             let max_positions = c.req_usize("max_position_embeddings")?;
             let (rope_theta, rope_scaling) = c.rope(max_positions, &["rope_theta"])?;
             let is_qwen2 = model_type == "qwen2" || architecture_name == "Qwen2ForCausalLM";
+            let num_layers = c.req_usize("num_hidden_layers")?;
+            // LLaMA itself has no sliding window (transformers ignores the key there).
+            let sliding_windows = match architecture_name.as_str() {
+                "MistralForCausalLM" | "Qwen2ForCausalLM" => {
+                    c.sliding_windows(num_layers, is_qwen2)?
+                }
+                _ => Vec::new(),
+            };
             HfConfig {
                 architecture,
                 architecture_name,
                 hidden_size,
-                num_layers: c.req_usize("num_hidden_layers")?,
+                num_layers,
                 num_heads,
                 num_kv_heads,
                 head_dim,
@@ -297,6 +312,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
                 qkv_bias: is_qwen2 || c.opt_bool("attention_bias")?.unwrap_or(false),
                 dtype,
+                sliding_windows,
             }
         }
         Architecture::GptNeoX | Architecture::Phi => {
@@ -351,6 +367,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
                 qkv_bias: !neox || c.opt_bool("attention_bias")?.unwrap_or(true),
                 dtype,
+                sliding_windows: Vec::new(),
             }
         }
         Architecture::DistilBert => {
@@ -381,6 +398,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<HfConfig, String> {
                 tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
                 qkv_bias: true,
                 dtype,
+                sliding_windows: Vec::new(),
             }
         }
     };
@@ -598,6 +616,49 @@ impl Cfg<'_> {
             )));
         }
         Ok(dim)
+    }
+
+    /// The sliding window of each of `layers` layers (see [`HfConfig::sliding_windows`]).
+    /// `layer_types` wins when present; otherwise Qwen2 slides only with `use_sliding_window`,
+    /// on the layers from `max_window_layers` on, and the rest (Mistral) on every layer.
+    fn sliding_windows(&self, layers: usize, qwen2: bool) -> Result<Vec<Option<usize>>, String> {
+        let Some(window) = self.opt_usize("sliding_window")? else {
+            return Ok(Vec::new());
+        };
+        let slides: Vec<bool> = match Self::get(self.obj, "layer_types") {
+            Some(Value::Array(types)) => {
+                if types.len() != layers {
+                    return Err(self.err(format_args!(
+                        "key `layer_types` lists {} layers but `num_hidden_layers` is {layers}",
+                        types.len()
+                    )));
+                }
+                types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        Some("sliding_attention") => Ok(true),
+                        Some("full_attention") => Ok(false),
+                        _ => Err(self.err(format_args!(
+                            "key `layer_types` holds {t}; expected \"sliding_attention\" or \
+                             \"full_attention\""
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            Some(v) => {
+                return Err(self.err(format_args!("key `layer_types` must be a list, got {v}")))
+            }
+            None if qwen2 => {
+                let from = self.opt_usize("max_window_layers")?.unwrap_or(0);
+                let on = self.opt_bool("use_sliding_window")?.unwrap_or(false);
+                (0..layers).map(|l| on && l >= from).collect()
+            }
+            None => vec![true; layers],
+        };
+        if !slides.contains(&true) {
+            return Ok(Vec::new());
+        }
+        Ok(slides.into_iter().map(|s| s.then_some(window)).collect())
     }
 
     /// An optional boolean.
@@ -964,6 +1025,52 @@ mod tests {
              GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, PhiForCausalLM, \
              Qwen2ForCausalLM)"
         );
+    }
+
+    #[test]
+    fn sliding_windows_follow_each_family_and_spelling() {
+        let base = |arch: &str, extra: &str| {
+            format!(
+                r#"{{"architectures": ["{arch}"], "num_hidden_layers": 3, "hidden_size": 16,
+                "num_attention_heads": 4, "intermediate_size": 8, "vocab_size": 10,
+                "max_position_embeddings": 64{extra}}}"#
+            )
+        };
+        let windows = |arch: &str, extra: &str| parse(&base(arch, extra)).unwrap().sliding_windows;
+        assert_eq!(
+            windows("MistralForCausalLM", r#", "sliding_window": 8"#),
+            [Some(8); 3]
+        );
+        assert!(windows("MistralForCausalLM", r#", "sliding_window": null"#).is_empty());
+        // LLaMA has no window, whatever the file says.
+        assert!(windows("LlamaForCausalLM", r#", "sliding_window": 8"#).is_empty());
+        // Qwen2 in transformers 4's spelling: only with use_sliding_window, from layer
+        // max_window_layers on.
+        let qwen = r#", "sliding_window": 8, "max_window_layers": 1"#;
+        assert!(windows("Qwen2ForCausalLM", qwen).is_empty());
+        let on = format!(r#"{qwen}, "use_sliding_window": true"#);
+        assert_eq!(windows("Qwen2ForCausalLM", &on), [None, Some(8), Some(8)]);
+        // transformers 5's `layer_types`.
+        let types = r#", "sliding_window": 4, "layer_types": ["sliding_attention",
+            "full_attention", "sliding_attention"]"#;
+        assert_eq!(
+            windows("MistralForCausalLM", types),
+            [Some(4), None, Some(4)]
+        );
+        let e = parse(&base(
+            "MistralForCausalLM",
+            r#", "sliding_window": 4, "layer_types": ["full_attention"]"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("`layer_types` lists 1 layers"), "{e}");
+        let e = parse(&base(
+            "MistralForCausalLM",
+            r#", "sliding_window": 4, "layer_types": ["local", "x", "y"]"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("layer_types") && e.contains("local"), "{e}");
+        let e = parse(&base("MistralForCausalLM", r#", "sliding_window": -4"#)).unwrap_err();
+        assert!(e.contains("`sliding_window` must be positive"), "{e}");
     }
 
     #[test]
