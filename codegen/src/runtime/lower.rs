@@ -432,15 +432,17 @@ fn lower_attention(
     if node.inputs.get(6).is_some_and(Option::is_some) {
         return Err("attention with nonpad_kv_seqlen".into());
     }
-    if op.kind == OpKind::Attention
-        && ["left_window_size", "right_window_size"]
-            .iter()
-            .any(|w| op.attrs.int(w).unwrap_or(-1) != -1)
-    {
+    let window = |name: &str| match op.kind {
+        OpKind::Attention => op.attrs.int(name).unwrap_or(-1),
+        _ => -1,
+    };
+    let causal = op.attrs.int("is_causal")? != 0;
+    if window("right_window_size") != -1 || (window("left_window_size") != -1 && !causal) {
         return Err(
-            "attention with a sliding window (left_window_size / right_window_size)".into(),
+            "attention with a right window, or a left window without causal masking".into(),
         );
     }
+    let window = usize::try_from(window("left_window_size")).ok();
     if past.is_none() && group.outputs.iter().any(|v| v.output != 0) {
         return Err("attention outputs beyond Y are read".into());
     }
@@ -481,7 +483,8 @@ fn lower_attention(
             v: shape(graph, values),
             mask: mask.map(|m| shape(graph, m)),
             scale,
-            causal: (op.attrs.int("is_causal")? != 0).then_some(cached),
+            causal: causal.then_some(cached),
+            window,
         },
         schedule,
     )?;

@@ -45,6 +45,10 @@
 //!   length for a decode step): query `i` sees keys `j <= i + past`, as ONNX `Attention` with
 //!   a KV cache does; key tiles entirely after the last query of a tile are skipped by the
 //!   loop bounds;
+//! - a sliding `window` (with `causal`; ONNX `left_window_size`) also hides the keys
+//!   `j < i + past - window`: the key loop starts at the tile holding the first query's first
+//!   key, so a query tile reads about `window + q_tile` keys, not all before it, and the keys
+//!   of that first tile before each query's window are set to -inf;
 //! - the additive f32 mask is right-aligned to `[B, Hq, Sq, Skv]`, a dim of 1 broadcasts;
 //!   a last mask dim shorter than `Skv` masks the keys beyond it (the keys loop stops there);
 //! - a row whose every key is masked gives zeros, as `Skv = 0` does (the ONNX reference's
@@ -98,6 +102,10 @@ pub struct AttentionSpec {
     /// Causal masking: `Some(past)` lets query `i` see only keys `j <= i + past` (`past` = 0
     /// for self-attention without a cache, the cache length with one); `None` for none.
     pub causal: Option<Dim>,
+    /// With `causal`, a sliding window (ONNX `left_window_size`, Mistral's window minus one):
+    /// query `i` sees only keys `j >= i + past - window` too, and the key tiles before the
+    /// window of a query tile are never visited.
+    pub window: Option<usize>,
 }
 
 const Q: usize = 0;
@@ -129,6 +137,8 @@ struct Plan {
     dv: i64,
     scale: f32,
     causal: bool,
+    /// The left window (with `causal`).
+    window: Option<i64>,
     /// Buffer of the mask, if any.
     mask: Option<usize>,
     /// Whether the mask differs between queries (else it is read once per key for a group).
@@ -411,6 +421,11 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         dv: dv_n,
         scale,
         causal: spec.causal.is_some(),
+        window: match (&spec.causal, spec.window) {
+            (_, None) => None,
+            (Some(_), Some(w)) => Some(w as i64),
+            (None, Some(_)) => return Err("a sliding window needs causal attention".into()),
+        },
         mask: spec.mask.as_ref().map(|_| 3),
         mask_rows,
         y: args.len(),
@@ -610,12 +625,18 @@ fn tile(plan: &Plan, vars: &Vars, head: &Head, depth: usize) -> Vec<Stmt> {
     let mut step = scores(plan, vars, head, &t, &keys);
     step.extend(add_mask(plan, head, &t, &keys));
     step.extend(causal_limit(plan, head, &t, &keys));
+    step.extend(window_limit(plan, head, &t, &keys));
     step.push(softmax(plan, vars, head, &t, &keys));
     step.extend(accumulate(plan, vars, head, &t, &keys));
+    // With a window, the key tiles wholly before the first query's window are skipped.
+    let first_tile = match plan.window {
+        Some(w) => (t.first.clone() + Index::Size(PAST) - c(w)).max(c(0)) / c(tk),
+        None => c(0),
+    };
     let mut out = load_q(plan, head, &t);
     out.push(init(plan, head, &t));
     out.push(Stmt::for_range(
-        c(0),
+        first_tile,
         (end + c(tk - 1)) / c(tk),
         key_lets.wrap(step),
     ));
@@ -983,6 +1004,29 @@ fn causal_limit(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
     })]
 }
 
+/// Sets the scores of the keys before a query's window (`j < i + past - window`) to -inf.
+fn window_limit(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
+    let Some(w) = plan.window else {
+        return vec![];
+    };
+    vec![per_score_row(plan, head, t, keys, |q, lane, depth| {
+        let j = Index::Loop(depth);
+        let before = t.first.clone() + q.clone() + Index::Size(PAST) - c(w) - keys.j0.clone();
+        let neg_inf = Value::Const(f32::NEG_INFINITY);
+        let body = vec![Stmt::store(
+            plan.scratch,
+            lane.clone() + j * c(plan.tiling.lanes),
+            neg_inf,
+            1,
+        )];
+        vec![Stmt::for_range(
+            c(0),
+            before.max(c(0)).min(keys.n.clone()),
+            body,
+        )]
+    })]
+}
+
 /// [`per_query`] over the score rows of the tile's valid queries, inside the key tile's loop:
 /// `body(q, lane, depth)` gets the query's index in the tile, the scratch slot of its score
 /// for key 0 (the scores of a group are interleaved, L apart) and the next loop depth.
@@ -1194,6 +1238,8 @@ mod tests {
         causal: bool,
         /// Keys of the cache before the first query (with `causal`).
         past: usize,
+        /// The left window (with `causal`).
+        window: Option<usize>,
         scale: Option<f32>,
         mask: Option<&'static str>,
         mask_len: Option<usize>,
@@ -1213,6 +1259,7 @@ mod tests {
                 dv: d,
                 causal: false,
                 past: 0,
+                window: None,
                 scale: None,
                 mask: None,
                 mask_len: None,
@@ -1260,6 +1307,7 @@ mod tests {
                     true => Dim::sym("p"),
                     false => self.past.into(),
                 }),
+                window: self.window,
             }
         }
 
@@ -1277,7 +1325,9 @@ mod tests {
 
         /// Random Q, K, V and mask. Mask entries are 0, small, -10000 or -inf, but never
         /// large negatives at key 0, so no row is masked entirely (and the -10000 entries
-        /// never set a row's maximum, where f32 and the interpreter's f64 would differ).
+        /// never set a row's maximum, where f32 and the interpreter's f64 would differ). A
+        /// window may leave key 0 out of a row, so with one there are no -10000 entries
+        /// (a row may then be masked entirely, which gives 0 on both sides).
         fn inputs(&self, rng: &mut Rng) -> Vec<Tensor> {
             let mut random = |shape: &[usize], amplitude: f32| {
                 let n = shape.iter().product();
@@ -1296,7 +1346,8 @@ mod tests {
                     .map(|i| match (i % len.max(1), rng.below(8)) {
                         (_, 0..=3) => 0.0,
                         (_, 4) | (0, _) => rng.uniform() * 2.0,
-                        (_, 5 | 6) => -10000.0,
+                        (_, 5 | 6) if self.window.is_none() => -10000.0,
+                        (_, 5 | 6) => 0.0,
                         _ => f32::NEG_INFINITY,
                     })
                     .collect();
@@ -1313,7 +1364,10 @@ mod tests {
             if let Some(s) = self.scale {
                 attrs.set("scale", Attr::Float(s));
             }
-            let want = if self.past == 0 {
+            if let Some(w) = self.window {
+                attrs.set("left_window_size", Attr::Int(w as i64));
+            }
+            let want = if self.past == 0 && self.window.is_none() {
                 let args: Vec<Option<&Tensor>> = inputs.iter().map(Some).collect();
                 let op = Op::new(OpKind::FusedAttention, attrs);
                 eval_op(&op, &args, &Bindings::new()).unwrap().remove(0)
@@ -1328,13 +1382,14 @@ mod tests {
                 let cached = [(0, self.past), (self.past, self.skv)];
                 let [(pk, pv), (nk, nv)] = cached.map(|(a, b)| (split(k, a, b), split(v, a, b)));
                 let mask = inputs.get(3);
+                let cache = self.past > 0;
                 let args = vec![
                     Some(&inputs[0]),
                     Some(&nk),
                     Some(&nv),
                     mask,
-                    Some(&pk),
-                    Some(&pv),
+                    cache.then_some(&pk),
+                    cache.then_some(&pv),
                 ];
                 let op = Op::new(OpKind::Attention, attrs);
                 eval_op(&op, &args, &Bindings::new()).unwrap().remove(0)
@@ -1425,11 +1480,36 @@ mod tests {
         if case.causal && rng.below(2) == 0 {
             case.past = rng.below(case.skv + 1);
         }
+        if case.causal && rng.below(2) == 0 {
+            case.window = Some(rng.pick(&[0, 1, 3, 16, 40]));
+        }
         case.scale = rng.pick(&[None, Some(0.3), Some(1.0)]);
         case.mask = rng.pick(&[None, Some("b11k"), Some("qk"), Some("bhqk"), Some("k")]);
         case.symbolic = rng.below(2) == 0;
         case.schedule = random_schedule(rng, lanes);
         case
+    }
+
+    #[test]
+    fn sliding_windows_match_the_interpreter() {
+        let mut rng = Rng::from_state(23);
+        for lanes in widths() {
+            // Prefill over many key tiles, most of them before each query tile's window.
+            let mut case = Case::new(1, 4, 2, 100, 100, 8);
+            case.causal = true;
+            case.window = Some(7);
+            case.schedule = Schedule::default().with("lanes", lanes).with("k_tile", 8);
+            case.check(&mut rng);
+            // Decode after a cache, symbolic lengths, a mask: the window starts mid-tile.
+            let mut case = Case::new(2, 4, 1, 1, 97, 8);
+            case.causal = true;
+            case.past = 96;
+            case.window = Some(16);
+            case.mask = Some("b11k");
+            case.symbolic = true;
+            case.schedule = Schedule::default().with("lanes", lanes).with("k_tile", 12);
+            case.check(&mut rng);
+        }
     }
 
     #[test]
