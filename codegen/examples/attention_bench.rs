@@ -164,6 +164,7 @@ impl Problem {
             mask: None,
             scale: None,
             causal: causal.then(|| Dim::known(0)),
+            window: None,
         };
         let built = attention(&spec, schedule)?;
         let kernel = backend
