@@ -13,6 +13,8 @@
 #   smollm2/tokenizer_cases.json  100 strings and the ids Python's `tokenizers` gives them
 #   onnx-node-latest/   the node tests the installed onnx's case generators write for the ops whose
 #                       specification changed after 1.22 (scripts/onnx_node_cases.py)
+#   onnx-schemas.json   every default-domain op's attributes and input counts at opsets 1-28,
+#                       as the installed onnx defines them (scripts/onnx_schemas.py)
 #   attention-cases/    300 ONNX Attention cases (opsets 23-25) with the outputs of the
 #                       installed onnx's reference implementation (scripts/attention_cases.py)
 # Needs python3 with pip; installs onnxruntime, onnx, numpy, safetensors, tokenizers, gguf and
@@ -77,6 +79,7 @@ if [ ! -f "$cache/attention-cases/.complete-$onnx_version" ]; then
   python3 "$here/attention_cases.py" "$cache/attention-cases" 300
   touch "$cache/attention-cases/.complete-$onnx_version"
 fi
+python3 "$here/onnx_schemas.py" "$cache/onnx-schemas.json"
 if [ ! -f "$cache/onnx-node-latest/.complete-$onnx_version" ]; then
   python3 -W ignore "$here/onnx_node_cases.py" "$cache/onnx-node-latest" Attention \
     RMSNormalization RotaryEmbedding Cast QuantizeLinear DequantizeLinear Mod Einsum

@@ -521,3 +521,100 @@ fn newest_node_tests_of_the_changed_ops_pass() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The importer's declarations (`kiln_frontends::onnx::schema`) against the ONNX specification,
+/// for every op of the op set at every opset 1–28 that defines it (`scripts/onnx_schemas.py`
+/// dumps the installed onnx's schemas): an attribute the specification does not define at that
+/// opset is refused; one it defines is either read (declared with the specification's type) or
+/// refused with an error naming it, never ignored; more inputs than the specification allows are
+/// refused.
+#[test]
+fn importer_declarations_follow_the_onnx_specification() {
+    use kiln_frontends::onnx::schema::check_node;
+    use kiln_ir::{Attr, Attrs};
+    let path = common::require_test_data("onnx-schemas.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let dummy = |ty: &str| match ty {
+        "INT" => Some(Attr::Int(0)),
+        "FLOAT" => Some(Attr::Float(0.0)),
+        "STRING" => Some(Attr::Str(String::new())),
+        "INTS" => Some(Attr::Ints(vec![])),
+        "FLOATS" => Some(Attr::Floats(vec![])),
+        "TENSOR" => Some(Attr::Tensor(Tensor::scalar(0f32).to_data())),
+        _ => None, // graphs, sparse tensors, type protos: no kiln op takes them
+    };
+    let (mut problems, mut read, mut refused, mut checked) = (vec![], 0, 0, 0);
+    for op in OP_SET {
+        let Some(versions) = json["ops"][op].as_object() else {
+            continue; // not a default-domain op
+        };
+        let mut every_attr = BTreeMap::new();
+        for spec in versions.values() {
+            for (name, ty) in spec["attrs"].as_object().unwrap() {
+                every_attr.insert(name.clone(), ty.as_str().unwrap().to_string());
+            }
+        }
+        for (opset, spec) in versions {
+            let opset: i64 = opset.parse().unwrap();
+            // A variadic op has no upper bound (`null`).
+            let lo = spec["min_inputs"].as_u64().unwrap() as usize;
+            let hi = spec["max_inputs"].as_u64().map(|h| h as usize);
+            let defined = spec["attrs"].as_object().unwrap();
+            let required: Vec<(&str, Attr)> = spec["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|n| {
+                    let n = n.as_str().unwrap();
+                    Some((n, dummy(defined[n].as_str().unwrap())?))
+                })
+                .collect();
+            // Input counts kiln accepts with the required attributes; none: kiln has no entry
+            // for this opset (the importer reports the op unsupported there).
+            let base = Attrs::from_pairs(&required);
+            let bogus = Attrs::from_pairs(&[("kiln_audit_bogus", Attr::Int(0))]);
+            if check_node("", op, opset, lo, &bogus).is_ok() {
+                continue;
+            }
+            let most = hi.unwrap_or(lo + 8);
+            let Some(n) = (0..=most + 1).find(|&n| check_node("", op, opset, n, &base).is_ok())
+            else {
+                continue;
+            };
+            checked += 1;
+            if let Some(hi) = hi {
+                if n > hi || check_node("", op, opset, hi + 1, &base).is_ok() {
+                    problems.push(format!(
+                        "{op}-{opset}: accepts more than the {hi} inputs it has"
+                    ));
+                }
+            }
+            for (name, ty) in &every_attr {
+                if required.iter().any(|(r, _)| r == name) {
+                    continue;
+                }
+                let Some(value) = dummy(ty) else { continue };
+                let mut attrs = base.clone();
+                attrs.set(name, value);
+                let outcome = check_node("", op, opset, n, &attrs);
+                match (defined.contains_key(name), outcome) {
+                    (true, Ok(())) => read += 1,
+                    (_, Err(e)) if e.contains(&format!("`{name}` is not one kiln's")) => {
+                        refused += 1
+                    }
+                    (false, Ok(())) => problems.push(format!(
+                        "{op}-{opset}: accepts `{name}`, which opset {opset} does not define"
+                    )),
+                    (_, Err(e)) => problems.push(format!("{op}-{opset}: `{name}` ({ty}): {e}")),
+                }
+            }
+        }
+    }
+    println!(
+        "importer declarations: {checked} op versions checked against onnx's schemas; \
+         {read} attributes read, {refused} refused by name"
+    );
+    assert!(checked > 100, "{checked}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -3,7 +3,7 @@
 
 mod import;
 pub mod proto;
-mod schema;
+pub mod schema;
 pub mod tensor;
 
 pub use import::import_model;

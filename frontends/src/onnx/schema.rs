@@ -116,14 +116,14 @@ fn lookup(domain: &str, op_type: &str, opset: i64) -> Option<Schema> {
             | "Size"
             | "DynamicQuantizeLinear" => schema(1..=1, &[]),
             // Exactly one of the value attributes (checked when the constant is made).
-            "Constant" => schema(
+            "Constant" => with(
                 0..=0,
                 &[
-                    opt("value", Tensor),
-                    opt("value_float", Float),
-                    opt("value_floats", Floats),
-                    opt("value_int", Int),
-                    opt("value_ints", Ints),
+                    Some(opt("value", Tensor)),
+                    since(12, opt("value_float", Float)),
+                    since(12, opt("value_floats", Floats)),
+                    since(12, opt("value_int", Int)),
+                    since(12, opt("value_ints", Ints)),
                 ],
             ),
             "Gelu" => schema(1..=1, &[opt("approximate", Str)]),
@@ -196,8 +196,10 @@ fn lookup(domain: &str, op_type: &str, opset: i64) -> Option<Schema> {
             }
             "CumSum" => schema(2..=2, &[opt("exclusive", Int), opt("reverse", Int)]),
             "Transpose" => schema(1..=1, &[opt("perm", Ints)]),
-            // Opset 1's Reshape took the shape as an attribute, which kiln does not implement.
-            "Reshape" => with(2..=2, &[since(14, opt("allowzero", Int))]),
+            "Reshape" if opset >= 5 => with(2..=2, &[since(14, opt("allowzero", Int))]),
+            // Before opset 5 the shape was an attribute, which kiln does not implement: its
+            // `shape` attribute is refused by name.
+            "Reshape" => schema(1..=1, &[]),
             "Squeeze" if opset >= 13 => schema(1..=2, &[]),
             "Squeeze" => schema(1..=1, &[opt("axes", Ints)]),
             "Unsqueeze" if opset >= 13 => schema(2..=2, &[]),
