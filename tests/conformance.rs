@@ -364,41 +364,18 @@ fn onnx_node_tests() {
 /// (windows, external caches with causal offsets, fully masked rows, every mask rank, softcap,
 /// every `qk_matmul_output_mode`), with the outputs of the `onnx.reference` that
 /// `fetch-test-data.sh` installs: every one passes on the interpreter and on the compiled path
-/// of both backends (whose kernels leave windows and external caches to the interpreter).
+/// of both backends (whose kernels run causal left windows and leave right windows and
+/// external caches to the interpreter).
 #[test]
 fn generated_attention_cases_match_the_onnx_reference() {
-    let root = common::require_test_data("attention-cases");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    assert!(
-        cases.len() >= 300,
-        "{} cases in {}",
-        cases.len(),
-        root.display()
-    );
-    let backends = [
-        Backend::Interpreter,
-        Backend::Compiled(kiln_codegen::Backend::Cranelift),
-        Backend::Compiled(kiln_codegen::Backend::llvm()),
-    ];
-    let mut failures = Vec::new();
-    for case in &cases {
-        for (b, backend) in backends.iter().enumerate() {
-            if let Err(e) = run_test(case, *backend) {
-                failures.push(format!("{} (runner {b}): {e}", case.display()));
-            }
-        }
-    }
+    let cases = test_dirs(&common::require_test_data("attention-cases"));
+    assert!(cases.len() >= 300, "{} cases", cases.len());
+    let (runs, failures) = run_on_every_runner(&cases);
     println!(
-        "generated Attention cases: {} of {} runs pass ({} cases x {} runners)",
-        cases.len() * backends.len() - failures.len(),
-        cases.len() * backends.len(),
+        "generated Attention cases: {} of {runs} runs pass ({} cases x {} runners)",
+        runs - failures.len(),
         cases.len(),
-        backends.len()
+        RUNNERS.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -479,47 +456,55 @@ fn attention_values_outside_the_specification_are_errors() {
 /// passes on the interpreter and on the compiled path of both backends.
 #[test]
 fn newest_node_tests_of_the_changed_ops_pass() {
-    let root = common::require_test_data("onnx-node-latest");
-    let mut tests: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    tests.sort();
+    let mut tests = test_dirs(&common::require_test_data("onnx-node-latest"));
     let all = tests.len();
     tests.retain(|t| kiln_dtypes_only(&load_model_proto(&t.join("model.onnx")).unwrap()));
-    assert!(
-        tests.len() >= 100,
-        "{} tests in {}",
-        tests.len(),
-        root.display()
-    );
-    let backends = [
-        Backend::Interpreter,
-        Backend::Compiled(kiln_codegen::Backend::Cranelift),
-        Backend::Compiled(kiln_codegen::Backend::llvm()),
-    ];
-    let mut failures = Vec::new();
-    for test in &tests {
-        for (b, backend) in backends.iter().enumerate() {
-            let outcome = std::panic::catch_unwind(|| run_test(test, *backend))
-                .unwrap_or_else(|_| Err("panicked".into()));
-            if let Err(e) = outcome {
-                let name = test.file_name().unwrap().to_string_lossy();
-                failures.push(format!("{name} (runner {b}): {e}"));
-            }
-        }
-    }
+    assert!(tests.len() >= 100, "{} tests", tests.len());
+    let (runs, failures) = run_on_every_runner(&tests);
     println!(
-        "newest node tests of the changed ops: {} of {} runs pass ({} tests on kiln's dtypes x \
+        "newest node tests of the changed ops: {} of {runs} runs pass ({} tests on kiln's dtypes x \
          {} runners; {} more use other dtypes)",
-        tests.len() * backends.len() - failures.len(),
-        tests.len() * backends.len(),
+        runs - failures.len(),
         tests.len(),
-        backends.len(),
+        RUNNERS.len(),
         all - tests.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The runners every generated test runs on: the interpreter and both compiled backends.
+const RUNNERS: [fn() -> Backend; 3] = [
+    || Backend::Interpreter,
+    || Backend::Compiled(kiln_codegen::Backend::Cranelift),
+    || Backend::Compiled(kiln_codegen::Backend::llvm()),
+];
+
+/// The test directories under `root`, sorted.
+fn test_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Runs every test of `tests` on every runner: the number of runs, and one line per failed
+/// run (a panic counts as a failure).
+fn run_on_every_runner(tests: &[PathBuf]) -> (usize, Vec<String>) {
+    let mut failures = Vec::new();
+    for test in tests {
+        for (r, runner) in RUNNERS.iter().enumerate() {
+            let outcome = std::panic::catch_unwind(|| run_test(test, runner()))
+                .unwrap_or_else(|_| Err("panicked".into()));
+            if let Err(e) = outcome {
+                let name = test.file_name().unwrap().to_string_lossy();
+                failures.push(format!("{name} (runner {r}): {e}"));
+            }
+        }
+    }
+    (tests.len() * RUNNERS.len(), failures)
 }
 
 /// The importer's declarations (`kiln_frontends::onnx::schema`) against the ONNX specification,

@@ -139,11 +139,8 @@ impl Prompts {
             lines
         };
         let tokenizer = tokenizer.ok_or_else(|| {
-            format!(
-                "{}: no tokenizer.json, which a text prompt needs (give token ids with \
-                 --prompt-ids)",
-                args.checkpoint.display()
-            )
+            let missing = TextTokenizer::missing(&args.checkpoint, "a text prompt");
+            format!("{missing} (give token ids with --prompt-ids)")
         })?;
         let template = args
             .chat
@@ -262,10 +259,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     let tokenizer = TextTokenizer::open(dir)?;
     let special = SpecialIds::read(dir, config.vocab_size)?;
     if tokenizer.is_none() && !args.stop.is_empty() {
-        return Err(format!(
-            "{}: no tokenizer.json, which --stop needs to see the text",
-            dir.display()
-        ));
+        return Err(TextTokenizer::missing(dir, "--stop"));
     }
     let prompts = Prompts::read(args, tokenizer.as_ref())?;
     let max_new_tokens = prompts.check(args, &config)?;
@@ -347,16 +341,16 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
             })
             .collect::<Result<_, String>>()?,
     };
-    let timings_of = |row: usize| {
+    // The rows decoded together with `row`, and their timings.
+    let batch_of = |row: usize| {
         batch_timings
             .iter()
             .find(|(rows, _)| rows.contains(&row))
-            .map(|(_, t)| *t)
             .expect("every row is in a batch")
     };
     if args.json {
         for (row, output) in outputs.iter().enumerate() {
-            let t = timings_of(row);
+            let (batch, t) = batch_of(row);
             let record = serde_json::json!({
                 "prompt": prompts.texts[row],
                 "prompt_ids": prompts.ids[row],
@@ -368,7 +362,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
                     "time_to_first_token_ms": t.first_token.as_secs_f64() * 1e3,
                     "prefill_tokens_per_s": rate(t.prompt_tokens, t.prefill),
                     "decode_tokens_per_s": rate(t.decode_tokens, t.decode),
-                    "batch": batch_timings.iter().find(|(r, _)| r.contains(&row)).map_or(1, |(r, _)| r.len()),
+                    "batch": batch.len(),
                 },
             });
             writeln!(stdout, "{record}").map_err(|e| e.to_string())?;

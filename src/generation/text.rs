@@ -26,12 +26,12 @@ impl TextTokenizer {
     /// The tokenizer in `dir/tokenizer.json`; `why` says which option needs it when it is
     /// missing.
     pub fn require(dir: &Path, why: &str) -> Result<TextTokenizer, String> {
-        TextTokenizer::open(dir)?.ok_or_else(|| {
-            format!(
-                "{}: no tokenizer.json, which {why} needs (give token ids with --prompt-ids)",
-                dir.display()
-            )
-        })
+        TextTokenizer::open(dir)?.ok_or_else(|| TextTokenizer::missing(dir, why))
+    }
+
+    /// The error for a checkpoint in `dir` that has no tokenizer which `why` needs.
+    pub fn missing(dir: &Path, why: &str) -> String {
+        format!("{}: no tokenizer.json, which {why} needs", dir.display())
     }
 
     /// The ids of `text`; `add_special_tokens` applies the tokenizer's post-processor (a BOS
