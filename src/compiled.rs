@@ -1,14 +1,9 @@
-//! The compiled path shared by `run`, `check`, `bench` and `compile`: load, optimise with the
-//! built-in rules, then group, lower and compile; or load an ahead-of-time artefact.
+//! The command line's compile options — the code generators it offers and `--no-cache` —
+//! turned into the library's [`Pipeline`].
 
-use crate::model;
-use kiln_codegen::runtime::artifact::is_artifact;
-use kiln_codegen::runtime::{Options, Program};
+use kiln::cache::PlanCache;
+use kiln::pipeline::{Options, Pipeline};
 use kiln_codegen::Backend;
-use kiln_ir::Graph;
-use kiln_passes::optimize::{optimize, Limits};
-use kiln_passes::rules::builtin_rules;
-use std::path::Path;
 
 /// The code generators the command line offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,30 +24,25 @@ impl CodeGen {
     }
 }
 
-/// The model at `path`, optimised and compiled with `options`.
-pub fn compile(path: &Path, options: &Options) -> Result<Program, String> {
-    compile_with(path, options, true)
+/// `--no-cache`, shared by the commands that compile a model to run it.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct CacheArgs {
+    /// Compile the model anew, neither reading nor filling the plan cache
+    /// (`$XDG_CACHE_HOME/kiln/plans`; see `kiln cache`).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
-/// The model at `path` compiled with `options`, optimised by the rewrite rules first or (for
-/// comparisons) as it was exported. An artefact of `kiln compile` is loaded as it is (already
-/// optimised and compiled, by the backend that compiled it).
-pub fn compile_with(path: &Path, options: &Options, fuse: bool) -> Result<Program, String> {
-    if is_artifact(path) {
-        return Program::load(path, options);
+impl CacheArgs {
+    /// The pipeline of a command: `backend` on `threads` threads, optimising unless `fuse`
+    /// is false, with the user's plan cache unless `--no-cache`.
+    pub fn pipeline(self, backend: Backend, threads: usize, fuse: bool) -> Pipeline {
+        let cache = match self.no_cache {
+            true => None,
+            false => PlanCache::user(),
+        };
+        Pipeline::new(Options { threads, backend })
+            .fused(fuse)
+            .cached(cache)
     }
-    let graph = model::load(path)?;
-    let graph = if fuse {
-        optimized(&graph, path)?
-    } else {
-        graph
-    };
-    Program::compile(&graph, options).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// `graph` (loaded from `path`) optimised with the built-in rules.
-pub fn optimized(graph: &Graph, path: &Path) -> Result<Graph, String> {
-    Ok(optimize(graph, &builtin_rules(), &Limits::default())
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .0)
 }

@@ -2,7 +2,7 @@
 //! model's declared inputs (for `kiln check` and `kiln bench`).
 
 use kiln_ir::interp::Bindings;
-use kiln_ir::{npy, DType, Graph, Tensor};
+use kiln_ir::{npy, DType, Tensor, Value};
 use std::collections::HashMap;
 
 /// Reads `NAME=FILE.npy` arguments into feeds.
@@ -33,11 +33,12 @@ pub struct RandomSizes {
     pub past: usize,
 }
 
-/// Random inputs for every declared input of `graph` not already in `feeds`, of `sizes`.
+/// Random inputs for every one of the model's declared `inputs` not already in `feeds`, of
+/// `sizes`.
 /// Floats are uniform in [-1, 1); integers are in {0, 1} (valid token ids, masks and segment
 /// ids for every model kiln reads), except masks which are all 1.
 pub fn random_feeds(
-    graph: &Graph,
+    inputs: &[&Value],
     feeds: &mut HashMap<String, Tensor>,
     sizes: RandomSizes,
     seed: u64,
@@ -49,8 +50,7 @@ pub fn random_feeds(
         state ^= state << 17;
         state
     };
-    for v in graph.inputs() {
-        let value = graph.value(v);
+    for value in inputs {
         if feeds.contains_key(&value.name) {
             continue;
         }

@@ -5,7 +5,6 @@ mod commands;
 mod compiled;
 mod generation;
 mod inputs;
-mod model;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -40,6 +39,8 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Work with rule files (`kiln rules check FILE`).
     Rules(commands::rules::RulesArgs),
+    /// The plan cache of compiled models (`kiln cache stats`, `kiln cache clear`).
+    Cache(commands::cache::CacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => commands::tokenize::tokenize(&args),
         Command::Optimize(args) => commands::optimize::optimize_cmd(&args),
         Command::Explain(args) => commands::optimize::explain(&args),
+        Command::Cache(args) => commands::cache::cache(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,21 +1,20 @@
-//! A fixed-seed fuzz suite for the artefact reader (`Program::load`, `artifact::load_graph`):
-//! every case damages one file of a real artefact (the `bert` fixture compiled ahead of time)
-//! and loads and runs it, and **an accepted case is checked for its answer**:
+//! A fixed-seed fuzz suite for the artefact reader (`kiln_rt::artifact::load`): every case
+//! damages one file of a real artefact (the `bert` fixture compiled ahead of time) and loads
+//! and runs it, and **an accepted case is checked for its answer**:
 //!
 //! - **as written** (the manifest untouched): truncations, bit flips, overwrites, insertions
-//!   and deletions of `kernels.so`, `model.kg`, `weights.bin` and `manifest.txt`, and edits of
-//!   the manifest's words. A damaged library, graph or weights file must be refused by its
+//!   and deletions of `kernels.so`, `plan.json`, `weights.bin` and `manifest.txt`, and edits of
+//!   the manifest's words. A damaged library, plan or weights file must be refused by its
 //!   checksum (a library is never opened); a manifest edit must be refused, or, if it still
 //!   says the same thing (e.g. other white space), give exactly the reference outputs.
-//! - **resealed**: `model.kg` or `weights.bin` damaged (as above, or, for half of the weights
-//!   cases, one weight set to another plausible value) and the manifest's checksum of it
-//!   recomputed, as a buggy writer or a hand edit would leave them, so the damage reaches the
-//!   graph parser and the kernels. Such a case must be refused with one line, or run: then its
-//!   outputs must equal what the reference interpreter computes on the graph the artefact
-//!   holds (the same damaged graph, so a kernel that reads a misplaced weight is caught), and
-//!   when that graph prints as the original one, the reference outputs themselves. Answers
-//!   are compared while every changed weight is finite and within ±1e4: beyond that f32 kernels
-//!   may overflow where the f64 oracle does not, and such runs are counted apart.
+//! - **resealed**: `weights.bin` damaged in place (its length kept: one weight set to another
+//!   plausible value, bit flips, overwrites) and the manifest's checksum of it recomputed, as a
+//!   buggy writer or a hand edit would leave them, so the damage reaches the kernels. Such a
+//!   case must be refused with one line, or run to completion with outputs of the reference's
+//!   shapes. (The weights hold the kernels' packed panels, which no graph describes, so there
+//!   is no interpreter oracle for a changed weight; what is checked is that reading damaged
+//!   weights never crashes, never reads outside the file, and never returns malformed
+//!   outputs.)
 //!
 //! Every error must be one non-empty line and no case may panic. `KILN_FUZZ_CASES=N` sets the
 //! number of cases (default 2,000); counts per kind are printed with `--nocapture`.
@@ -23,15 +22,14 @@
 mod common;
 
 use common::{max_abs_diff, TempDir};
-use kiln_codegen::runtime::{artifact, Options, Program};
-use kiln_ir::{interp, npy::read_npy, text, Tensor};
+use kiln_ir::{npy::read_npy, Tensor};
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-const FILES: [&str; 4] = ["kernels.so", "model.kg", "weights.bin", "manifest.txt"];
+const FILES: [&str; 4] = ["kernels.so", "plan.json", "weights.bin", "manifest.txt"];
 
 /// The number of cases: `KILN_FUZZ_CASES`, else 2,000.
 fn cases() -> u64 {
@@ -102,8 +100,7 @@ fn damage(rng: &mut TestRng, bytes: &[u8]) -> (Vec<u8>, &'static str) {
     (b, kind)
 }
 
-/// `weights` with one aligned f32 replaced by a plausible weight in [-4, 4): a change that
-/// keeps every value in range, so that the answer is compared with the oracle's.
+/// `weights` with one aligned f32 replaced by a plausible weight in [-4, 4).
 fn new_weight(rng: &mut TestRng, weights: &[u8]) -> Vec<u8> {
     let mut b = weights.to_vec();
     let at = below(rng, b.len() / 4) * 4;
@@ -142,7 +139,7 @@ fn one_line(what: &str, msg: &str) {
 /// Loads and runs the artefact in `dir`: `Err` (checked to be one line) or the outputs.
 fn load_and_run(dir: &Path, feeds: &HashMap<String, Tensor>, what: &str) -> Option<Vec<Tensor>> {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let program = Program::load(dir, &Options::default())?;
+        let program = kiln_rt::artifact::load(dir, 1)?;
         let (outputs, _) = program.run(feeds).map_err(|e| e.to_string())?;
         Ok::<_, String>(outputs.into_iter().map(|(_, t)| t).collect())
     }));
@@ -176,58 +173,19 @@ fn mode(resealed: bool) -> &'static str {
     }
 }
 
-/// Writes the artefact's files back as they were.
-fn restore(dir: &Path, originals: &[Vec<u8>]) {
-    for (f, bytes) in FILES.iter().zip(originals) {
-        std::fs::write(dir.join(f), bytes).unwrap();
-    }
-}
-
-/// The f32 constants of `graph` by name.
-fn f32_constants(graph: &kiln_ir::Graph) -> HashMap<String, Vec<f32>> {
-    graph
-        .topo_order()
-        .into_iter()
-        .filter_map(|n| match &graph.node(n).kind {
-            kiln_ir::NodeKind::Constant(data) if data.dtype() == kiln_ir::DType::F32 => Some((
-                graph.node(n).name.clone(),
-                bytemuck::pod_collect_to_vec::<u8, f32>(data.bytes()),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Whether every f32 constant of `graph` that differs from `original`'s is finite and within
-/// ±1e4, the range of real weights. Beyond it the f32 kernels may overflow where the
-/// interpreter, which reduces in f64 to be the more accurate oracle, does not (a LayerNorm
-/// over values of 1e36), so answers are compared only within it.
-fn changes_in_range(graph: &kiln_ir::Graph, original: &HashMap<String, Vec<f32>>) -> bool {
-    f32_constants(graph).iter().all(|(name, values)| {
-        let before = original.get(name);
-        values.iter().enumerate().all(|(i, v)| {
-            before
-                .and_then(|b| b.get(i))
-                .is_some_and(|b| b.to_bits() == v.to_bits())
-                || (v.is_finite() && v.abs() <= 1e4)
-        })
-    })
-}
-
 #[test]
 fn damaged_artifacts_are_refused_or_give_the_right_answer() {
     let dir = TempDir::new("fuzz-artifact");
     let graph =
         kiln_frontends::onnx::load_model(&common::model_dir("bert").join("model.onnx")).unwrap();
-    let graph = common::optimized(&graph).unwrap();
-    artifact::write_artifact(&graph, dir.path(), kiln_codegen::Backend::Cranelift).unwrap();
+    let options = common::options(1, kiln_codegen::Backend::Cranelift);
+    kiln::pipeline::Pipeline::new(options)
+        .write_artifacts(&[(&graph, "")], dir.path())
+        .unwrap();
     let feeds = feeds();
     let reference = load_and_run(dir.path(), &feeds, "the undamaged artefact").unwrap();
     let torch = read_npy(&common::model_dir("bert").join("io/b2_s33.output.npy")).unwrap();
     assert!(max_abs_diff(&reference[0], &torch).unwrap() <= 1e-4);
-    let original_graph = artifact::load_graph(dir.path()).unwrap();
-    let original_constants = f32_constants(&original_graph);
-    let original_graph = text::print(&original_graph);
     let originals: Vec<Vec<u8>> = FILES
         .iter()
         .map(|f| std::fs::read(dir.join(f)).unwrap())
@@ -241,13 +199,19 @@ fn damaged_artifacts_are_refused_or_give_the_right_answer() {
     for case in 0..total {
         let resealed = case % 2 == 1;
         let file = match resealed {
-            true => FILES[1 + below(&mut rng, 2)],
+            true => "weights.bin",
             false => FILES[below(&mut rng, 4)],
         };
         let index = FILES.iter().position(|f| *f == file).unwrap();
-        let (damaged, kind) = match resealed && file == "weights.bin" && below(&mut rng, 2) == 0 {
-            true => (new_weight(&mut rng, &originals[index]), "weight value"),
-            false => damage(&mut rng, &originals[index]),
+        let (damaged, kind) = loop {
+            let (damaged, kind) = match resealed && below(&mut rng, 2) == 0 {
+                true => (new_weight(&mut rng, &originals[index]), "weight value"),
+                false => damage(&mut rng, &originals[index]),
+            };
+            // Resealed damage keeps the file's length, so that it reaches the kernels.
+            if !resealed || damaged.len() == originals[index].len() {
+                break (damaged, kind);
+            }
         };
         let what = format!("case {case}: {kind} of {file} (resealed: {resealed})");
         std::fs::write(dir.join(file), &damaged).unwrap();
@@ -269,42 +233,24 @@ fn damaged_artifacts_are_refused_or_give_the_right_answer() {
                 assert_same(&outputs, &reference, &what);
                 "unchanged"
             }
+            Some(outputs) if resealed => {
+                assert_eq!(outputs.len(), reference.len(), "{what}");
+                for (o, r) in outputs.iter().zip(&reference) {
+                    assert_eq!(o.shape(), r.shape(), "{what}: output shape");
+                    assert_eq!(o.dtype(), r.dtype(), "{what}: output dtype");
+                }
+                "ran on damaged weights"
+            }
             Some(outputs) => {
                 assert!(
-                    resealed || file == "manifest.txt",
+                    file == "manifest.txt",
                     "{what}: a damaged file was accepted despite its checksum"
                 );
-                let held = artifact::load_graph(dir.path()).unwrap();
-                if text::print(&held) == original_graph {
-                    assert_same(&outputs, &reference, &what);
-                } else if !changes_in_range(&held, &original_constants) {
-                    // The f64 oracle and f32 kernels part ways once squares overflow f32.
-                    *counts
-                        .entry((mode(resealed), file, "ran, weights beyond ±1e4"))
-                        .or_default() += 1;
-                    restore(dir.path(), &originals);
-                    continue;
-                } else {
-                    match interp::run(&held, &feeds) {
-                        Ok(oracle) => {
-                            let oracle: Vec<Tensor> = oracle.into_iter().map(|(_, t)| t).collect();
-                            assert_same(&outputs, &oracle, &what);
-                        }
-                        Err(e) => panic!(
-                            "{what}: the compiled artefact ran, the interpreter refused: {e}"
-                        ),
-                    }
-                }
+                assert_same(&outputs, &reference, &what);
                 "accepted, answer checked"
             }
         };
-        *counts
-            .entry((
-                if resealed { "resealed" } else { "as written" },
-                file,
-                outcome,
-            ))
-            .or_default() += 1;
+        *counts.entry((mode(resealed), file, outcome)).or_default() += 1;
         for (f, bytes) in FILES.iter().zip(&originals) {
             std::fs::write(dir.join(f), bytes).unwrap();
         }
@@ -313,13 +259,10 @@ fn damaged_artifacts_are_refused_or_give_the_right_answer() {
     for ((mode, file, outcome), n) in &counts {
         println!("  {mode:>10} {file:<12} {outcome:<26} {n}");
     }
-    let accepted: u64 = counts
+    let ran: u64 = counts
         .iter()
-        .filter(|((m, _, o), _)| *m == "resealed" && o.starts_with("accepted"))
+        .filter(|((m, _, o), _)| *m == "resealed" && o.starts_with("ran"))
         .map(|(_, n)| n)
         .sum();
-    assert!(
-        accepted > 0,
-        "no resealed case ran, so no answer was checked"
-    );
+    assert!(ran > 0, "no resealed case ran, so no damage reached the kernels");
 }

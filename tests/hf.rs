@@ -27,7 +27,7 @@ type Runner = Box<dyn Fn(&HashMap<String, Tensor>) -> Vec<(String, Tensor)>>;
 fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
     let interp_graph = graph.clone();
     let compile = |backend| {
-        kiln_codegen::runtime::Program::compile(graph, &common::options(2, backend)).unwrap()
+        kiln_codegen::plan::compile(graph, &common::options(2, backend)).unwrap()
     };
     let program = compile(kiln_codegen::Backend::Cranelift);
     let llvm = compile(kiln_codegen::Backend::llvm());

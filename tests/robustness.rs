@@ -1434,7 +1434,7 @@ fn mutated_npy_files_never_panic() {
         .filter(|&i| corpora[i].1.is_some())
         .collect();
     let bert = load_model(&common::model_dir("bert").join("model.onnx")).unwrap();
-    let compiled = kiln_codegen::runtime::Program::compile(
+    let compiled = kiln_codegen::plan::compile(
         &common::optimized(&bert).unwrap(),
         &common::options(1, Backend::Cranelift),
     )
@@ -2016,7 +2016,7 @@ fn bert_with_a_moved_mask_axis_optimises_to_the_same_answer() {
     let feeds = fixture_feeds("bert");
     let interp = kiln_ir::interp::run(&graph, &feeds).unwrap();
     let options = common::options(1, Backend::Cranelift);
-    let unoptimised = kiln_codegen::runtime::Program::compile(&graph, &options)
+    let unoptimised = kiln_codegen::plan::compile(&graph, &options)
         .unwrap()
         .run(&feeds)
         .unwrap()

@@ -1,5 +1,6 @@
 //! kiln's C API: `libkiln_runtime`, the library C and C++ programs link to run the
-//! ahead-of-time artefacts of `kiln compile` (see [`kiln_codegen::runtime::artifact`]).
+//! ahead-of-time artefacts of `kiln compile` (see [`kiln_rt::artifact`]). It links the
+//! runtime alone: no template, code generator or compiler is in it.
 //!
 //! The C declarations and their documentation are in `capi/include/kiln.h`; each function here
 //! implements the declaration of the same name. Every entry point checks its pointers,
@@ -9,7 +10,7 @@
 // The C API's types keep their C names.
 #![allow(non_camel_case_types)]
 
-use kiln_codegen::runtime::{Options, Program};
+use kiln_rt::Program;
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::{DType, Dim, Tensor, TensorData};
 use std::collections::HashMap;
@@ -149,9 +150,8 @@ fn path_of(s: &CStr) -> Result<PathBuf, String> {
 
 /// The ports of a model's inputs and outputs.
 fn ports(program: &Program) -> Result<(Vec<Port>, Vec<Port>), String> {
-    let graph = program.graph();
-    let port = |name: &str, v| {
-        let ty = &graph.value(v).ty;
+    let port = |name: &str, v: &kiln_ir::Value| {
+        let ty = &v.ty;
         let c_name = CString::new(name).map_err(|_| format!("the name `{name}` contains NUL"))?;
         Ok(Port {
             name: name.to_string(),
@@ -160,14 +160,13 @@ fn ports(program: &Program) -> Result<(Vec<Port>, Vec<Port>), String> {
             shape: ty.shape.clone(),
         })
     };
-    let inputs = graph
+    let inputs = program
         .inputs()
-        .map(|v| port(&graph.value(v).name, v))
+        .map(|v| port(&v.name, v))
         .collect::<Result<_, String>>()?;
-    let outputs = graph
+    let outputs = program
         .outputs()
-        .iter()
-        .map(|(name, v)| port(name, *v))
+        .map(|(name, v)| port(name, v))
         .collect::<Result<_, String>>()?;
     Ok((inputs, outputs))
 }
@@ -184,11 +183,7 @@ fn load(artifact_dir: *const c_char, threads: c_int) -> Result<kiln_model, Strin
         t if t > 0 => t as usize,
         t => return Err(format!("threads is {t}; it must be 0 (every core) or more")),
     };
-    let options = Options {
-        threads,
-        ..Options::default()
-    };
-    let program = Program::load(&dir, &options)?;
+    let program = kiln_rt::artifact::load(&dir, threads)?;
     let (inputs, outputs) = ports(&program).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(kiln_model {
         program,

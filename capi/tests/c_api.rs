@@ -8,8 +8,7 @@
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::npy::read_npy;
 use kiln_ir::{Graph, Tensor, TensorData};
-use kiln_passes::optimize::{optimize, Limits};
-use kiln_passes::rules::builtin_rules;
+use kiln::pipeline::{Options, Pipeline};
 use kiln_runtime::*;
 use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -67,16 +66,10 @@ impl Artefact {
     /// Optimises `graph` as `kiln compile` does, writes its artefact to scratch `name` and
     /// compiles the C program against it.
     fn new(name: &str, graph: &Graph) -> Artefact {
-        let graph = optimize(graph, &builtin_rules(), &Limits::default())
-            .unwrap()
-            .0;
         let dir = scratch(name);
-        kiln_codegen::runtime::artifact::write_artifact(
-            &graph,
-            &dir,
-            kiln_codegen::Backend::Cranelift,
-        )
-        .unwrap();
+        Pipeline::new(Options::default())
+            .write_artifacts(&[(graph, "")], &dir)
+            .unwrap();
         let header = std::fs::read_to_string(dir.join("model.h")).unwrap();
         let exe = dir.join("run_model");
         let lib = library_dir();

@@ -8,7 +8,7 @@
 //! median (and best) time of 11 timed runs after 2 warm-up runs, and the GFLOP/s (2·M·K·N
 //! flops per run). The machine is shared: run it a few times and take the best medians.
 
-use kiln_codegen::native::NativeKernel;
+use kiln_rt::native::NativeKernel;
 use kiln_codegen::templates::gemm::{matmul, Epilogue, MatMulSpec};
 use kiln_codegen::templates::Built;
 use kiln_codegen::{Backend, Schedule};

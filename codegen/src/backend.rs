@@ -3,7 +3,8 @@
 //! the result.
 
 use crate::kir::Kernel;
-use crate::native::NativeKernel;
+use kiln_rt::native::NativeKernel;
+use kiln_rt::plan::Target;
 
 /// The code generator of a program's kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,27 +42,20 @@ impl CpuLevel {
 
     /// Whether this CPU has every feature of the level.
     pub fn supported(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            let v2 = has!("sse4.2") && has!("popcnt");
-            let v3 = v2 && has!("avx2") && has!("fma") && has!("bmi2");
-            let v4 = v3
-                && has!("avx512f")
-                && has!("avx512bw")
-                && has!("avx512cd")
-                && has!("avx512dq")
-                && has!("avx512vl");
-            match self {
-                CpuLevel::V2 => v2,
-                CpuLevel::V3 => v3,
-                CpuLevel::V4 => v4,
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+        kiln_rt::cpu::check(&self.features()).is_ok()
+    }
+
+    /// The CPU features the level promises, as [`kiln_rt::cpu`] names them.
+    pub fn features(self) -> Vec<String> {
+        let v2 = ["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
+        let v3 = ["avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "f16c"];
+        let v4 = ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"];
+        let levels: &[&[&str]] = match self {
+            CpuLevel::V2 => &[&v2],
+            CpuLevel::V3 => &[&v2, &v3],
+            CpuLevel::V4 => &[&v2, &v3, &v4],
+        };
+        levels.iter().flat_map(|l| l.iter()).map(|f| f.to_string()).collect()
     }
 
     /// LLVM's name of the level's CPU (`x86-64-v4`).
@@ -133,26 +127,21 @@ impl Backend {
         }
     }
 
-    /// The CPU features the compiled code needs, as an artefact's manifest records them:
-    /// Cranelift's ISA flags of this CPU, or the LLVM level's name.
-    pub fn features(self) -> Result<Vec<String>, String> {
-        match self {
-            Backend::Cranelift => crate::cranelift::host_features(),
-            Backend::Llvm(level) => Ok(vec![level.name().to_string()]),
-        }
-    }
-
-    /// The first of `features` (as [`Backend::features`] recorded them) this CPU lacks.
-    pub fn missing_feature(self, features: &[String]) -> Result<Option<String>, String> {
+    /// Where the compiled code runs, as a plan records it: the backend, the CPU level, and
+    /// the CPU features the code needs (Cranelift's ISA flags of this CPU, or the LLVM
+    /// level's features), as [`kiln_rt::cpu`] names them.
+    pub fn target(self) -> Result<Target, String> {
         Ok(match self {
-            Backend::Cranelift => {
-                let host = crate::cranelift::host_features()?;
-                features.iter().find(|f| !host.contains(f)).cloned()
-            }
-            Backend::Llvm(_) => features
-                .iter()
-                .find(|f| !CpuLevel::parse(f).is_some_and(CpuLevel::supported))
-                .cloned(),
+            Backend::Cranelift => Target {
+                backend: self.name().into(),
+                cpu: String::new(),
+                features: crate::cranelift::host_features()?,
+            },
+            Backend::Llvm(level) => Target {
+                backend: self.name().into(),
+                cpu: level.name().into(),
+                features: level.features(),
+            },
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::intrinsics::{self, Math};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
-use crate::native::{CodeOwner, KernelFn, NativeKernel};
+use kiln_rt::native::{CodeOwner, KernelFn, NativeKernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -56,7 +56,7 @@ pub fn compile_all(kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
         .into_iter()
         .zip(kernels)
         // SAFETY: each function is the code of its kernel, kept alive by `code`.
-        .map(|(function, k)| unsafe { NativeKernel::new(code.clone(), function, k) })
+        .map(|(function, k)| unsafe { NativeKernel::new(code.clone(), function, k.buffers, k.sizes) })
         .collect())
 }
 
@@ -77,15 +77,27 @@ pub fn emit_object(kernels: &[Kernel]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cranelift: writing the object: {e}"))
 }
 
-/// The instruction-set features Cranelift compiles for on this CPU (`has_avx`, `has_fma`,
-/// ...): code compiled here runs on a CPU that has all of them.
+/// The CPU features Cranelift compiles for on this CPU, as [`kiln_rt::cpu`] names them
+/// (`avx`, `fma`, ...): code compiled here runs on a CPU that has all of them.
 pub fn host_features() -> Result<Vec<String>, String> {
     Ok(host_isa(false)?
         .isa_flags()
         .iter()
         .filter(|f| f.as_bool() == Some(true))
-        .map(|f| f.name.to_string())
+        .filter_map(|f| runtime_feature(f.name))
         .collect())
+}
+
+/// The runtime's name of a Cranelift ISA flag (`has_sse41` is `sse4.1`), for the flags that
+/// name a CPU feature the runtime can check.
+fn runtime_feature(flag: &str) -> Option<String> {
+    let name = flag.strip_prefix("has_")?;
+    let name = match name {
+        "sse41" => "sse4.1".to_string(),
+        "sse42" => "sse4.2".to_string(),
+        other => other.to_string(),
+    };
+    kiln_rt::cpu::has(&name).map(|_| name)
 }
 
 /// The host CPU's ISA, optimising for speed; `pic` for code that goes into shared libraries.

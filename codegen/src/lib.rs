@@ -1,8 +1,9 @@
 //! kiln-codegen: kernel IR ([`kir`]), intrinsics ([`intrinsics`]), schedules ([`Schedule`]),
 //! kernel templates ([`templates`]), the backends ([`cranelift`], and `llvm` with the cargo
-//! feature of that name; [`Backend`] chooses) and the native kernels they make ([`native`]).
-//! A template builds KIR for an op or fused op, its shapes and a schedule; a backend lowers
-//! KIR to native code. Every template is tested against the reference interpreter.
+//! feature of that name; [`Backend`] chooses), and [`plan`]: lowering a graph into the
+//! runtime's plan and compiling its kernels, in memory or into an artefact. A template builds
+//! KIR for an op or fused op, its shapes and a schedule; a backend lowers KIR to native code.
+//! Every template is tested against the reference interpreter.
 
 mod backend;
 pub mod cranelift;
@@ -10,8 +11,8 @@ pub mod intrinsics;
 pub mod kir;
 #[cfg(feature = "llvm")]
 pub mod llvm;
-pub mod native;
-pub mod runtime;
+mod native;
+pub mod plan;
 mod schedule;
 pub mod templates;
 

@@ -8,7 +8,8 @@
 
 use crate::intrinsics::{self, Math};
 use crate::kir::{self, Binary, Compare, Index, Kernel, Stmt, Unary, Value};
-use crate::native::{self, NativeKernel};
+use crate::native;
+use kiln_rt::native::NativeKernel;
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::builder::{Builder, BuilderError};
 use inkwell::context::Context;
@@ -35,7 +36,7 @@ type V<'ctx> = BasicValueEnum<'ctx>;
 
 /// JIT-compiles kernels: emits an object for `cpu`, links it into a shared library in a fresh
 /// temporary directory with `crate::native::link_shared`, loads it with
-/// `crate::native::load_library`, then removes the directory (the mapping stays valid).
+/// `crate::native::load_kernels`, then removes the directory (the mapping stays valid).
 pub fn compile_all(kernels: &[Kernel], cpu: &str) -> Result<Vec<NativeKernel>, String> {
     if kernels.is_empty() {
         return Ok(vec![]);
@@ -48,7 +49,7 @@ pub fn compile_all(kernels: &[Kernel], cpu: &str) -> Result<Vec<NativeKernel>, S
     native::link_shared(&object_path, &library_path)?;
     // SAFETY: the library was just linked from `emit_object(kernels)` alone: it exports each
     // kernel under its name with the kernel ABI and has no initialisers.
-    unsafe { native::load_library(&library_path, kernels) }
+    unsafe { native::load_kernels(&library_path, kernels) }
 }
 
 /// One kernel (for tests and tools).

@@ -1,83 +1,38 @@
-//! [`NativeKernel`]: a kernel as machine code in memory, whether the Cranelift JIT just made it
-//! or it was loaded from an ahead-of-time compiled shared library ([`load_library`]).
-//!
-//! Every kernel has one ABI, `extern "C" fn(buffers: *const *mut u8, sizes: *const i64)`:
-//! the buffer pointers and the size arguments are passed as arrays, so one function-pointer
-//! type serves every kernel.
+//! Native code for kernels at compile time: linking an object into a shared library and
+//! loading it back ([`load_kernels`]), which the LLVM JIT and `kiln compile` share. The kernel
+//! ABI and the loaded kernels themselves are the runtime's ([`kiln_rt::native`]).
 
 use crate::kir::Kernel;
-use std::any::Any;
+#[cfg(feature = "llvm")]
+use kiln_rt::native::{load_library, NativeKernel};
+use kiln_rt::plan::KernelInfo;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-/// The signature every kernel is compiled with.
-pub(crate) type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64);
-
-/// Whatever keeps a kernel's code mapped (a JIT module, a loaded library).
-pub(crate) type CodeOwner = Arc<dyn Any + Send + Sync>;
-
-/// A compiled kernel; cheap to clone, callable from any thread.
-#[derive(Clone)]
-pub struct NativeKernel {
-    _code: CodeOwner,
-    function: KernelFn,
-    buffers: usize,
-    sizes: usize,
-}
-
-impl NativeKernel {
-    /// A kernel whose code `code` keeps alive.
-    ///
-    /// # Safety
-    /// `function` must be the code of `kernel`, compiled with the [`KernelFn`] ABI, and stay
-    /// valid while `code` lives.
-    pub(crate) unsafe fn new(code: CodeOwner, function: KernelFn, kernel: &Kernel) -> NativeKernel {
-        NativeKernel {
-            _code: code,
-            function,
-            buffers: kernel.buffers,
-            sizes: kernel.sizes,
-        }
-    }
-
-    /// Calls the kernel.
-    ///
-    /// # Safety
-    /// `buffers` and `sizes` must have the kernel's counts (checked), and every buffer must be
-    /// valid for every index the kernel reads or writes with these sizes.
-    pub unsafe fn call(&self, buffers: &[*mut u8], sizes: &[i64]) {
-        assert_eq!(buffers.len(), self.buffers, "buffer count");
-        assert_eq!(sizes.len(), self.sizes, "size count");
-        // SAFETY: the caller guarantees the buffers cover the kernel's accesses.
-        unsafe { (self.function)(buffers.as_ptr(), sizes.as_ptr()) }
+/// What the runtime needs to find and call `kernel`: its symbol and argument counts (the
+/// template, schedule and fingerprint are left for the caller to fill in).
+pub(crate) fn symbol_of(kernel: &Kernel) -> KernelInfo {
+    KernelInfo {
+        symbol: kernel.name.clone(),
+        template: String::new(),
+        buffers: kernel.buffers,
+        sizes: kernel.sizes,
+        schedule: Default::default(),
+        schedule_source: String::new(),
+        fingerprint: String::new(),
     }
 }
 
 /// Loads the shared library at `path` and finds each of `kernels` in it by name.
 ///
 /// # Safety
-/// The library must have been built by [`crate::cranelift::emit_object`] from these very
-/// kernels (same KIR under the same names): a symbol of another signature or another body is
-/// undefined behaviour when called. Loading runs the library's initialisers.
-pub unsafe fn load_library(path: &Path, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
-    // SAFETY: the caller vouches for the library (it holds kernels only, no initialisers).
-    let library = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("{}: cannot load: {e}", path.display()))?;
-    let library: CodeOwner = Arc::new(library);
-    let lib = library
-        .downcast_ref::<libloading::Library>()
-        .expect("just made");
-    kernels
-        .iter()
-        .map(|k| {
-            // SAFETY: the caller guarantees the symbol is this kernel with the kernel ABI.
-            let function = unsafe { lib.get::<KernelFn>(k.name.as_bytes()) }
-                .map_err(|e| format!("{}: kernel `{}`: {e}", path.display(), k.name))?;
-            // SAFETY: as above; the library stays loaded while `library` lives.
-            Ok(unsafe { NativeKernel::new(library.clone(), *function, k) })
-        })
-        .collect()
+/// The library must have been linked from an object the backends emitted for these very
+/// kernels (same KIR under the same names).
+#[cfg(feature = "llvm")]
+pub(crate) unsafe fn load_kernels(path: &Path, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
+    let symbols: Vec<KernelInfo> = kernels.iter().map(symbol_of).collect();
+    // SAFETY: the caller's contract.
+    unsafe { load_library(path, &symbols) }
 }
 
 /// Links a relocatable object into a shared library with the system C compiler

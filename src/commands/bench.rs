@@ -1,11 +1,10 @@
 //! `kiln bench`: latency of the compiled model (median and min after warm-up), compile time
 //! and peak memory.
 
-use crate::compiled::{self, CodeGen};
+use crate::compiled::{CacheArgs, CodeGen};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
-use crate::model;
 use clap::Args;
-use kiln_codegen::runtime::Options;
+use kiln::pipeline::Program;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -41,6 +40,8 @@ pub struct BenchArgs {
     /// Timed runs (after 3 warm-up runs).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 impl BenchArgs {
@@ -56,14 +57,15 @@ impl BenchArgs {
 
 /// Times the compiled model and prints the figures (one `key=value` line for scripts too).
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
-    let graph = model::load(&args.model)?;
-    let options = Options {
-        threads: args.threads as usize,
-        backend: args.backend.backend(),
-    };
-    let program = compiled::compile_with(&args.model, &options, !args.unfused)?;
+    let pipeline = args.cache.pipeline(
+        args.backend.backend(),
+        args.threads as usize,
+        !args.unfused,
+    );
+    let program = pipeline.open(&args.model)?;
     let mut feeds = read_feeds(&args.inputs)?;
-    random_feeds(&graph, &mut feeds, args.sizes(), 1)?;
+    let inputs: Vec<&kiln_ir::Value> = program.inputs().collect();
+    random_feeds(&inputs, &mut feeds, args.sizes(), 1)?;
     let run = || {
         program
             .run(&feeds)
@@ -118,14 +120,14 @@ fn peak_rss() -> Option<u64> {
 }
 
 /// The 15 slowest groups of one run, and the time per group kind.
-fn print_profile(program: &kiln_codegen::runtime::Program, seconds: &[f64]) {
+fn print_profile(program: &Program, seconds: &[f64]) {
     let reports = program.reports();
     let mut by_kind: std::collections::BTreeMap<&str, f64> = Default::default();
     for (r, s) in reports.iter().zip(seconds) {
         let kind = if r.fallback.is_some() {
             "interp"
         } else {
-            r.kind.name()
+            r.kind.as_str()
         };
         *by_kind.entry(kind).or_default() += s;
     }
@@ -141,7 +143,7 @@ fn print_profile(program: &kiln_codegen::runtime::Program, seconds: &[f64]) {
         let kind = if r.fallback.is_some() {
             "interp"
         } else {
-            r.kind.name()
+            r.kind.as_str()
         };
         println!(
             "  {:>9.3} ms  {kind:<12} {}",

@@ -1,11 +1,10 @@
 //! `kiln check`: runs the compiled model and the reference interpreter on the same inputs
 //! (given .npy files, random ones, or both) and compares every output.
 
-use crate::compiled::{self, CodeGen};
+use crate::compiled::{CacheArgs, CodeGen};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
-use crate::model;
 use clap::Args;
-use kiln_codegen::runtime::Options;
+use kiln::pipeline::load_model;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,6 +37,8 @@ pub struct CheckArgs {
     /// The code generator (an artefact runs with the one that compiled it).
     #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
     backend: CodeGen,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 impl CheckArgs {
@@ -53,12 +54,13 @@ impl CheckArgs {
 
 /// Compares the compiled model with the interpreter; exit 1 when an output is over tolerance.
 pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
-    let graph = model::load(&args.model)?;
-    let options = Options {
-        threads: args.threads as usize,
-        backend: args.backend.backend(),
-    };
-    let program = compiled::compile(&args.model, &options)?;
+    let graph = load_model(&args.model)?;
+    let pipeline = args
+        .cache
+        .pipeline(args.backend.backend(), args.threads as usize, true);
+    let program = pipeline
+        .compile(&graph)
+        .map_err(|e| format!("{}: {e}", args.model.display()))?;
     let given = read_feeds(&args.inputs)?;
     let stats = program.stats();
     // The report is printed once every trial has run, so that an error leaves stdout empty.
@@ -73,7 +75,8 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
     let mut worst = 0f64;
     for trial in 0..args.trials.max(1) {
         let mut feeds = given.clone();
-        random_feeds(&graph, &mut feeds, args.sizes(), trial + 1)?;
+        let inputs: Vec<&kiln_ir::Value> = graph.inputs().map(|v| graph.value(v)).collect();
+        random_feeds(&inputs, &mut feeds, args.sizes(), trial + 1)?;
         let want = kiln_ir::interp::run(&graph, &feeds)
             .map_err(|e| format!("{}: interpreter: {e}", args.model.display()))?;
         let (got, _) = program

@@ -1,11 +1,10 @@
 //! `kiln compile`: compile a model ahead of time into an artefact directory (shared library of
 //! kernels, graph, weights, C header) that `kiln run` and the C API load with no JIT.
 
-use crate::compiled::{optimized, CodeGen};
+use crate::compiled::CodeGen;
 use crate::generation::model_files::GENERATION_FILES;
-use crate::model;
 use clap::Args;
-use kiln_codegen::runtime::artifact::{write_artifacts, ArtifactSummary};
+use kiln::pipeline::{load_model, ArtifactSummary, Options, Pipeline};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::Graph;
 use std::path::{Path, PathBuf};
@@ -36,19 +35,17 @@ pub fn compile(args: &CompileArgs) -> Result<(), String> {
             (hf.graph(Entry::Prefill)?, "prefill"),
             (hf.graph(Entry::Decode)?, "decode"),
         ],
-        None => vec![(model::load(&args.model)?, "")],
+        None => vec![(load_model(&args.model)?, "")],
     };
-    let mut graphs = vec![];
-    for (graph, name) in entries {
-        let graph = if args.unfused {
-            graph
-        } else {
-            optimized(&graph, &args.model)?
-        };
-        graphs.push((graph, name));
-    }
-    let entries: Vec<(&Graph, &str)> = graphs.iter().map(|(g, n)| (g, *n)).collect();
-    let summaries = write_artifacts(&entries, &args.output, args.backend.backend())?;
+    let entries: Vec<(&Graph, &str)> = entries.iter().map(|(g, n)| (g, *n)).collect();
+    let options = Options {
+        threads: 1,
+        backend: args.backend.backend(),
+    };
+    let summaries = Pipeline::new(options)
+        .fused(!args.unfused)
+        .write_artifacts(&entries, &args.output)
+        .map_err(|e| format!("{}: {e}", args.model.display()))?;
     if entries.len() > 1 {
         // `kiln generate` reads the model's configuration, tokenizer and chat template next
         // to its entry points.
@@ -70,7 +67,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), String> {
 
 /// The checkpoint at `path` if it is a causal language model (two entry points).
 fn causal_checkpoint(path: &Path) -> Result<Option<HfModel>, String> {
-    if !path.is_dir() || kiln_codegen::runtime::artifact::is_artifact(path) {
+    if !path.is_dir() || kiln_rt::artifact::is_artifact(path) {
         return Ok(None);
     }
     let hf = HfModel::open(path)?;

@@ -80,6 +80,8 @@ pub struct GenerateArgs {
     /// Threads for the compiled kernels' parallel loops.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    #[command(flatten)]
+    cache: crate::compiled::CacheArgs,
 }
 
 /// The tokens generated when no --max-new-tokens is given (fewer if the context ends first).
@@ -263,9 +265,9 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     }
     let prompts = Prompts::read(args, tokenizer.as_ref())?;
     let max_new_tokens = prompts.check(args, &config)?;
-    let options = args.backend.options(args.threads);
+    let pipeline = args.backend.pipeline(args.threads, args.cache);
     let compile_start = Instant::now();
-    let model = EntryPoints::open(dir, options.as_ref())?;
+    let model = EntryPoints::open(dir, pipeline.as_ref())?;
     let compile_time = compile_start.elapsed();
     let end_ids = if args.ignore_eos {
         &[][..]
@@ -402,11 +404,11 @@ fn report_timings(
     batches: &[(Vec<usize>, Timings)],
     compile_time: std::time::Duration,
 ) {
-    let backend = match args.backend.options(args.threads) {
+    let backend = match args.backend.pipeline(args.threads, args.cache) {
         None => "reference interpreter".to_string(),
-        Some(options) => format!(
+        Some(pipeline) => format!(
             "{}, {} thread(s), {} in {:.3} s",
-            options.backend.name(),
+            pipeline.options.backend.name(),
             args.threads,
             match compiled_ahead(&args.checkpoint) {
                 true => "ahead-of-time kernels loaded",

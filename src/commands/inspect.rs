@@ -1,6 +1,5 @@
 //! `kiln inspect`: describe a model without running it.
 
-use crate::model;
 use clap::Args;
 use kiln_ir::infer::fmt_shape;
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ pub struct InspectArgs {
 
 /// Prints inputs, outputs, the op histogram and the parameter totals.
 pub fn inspect(args: &InspectArgs) -> Result<(), String> {
-    let graph = model::load(&args.model)?;
+    let graph = kiln::pipeline::load_model(&args.model)?;
     println!("model: {}", args.model.display());
     println!("inputs:");
     for v in graph.inputs() {

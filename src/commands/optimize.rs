@@ -1,9 +1,8 @@
 //! `kiln optimize` and `kiln explain`: run the equality-saturation passes on a model.
 
 use crate::compiled::CodeGen;
-use crate::model;
 use clap::Args;
-use kiln_codegen::runtime::{Options, Program};
+use kiln::pipeline::load_model;
 use kiln_codegen::Backend;
 use kiln_ir::OpKind;
 use kiln_passes::optimize::{optimize, Limits, Report};
@@ -69,7 +68,7 @@ fn rules(args: &PassArgs) -> Result<Vec<Rule>, String> {
 
 fn run(args: &PassArgs) -> Result<(kiln_ir::Graph, kiln_ir::Graph, Report), String> {
     let rules = rules(args)?;
-    let graph = model::load(&args.model)?;
+    let graph = load_model(&args.model)?;
     let (optimized, report) = optimize(&graph, &rules, &Limits::default())
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
     Ok((graph, optimized, report))
@@ -166,24 +165,32 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Prints the kernel groups of the optimised graph: one line per kernel (its kind and ops),
-/// view or interpreter fallback (with the reason no template took it), compiled by `backend`.
+/// Prints the steps of the optimised graph's plan for `backend`: one line per kernel (its
+/// kind, ops, and schedule with where it came from), view or interpreter fallback (with the
+/// reason no template took it).
 fn print_kernels(optimized: &kiln_ir::Graph, backend: Backend) -> Result<(), String> {
-    let options = Options {
-        backend,
-        ..Options::default()
-    };
-    let program = Program::compile(optimized, &options)?;
-    let stats = program.stats();
+    let plan = kiln_codegen::plan::lowering::lower_graph(optimized, backend)?.plan;
+    let stats = &plan.stats;
     println!(
-        "kernels ({}): {} kernels, {} views, {} nodes on the interpreter, {} ops folded at compile time",
-        backend.name(), stats.kernels, stats.views, stats.interpreted, stats.folded
+        "kernels ({}): {} kernels ({} distinct), {} views, {} nodes on the interpreter, {} ops folded at compile time",
+        backend.name(), stats.kernels, stats.distinct_kernels, stats.views, stats.interpreted, stats.folded
     );
-    for r in program.reports() {
+    for r in &plan.reports {
         let nodes = r.nodes.join(" + ");
-        match &r.fallback {
-            Some(why) => println!("  interp       {nodes}   [{why}]"),
-            None => println!("  {:<12} {nodes}", r.kind.name()),
+        match (&r.fallback, r.kernel.map(|k| &plan.kernels[k])) {
+            (Some(why), _) => println!("  interp       {nodes}   [{why}]"),
+            (None, Some(k)) => {
+                let schedule: Vec<String> =
+                    k.schedule.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                println!(
+                    "  {:<12} {nodes}   [{} {} ({})]",
+                    r.kind,
+                    k.symbol,
+                    schedule.join(" "),
+                    k.schedule_source
+                )
+            }
+            (None, None) => println!("  {:<12} {nodes}", r.kind),
         }
     }
     Ok(())

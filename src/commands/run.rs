@@ -1,10 +1,10 @@
 //! `kiln run`: run a model on given .npy inputs, compiled or on the interpreter, and write its
 //! outputs.
 
+use crate::compiled::{CacheArgs, CodeGen};
 use crate::inputs::read_feeds;
-use crate::{compiled, model};
 use clap::Args;
-use kiln_codegen::runtime::Options;
+use kiln::pipeline::{load_model, Pipeline};
 use kiln_ir::{npy, Tensor};
 use std::path::PathBuf;
 
@@ -25,6 +25,8 @@ pub struct RunArgs {
     /// Threads for the compiled kernels' parallel loops.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// The execution backends.
@@ -39,27 +41,24 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The compile options of a compiled backend with `threads` threads; None for the
-    /// interpreter.
-    pub fn options(self, threads: u16) -> Option<Options> {
+    /// The pipeline of a compiled backend with `threads` threads; None for the interpreter.
+    pub fn pipeline(self, threads: u16, cache: CacheArgs) -> Option<Pipeline> {
         let backend = match self {
-            Backend::Cranelift => compiled::CodeGen::Cranelift,
-            Backend::Llvm => compiled::CodeGen::Llvm,
+            Backend::Cranelift => CodeGen::Cranelift,
+            Backend::Llvm => CodeGen::Llvm,
             Backend::Interp => return None,
         };
-        Some(Options {
-            threads: threads as usize,
-            backend: backend.backend(),
-        })
+        Some(cache.pipeline(backend.backend(), threads as usize, true))
     }
 }
 
 /// Runs the model on the chosen backend and writes every output.
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let feeds = read_feeds(&args.inputs)?;
-    let outputs = match args.backend.options(args.threads) {
-        None => kiln_ir::interp::run(&model::load(&args.model)?, &feeds),
-        Some(options) => compiled::compile(&args.model, &options)?
+    let outputs = match args.backend.pipeline(args.threads, args.cache) {
+        None => kiln_ir::interp::run(&load_model(&args.model)?, &feeds),
+        Some(pipeline) => pipeline
+            .open(&args.model)?
             .run(&feeds)
             .map(|(outputs, _)| outputs),
     }

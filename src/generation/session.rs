@@ -9,8 +9,8 @@
 //! length ([`batches`]).
 
 use super::sampling::Sampler;
-use kiln_codegen::runtime::artifact::{is_artifact, load_graph};
-use kiln_codegen::runtime::{Options, Program};
+use kiln::pipeline::{Pipeline, Program};
+use kiln_rt::artifact::is_artifact;
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::{interp, Graph, Tensor};
 use std::collections::HashMap;
@@ -48,9 +48,10 @@ pub fn compiled_ahead(dir: &Path) -> bool {
 
 impl EntryPoints {
     /// The prefill and decode entry points of the checkpoint in `dir` (or of the artefacts
-    /// `kiln compile` made of one), compiled with `options` or, with None, on the interpreter.
-    /// A spinner on stderr (when it is a terminal) says what is being compiled.
-    pub fn open(dir: &Path, options: Option<&Options>) -> Result<EntryPoints, String> {
+    /// `kiln compile` made of one), compiled by `pipeline` or, with None, on the interpreter
+    /// (which needs the checkpoint: artefacts hold compiled plans). A spinner on stderr (when
+    /// it is a terminal) says what is being compiled.
+    pub fn open(dir: &Path, pipeline: Option<&Pipeline>) -> Result<EntryPoints, String> {
         let progress = indicatif::ProgressBar::new_spinner();
         progress.enable_steady_tick(Duration::from_millis(120));
         let step = |what: &str| progress.set_message(format!("{what} {}", dir.display()));
@@ -58,10 +59,13 @@ impl EntryPoints {
             step("loading the kernels of");
             let load = |entry: &str| -> Result<Runner, String> {
                 let path = dir.join(entry);
-                Ok(match options {
-                    None => Runner::Interp(load_graph(&path)?),
-                    Some(options) => Runner::Compiled(Box::new(Program::load(&path, options)?)),
-                })
+                match pipeline {
+                    None => Err(format!(
+                        "{}: the reference interpreter runs checkpoints, not the compiled plans of artefacts",
+                        dir.display()
+                    )),
+                    Some(pipeline) => Ok(Runner::Compiled(Box::new(pipeline.open(&path)?))),
+                }
             };
             EntryPoints {
                 prefill: load("prefill")?,
@@ -72,14 +76,14 @@ impl EntryPoints {
             let model = HfModel::open(dir)?;
             let build = |entry: Entry, name: &str| -> Result<Runner, String> {
                 let graph = model.graph(entry)?;
-                Ok(match options {
+                Ok(match pipeline {
                     None => Runner::Interp(graph),
-                    Some(options) => {
+                    Some(pipeline) => {
                         step(&format!(
                             "compiling {name} with {} for",
-                            options.backend.name()
+                            pipeline.options.backend.name()
                         ));
-                        Runner::Compiled(Box::new(Program::compile(&graph, options)?))
+                        Runner::Compiled(Box::new(pipeline.compile(&graph)?))
                     }
                 })
             };

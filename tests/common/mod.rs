@@ -93,18 +93,12 @@ impl Drop for TempDir {
 
 /// `graph` optimised with the built-in rules, as `kiln run` and `kiln compile` do by default.
 pub fn optimized(graph: &kiln_ir::Graph) -> Result<kiln_ir::Graph, String> {
-    use kiln_passes::optimize::{optimize, Limits};
-    let (optimized, _) = optimize(
-        graph,
-        &kiln_passes::rules::builtin_rules(),
-        &Limits::default(),
-    )?;
-    Ok(optimized)
+    kiln::pipeline::Pipeline::new(Default::default()).optimise(graph)
 }
 
 /// Compile options: `threads` threads, kernels from `backend`.
-pub fn options(threads: usize, backend: kiln_codegen::Backend) -> kiln_codegen::runtime::Options {
-    kiln_codegen::runtime::Options { threads, backend }
+pub fn options(threads: usize, backend: kiln_codegen::Backend) -> kiln::pipeline::Options {
+    kiln::pipeline::Options { threads, backend }
 }
 
 /// Runs `graph` the way `kiln run` does: optimised with the built-in rules, then compiled
@@ -112,9 +106,9 @@ pub fn options(threads: usize, backend: kiln_codegen::Backend) -> kiln_codegen::
 pub fn run_compiled(
     graph: &kiln_ir::Graph,
     feeds: &std::collections::HashMap<String, Tensor>,
-    options: &kiln_codegen::runtime::Options,
+    options: &kiln::pipeline::Options,
 ) -> Result<Vec<(String, Tensor)>, String> {
-    let program = kiln_codegen::runtime::Program::compile(&optimized(graph)?, options)?;
+    let program = kiln::pipeline::Pipeline::new(options.clone()).compile(graph)?;
     program
         .run(feeds)
         .map(|(outputs, _)| outputs)
@@ -125,10 +119,9 @@ pub fn run_compiled(
 /// `kiln compile` does) in a temporary directory, then loaded from it.
 pub fn load_ahead_of_time(
     graph: &kiln_ir::Graph,
-    options: &kiln_codegen::runtime::Options,
-) -> Result<kiln_codegen::runtime::Program, String> {
+    options: &kiln::pipeline::Options,
+) -> Result<kiln::pipeline::Program, String> {
     let dir = TempDir::new("artifact");
-    let graph = optimized(graph)?;
-    kiln_codegen::runtime::artifact::write_artifact(&graph, dir.path(), options.backend)?;
-    kiln_codegen::runtime::Program::load(dir.path(), options)
+    kiln::pipeline::Pipeline::new(options.clone()).write_artifacts(&[(graph, "")], dir.path())?;
+    kiln_rt::artifact::load(dir.path(), options.threads)
 }

@@ -71,7 +71,7 @@
 //! With LLVM and 16 lanes (`--features llvm --example gemm_bench llvm`, AVX-512): 150–163
 //! GFLOP/s at 128×384×1536 and 128×1536×384, 135 at 512×768×768, 100 at 1024³ (one thread).
 
-use super::{Arg, Built, Sizes};
+use super::{Arg, Built, ConstantData, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use crate::Schedule;
 use kiln_ir::Dim;
@@ -338,7 +338,10 @@ fn b_source(
 ) -> Result<BSource, String> {
     if let Some(values) = &spec.b_constant {
         let (k, n) = shape.constant_b(values.len())?;
-        args[B] = Arg::Constant(pack(values, k, n, columns).into());
+        let packed: Arc<[f32]> = pack(values, k, n, columns).into();
+        let widths: Vec<String> = columns.iter().map(|w| w.to_string()).collect();
+        let layout = format!("gemm.b_panels.{}", widths.join("-"));
+        args[B] = Arg::Constant(ConstantData::f32(&layout, vec![k, n], packed));
         return Ok(BSource::Constant);
     }
     if params.over_rows || shape.few_rows() {
@@ -354,7 +357,7 @@ fn epilogue_bias(e: &Epilogue, n: &Dim, args: &mut Vec<Arg>) -> Result<Option<us
         None => return Ok(None),
         Some(Bias::Input) => args.push(Arg::Input(2)),
         Some(Bias::Constant(v)) if n.is(v.len() as i64) => {
-            args.push(Arg::Constant(Arc::from(v.as_slice())))
+            args.push(Arg::Constant(ConstantData::dense_f32(Arc::from(v.as_slice()))))
         }
         Some(Bias::Constant(v)) => {
             return Err(format!("constant bias has {} values for N = {n}", v.len()))

@@ -18,9 +18,11 @@ pub mod movement;
 pub mod rows;
 
 use crate::kir::{Index, Kernel};
-use crate::native::NativeKernel;
+use bytes::Bytes;
 use kiln_ir::interp::Bindings;
-use kiln_ir::Dim;
+use kiln_ir::{DType, Dim};
+use kiln_rt::native::NativeKernel;
+use kiln_rt::plan::{Binding, KernelStep, DENSE};
 use std::sync::Arc;
 
 /// Where one kernel buffer comes from.
@@ -30,10 +32,50 @@ pub enum Arg {
     Input(usize),
     /// Output `i` of the group.
     Output(usize),
-    /// Data prepared at compile time (pre-packed weights, folded constants), as f32.
-    Constant(Arc<[f32]>),
+    /// Data prepared at compile time (pre-packed weights, folded constants), stored in the
+    /// plan's weights as the kernel reads it.
+    Constant(ConstantData),
     /// Zeroed scratch space of this many f32 elements, private to one call.
     Scratch(Dim),
+}
+
+/// The bytes of a constant a template prepared, with what the plan records of them: dtype,
+/// layout tag and shape ([`kiln_rt::plan::Constant`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConstantData {
+    /// Element type.
+    pub dtype: DType,
+    /// Layout tag: [`kiln_rt::plan::DENSE`], or the packing's name (`gemm.b_panels`).
+    pub layout: String,
+    /// The stored shape (for a packing, the shape it packs).
+    pub shape: Vec<usize>,
+    /// The bytes, little-endian.
+    pub bytes: Bytes,
+}
+
+impl ConstantData {
+    /// f32 values as they are (`layout` dense) or as a packing named `layout` arranged them;
+    /// `shape` is what they pack. The values are not copied.
+    pub fn f32(layout: &str, shape: Vec<usize>, values: Arc<[f32]>) -> ConstantData {
+        /// f32 values seen as their bytes.
+        struct F32Bytes(Arc<[f32]>);
+        impl AsRef<[u8]> for F32Bytes {
+            fn as_ref(&self) -> &[u8] {
+                bytemuck::cast_slice(&self.0)
+            }
+        }
+        ConstantData {
+            dtype: DType::F32,
+            layout: layout.to_string(),
+            shape,
+            bytes: Bytes::from_owner(F32Bytes(values)),
+        }
+    }
+
+    /// Dense row-major f32 values of one dimension.
+    pub fn dense_f32(values: Arc<[f32]>) -> ConstantData {
+        ConstantData::f32(DENSE, vec![values.len()], values)
+    }
 }
 
 /// A kernel built by a template, with how to call it.
@@ -83,20 +125,36 @@ impl Sizes {
     }
 }
 
-/// A raw pointer that may cross to the worker threads of one call.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut u8);
-// SAFETY: the kernels' parallel iterations write disjoint memory (the template contract), and
-// the buffers outlive the scoped threads that use them.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
 impl Built {
+    /// The plan step that calls this kernel (the plan's kernel `kernel`), with each buffer
+    /// bound as `bind` says (scratch space stays scratch); `node` is named in errors.
+    pub fn step(
+        &self,
+        kernel: usize,
+        mut bind: impl FnMut(&Arg) -> Binding,
+        node: &str,
+    ) -> KernelStep {
+        KernelStep {
+            kernel,
+            args: self
+                .args
+                .iter()
+                .map(|a| match a {
+                    Arg::Scratch(d) => Binding::Scratch(d.clone()),
+                    other => bind(other),
+                })
+                .collect(),
+            sizes: self.sizes.clone(),
+            parallel: self.parallel.clone(),
+            index_check: None,
+            node: node.to_string(),
+        }
+    }
+
     /// Runs the compiled `kernel` of this template on `inputs` and `outputs` (pointers to
     /// dense buffers of the shapes the template was built for, with `bindings` giving the
     /// symbols), splitting the parallel axis into at most `chunks` ranges run on the current
-    /// rayon pool.
+    /// rayon pool: the template alone, outside any plan (tests and benchmarks).
     ///
     /// # Safety
     /// Every pointer must be valid for the buffer the template expects at these sizes, and
@@ -109,55 +167,18 @@ impl Built {
         bindings: &Bindings,
         chunks: usize,
     ) -> Result<(), String> {
-        let eval = |d: &Dim| {
-            d.eval(bindings)
-                .filter(|v| *v >= 0)
-                .ok_or_else(|| format!("kernel `{}`: size `{d}` is not bound", self.kernel.name))
-        };
-        let sizes: Vec<i64> = self.sizes.iter().map(eval).collect::<Result<_, _>>()?;
-        let extent = eval(&self.parallel)?;
-        let mut scratch: Vec<Vec<f32>> = vec![];
-        for arg in &self.args {
-            if let Arg::Scratch(d) = arg {
-                scratch.push(vec![0.0; eval(d)? as usize]);
-            }
-        }
-        let mut scratch_iter = scratch.iter_mut();
         let mut pointers = Vec::with_capacity(self.args.len());
-        for arg in &self.args {
-            let p = match arg {
-                Arg::Input(i) => *inputs.get(*i).ok_or("missing input buffer")?,
-                Arg::Output(i) => *outputs.get(*i).ok_or("missing output buffer")?,
-                Arg::Constant(data) => data.as_ptr() as *mut u8,
-                Arg::Scratch(_) => scratch_iter
-                    .next()
-                    .expect("one scratch vector per scratch arg")
-                    .as_mut_ptr()
-                    .cast(),
-            };
-            pointers.push(SendPtr(p));
-        }
-        let chunks = (chunks.max(1) as i64).min(extent.max(1));
-        let run = |lo: i64, hi: i64| {
-            let mut args = vec![lo, hi];
-            args.extend_from_slice(&sizes);
-            let raw: Vec<*mut u8> = pointers.iter().map(|p| p.0).collect();
-            // SAFETY: the caller guarantees the buffers; ranges are disjoint.
-            unsafe { kernel.call(&raw, &args) };
-        };
-        if chunks <= 1 {
-            run(0, extent);
-        } else {
-            let bounds: Vec<i64> = (0..=chunks).map(|c| extent * c / chunks).collect();
-            rayon::scope(|s| {
-                for w in bounds.windows(2) {
-                    let (lo, hi) = (w[0], w[1]);
-                    let run = &run;
-                    s.spawn(move |_| run(lo, hi));
-                }
+        for a in &self.args {
+            pointers.push(match a {
+                Arg::Input(i) => Some(*inputs.get(*i).ok_or("missing input buffer")?),
+                Arg::Output(i) => Some(*outputs.get(*i).ok_or("missing output buffer")?),
+                Arg::Constant(c) => Some(c.bytes.as_ptr() as *mut u8),
+                Arg::Scratch(_) => None,
             });
         }
-        Ok(())
+        let step = self.step(0, |_| Binding::Read(0), &self.kernel.name);
+        // SAFETY: the caller's contract.
+        unsafe { step.launch(kernel, &pointers, bindings, chunks) }
     }
 }
 
@@ -166,7 +187,7 @@ impl Built {
 pub(crate) mod testing {
     use super::Built;
     use crate::kir::Kernel;
-    use crate::native::NativeKernel;
+    use kiln_rt::native::NativeKernel;
     use kiln_ir::interp::Bindings;
     use kiln_ir::{DType, Tensor};
 

@@ -7,7 +7,7 @@ use super::elementwise::{
     vector_run,
 };
 use super::Sizes;
-use super::{Arg, Built};
+use super::{Arg, Built, ConstantData};
 use crate::kir::{Index, Stmt, Value};
 use kiln_ir::infer::{norm_axis, slice_bounds};
 use kiln_ir::Dim;
@@ -48,7 +48,7 @@ pub fn gather(
                     values.len()
                 ));
             }
-            Arg::Constant(values)
+            Arg::Constant(ConstantData::dense_f32(values))
         }
     };
     let outer = [product(&data_shape[..axis]), product(indices_shape)];

@@ -23,7 +23,7 @@
 //! - `unroll` (default 4, 1..=8): vectors per loop iteration, each with its own accumulators in a
 //!   reducing pass; more hides the add latency and sums in more partial sums.
 
-use super::{Arg, Built, Sizes};
+use super::{Arg, Built, ConstantData, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use crate::Schedule;
 use kiln_ir::Dim;
@@ -382,7 +382,7 @@ impl<'a> RowKernel<'a> {
                         input.shape
                     ));
                 }
-                Arg::Constant(values.clone())
+                Arg::Constant(ConstantData::dense_f32(values.clone()))
             }
             None => Arg::Input(i),
         };

@@ -11,7 +11,9 @@ mod quant;
 mod reduce;
 mod runner;
 
-pub use runner::{bind_symbols, check_outputs_fit, run, RunError};
+pub use runner::{
+    bind_input_symbols, bind_symbols, check_outputs_fit, check_results_fit, run, RunError,
+};
 
 use crate::op::{Op, OpKind};
 use crate::{DType, Tensor};

@@ -25,12 +25,19 @@ impl std::error::Error for RunError {}
 /// Checks the fed inputs against the graph's declared inputs (names, dtypes, ranks, fixed
 /// dims) and binds every symbolic dim; a symbol bound to two different sizes is an error.
 pub fn bind_symbols(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Bindings, RunError> {
+    let inputs: Vec<&crate::Value> = graph.inputs().map(|v| graph.value(v)).collect();
+    bind_input_symbols(&inputs, feeds)
+}
+
+/// [`bind_symbols`] for a model described by its declared inputs alone (a compiled plan keeps
+/// no graph).
+pub fn bind_input_symbols(
+    inputs: &[&crate::Value],
+    feeds: &HashMap<String, Tensor>,
+) -> Result<Bindings, RunError> {
     let mut bindings = Bindings::new();
     let mut bound_by: HashMap<String, String> = HashMap::new();
-    let declared: Vec<&str> = graph
-        .inputs()
-        .map(|v| graph.value(v).name.as_str())
-        .collect();
+    let declared: Vec<&str> = inputs.iter().map(|v| v.name.as_str()).collect();
     if let Some(extra) = feeds.keys().find(|k| !declared.contains(&k.as_str())) {
         return Err(RunError(format!(
             "input `{extra}` is not an input of the model (inputs: {})",
@@ -38,8 +45,7 @@ pub fn bind_symbols(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Bi
         )));
     }
     let mut deferred = vec![];
-    for v in graph.inputs() {
-        let info = graph.value(v);
+    for info in inputs {
         let name = &info.name;
         let t = feeds
             .get(name)
@@ -181,8 +187,21 @@ pub fn run(
 /// bindings determine them) need more memory than is available: called before evaluating a
 /// node, by this runner and by the compiled runtime's interpreter steps.
 pub fn check_outputs_fit(node: &crate::Node, bindings: &Bindings) -> Result<(), RunError> {
+    let what = match node.op() {
+        Some(op) => format!("node `{}` ({})", node.name, op.kind),
+        None => format!("node `{}`", node.name),
+    };
+    check_results_fit(&what, node.outputs.iter(), bindings)
+}
+
+/// [`check_outputs_fit`] for the declared `outputs` of the step `what` names.
+pub fn check_results_fit<'a>(
+    what: &str,
+    outputs: impl Iterator<Item = &'a crate::Value>,
+    bindings: &Bindings,
+) -> Result<(), RunError> {
     let mut total = Some(0usize);
-    for out in &node.outputs {
+    for out in outputs {
         let shape: Option<Vec<usize>> = out
             .ty
             .shape
@@ -194,11 +213,7 @@ pub fn check_outputs_fit(node: &crate::Node, bindings: &Bindings) -> Result<(), 
             total = total.zip(bytes).and_then(|(t, b)| t.checked_add(b));
         }
     }
-    let what = match node.op() {
-        Some(op) => format!("node `{}` ({})", node.name, op.kind),
-        None => format!("node `{}`", node.name),
-    };
-    crate::host::check_fits(total, &what).map_err(RunError)
+    crate::host::check_fits(total, what).map_err(RunError)
 }
 
 /// The result of a Reshape that the concrete shapes leave open: an empty input and a target

@@ -344,7 +344,7 @@ fn boundary(graph: &Graph, uses: &Uses, nodes: &[NodeId]) -> (Vec<ValueId>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{Options, Program};
+    use crate::plan::{compile, Options};
     use kiln_ir::{interp, text, Tensor};
 
     /// A parallel residual block (GPT-NeoX, Phi): `attn(x) + mlp(x)`, two GEMMs whose results
@@ -387,7 +387,7 @@ output y = %y
         .map(|(n, s, d)| (n.to_string(), Tensor::from_vec(&s, d).unwrap()))
         .collect();
         let expected = interp::run(&graph, &feeds).unwrap();
-        let program = Program::compile(&graph, &Options::default()).unwrap();
+        let program = compile(&graph, &Options::default()).unwrap();
         let (actual, _) = program.run(&feeds).unwrap();
         let (Tensor::F32(e), Tensor::F32(a)) = (&expected[0].1, &actual[0].1) else {
             panic!("f32 outputs");

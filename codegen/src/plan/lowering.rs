@@ -1,0 +1,333 @@
+//! Lowering a graph into a [`Plan`]: folds constants, legalises, groups the graph and lowers
+//! each group with its template ([`super::lower`]); a group no template accepts runs node by
+//! node on the interpreter. The result is the plan, the bytes of the constants it reads and
+//! the KIR of its distinct kernels.
+
+use super::group::{group, single, Group, GroupKind};
+use super::lower::{lower, Lowered};
+use crate::kir::Kernel;
+use crate::templates::Arg;
+use crate::{Backend, Schedule};
+use bytes::Bytes;
+use kiln_ir::{Graph, NodeId, NodeKind, ValueId};
+use kiln_rt::plan::{
+    Binding, CompileStats, Constant, InterpStep, KernelInfo, Plan, Report, Step, ValueIndex,
+    DENSE,
+};
+use std::collections::HashMap;
+
+/// A plan with what it needs besides itself.
+pub struct LoweredPlan {
+    /// The plan.
+    pub plan: Plan,
+    /// The bytes of each of its constants, in [`Plan::constants`] order.
+    pub constants: Vec<Bytes>,
+    /// The KIR of each of its kernels, in [`Plan::kernels`] order, named by its symbol.
+    pub kernels: Vec<Kernel>,
+}
+
+/// The graph-side record of one step.
+enum GraphStep {
+    Kernel { lowered: Box<Lowered>, node: NodeId },
+    View { input: ValueId, output: ValueId },
+    Interp { node: NodeId },
+}
+
+/// A step with how it was compiled.
+struct Planned {
+    step: GraphStep,
+    kind: GroupKind,
+    nodes: Vec<String>,
+    fallback: Option<String>,
+}
+
+fn node_label(graph: &Graph, n: NodeId) -> String {
+    let node = graph.node(n);
+    match node.op() {
+        Some(op) => format!("{} ({})", node.name, op.kind),
+        None => node.name.clone(),
+    }
+}
+
+/// Lowers `graph` for `backend` into a plan. Deterministic: the same graph always gives the
+/// same plan, the same kernels in the same order. The templates use vectors as wide as
+/// `backend` has.
+pub fn lower_graph(graph: &Graph, backend: Backend) -> Result<LoweredPlan, String> {
+    let schedule = Schedule::default().with("lanes", i64::from(backend.lanes()));
+    let mut graph = graph.clone();
+    let folded = super::fold_constants(&mut graph);
+    super::legalize::forward_present_cache(&mut graph);
+    super::legalize::additive_masks(&mut graph);
+    let mut planned = vec![];
+    for g in group(&graph) {
+        match g.kind {
+            GroupKind::Interpreter => planned.push(Planned {
+                step: GraphStep::Interp { node: g.nodes[0] },
+                kind: g.kind,
+                nodes: vec![node_label(&graph, g.nodes[0])],
+                fallback: Some("no kernel template for this op".into()),
+            }),
+            GroupKind::View if view_allowed(&graph, &g) => planned.push(Planned {
+                step: GraphStep::View {
+                    input: graph.node(g.nodes[0]).inputs[0].ok_or("a view without input")?,
+                    output: ValueId {
+                        node: g.nodes[0],
+                        output: 0,
+                    },
+                },
+                kind: g.kind,
+                nodes: vec![node_label(&graph, g.nodes[0])],
+                fallback: None,
+            }),
+            _ => lower_group(&graph, &g, &schedule, &mut planned),
+        }
+    }
+    let mut builder = PlanBuilder::new(&graph, backend, &schedule)?;
+    builder.plan.stats.folded = folded;
+    for p in planned {
+        builder.add(p)?;
+    }
+    Ok(builder.finish())
+}
+
+/// Lowers one group to its kernels (one, or a few run in turn), or, if its template
+/// declines, each of its nodes on its own (an elementwise node as its own kernel, anything
+/// else on the interpreter).
+fn lower_group(graph: &Graph, g: &Group, schedule: &Schedule, planned: &mut Vec<Planned>) {
+    let nodes: Vec<String> = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
+    let lowered = lower(graph, g, schedule).and_then(|list| {
+        let unbound = list.iter().any(|l| {
+            l.built.args.iter().any(|a| match a {
+                Arg::Input(i) => l.inputs.get(*i).is_none_or(|v| v.is_none()),
+                Arg::Output(i) => l.outputs.get(*i).is_none_or(|v| v.is_none()),
+                _ => false,
+            })
+        });
+        if unbound {
+            return Err("the template reads or writes a buffer the graph does not bind".into());
+        }
+        Ok(list)
+    });
+    match lowered {
+        Ok(list) => {
+            let last = list.len() - 1;
+            for (i, lowered) in list.into_iter().enumerate() {
+                // Kernels before the group's main one (a KV cache's present key and value)
+                // are reported as the data movement they are.
+                let (kind, nodes) = match i == last {
+                    true => (g.kind, nodes.clone()),
+                    false => (
+                        GroupKind::Movement,
+                        vec![format!("{} (cache concatenation)", nodes[0])],
+                    ),
+                };
+                planned.push(Planned {
+                    step: GraphStep::Kernel {
+                        lowered: Box::new(lowered),
+                        node: *g.nodes.last().expect("groups are not empty"),
+                    },
+                    kind,
+                    nodes,
+                    fallback: None,
+                });
+            }
+        }
+        Err(_) if g.nodes.len() > 1 => {
+            for &n in &g.nodes {
+                lower_group(graph, &single(graph, n), schedule, planned);
+            }
+        }
+        Err(reason) => planned.push(Planned {
+            step: GraphStep::Interp { node: g.nodes[0] },
+            kind: GroupKind::Interpreter,
+            nodes,
+            fallback: Some(reason),
+        }),
+    }
+}
+
+/// Whether a reshape can be a view: every buffer is dense, so it can whenever the runtime
+/// can compute the output shape from the bound symbols.
+fn view_allowed(graph: &Graph, g: &Group) -> bool {
+    let out = &graph.node(g.nodes[0]).outputs[0].ty.shape;
+    !out.iter().any(|d| d.is_unknown())
+}
+
+/// What makes two kernels the same code: everything but their name.
+fn kernel_key(k: &Kernel) -> String {
+    format!("{:?}", (&k.body, k.buffers, k.sizes, &k.vars))
+}
+
+/// A 64-bit FNV-1a hash of a kernel's KIR: a fingerprint stable across builds.
+fn fingerprint(kernel: &Kernel) -> String {
+    let hash = kernel_key(kernel)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
+/// Numbers the graph's values, constants and kernels as the plan does.
+struct PlanBuilder<'g> {
+    graph: &'g Graph,
+    plan: Plan,
+    constants: Vec<Bytes>,
+    kernels: Vec<Kernel>,
+    values: HashMap<ValueId, ValueIndex>,
+    /// Distinct kernels by their code.
+    distinct: HashMap<String, usize>,
+    schedule: &'g Schedule,
+}
+
+impl<'g> PlanBuilder<'g> {
+    fn new(graph: &'g Graph, backend: Backend, schedule: &'g Schedule) -> Result<Self, String> {
+        let mut b = PlanBuilder {
+            graph,
+            plan: Plan {
+                target: backend.target()?,
+                ..Plan::default()
+            },
+            constants: vec![],
+            kernels: vec![],
+            values: HashMap::new(),
+            distinct: HashMap::new(),
+            schedule,
+        };
+        for v in graph.inputs() {
+            let i = b.value(v);
+            b.plan.inputs.push(i);
+        }
+        for (name, v) in graph.outputs() {
+            let i = b.value(*v);
+            b.plan.outputs.push((name.clone(), i));
+        }
+        Ok(b)
+    }
+
+    /// The plan's index of graph value `v`, added (a constant with its bytes) on first use.
+    fn value(&mut self, v: ValueId) -> ValueIndex {
+        if let Some(&i) = self.values.get(&v) {
+            return i;
+        }
+        let i = self.plan.values.len();
+        self.plan.values.push(self.graph.value(v).clone());
+        self.values.insert(v, i);
+        if let NodeKind::Constant(data) = &self.graph.node(v.node).kind {
+            self.plan.constants.push(Constant {
+                dtype: data.dtype(),
+                shape: data.shape().to_vec(),
+                layout: DENSE.into(),
+                value: Some(i),
+                offset: 0,
+                bytes: data.bytes().len() as u64,
+            });
+            self.constants.push(data.bytes().clone());
+        }
+        i
+    }
+
+    /// The plan's kernel of `kernel`'s code, added on first use.
+    fn kernel(&mut self, kernel: &Kernel) -> usize {
+        let key = kernel_key(kernel);
+        if let Some(&k) = self.distinct.get(&key) {
+            return k;
+        }
+        let k = self.kernels.len();
+        let mut named = kernel.clone();
+        named.name = format!("k{k}_{}", kernel.name);
+        self.plan.kernels.push(KernelInfo {
+            template: kernel.name.clone(),
+            schedule: self.schedule.params().map(|(n, v)| (n.to_string(), v)).collect(),
+            schedule_source: "heuristic".into(),
+            fingerprint: fingerprint(kernel),
+            ..crate::native::symbol_of(&named)
+        });
+        self.kernels.push(named);
+        self.distinct.insert(key, k);
+        k
+    }
+
+    fn add(&mut self, p: Planned) -> Result<(), String> {
+        let graph = self.graph;
+        let (step, kernel) = match p.step {
+            GraphStep::Interp { node } => {
+                let n = graph.node(node);
+                let op = n.op().ok_or_else(|| format!("node `{}` is not an op", n.name))?;
+                let inputs = n.inputs.iter().map(|v| v.map(|v| self.value(v))).collect();
+                let outputs = (0..n.outputs.len())
+                    .map(|output| self.value(ValueId { node, output }))
+                    .collect();
+                let step = InterpStep {
+                    node: n.name.clone(),
+                    op: op.clone(),
+                    inputs,
+                    outputs,
+                };
+                (Step::Interp(step), None)
+            }
+            GraphStep::View { input, output } => {
+                let step = Step::View {
+                    input: self.value(input),
+                    output: self.value(output),
+                    node: node_label(graph, output.node),
+                };
+                (step, None)
+            }
+            GraphStep::Kernel { lowered, node } => {
+                let kernel = self.kernel(&lowered.built.kernel);
+                let bound = |v: Option<ValueId>| v.expect("checked: every buffer is bound");
+                let mut step = lowered.built.step(
+                    kernel,
+                    |arg| match arg {
+                        Arg::Input(i) => Binding::Read(self.value(bound(lowered.inputs[*i]))),
+                        Arg::Output(i) => Binding::Write(self.value(bound(lowered.outputs[*i]))),
+                        Arg::Constant(data) => {
+                            self.plan.constants.push(Constant {
+                                dtype: data.dtype,
+                                shape: data.shape.clone(),
+                                layout: data.layout.clone(),
+                                value: None,
+                                offset: 0,
+                                bytes: data.bytes.len() as u64,
+                            });
+                            self.constants.push(data.bytes.clone());
+                            Binding::Constant(self.constants.len() - 1)
+                        }
+                        Arg::Scratch(_) => unreachable!("scratch stays scratch"),
+                    },
+                    &node_label(graph, node),
+                );
+                step.index_check = match lowered.index_check {
+                    Some((i, rows)) => Some((self.value(bound(lowered.inputs[i])), rows)),
+                    None => None,
+                };
+                (Step::Kernel(step), Some(kernel))
+            }
+        };
+        self.plan.steps.push(step);
+        self.plan.reports.push(Report {
+            kind: p.kind.name().into(),
+            nodes: p.nodes,
+            fallback: p.fallback,
+            kernel,
+        });
+        Ok(())
+    }
+
+    fn finish(mut self) -> LoweredPlan {
+        let steps = &self.plan.steps;
+        self.plan.stats = CompileStats {
+            kernels: steps.iter().filter(|s| matches!(s, Step::Kernel(_))).count(),
+            distinct_kernels: self.kernels.len(),
+            interpreted: steps.iter().filter(|s| matches!(s, Step::Interp(_))).count(),
+            views: steps.iter().filter(|s| matches!(s, Step::View { .. })).count(),
+            ..self.plan.stats
+        };
+        LoweredPlan {
+            plan: self.plan,
+            constants: self.constants,
+            kernels: self.kernels,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Ahead-of-time artefacts: directories that hold a compiled [`Plan`] and everything it needs,
+//! written by code generation through [`ArtifactWriter`] and loaded by [`load`] — which reads
+//! the plan, memory-maps the weights and looks the kernels up by symbol; nothing is lowered,
+//! folded or packed at load.
+//!
+//! An artefact is a directory:
+//! - `plan.json`: the [`Plan`] (steps, kernel symbols and schedules, bindings, constants'
+//!   offsets and layouts), with its format version;
+//! - `kernels.so`: the distinct kernels as native code, each exported under its symbol with
+//!   the [`crate::native`] kernel ABI;
+//! - `weights.bin`: the constants' bytes exactly as the kernels read them (packed panels
+//!   included), 64-byte aligned, each distinct content stored once, memory-mapped when
+//!   loaded; the artefacts of one model's entry points (prefill and decode) share one, in
+//!   their parent directory;
+//! - `model.h`: a C header naming the model's inputs and outputs, in the order the C API
+//!   takes and returns them;
+//! - `manifest.txt`: the artefact format, where the weights file is (relative to the
+//!   artefact), and the size and XXH3-128 checksum of the plan, the library and the weights.
+//!   Loading checks every file against its checksum before using it, so a truncated or
+//!   corrupted `kernels.so` is never opened and changed weights never run.
+
+use crate::native::load_library;
+use crate::plan::Plan;
+use crate::weights::{Checksum, Weights, WeightsWriter};
+use crate::Program;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The first line of every manifest; bumped whenever the artefact layout changes.
+const MANIFEST_HEADER: &str = "kiln artifact v3";
+/// The file names inside an artefact directory.
+pub const LIBRARY: &str = "kernels.so";
+const PLAN: &str = "plan.json";
+const WEIGHTS: &str = "weights.bin";
+const HEADER: &str = "model.h";
+const MANIFEST: &str = "manifest.txt";
+
+/// Whether `dir` holds an artefact (has a manifest).
+pub fn is_artifact(dir: &Path) -> bool {
+    dir.join(MANIFEST).is_file()
+}
+
+/// Loads the artefact in `dir` to run on `threads` threads: checks the manifest's checksums,
+/// reads the plan, checks that this CPU has the features its code needs, memory-maps the
+/// weights and binds the kernels of `kernels.so` by symbol.
+pub fn load(dir: &Path, threads: usize) -> Result<Program, String> {
+    let start = Instant::now();
+    let manifest = read_manifest(dir)?;
+    let plan_path = dir.join(PLAN);
+    let plan_text = manifest.checked_file(dir, PLAN)?;
+    let plan_text =
+        std::str::from_utf8(&plan_text).map_err(|e| format!("{}: {e}", plan_path.display()))?;
+    let plan = Plan::from_json(plan_text).map_err(|e| format!("{}: {e}", plan_path.display()))?;
+    crate::cpu::check(&plan.target.features).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let weights_path = dir.join(&manifest.weights);
+    let weights = manifest.checked_file(dir, &manifest.weights)?;
+    let weights = Weights::from_file(&weights, &plan.constants, &weights_path)?;
+    // Never open a library whose bytes are not the ones written with the manifest: its code
+    // would run.
+    manifest.checked_file(dir, LIBRARY)?;
+    // SAFETY: the manifest proves the library is the one linked with this plan, whose
+    // kernel list names its symbols and their argument counts.
+    let kernels = unsafe { load_library(&dir.join(LIBRARY), &plan.kernels)? };
+    // SAFETY: as above: the kernels are the plan's, in its order.
+    unsafe { Program::new(plan, weights, kernels, threads, start.elapsed().as_secs_f64()) }
+        .map_err(|e| format!("{}: {e}", plan_path.display()))
+}
+
+/// Writes the artefacts of one model's entry points, which share one weights file.
+///
+/// For each entry point: [`ArtifactWriter::directory`] gives the directory in which the
+/// caller links `kernels.so`; [`ArtifactWriter::add`] then stores its constants and writes
+/// the plan and the header; [`ArtifactWriter::finish`] writes the manifests, which hold the
+/// checksum of the weights file they all share.
+pub struct ArtifactWriter {
+    root: PathBuf,
+    weights: WeightsWriter,
+    /// Each artefact's directory, weights path and checksummed files, for its manifest.
+    pending: Vec<(PathBuf, String, Vec<(String, Checksum)>)>,
+}
+
+impl ArtifactWriter {
+    /// A writer of artefacts under `root` (created if missing; the weights file is
+    /// `root/weights.bin`).
+    pub fn create(root: &Path) -> Result<ArtifactWriter, String> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| format!("{}: cannot create the directory: {e}", root.display()))?;
+        Ok(ArtifactWriter {
+            root: root.to_path_buf(),
+            weights: WeightsWriter::create(&root.join(WEIGHTS))?,
+            pending: vec![],
+        })
+    }
+
+    /// The directory of the entry point `name` (`""`: the root itself), created.
+    pub fn directory(&self, name: &str) -> Result<PathBuf, String> {
+        let dir = match name {
+            "" => self.root.clone(),
+            _ => self.root.join(name),
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Adds the entry point `name` whose `kernels.so` is linked in its directory already:
+    /// stores its constants (`constants[i]` holds the bytes of the plan's constant `i`) in
+    /// the shared weights file, setting their offsets in `plan`, and writes the plan and the
+    /// C header.
+    pub fn add(&mut self, name: &str, plan: &mut Plan, constants: &[Bytes]) -> Result<(), String> {
+        let dir = self.directory(name)?;
+        let weights = match name {
+            "" => WEIGHTS.to_string(),
+            _ => format!("../{WEIGHTS}"),
+        };
+        if constants.len() != plan.constants.len() {
+            return Err(format!(
+                "{} constants for a plan of {}",
+                constants.len(),
+                plan.constants.len()
+            ));
+        }
+        for (c, bytes) in plan.constants.iter_mut().zip(constants) {
+            c.offset = self.weights.insert(bytes)?;
+            c.bytes = bytes.len() as u64;
+        }
+        let io = |file: &str, e: std::io::Error| format!("{}: {e}", dir.join(file).display());
+        let text = plan.to_json();
+        std::fs::write(dir.join(PLAN), &text).map_err(|e| io(PLAN, e))?;
+        std::fs::write(dir.join(HEADER), c_header(plan)).map_err(|e| io(HEADER, e))?;
+        let library = std::fs::read(dir.join(LIBRARY)).map_err(|e| io(LIBRARY, e))?;
+        let files = vec![
+            (LIBRARY.to_string(), Checksum::of(&library)),
+            (PLAN.to_string(), Checksum::of(text.as_bytes())),
+        ];
+        self.pending.push((dir, weights, files));
+        Ok(())
+    }
+
+    /// Finishes the weights file and writes every manifest; returns the weights file's size.
+    pub fn finish(self) -> Result<u64, String> {
+        let sum = self.weights.finish()?;
+        for (dir, weights, mut files) in self.pending {
+            let mut text = format!("{MANIFEST_HEADER}\nweights {weights}\n");
+            files.push((weights, sum));
+            for (file, sum) in files {
+                let _ = writeln!(text, "file {file} {} {:032x}", sum.bytes, sum.hash);
+            }
+            let path = dir.join(MANIFEST);
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(sum.bytes)
+    }
+}
+
+/// A manifest, read.
+struct Manifest {
+    /// The weights file, relative to the artefact directory.
+    weights: String,
+    /// The checksum of each file the artefact reads (library, plan, weights), by its path
+    /// relative to the artefact directory.
+    files: HashMap<String, Checksum>,
+}
+
+impl Manifest {
+    /// The bytes of `file` (relative to `dir`), checked against the manifest's checksum; the
+    /// file is memory-mapped, not read.
+    fn checked_file(&self, dir: &Path, file: &str) -> Result<Bytes, String> {
+        let path = dir.join(file);
+        let Some(want) = self.files.get(file) else {
+            return Err(format!(
+                "{}: records no checksum of `{file}`",
+                dir.join(MANIFEST).display()
+            ));
+        };
+        let bytes = map_file(&path)?;
+        if bytes.len() as u64 != want.bytes {
+            return Err(format!(
+                "{}: {} bytes, but the manifest records {} (truncated or replaced?)",
+                path.display(),
+                bytes.len(),
+                want.bytes
+            ));
+        }
+        if Checksum::of(&bytes).hash != want.hash {
+            return Err(format!(
+                "{}: the checksum differs from the manifest's (the file is corrupted)",
+                path.display()
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Reads and parses the manifest in `dir`.
+fn read_manifest(dir: &Path) -> Result<Manifest, String> {
+    let path = dir.join(MANIFEST);
+    let err = |msg: String| format!("{}: {msg}", path.display());
+    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(MANIFEST_HEADER) {
+        return Err(err(format!(
+            "not a `{MANIFEST_HEADER}` manifest (an artefact of another kiln version?); run `kiln compile` again"
+        )));
+    }
+    let mut manifest = Manifest {
+        weights: String::new(),
+        files: HashMap::new(),
+    };
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["weights", file] => manifest.weights = file.to_string(),
+            ["file", file, bytes, hash] => {
+                let sum = bytes
+                    .parse()
+                    .ok()
+                    .zip(u128::from_str_radix(hash, 16).ok())
+                    .map(|(bytes, hash)| Checksum { bytes, hash })
+                    .ok_or_else(|| err(format!("unreadable checksum line `{line}`")))?;
+                if manifest.files.insert(file.to_string(), sum).is_some() {
+                    return Err(err(format!("two checksums of `{file}`")));
+                }
+            }
+            [] => {}
+            _ => return Err(err(format!("unreadable line `{line}`"))),
+        }
+    }
+    if manifest.weights.is_empty() {
+        return Err(err("names no weights file".into()));
+    }
+    Ok(manifest)
+}
+
+/// The bytes of a file, memory-mapped (an empty file maps to no bytes).
+fn map_file(path: &Path) -> Result<Bytes, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the artefact's files are not modified while a program uses them (documented).
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// A C identifier made from a tensor name.
+fn c_identifier(name: &str) -> String {
+    let mut id: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if id.starts_with(|c: char| c.is_ascii_digit()) {
+        id.insert(0, '_');
+    }
+    id
+}
+
+/// The model's C header: the number, order, names and types of inputs and outputs.
+fn c_header(plan: &Plan) -> String {
+    let mut out = String::from(
+        "/* Generated by `kiln compile`: the inputs and outputs of this model, in the order\n \
+         * kiln_run takes and returns them. The API is in kiln.h; link with -lkiln_runtime. */\n\
+         #ifndef KILN_MODEL_H\n#define KILN_MODEL_H\n\n#include \"kiln.h\"\n\n",
+    );
+    let inputs: Vec<(String, usize)> = plan
+        .inputs
+        .iter()
+        .map(|&v| (plan.values[v].name.clone(), v))
+        .collect();
+    for (what, list) in [("INPUT", inputs), ("OUTPUT", plan.outputs.clone())] {
+        let _ = writeln!(out, "#define KILN_MODEL_{what}S {}", list.len());
+        for (i, (name, v)) in list.iter().enumerate() {
+            let ty = &plan.values[*v].ty;
+            let dims: Vec<String> = ty.shape.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "#define KILN_MODEL_{what}_{} {i} /* \"{}\": {}[{}] */",
+                c_identifier(name),
+                name.replace("*/", "* /"),
+                ty.dtype,
+                dims.join(", ")
+            );
+        }
+        out.push('\n');
+    }
+    out.push_str("#endif\n");
+    out
+}

@@ -1,0 +1,562 @@
+//! [`Program`]: a [`Plan`] with its weights and its kernels' code, ready to run, and its
+//! execution.
+//!
+//! A program serves every binding of the model's symbolic dims: kernel sizes are evaluated
+//! from the bound symbols at each run. Intermediates that kernels produce live in one arena,
+//! planned by liveness for the run's sizes ([`crate::memory`]); reshapes are views;
+//! constants are read in place from the weights (memory-mapped for artefacts); parallel
+//! loops run on a rayon pool of the requested size.
+
+use crate::memory::{plan as plan_arena, Lifetime};
+use crate::native::NativeKernel;
+use crate::plan::{Binding, CompileStats, InterpStep, KernelStep, Plan, Report, Step, ValueIndex};
+use crate::weights::Weights;
+use kiln_ir::interp::{bind_input_symbols, check_results_fit, eval_op, Bindings, RunError};
+use kiln_ir::{DType, Tensor, TensorData, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunStats {
+    /// Bytes of the arena holding the kernels' intermediates (the peak).
+    pub arena_peak: usize,
+    /// Bytes those intermediates would take without sharing memory.
+    pub arena_total: usize,
+    /// Wall time of each step, in seconds, in the order of [`Program::reports`].
+    pub step_seconds: Vec<f64>,
+}
+
+/// A compiled model, ready to run; runs of one program may come from several threads (they
+/// take turns on its arena).
+pub struct Program {
+    plan: Plan,
+    weights: Weights,
+    kernels: Vec<NativeKernel>,
+    /// Constants the interpreter read, as tensors (made on first use).
+    constant_tensors: Vec<OnceLock<Arc<Tensor>>>,
+    stats: CompileStats,
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+    arena: Mutex<Vec<f32>>,
+}
+
+/// Where a value lives during a run.
+#[derive(Clone)]
+enum Slot<'a> {
+    /// In the arena, at this byte offset.
+    Arena(usize),
+    /// In a tensor the run made (interpreter results, inputs that needed a dense copy).
+    Owned(Arc<Tensor>),
+    /// In a tensor the caller holds (an input): never copied.
+    Held(&'a Tensor),
+    /// A constant of the plan, in the weights.
+    Constant(usize),
+}
+
+#[derive(Clone)]
+struct Live<'a> {
+    slot: Slot<'a>,
+    shape: Vec<usize>,
+}
+
+impl Program {
+    /// A program of `plan`, whose constants are `weights` and whose kernels (in
+    /// [`Plan::kernels`] order) are `kernels`, run on `threads` threads; `seconds` is the time
+    /// it took to make (compile or load), for [`Program::stats`].
+    ///
+    /// # Safety
+    /// Each of `kernels` must be the code of the plan's kernel of the same index, compiled
+    /// for the buffers and sizes its steps bind: the plan's steps call them with no other
+    /// check.
+    pub unsafe fn new(
+        plan: Plan,
+        weights: Weights,
+        kernels: Vec<NativeKernel>,
+        threads: usize,
+        seconds: f64,
+    ) -> Result<Program, String> {
+        plan.validate()?;
+        if kernels.len() != plan.kernels.len() {
+            return Err(format!(
+                "{} kernels for a plan of {}",
+                kernels.len(),
+                plan.kernels.len()
+            ));
+        }
+        if weights.len() != plan.constants.len() {
+            return Err(format!(
+                "{} constants for a plan of {}",
+                weights.len(),
+                plan.constants.len()
+            ));
+        }
+        for (i, c) in plan.constants.iter().enumerate() {
+            if weights.get(i).len() as u64 != c.bytes {
+                return Err(format!(
+                    "constant {i} has {} bytes, the plan says {}",
+                    weights.get(i).len(),
+                    c.bytes
+                ));
+            }
+        }
+        let threads = threads.max(1);
+        let pool = match threads {
+            1 => None,
+            _ => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| format!("thread pool: {e}"))?,
+            ),
+        };
+        let stats = CompileStats {
+            seconds,
+            ..plan.stats.clone()
+        };
+        Ok(Program {
+            constant_tensors: plan.constants.iter().map(|_| OnceLock::new()).collect(),
+            plan,
+            weights,
+            kernels,
+            stats,
+            pool,
+            threads,
+            arena: Default::default(),
+        })
+    }
+
+    /// The plan this program runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// How each step was compiled, in execution order.
+    pub fn reports(&self) -> &[Report] {
+        &self.plan.reports
+    }
+
+    /// Figures of the compilation (or, for a loaded artefact, of loading it).
+    pub fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// The model's inputs, in declaration order.
+    pub fn inputs(&self) -> impl Iterator<Item = &Value> {
+        self.plan.inputs.iter().map(|&v| &self.plan.values[v])
+    }
+
+    /// The model's outputs (name, declared value), in declaration order.
+    pub fn outputs(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.plan
+            .outputs
+            .iter()
+            .map(|(name, v)| (name.as_str(), &self.plan.values[*v]))
+    }
+
+    /// Runs the program on `feeds` (input name to value); returns the outputs in declaration
+    /// order and the run's memory figures.
+    pub fn run(
+        &self,
+        feeds: &HashMap<String, Tensor>,
+    ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        match &self.pool {
+            Some(pool) => pool.install(|| self.run_here(feeds)),
+            None => self.run_here(feeds),
+        }
+    }
+
+    fn run_here(
+        &self,
+        feeds: &HashMap<String, Tensor>,
+    ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        let plan = &self.plan;
+        let inputs: Vec<&Value> = self.inputs().collect();
+        let bindings = bind_input_symbols(&inputs, feeds)?;
+        let (offsets, mut stats) = self.plan_arena(&bindings)?;
+        // The arena is reused across runs (runs of one program take turns).
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        if arena.len() < stats.arena_peak / 4 + 16 {
+            let what = "the run's intermediates (the arena)";
+            kiln_ir::host::check_fits(Some(stats.arena_peak), what).map_err(RunError)?;
+            // Written, not just reserved (`vec![0.0; n]` maps untouched pages), so that the
+            // memory checks of later allocations see the arena as taken.
+            arena.clear();
+            arena.shrink_to_fit();
+            arena.resize(stats.arena_peak / 4 + 16, 0.0);
+        }
+        let shift = arena.as_ptr().align_offset(64);
+        // SAFETY: `shift` < 16 elements and the arena has 16 spare elements.
+        let base = unsafe { arena.as_mut_ptr().add(shift) }.cast::<u8>();
+        let mut live: Vec<Option<Live>> = vec![None; plan.values.len()];
+        for (input, &v) in inputs.iter().zip(&plan.inputs) {
+            let t = feeds
+                .get(&input.name)
+                .ok_or_else(|| RunError(format!("missing input `{}`", input.name)))?;
+            let dense = kiln_ir::with_array!(t, a => a.is_standard_layout());
+            let slot = match dense {
+                true => Slot::Held(t),
+                false => Slot::Owned(Arc::new(standard(t.clone()))),
+            };
+            let shape = t.shape().to_vec();
+            live[v] = Some(Live { slot, shape });
+        }
+        for (c, constant) in plan.constants.iter().enumerate() {
+            if let Some(v) = constant.value {
+                let shape = constant.shape.clone();
+                live[v] = Some(Live {
+                    slot: Slot::Constant(c),
+                    shape,
+                });
+            }
+        }
+        for step in &plan.steps {
+            let started = Instant::now();
+            match step {
+                Step::View {
+                    input,
+                    output,
+                    node,
+                } => {
+                    let shape = self.concrete(*output, &bindings)?;
+                    let from = self.live_value(&live, *input, node)?;
+                    let have: usize = from.shape.iter().product();
+                    let want: usize = shape.iter().product();
+                    if have != want {
+                        return Err(RunError(format!(
+                            "node {node}: cannot reshape `{}` of shape {:?} ({have} elements) to {shape:?} ({want} elements)",
+                            plan.values[*input].name,
+                            from.shape
+                        )));
+                    }
+                    let slot = from.slot.clone();
+                    live[*output] = Some(Live { slot, shape });
+                }
+                Step::Interp(step) => self.interpret(step, &bindings, base, &mut live)?,
+                Step::Kernel(step) => self.launch(step, &bindings, &offsets, base, &mut live)?,
+            }
+            stats.step_seconds.push(started.elapsed().as_secs_f64());
+        }
+        let outputs = plan
+            .outputs
+            .iter()
+            .map(|(name, v)| {
+                let l = live[*v]
+                    .as_ref()
+                    .ok_or_else(|| RunError(format!("output `{name}` was never computed")))?;
+                Ok((name.clone(), self.materialise(*v, l, base)))
+            })
+            .collect::<Result<_, RunError>>()?;
+        Ok((outputs, stats))
+    }
+
+    /// Runs one kernel step.
+    fn launch<'a>(
+        &self,
+        step: &KernelStep,
+        bindings: &Bindings,
+        offsets: &HashMap<ValueIndex, usize>,
+        base: *mut u8,
+        live: &mut [Option<Live<'a>>],
+    ) -> Result<(), RunError> {
+        let plan = &self.plan;
+        let mut pointers = Vec::with_capacity(step.args.len());
+        for arg in &step.args {
+            pointers.push(match arg {
+                Binding::Read(v) => {
+                    let l = self.live_value(live, *v, &step.node)?;
+                    let want = self.concrete(*v, bindings)?;
+                    if l.shape.iter().product::<usize>() != want.iter().product::<usize>() {
+                        return Err(RunError(format!(
+                            "value `{}` is {:?} but the compiled kernel expects {want:?}",
+                            plan.values[*v].name, l.shape
+                        )));
+                    }
+                    if let Some((_, bound)) = step.index_check.filter(|&(at, _)| at == *v) {
+                        self.check_indices(*v, l, bound)?;
+                    }
+                    Some(self.pointer(l, base))
+                }
+                Binding::Write(v) => {
+                    let shape = self.concrete(*v, bindings)?;
+                    let offset = offsets.get(v).ok_or_else(|| {
+                        RunError(format!(
+                            "node {}: no arena slot was planned for `{}`",
+                            step.node, plan.values[*v].name
+                        ))
+                    })?;
+                    let l = Live {
+                        slot: Slot::Arena(*offset),
+                        shape,
+                    };
+                    let p = self.pointer(&l, base);
+                    live[*v] = Some(l);
+                    Some(p)
+                }
+                Binding::Constant(c) => Some(self.weights.get(*c).as_ptr() as *mut u8),
+                Binding::Scratch(_) => None,
+            });
+        }
+        let chunks = if self.pool.is_some() { self.threads } else { 1 };
+        // SAFETY: every buffer was checked against (or allocated for) the shapes the kernel
+        // was built for, evaluated with these bindings; the kernel is the plan's.
+        unsafe {
+            step.launch(
+                &self.kernels[step.kernel],
+                &pointers,
+                bindings,
+                chunks,
+            )
+        }
+        .map_err(RunError)
+    }
+
+    /// Runs one node on the interpreter.
+    fn interpret<'a>(
+        &self,
+        step: &InterpStep,
+        bindings: &Bindings,
+        base: *mut u8,
+        live: &mut [Option<Live<'a>>],
+    ) -> Result<(), RunError> {
+        let plan = &self.plan;
+        let op = &step.op;
+        let label = format!("node `{}` ({})", step.node, op.kind);
+        let mut args: Vec<Option<Cow<Tensor>>> = Vec::with_capacity(step.inputs.len());
+        for v in &step.inputs {
+            args.push(match v {
+                Some(v) => {
+                    let l = self.live_value(live, *v, &step.node)?;
+                    Some(self.as_tensor(*v, l, base))
+                }
+                None => None,
+            });
+        }
+        let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_deref()).collect();
+        let declared = step.outputs.iter().map(|&v| &plan.values[v]);
+        check_results_fit(&label, declared, bindings)?;
+        let results = eval_op(op, &refs, bindings).map_err(|e| RunError(format!("{label}: {e}")))?;
+        if results.len() < step.outputs.len() {
+            return Err(RunError(format!(
+                "{label}: produced {} outputs, {} declared",
+                results.len(),
+                step.outputs.len()
+            )));
+        }
+        drop(args);
+        for (&v, t) in step.outputs.iter().zip(results) {
+            let declared = &plan.values[v];
+            if t.dtype() != declared.ty.dtype || t.shape().len() != declared.ty.shape.len() {
+                return Err(RunError(format!(
+                    "{label}: output `{}` is {}{:?}, inferred as {}",
+                    declared.name,
+                    t.dtype(),
+                    t.shape(),
+                    declared.ty.dtype
+                )));
+            }
+            live[v] = Some(Live {
+                shape: t.shape().to_vec(),
+                slot: Slot::Owned(Arc::new(standard(t))),
+            });
+        }
+        Ok(())
+    }
+
+    /// Places every kernel-produced value in the arena by liveness, for these bindings.
+    fn plan_arena(
+        &self,
+        bindings: &Bindings,
+    ) -> Result<(HashMap<ValueIndex, usize>, RunStats), RunError> {
+        let plan = &self.plan;
+        // Views share their input's buffer: resolve each value to the value that owns it.
+        let mut owner: HashMap<ValueIndex, ValueIndex> = HashMap::new();
+        let mut lifetimes: Vec<(ValueIndex, Lifetime)> = vec![];
+        let mut index: HashMap<ValueIndex, usize> = HashMap::new();
+        let root = |owner: &HashMap<ValueIndex, ValueIndex>, v| *owner.get(&v).unwrap_or(&v);
+        let touch = |v, step: usize, index: &HashMap<_, usize>, lifetimes: &mut Vec<(_, Lifetime)>| {
+            if let Some(&i) = index.get(&v) {
+                lifetimes[i].1.last = lifetimes[i].1.last.max(step);
+            }
+        };
+        for (s, step) in plan.steps.iter().enumerate() {
+            match step {
+                Step::View { input, output, .. } => {
+                    let r = root(&owner, *input);
+                    owner.insert(*output, r);
+                    touch(r, s, &index, &mut lifetimes);
+                }
+                Step::Interp(i) => {
+                    for v in i.inputs.iter().flatten() {
+                        touch(root(&owner, *v), s, &index, &mut lifetimes);
+                    }
+                }
+                Step::Kernel(k) => {
+                    for arg in &k.args {
+                        if let Binding::Read(v) = arg {
+                            touch(root(&owner, *v), s, &index, &mut lifetimes);
+                        }
+                    }
+                    for arg in &k.args {
+                        let Binding::Write(v) = arg else { continue };
+                        let shape = self.concrete(*v, bindings)?;
+                        let bytes = kiln_ir::host::bytes_of(&shape, 4);
+                        let what = format!("value `{}` {shape:?}", plan.values[*v].name);
+                        kiln_ir::host::check_fits(bytes, &what).map_err(RunError)?;
+                        let bytes = bytes.unwrap_or_default();
+                        index.insert(*v, lifetimes.len());
+                        lifetimes.push((
+                            *v,
+                            Lifetime {
+                                bytes,
+                                first: s,
+                                last: s,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        let end = plan.steps.len();
+        for (_, v) in &plan.outputs {
+            touch(root(&owner, *v), end, &index, &mut lifetimes);
+        }
+        let buffers: Vec<Lifetime> = lifetimes.iter().map(|(_, l)| *l).collect();
+        let p = plan_arena(&buffers);
+        let offsets = lifetimes
+            .iter()
+            .zip(&p.offsets)
+            .map(|((v, _), &o)| (*v, o))
+            .collect();
+        Ok((
+            offsets,
+            RunStats {
+                arena_peak: p.peak,
+                arena_total: p.total,
+                step_seconds: Vec::with_capacity(plan.steps.len()),
+            },
+        ))
+    }
+
+    /// The live value `v` that the step of node `user` reads; an error naming both when no
+    /// earlier step produced it (a defect of the plan, reported instead of a panic).
+    fn live_value<'l, 'a>(
+        &self,
+        live: &'l [Option<Live<'a>>],
+        v: ValueIndex,
+        user: &str,
+    ) -> Result<&'l Live<'a>, RunError> {
+        live[v].as_ref().ok_or_else(|| {
+            RunError(format!(
+                "node {user}: its input `{}` was not computed by any earlier step",
+                self.plan.values[v].name
+            ))
+        })
+    }
+
+    /// The concrete shape of `v` under `bindings`.
+    fn concrete(&self, v: ValueIndex, bindings: &Bindings) -> Result<Vec<usize>, RunError> {
+        let value = &self.plan.values[v];
+        value
+            .ty
+            .shape
+            .iter()
+            .map(|d| d.eval(bindings).and_then(|x| usize::try_from(x).ok()))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| {
+                RunError(format!(
+                    "value `{}`: its shape is not determined by the inputs",
+                    value.name
+                ))
+            })
+    }
+
+    /// The data pointer of a live value.
+    fn pointer(&self, l: &Live, base: *mut u8) -> *mut u8 {
+        if l.shape.contains(&0) {
+            return EMPTY.as_ptr() as *mut u8;
+        }
+        match &l.slot {
+            Slot::Owned(t) => kiln_ir::with_array!(&**t, a => a.as_ptr() as *mut u8),
+            Slot::Held(t) => kiln_ir::with_array!(t, a => a.as_ptr() as *mut u8),
+            Slot::Constant(c) => self.weights.get(*c).as_ptr() as *mut u8,
+            // SAFETY: the offset lies inside the arena (planned from the same sizes).
+            Slot::Arena(o) => unsafe { base.add(*o) },
+        }
+    }
+
+    /// Constant `c` as a tensor (made once).
+    fn constant_tensor(&self, c: usize) -> &Arc<Tensor> {
+        self.constant_tensors[c].get_or_init(|| {
+            let info = &self.plan.constants[c];
+            let data = TensorData::new(info.dtype, info.shape.clone(), self.weights.get(c).clone())
+                .expect("dense constants were validated against their shape");
+            Arc::new(Tensor::from_data(&data))
+        })
+    }
+
+    /// A live value as a tensor for the interpreter (borrowed when it already is one).
+    fn as_tensor<'s>(&'s self, v: ValueIndex, l: &'s Live, base: *mut u8) -> Cow<'s, Tensor> {
+        let held: Option<&Tensor> = match &l.slot {
+            Slot::Owned(t) => Some(t),
+            Slot::Held(t) => Some(t),
+            Slot::Constant(c) => Some(self.constant_tensor(*c)),
+            Slot::Arena(_) => None,
+        };
+        match held {
+            Some(t) if t.shape() == l.shape.as_slice() => Cow::Borrowed(t),
+            _ => Cow::Owned(self.materialise(v, l, base)),
+        }
+    }
+
+    /// A copy of a live value as a tensor.
+    fn materialise(&self, v: ValueIndex, l: &Live, base: *mut u8) -> Tensor {
+        let reshaped = |t: &Tensor| t.reshape(&l.shape).expect("views keep the element count");
+        match &l.slot {
+            Slot::Owned(t) => reshaped(t),
+            Slot::Held(t) => reshaped(t),
+            Slot::Constant(c) => reshaped(self.constant_tensor(*c)),
+            Slot::Arena(o) => {
+                debug_assert_eq!(self.plan.values[v].ty.dtype, DType::F32);
+                let n = l.shape.iter().product();
+                // SAFETY: kernels wrote `n` f32 elements at this arena offset.
+                let data = unsafe { std::slice::from_raw_parts(base.add(*o).cast::<f32>(), n) };
+                Tensor::from_vec(&l.shape, data.to_vec()).expect("element count matches the shape")
+            }
+        }
+    }
+
+    /// Checks the i64 indices of a gather kernel against the table length `bound` (a
+    /// sequence longer than the position table, an id outside the vocabulary).
+    fn check_indices(&self, v: ValueIndex, l: &Live, bound: i64) -> Result<(), RunError> {
+        let indices: Cow<[i64]> = match &l.slot {
+            Slot::Owned(t) => match &**t {
+                Tensor::I64(a) => Cow::Owned(a.iter().copied().collect()),
+                _ => return Ok(()),
+            },
+            Slot::Held(Tensor::I64(a)) => Cow::Owned(a.iter().copied().collect()),
+            Slot::Constant(c) if self.plan.constants[*c].dtype == DType::I64 => {
+                Cow::Owned(bytemuck::pod_collect_to_vec(self.weights.get(*c)))
+            }
+            _ => return Ok(()),
+        };
+        match indices.iter().find(|&&i| i < -bound || i >= bound) {
+            Some(bad) => Err(RunError(format!(
+                "`{}`: index {bad} is out of range for a table of {bound} rows",
+                self.plan.values[v].name
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `t` in row-major standard layout (kernels read dense buffers).
+fn standard(t: Tensor) -> Tensor {
+    kiln_ir::map_array!(t, a => if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() })
+}
+
+/// Zeroed memory that empty buffers point to, so that no kernel ever sees a dangling pointer
+/// (loads from read-only buffers may be hoisted out of loops that run zero times).
+static EMPTY: [u64; 8] = [0; 8];

@@ -1,0 +1,171 @@
+//! The pipeline: load a model ([`load_model`]), optimise it with the rewrite rules, lower it
+//! into a plan and compile its kernels ([`Pipeline::compile`]), in memory or — with a
+//! [`PlanCache`] — as an artefact kept for the next run; or load an artefact of
+//! `kiln compile` ([`Pipeline::open`]). Every front door of kiln goes through here, so a model
+//! is compiled the same way whichever one it came in by.
+//!
+//! ```
+//! use kiln::pipeline::{Options, Pipeline};
+//! let graph = kiln_ir::text::parse(
+//!     "kiln graph v1\ninput %x: f32[n]\n%y: f32[n] = Relu(%x)\noutput y = %y\n",
+//! )
+//! .unwrap();
+//! let program = Pipeline::new(Options::default()).compile(&graph).unwrap();
+//! let x = kiln_ir::Tensor::from_vec(&[3], vec![-1.0f32, 0.5, 2.0]).unwrap();
+//! let feeds = std::collections::HashMap::from([("x".to_string(), x)]);
+//! let (outputs, _) = program.run(&feeds).unwrap();
+//! assert_eq!(outputs[0].1.to_f32_array().as_slice().unwrap(), &[0.0, 0.5, 2.0]);
+//! ```
+
+use crate::cache::PlanCache;
+pub use kiln_codegen::plan::artifact::ArtifactSummary;
+pub use kiln_codegen::plan::Options;
+use kiln_ir::{Graph, NodeKind};
+use kiln_passes::optimize::{optimize, Limits};
+use kiln_passes::rules::builtin_rules;
+pub use kiln_rt::Program;
+use std::hash::Hasher;
+use std::path::Path;
+
+/// How models are compiled: the backend and threads, whether the rewrite rules run, and
+/// whether compiled plans are cached.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// Backend and threads.
+    pub options: Options,
+    /// Whether the built-in rewrite rules optimise the graph first (off: compile it as
+    /// exported, for comparisons).
+    pub fuse: bool,
+    /// Where compiled plans are kept between runs (None: compile every time).
+    pub cache: Option<PlanCache>,
+}
+
+impl Pipeline {
+    /// A pipeline that optimises and compiles with `options`, caching nothing.
+    pub fn new(options: Options) -> Pipeline {
+        Pipeline {
+            options,
+            fuse: true,
+            cache: None,
+        }
+    }
+
+    /// This pipeline, optimising (`true`) or compiling graphs as exported.
+    pub fn fused(mut self, fuse: bool) -> Pipeline {
+        self.fuse = fuse;
+        self
+    }
+
+    /// This pipeline, keeping compiled plans in `cache`.
+    pub fn cached(mut self, cache: Option<PlanCache>) -> Pipeline {
+        self.cache = cache;
+        self
+    }
+
+    /// `graph` as the pipeline compiles it: optimised by the built-in rules, or as it is.
+    pub fn optimise(&self, graph: &Graph) -> Result<Graph, String> {
+        if !self.fuse {
+            return Ok(graph.clone());
+        }
+        Ok(optimize(graph, &builtin_rules(), &Limits::default())?.0)
+    }
+
+    /// `graph` optimised, lowered and compiled; from the cache when it holds this graph
+    /// compiled with these options by this kiln for this CPU.
+    pub fn compile(&self, graph: &Graph) -> Result<Program, String> {
+        if let Some(cache) = &self.cache {
+            let key = self.cache_key(graph)?;
+            let write = |dir: &Path| -> Result<(), String> {
+                let optimised = self.optimise(graph)?;
+                kiln_codegen::plan::artifact::write_artifact(&optimised, dir, self.options.backend)
+                    .map(|_| ())
+            };
+            if let Some(program) = cache.get_or_build(&key, self.options.threads, write)? {
+                return Ok(program);
+            }
+        }
+        kiln_codegen::plan::compile(&self.optimise(graph)?, &self.options)
+    }
+
+    /// The program of the model at `path`: an artefact of `kiln compile` loaded as it is
+    /// (already optimised and compiled, by the backend that compiled it), anything else
+    /// loaded with [`load_model`] and compiled.
+    pub fn open(&self, path: &Path) -> Result<Program, String> {
+        if kiln_rt::artifact::is_artifact(path) {
+            return kiln_rt::artifact::load(path, self.options.threads);
+        }
+        let graph = load_model(path)?;
+        self.compile(&graph)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Optimises each entry point of a model and compiles it ahead of time into the named
+    /// subdirectory of `root` (`""`: `root` itself); they share `root/weights.bin`.
+    pub fn write_artifacts(
+        &self,
+        entries: &[(&Graph, &str)],
+        root: &Path,
+    ) -> Result<Vec<ArtifactSummary>, String> {
+        let optimised = entries
+            .iter()
+            .map(|(g, name)| Ok((self.optimise(g)?, *name)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let entries: Vec<(&Graph, &str)> = optimised.iter().map(|(g, n)| (g, *n)).collect();
+        kiln_codegen::plan::artifact::write_artifacts(&entries, root, self.options.backend)
+    }
+
+    /// The cache key of `graph` compiled by this pipeline: its content, the options that
+    /// change the compiled code, this kiln's build and this CPU's features.
+    fn cache_key(&self, graph: &Graph) -> Result<String, String> {
+        let target = self.options.backend.target()?;
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&graph_fingerprint(graph).to_le_bytes());
+        let options = format!(
+            "fuse={} backend={} cpu={} features={} build={}",
+            self.fuse,
+            target.backend,
+            target.cpu,
+            target.features.join(","),
+            crate::cache::build_id()
+        );
+        h.update(options.as_bytes());
+        Ok(format!("{:032x}", h.digest128()))
+    }
+}
+
+/// A hash of everything a graph computes: its nodes, their ops and attributes, the types of
+/// their values, and the bytes of its constants.
+pub fn graph_fingerprint(graph: &Graph) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for n in graph.node_ids() {
+        let node = graph.node(n);
+        let kind = match &node.kind {
+            NodeKind::Input => "input".to_string(),
+            NodeKind::Op(op) => format!("{op:?}"),
+            NodeKind::Constant(data) => {
+                let bytes = xxhash_rust::xxh3::xxh3_128(data.bytes());
+                format!("const {} {:?} {bytes:032x}", data.dtype(), data.shape())
+            }
+        };
+        let line = format!("{n:?} {} {kind} {:?} {:?}\n", node.name, node.inputs, node.outputs);
+        h.write(line.as_bytes());
+    }
+    h.write(format!("{:?}", graph.outputs()).as_bytes());
+    h.digest128()
+}
+
+/// Loads the model at `path` into a graph: an `.onnx` file, or a Hugging Face checkpoint
+/// directory (config.json + safetensors; its prefill graph). An artefact holds a compiled
+/// plan, not a graph: it is run with [`Pipeline::open`].
+pub fn load_model(path: &Path) -> Result<Graph, String> {
+    if kiln_rt::artifact::is_artifact(path) {
+        return Err(format!(
+            "{}: an artefact of `kiln compile` holds a compiled plan, not a graph; give the model it was compiled from",
+            path.display()
+        ));
+    }
+    if path.is_dir() {
+        return kiln_frontends::hf::load_checkpoint(path);
+    }
+    kiln_frontends::onnx::load_model(path)
+}
