@@ -848,12 +848,15 @@ fn llvm_artifacts_record_their_cpu_level() {
     let model = bert();
     let args = ["compile", model.to_str().unwrap(), "-o", artifact_arg];
     success(&kiln(&[&args[..], &["--backend", "llvm"]].concat()));
-    let manifest = std::fs::read_to_string(artifact.join("manifest.txt")).unwrap();
-    let level = kiln_codegen::CpuLevel::host().name();
-    assert!(
-        manifest.contains(&format!("backend llvm {level}\nfeatures {level}\n")),
-        "{manifest}"
+    let plan = std::fs::read_to_string(artifact.join("plan.json")).unwrap();
+    let level = kiln_codegen::CpuLevel::host();
+    let features: Vec<String> = level.features().iter().map(|f| format!("\"{f}\"")).collect();
+    let target = format!(
+        "\"target\":{{\"backend\":\"llvm\",\"cpu\":\"{}\",\"features\":[{}]}}",
+        level.name(),
+        features.join(",")
     );
+    assert!(plan.contains(&target), "{target} is not in the plan");
     success(&run_model(&artifact, &bert_inputs(), &dir));
     let got = read_npy(&dir.join("out/output.npy")).unwrap();
     let want = read_npy(&bert_io("b1_s16", "output")).unwrap();
@@ -866,22 +869,10 @@ fn llvm_artifacts_record_their_cpu_level() {
         "5",
         "--batch",
         "3",
+        "--reference",
+        model.to_str().unwrap(),
     ]));
     assert!(out.contains("ok: max error"), "{out}");
-    // A level this kiln does not know, and one this CPU may not have, are refused by name.
-    let edit = |from: &str, to: &str| {
-        let text = manifest.replacen(from, to, 1);
-        std::fs::write(artifact.join("manifest.txt"), text).unwrap();
-        run_model(&artifact, &bert_inputs(), &dir)
-    };
-    failure(
-        &edit(&format!("backend llvm {level}"), "backend llvm x86-64-v9"),
-        &["manifest.txt", "x86-64-v9"],
-    );
-    failure(
-        &edit(&format!("features {level}"), "features x86-64-v9"),
-        &["manifest.txt", "x86-64-v9", "lacks"],
-    );
 }
 
 #[test]
@@ -916,7 +907,7 @@ fn compiled_artifacts_run_and_reject_tampering() {
     assert!(out.contains("kernel steps"), "{out}");
     for file in [
         "kernels.so",
-        "model.kg",
+        "plan.json",
         "weights.bin",
         "model.h",
         "manifest.txt",
@@ -933,10 +924,21 @@ fn compiled_artifacts_run_and_reject_tampering() {
     let want = read_npy(&bert_io("b1_s16", "output")).unwrap();
     let err = common::max_abs_diff(&got, &want).unwrap();
     assert!(err <= 1e-4, "artefact output differs by {err}");
-    let out = success(&kiln(&["check", artifact.to_str().unwrap(), "--seq", "5"]));
+    let bert_model = bert();
+    let bert_model = bert_model.to_str().unwrap();
+    let reference = ["--reference", bert_model];
+    let out = success(&kiln(
+        &[&["check", artifact.to_str().unwrap(), "--seq", "5"], &reference[..]].concat(),
+    ));
     assert!(out.contains("ok: max error"), "{out}");
+    // An artefact holds no graph: the interpreter's reference must be named.
+    failure(
+        &kiln(&["check", artifact.to_str().unwrap()]),
+        &["bert", "--reference"],
+    );
     let out = success(&kiln(&["inspect", artifact.to_str().unwrap()]));
     assert!(out.contains("input_ids: i64[batch, seq]"), "{out}");
+    assert!(out.contains("gemm.b_panels"), "{out}");
 
     // A causal checkpoint gets one artefact per entry point.
     let llama = dir.join("llama");
@@ -983,7 +985,10 @@ fn compiled_artifacts_run_and_reject_tampering() {
     // interpreter on random inputs with a cache of 7 positions.
     let decode = llama.join("decode");
     let decode = decode.to_str().unwrap();
-    let out = success(&kiln(&["check", decode, "--seq", "1", "--past", "7"]));
+    let llama_reference = ["--reference", llama_dir.to_str().unwrap()];
+    let out = success(&kiln(
+        &[&["check", decode, "--seq", "1", "--past", "7"], &llama_reference[..]].concat(),
+    ));
     assert!(out.contains("ok: max error"), "{out}");
     assert!(out.contains("present_key.0 [2, 2, 8, 16]"), "{out}");
     let out = success(&kiln(&["explain", decode]));
@@ -1012,17 +1017,27 @@ fn compiled_artifacts_run_and_reject_tampering() {
         std::fs::write(copy.join(file), edit(bytes)).unwrap();
         run_model(&copy, &bert_inputs(), &dir)
     };
-    let other_kernel = |b: Vec<u8>| {
-        let text = String::from_utf8(b).unwrap();
-        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-        let last = lines
-            .iter()
-            .rposition(|l| l.starts_with("kernel "))
-            .unwrap();
-        let (head, hash) = lines[last].rsplit_once(' ').unwrap();
-        let flipped: String = hash.chars().rev().collect();
-        lines[last] = format!("{head} {flipped}");
-        (lines.join("\n") + "\n").into_bytes()
+    // An edit of the plan that keeps the manifest's checksum true (a hand edit resealed).
+    let resealed = |tag: &str, edit: &dyn Fn(String) -> String| {
+        let copy = dir.join(tag);
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(&artifact).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        let plan = edit(std::fs::read_to_string(copy.join("plan.json")).unwrap());
+        std::fs::write(copy.join("plan.json"), &plan).unwrap();
+        let hash = xxhash_rust::xxh3::xxh3_128(plan.as_bytes());
+        let manifest: Vec<String> = std::fs::read_to_string(copy.join("manifest.txt"))
+            .unwrap()
+            .lines()
+            .map(|l| match l.starts_with("file plan.json ") {
+                true => format!("file plan.json {} {hash:032x}", plan.len()),
+                false => l.to_string(),
+            })
+            .collect();
+        std::fs::write(copy.join("manifest.txt"), manifest.join("\n") + "\n").unwrap();
+        run_model(&copy, &bert_inputs(), &dir)
     };
     let flip = |at: usize| {
         move |mut b: Vec<u8>| {
@@ -1032,21 +1047,24 @@ fn compiled_artifacts_run_and_reject_tampering() {
         }
     };
     failure(
-        &damaged("fingerprint", "manifest.txt", &other_kernel),
-        &["manifest.txt", "differ", "kiln compile"],
+        &resealed("format", &|p| p.replacen("\"format\":1,", "\"format\":99,", 1)),
+        &["plan.json", "format 99", "kiln compile"],
+    );
+    failure(
+        &resealed("symbol", &|p| p.replacen("\"symbol\":\"k0_", "\"symbol\":\"gone_", 1)),
+        &["kernels.so", "has no kernel `gone_"],
+    );
+    failure(
+        &resealed("cpu", &|p| p.replacen("\"features\":[", "\"features\":[\"quantum_fpu\",", 1)),
+        &["quantum_fpu"],
+    );
+    failure(
+        &resealed("constant", &|p| p.replacen("\"offset\":0,", "\"offset\":99999999999,", 1)),
+        &["weights.bin", "constant"],
     );
     failure(
         &damaged("header", "manifest.txt", &|_| b"something else\n".to_vec()),
-        &["manifest.txt", "kiln artifact v2"],
-    );
-    failure(
-        &damaged("cpu", "manifest.txt", &|b| {
-            String::from_utf8(b)
-                .unwrap()
-                .replacen("features ", "features has_quantum_fpu ", 1)
-                .into_bytes()
-        }),
-        &["manifest.txt", "has_quantum_fpu"],
+        &["manifest.txt", "kiln artifact v3"],
     );
     // Truncated or bit-flipped files are refused by their checksums before they are read
     // (a damaged library is never opened: its code would run).
@@ -1059,17 +1077,12 @@ fn compiled_artifacts_run_and_reject_tampering() {
         &["weights.bin", "checksum differs"],
     );
     failure(
-        &damaged("graph", "model.kg", &|b| b[..b.len() / 3].to_vec()),
-        &["model.kg", "bytes, but the manifest records"],
+        &damaged("plan", "plan.json", &|b| b[..b.len() / 3].to_vec()),
+        &["plan.json", "bytes, but the manifest records"],
     );
     failure(
-        &damaged("graph-edit", "model.kg", &|b| {
-            String::from_utf8(b)
-                .unwrap()
-                .replacen("= weights[0]", "= weights[4]", 1)
-                .into_bytes()
-        }),
-        &["model.kg", "checksum differs"],
+        &damaged("plan-edit", "plan.json", &flip(200)),
+        &["plan.json", "checksum differs"],
     );
     failure(
         &damaged("library", "kernels.so", &|b| b[..64].to_vec()),

@@ -5,7 +5,7 @@ use crate::compiled::{CacheArgs, CodeGen};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use clap::Args;
 use kiln::pipeline::load_model;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `kiln check`.
@@ -37,6 +37,10 @@ pub struct CheckArgs {
     /// The code generator (an artefact runs with the one that compiled it).
     #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
     backend: CodeGen,
+    /// The model an artefact was compiled from, whose interpreter run is the reference
+    /// (required when MODEL is an artefact: an artefact holds a compiled plan, not a graph).
+    #[arg(long, value_name = "MODEL")]
+    reference: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -54,13 +58,34 @@ impl CheckArgs {
 
 /// Compares the compiled model with the interpreter; exit 1 when an output is over tolerance.
 pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
-    let graph = load_model(&args.model)?;
     let pipeline = args
         .cache
         .pipeline(args.backend.backend(), args.threads as usize, true);
-    let program = pipeline
-        .compile(&graph)
-        .map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let (graph, program) = match (&args.reference, kiln_rt::artifact::is_artifact(&args.model)) {
+        (Some(reference), true) => (
+            reference_graph(reference, &args.model)?,
+            pipeline.open(&args.model)?,
+        ),
+        (None, true) => {
+            return Err(format!(
+                "{}: an artefact holds a compiled plan, not a graph; give the model it was compiled from with --reference MODEL",
+                args.model.display()
+            ))
+        }
+        (Some(_), false) => {
+            return Err(format!(
+                "{}: --reference is for checking an artefact against the model it was compiled from",
+                args.model.display()
+            ))
+        }
+        (None, false) => {
+            let graph = load_model(&args.model)?;
+            let program = pipeline
+                .compile(&graph)
+                .map_err(|e| format!("{}: {e}", args.model.display()))?;
+            (graph, program)
+        }
+    };
     let given = read_feeds(&args.inputs)?;
     let stats = program.stats();
     // The report is printed once every trial has run, so that an error leaves stdout empty.
@@ -132,4 +157,21 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The graph `artifact` was compiled from: the model at `reference`, or, for a causal
+/// checkpoint, its entry point that the artefact's directory is named after (`decode`,
+/// else `prefill`).
+fn reference_graph(reference: &Path, artifact: &Path) -> Result<kiln_ir::Graph, String> {
+    if reference.is_dir() {
+        let hf = kiln_frontends::hf::HfModel::open(reference)?;
+        if hf.is_causal() {
+            let entry = match artifact.file_name().and_then(|n| n.to_str()) {
+                Some("decode") => kiln_frontends::hf::Entry::Decode,
+                _ => kiln_frontends::hf::Entry::Prefill,
+            };
+            return hf.graph(entry);
+        }
+    }
+    load_model(reference)
 }

@@ -107,8 +107,13 @@ const FUSIONS: &[(OpKind, &str)] = &[
     (OpKind::RotaryEmbedding, "RoPE (ONNX RotaryEmbedding)"),
 ];
 
-/// Prints what the passes did to the model.
+/// Prints what the passes did to the model; for an artefact, the steps of its plan.
 pub fn explain(args: &ExplainArgs) -> Result<(), String> {
+    if kiln_rt::artifact::is_artifact(&args.pass.model) {
+        let program = kiln_rt::artifact::load(&args.pass.model, 1)?;
+        print_plan(program.plan());
+        return Ok(());
+    }
     let (_, optimized, report) = run(&args.pass)?;
     println!("rules fired:");
     if report.rules_fired.is_empty() {
@@ -169,11 +174,18 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
 /// kind, ops, and schedule with where it came from), view or interpreter fallback (with the
 /// reason no template took it).
 fn print_kernels(optimized: &kiln_ir::Graph, backend: Backend) -> Result<(), String> {
-    let plan = kiln_codegen::plan::lowering::lower_graph(optimized, backend)?.plan;
+    print_plan(&kiln_codegen::plan::lowering::lower_graph(optimized, backend)?.plan);
+    Ok(())
+}
+
+/// Prints a plan's steps: one line per kernel (its kind, ops, and schedule with where it came
+/// from), view or interpreter fallback (with the reason no template took it).
+fn print_plan(plan: &kiln_rt::plan::Plan) {
+    let backend = &plan.target.backend;
     let stats = &plan.stats;
     println!(
-        "kernels ({}): {} kernels ({} distinct), {} views, {} nodes on the interpreter, {} ops folded at compile time",
-        backend.name(), stats.kernels, stats.distinct_kernels, stats.views, stats.interpreted, stats.folded
+        "kernels ({backend}): {} kernels ({} distinct), {} views, {} nodes on the interpreter, {} ops folded at compile time",
+        stats.kernels, stats.distinct_kernels, stats.views, stats.interpreted, stats.folded
     );
     for r in &plan.reports {
         let nodes = r.nodes.join(" + ");
@@ -193,5 +205,4 @@ fn print_kernels(optimized: &kiln_ir::Graph, backend: Backend) -> Result<(), Str
             (None, None) => println!("  {:<12} {nodes}", r.kind),
         }
     }
-    Ok(())
 }

@@ -2,9 +2,14 @@
 
 use std::process::{Command, Output};
 
-/// Runs the kiln binary with `args`.
+/// The plan cache of the tests' kiln runs: under the build's scratch directory, never the
+/// user's.
+pub const TEST_CACHE_HOME: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/xdg-cache");
+
+/// Runs the kiln binary with `args` (its plan cache under [`TEST_CACHE_HOME`]).
 pub fn kiln<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("XDG_CACHE_HOME", TEST_CACHE_HOME)
         .args(args)
         .output()
         .expect("the kiln binary runs")
