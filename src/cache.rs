@@ -10,7 +10,6 @@
 //! format) is discarded and rebuilt with one warning line; a cache that cannot be written
 //! (read-only, full) is skipped with one warning line, and the model is compiled in memory.
 
-use kiln_rt::Program;
 use std::path::{Path, PathBuf};
 
 /// A directory of cached plans.
@@ -51,22 +50,25 @@ impl PlanCache {
         &self.dir
     }
 
-    /// The program of entry `key`, loaded to run on `threads` threads; on a miss, `write`
-    /// writes the artefact into a directory first. `Ok(None)` when the cache cannot be used
-    /// (it says why on stderr) and the caller should compile in memory; an error of `write`
-    /// that is not about the cache's own files is returned as it is.
-    pub fn get_or_build(
+    /// What `load` makes of entry `key`; on a miss, `write` writes the artefacts into the
+    /// entry's directory first. `Ok(None)` when the cache cannot be used (it says why on
+    /// stderr) and the caller should compile in memory; an error of `write` that is not about
+    /// the cache's own files is returned as it is.
+    pub fn get_or_build<T>(
         &self,
         key: &str,
-        threads: usize,
         write: impl FnOnce(&Path) -> Result<(), String>,
-    ) -> Result<Option<Program>, String> {
+        load: impl Fn(&Path) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
         let entry = self.dir.join(key);
         if entry.exists() {
-            match kiln_rt::artifact::load(&entry, threads) {
-                Ok(program) => return Ok(Some(program)),
+            match load(&entry) {
+                Ok(loaded) => return Ok(Some(loaded)),
                 Err(e) => {
-                    warn(&format!("discarding the cached plan {} ({e}); compiling again", entry.display()));
+                    warn(&format!(
+                        "discarding the cached plan {} ({e}); compiling again",
+                        entry.display()
+                    ));
                     let _ = std::fs::remove_dir_all(&entry);
                 }
             }
@@ -80,13 +82,18 @@ impl PlanCache {
         );
         let temp = self.dir.join(unique);
         if let Err(e) = std::fs::create_dir_all(&temp) {
-            warn(&format!("cannot write the plan cache {} ({e}); compiling in memory", self.dir.display()));
+            warn(&format!(
+                "cannot write the plan cache {} ({e}); compiling in memory",
+                self.dir.display()
+            ));
             return Ok(None);
         }
         if let Err(e) = write(&temp) {
             let _ = std::fs::remove_dir_all(&temp);
             if e.contains(&*temp.to_string_lossy()) {
-                warn(&format!("cannot write the plan cache ({e}); compiling in memory"));
+                warn(&format!(
+                    "cannot write the plan cache ({e}); compiling in memory"
+                ));
                 return Ok(None);
             }
             return Err(e);
@@ -95,10 +102,12 @@ impl PlanCache {
             // Another process filled the entry first: use its plan.
             let _ = std::fs::remove_dir_all(&temp);
         }
-        match kiln_rt::artifact::load(&entry, threads) {
-            Ok(program) => Ok(Some(program)),
+        match load(&entry) {
+            Ok(loaded) => Ok(Some(loaded)),
             Err(e) => {
-                warn(&format!("the plan just cached does not load ({e}); compiling in memory"));
+                warn(&format!(
+                    "the plan just cached does not load ({e}); compiling in memory"
+                ));
                 Ok(None)
             }
         }

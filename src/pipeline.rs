@@ -73,18 +73,32 @@ impl Pipeline {
     /// `graph` optimised, lowered and compiled; from the cache when it holds this graph
     /// compiled with these options by this kiln for this CPU.
     pub fn compile(&self, graph: &Graph) -> Result<Program, String> {
+        Ok(self.compile_entries(&[(graph, "")])?.remove(0))
+    }
+
+    /// The entry points of one model (`(graph, name)`: prefill and decode) compiled as
+    /// [`Pipeline::compile`] does, holding the constants they share once (in memory, or in
+    /// one cached weights file).
+    pub fn compile_entries(&self, entries: &[(&Graph, &str)]) -> Result<Vec<Program>, String> {
         if let Some(cache) = &self.cache {
-            let key = self.cache_key(graph)?;
-            let write = |dir: &Path| -> Result<(), String> {
-                let optimised = self.optimise(graph)?;
-                kiln_codegen::plan::artifact::write_artifact(&optimised, dir, self.options.backend)
-                    .map(|_| ())
+            let key = self.cache_key(entries)?;
+            let write = |dir: &Path| self.write_artifacts(entries, dir).map(|_| ());
+            let load = |dir: &Path| {
+                entries
+                    .iter()
+                    .map(|(_, name)| kiln_rt::artifact::load(&dir.join(name), self.options.threads))
+                    .collect::<Result<Vec<_>, String>>()
             };
-            if let Some(program) = cache.get_or_build(&key, self.options.threads, write)? {
-                return Ok(program);
+            if let Some(programs) = cache.get_or_build(&key, write, load)? {
+                return Ok(programs);
             }
         }
-        kiln_codegen::plan::compile(&self.optimise(graph)?, &self.options)
+        let optimised = entries
+            .iter()
+            .map(|(g, _)| self.optimise(g))
+            .collect::<Result<Vec<_>, String>>()?;
+        let graphs: Vec<&Graph> = optimised.iter().collect();
+        kiln_codegen::plan::compile_entries(&graphs, &self.options)
     }
 
     /// The program of the model at `path`: an artefact of `kiln compile` loaded as it is
@@ -114,12 +128,15 @@ impl Pipeline {
         kiln_codegen::plan::artifact::write_artifacts(&entries, root, self.options.backend)
     }
 
-    /// The cache key of `graph` compiled by this pipeline: its content, the options that
-    /// change the compiled code, this kiln's build and this CPU's features.
-    fn cache_key(&self, graph: &Graph) -> Result<String, String> {
+    /// The cache key of `entries` compiled by this pipeline: their names and content, the
+    /// options that change the compiled code, this kiln's build and this CPU's features.
+    fn cache_key(&self, entries: &[(&Graph, &str)]) -> Result<String, String> {
         let target = self.options.backend.target()?;
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&graph_fingerprint(graph).to_le_bytes());
+        for (graph, name) in entries {
+            h.update(name.as_bytes());
+            h.update(&graph_fingerprint(graph).to_le_bytes());
+        }
         let options = format!(
             "fuse={} backend={} cpu={} features={} build={}",
             self.fuse,
@@ -147,7 +164,10 @@ pub fn graph_fingerprint(graph: &Graph) -> u128 {
                 format!("const {} {:?} {bytes:032x}", data.dtype(), data.shape())
             }
         };
-        let line = format!("{n:?} {} {kind} {:?} {:?}\n", node.name, node.inputs, node.outputs);
+        let line = format!(
+            "{n:?} {} {kind} {:?} {:?}\n",
+            node.name, node.inputs, node.outputs
+        );
         h.write(line.as_bytes());
     }
     h.write(format!("{:?}", graph.outputs()).as_bytes());

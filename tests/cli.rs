@@ -850,7 +850,11 @@ fn llvm_artifacts_record_their_cpu_level() {
     success(&kiln(&[&args[..], &["--backend", "llvm"]].concat()));
     let plan = std::fs::read_to_string(artifact.join("plan.json")).unwrap();
     let level = kiln_codegen::CpuLevel::host();
-    let features: Vec<String> = level.features().iter().map(|f| format!("\"{f}\"")).collect();
+    let features: Vec<String> = level
+        .features()
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect();
     let target = format!(
         "\"target\":{{\"backend\":\"llvm\",\"cpu\":\"{}\",\"features\":[{}]}}",
         level.name(),
@@ -928,7 +932,11 @@ fn compiled_artifacts_run_and_reject_tampering() {
     let bert_model = bert_model.to_str().unwrap();
     let reference = ["--reference", bert_model];
     let out = success(&kiln(
-        &[&["check", artifact.to_str().unwrap(), "--seq", "5"], &reference[..]].concat(),
+        &[
+            &["check", artifact.to_str().unwrap(), "--seq", "5"],
+            &reference[..],
+        ]
+        .concat(),
     ));
     assert!(out.contains("ok: max error"), "{out}");
     // An artefact holds no graph: the interpreter's reference must be named.
@@ -987,7 +995,11 @@ fn compiled_artifacts_run_and_reject_tampering() {
     let decode = decode.to_str().unwrap();
     let llama_reference = ["--reference", llama_dir.to_str().unwrap()];
     let out = success(&kiln(
-        &[&["check", decode, "--seq", "1", "--past", "7"], &llama_reference[..]].concat(),
+        &[
+            &["check", decode, "--seq", "1", "--past", "7"],
+            &llama_reference[..],
+        ]
+        .concat(),
     ));
     assert!(out.contains("ok: max error"), "{out}");
     assert!(out.contains("present_key.0 [2, 2, 8, 16]"), "{out}");
@@ -1047,19 +1059,27 @@ fn compiled_artifacts_run_and_reject_tampering() {
         }
     };
     failure(
-        &resealed("format", &|p| p.replacen("\"format\":1,", "\"format\":99,", 1)),
+        &resealed("format", &|p| {
+            p.replacen("\"format\":1,", "\"format\":99,", 1)
+        }),
         &["plan.json", "format 99", "kiln compile"],
     );
     failure(
-        &resealed("symbol", &|p| p.replacen("\"symbol\":\"k0_", "\"symbol\":\"gone_", 1)),
+        &resealed("symbol", &|p| {
+            p.replacen("\"symbol\":\"k0_", "\"symbol\":\"gone_", 1)
+        }),
         &["kernels.so", "has no kernel `gone_"],
     );
     failure(
-        &resealed("cpu", &|p| p.replacen("\"features\":[", "\"features\":[\"quantum_fpu\",", 1)),
+        &resealed("cpu", &|p| {
+            p.replacen("\"features\":[", "\"features\":[\"quantum_fpu\",", 1)
+        }),
         &["quantum_fpu"],
     );
     failure(
-        &resealed("constant", &|p| p.replacen("\"offset\":0,", "\"offset\":99999999999,", 1)),
+        &resealed("constant", &|p| {
+            p.replacen("\"offset\":0,", "\"offset\":99999999999,", 1)
+        }),
         &["weights.bin", "constant"],
     );
     failure(

@@ -264,5 +264,8 @@ fn damaged_artifacts_are_refused_or_give_the_right_answer() {
         .filter(|((m, _, o), _)| *m == "resealed" && o.starts_with("ran"))
         .map(|(_, n)| n)
         .sum();
-    assert!(ran > 0, "no resealed case ran, so no damage reached the kernels");
+    assert!(
+        ran > 0,
+        "no resealed case ran, so no damage reached the kernels"
+    );
 }

@@ -26,9 +26,8 @@ type Runner = Box<dyn Fn(&HashMap<String, Tensor>) -> Vec<(String, Tensor)>>;
 /// The four ways every test here runs a graph.
 fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
     let interp_graph = graph.clone();
-    let compile = |backend| {
-        kiln_codegen::plan::compile(graph, &common::options(2, backend)).unwrap()
-    };
+    let compile =
+        |backend| kiln_codegen::plan::compile(graph, &common::options(2, backend)).unwrap();
     let program = compile(kiln_codegen::Backend::Cranelift);
     let llvm = compile(kiln_codegen::Backend::llvm());
     let artifact =

@@ -10,9 +10,9 @@
 // The C API's types keep their C names.
 #![allow(non_camel_case_types)]
 
-use kiln_rt::Program;
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::{DType, Dim, Tensor, TensorData};
+use kiln_rt::Program;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};

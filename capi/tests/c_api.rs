@@ -5,10 +5,10 @@
 //! calls (wrong rank, dtype, count, dims, NULL pointers, a missing artefact) fail with a
 //! status and a one-line message, from C and through the same functions called from Rust.
 
+use kiln::pipeline::{Options, Pipeline};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::npy::read_npy;
 use kiln_ir::{Graph, Tensor, TensorData};
-use kiln::pipeline::{Options, Pipeline};
 use kiln_runtime::*;
 use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};

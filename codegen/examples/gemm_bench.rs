@@ -8,12 +8,12 @@
 //! median (and best) time of 11 timed runs after 2 warm-up runs, and the GFLOP/s (2·M·K·N
 //! flops per run). The machine is shared: run it a few times and take the best medians.
 
-use kiln_rt::native::NativeKernel;
 use kiln_codegen::templates::gemm::{matmul, Epilogue, MatMulSpec};
 use kiln_codegen::templates::Built;
 use kiln_codegen::{Backend, Schedule};
 use kiln_ir::interp::Bindings;
 use kiln_ir::Dim;
+use kiln_rt::native::NativeKernel;
 use std::time::Instant;
 
 /// M×K×N: decoding (M = 1, 7), then the prefill shapes of the acceptance figures.

@@ -55,7 +55,11 @@ impl CpuLevel {
             CpuLevel::V3 => &[&v2, &v3],
             CpuLevel::V4 => &[&v2, &v3, &v4],
         };
-        levels.iter().flat_map(|l| l.iter()).map(|f| f.to_string()).collect()
+        levels
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|f| f.to_string())
+            .collect()
     }
 
     /// LLVM's name of the level's CPU (`x86-64-v4`).

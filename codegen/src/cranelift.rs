@@ -5,7 +5,6 @@
 
 use crate::intrinsics::{self, Math};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
-use kiln_rt::native::{CodeOwner, KernelFn, NativeKernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -14,6 +13,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
+use kiln_rt::native::{CodeOwner, KernelFn, NativeKernel};
 use std::sync::Arc;
 
 type Ssa = cranelift_codegen::ir::Value;
@@ -56,7 +56,9 @@ pub fn compile_all(kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
         .into_iter()
         .zip(kernels)
         // SAFETY: each function is the code of its kernel, kept alive by `code`.
-        .map(|(function, k)| unsafe { NativeKernel::new(code.clone(), function, k.buffers, k.sizes) })
+        .map(|(function, k)| unsafe {
+            NativeKernel::new(code.clone(), function, k.buffers, k.sizes)
+        })
         .collect())
 }
 

@@ -13,8 +13,8 @@ pub mod kir;
 pub mod llvm;
 mod native;
 pub mod plan;
-mod schedule;
+pub mod schedule;
 pub mod templates;
 
 pub use backend::{Backend, CpuLevel};
-pub use schedule::Schedule;
+pub use schedule::{Heuristic, Param, Schedule, ScheduleRequest, ScheduleSource, Space};

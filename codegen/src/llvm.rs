@@ -9,7 +9,6 @@
 use crate::intrinsics::{self, Math};
 use crate::kir::{self, Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use crate::native;
-use kiln_rt::native::NativeKernel;
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::builder::{Builder, BuilderError};
 use inkwell::context::Context;
@@ -26,6 +25,7 @@ use inkwell::values::{
     VectorValue,
 };
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
+use kiln_rt::native::NativeKernel;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;

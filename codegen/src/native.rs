@@ -15,6 +15,7 @@ pub(crate) fn symbol_of(kernel: &Kernel) -> KernelInfo {
     KernelInfo {
         symbol: kernel.name.clone(),
         template: String::new(),
+        template_version: 0,
         buffers: kernel.buffers,
         sizes: kernel.sizes,
         schedule: Default::default(),
@@ -29,7 +30,10 @@ pub(crate) fn symbol_of(kernel: &Kernel) -> KernelInfo {
 /// The library must have been linked from an object the backends emitted for these very
 /// kernels (same KIR under the same names).
 #[cfg(feature = "llvm")]
-pub(crate) unsafe fn load_kernels(path: &Path, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
+pub(crate) unsafe fn load_kernels(
+    path: &Path,
+    kernels: &[Kernel],
+) -> Result<Vec<NativeKernel>, String> {
     let symbols: Vec<KernelInfo> = kernels.iter().map(symbol_of).collect();
     // SAFETY: the caller's contract.
     unsafe { load_library(path, &symbols) }

@@ -65,8 +65,16 @@ pub fn load(dir: &Path, threads: usize) -> Result<Program, String> {
     // kernel list names its symbols and their argument counts.
     let kernels = unsafe { load_library(&dir.join(LIBRARY), &plan.kernels)? };
     // SAFETY: as above: the kernels are the plan's, in its order.
-    unsafe { Program::new(plan, weights, kernels, threads, start.elapsed().as_secs_f64()) }
-        .map_err(|e| format!("{}: {e}", plan_path.display()))
+    unsafe {
+        Program::new(
+            plan,
+            weights,
+            kernels,
+            threads,
+            start.elapsed().as_secs_f64(),
+        )
+    }
+    .map_err(|e| format!("{}: {e}", plan_path.display()))
 }
 
 /// Writes the artefacts of one model's entry points, which share one weights file.

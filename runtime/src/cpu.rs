@@ -64,7 +64,11 @@ pub fn check(needed: &[String]) -> Result<(), String> {
                     "the kernels need CPU feature `{f}`, which this CPU lacks"
                 ))
             }
-            None => return Err(format!("the kernels need CPU feature `{f}`, unknown to this kiln")),
+            None => {
+                return Err(format!(
+                    "the kernels need CPU feature `{f}`, unknown to this kiln"
+                ))
+            }
         }
     }
     Ok(())

@@ -65,7 +65,10 @@ impl NativeKernel {
 /// The library must have been built for these very kernels (the symbols are kernels of the
 /// [`KernelFn`] ABI with the declared counts): a symbol of another signature or another body
 /// is undefined behaviour when called. Loading runs the library's initialisers.
-pub unsafe fn load_library(path: &Path, kernels: &[KernelInfo]) -> Result<Vec<NativeKernel>, String> {
+pub unsafe fn load_library(
+    path: &Path,
+    kernels: &[KernelInfo],
+) -> Result<Vec<NativeKernel>, String> {
     // SAFETY: the caller vouches for the library (it holds kernels only, no initialisers).
     let library = unsafe { libloading::Library::new(path) }
         .map_err(|e| format!("{}: cannot load: {e}", path.display()))?;
@@ -77,9 +80,8 @@ pub unsafe fn load_library(path: &Path, kernels: &[KernelInfo]) -> Result<Vec<Na
         .iter()
         .map(|k| {
             // SAFETY: the caller guarantees the symbol is this kernel with the kernel ABI.
-            let function = unsafe { lib.get::<KernelFn>(k.symbol.as_bytes()) }.map_err(|_| {
-                format!("{}: has no kernel `{}`", path.display(), k.symbol)
-            })?;
+            let function = unsafe { lib.get::<KernelFn>(k.symbol.as_bytes()) }
+                .map_err(|_| format!("{}: has no kernel `{}`", path.display(), k.symbol))?;
             // SAFETY: as above; the library stays loaded while `library` lives.
             Ok(unsafe { NativeKernel::new(library.clone(), *function, k.buffers, k.sizes) })
         })

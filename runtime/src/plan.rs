@@ -111,11 +111,14 @@ pub struct KernelInfo {
     pub symbol: String,
     /// The template that built it (`gemm`, `attention`).
     pub template: String,
+    /// The template's version when it built the kernel.
+    pub template_version: u32,
     /// Buffer pointers the kernel takes.
     pub buffers: usize,
     /// Size arguments the kernel takes (the parallel range included).
     pub sizes: usize,
-    /// The schedule it was built with, by parameter name.
+    /// The schedule it was built with, every parameter of the template by its namespaced name
+    /// (`gemm.mr`).
     pub schedule: BTreeMap<String, i64>,
     /// Where the schedule came from (`heuristic`, a tuning database).
     pub schedule_source: String,
@@ -246,7 +249,9 @@ impl Plan {
         let values = self.values.len();
         let value = |v: ValueIndex, what: &str| match v < values {
             true => Ok(()),
-            false => Err(format!("{what} refers to value {v}, but the plan has {values}")),
+            false => Err(format!(
+                "{what} refers to value {v}, but the plan has {values}"
+            )),
         };
         for &v in &self.inputs {
             value(v, "an input")?;
@@ -258,7 +263,10 @@ impl Plan {
             if let Some(v) = c.value {
                 value(v, &format!("constant {i}"))?;
             }
-            let elements = c.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+            let elements = c
+                .shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64));
             if c.layout == DENSE
                 && elements.and_then(|n| n.checked_mul(c.dtype.size() as u64)) != Some(c.bytes)
             {
@@ -280,7 +288,10 @@ impl Plan {
             match step {
                 Step::Kernel(k) => {
                     let Some(info) = self.kernels.get(k.kernel) else {
-                        return Err(format!("{what} calls kernel {}, which is not listed", k.kernel));
+                        return Err(format!(
+                            "{what} calls kernel {}, which is not listed",
+                            k.kernel
+                        ));
                     };
                     if info.buffers != k.args.len() || info.sizes != k.sizes.len() + 2 {
                         return Err(format!(
@@ -296,7 +307,9 @@ impl Plan {
                         match arg {
                             Binding::Read(v) | Binding::Write(v) => value(*v, &what)?,
                             Binding::Constant(c) if *c >= self.constants.len() => {
-                                return Err(format!("{what} reads constant {c}, which is not listed"))
+                                return Err(format!(
+                                    "{what} reads constant {c}, which is not listed"
+                                ))
                             }
                             _ => {}
                         }

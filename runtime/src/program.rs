@@ -302,15 +302,8 @@ impl Program {
         let chunks = if self.pool.is_some() { self.threads } else { 1 };
         // SAFETY: every buffer was checked against (or allocated for) the shapes the kernel
         // was built for, evaluated with these bindings; the kernel is the plan's.
-        unsafe {
-            step.launch(
-                &self.kernels[step.kernel],
-                &pointers,
-                bindings,
-                chunks,
-            )
-        }
-        .map_err(RunError)
+        unsafe { step.launch(&self.kernels[step.kernel], &pointers, bindings, chunks) }
+            .map_err(RunError)
     }
 
     /// Runs one node on the interpreter.
@@ -337,7 +330,8 @@ impl Program {
         let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_deref()).collect();
         let declared = step.outputs.iter().map(|&v| &plan.values[v]);
         check_results_fit(&label, declared, bindings)?;
-        let results = eval_op(op, &refs, bindings).map_err(|e| RunError(format!("{label}: {e}")))?;
+        let results =
+            eval_op(op, &refs, bindings).map_err(|e| RunError(format!("{label}: {e}")))?;
         if results.len() < step.outputs.len() {
             return Err(RunError(format!(
                 "{label}: produced {} outputs, {} declared",
@@ -376,11 +370,12 @@ impl Program {
         let mut lifetimes: Vec<(ValueIndex, Lifetime)> = vec![];
         let mut index: HashMap<ValueIndex, usize> = HashMap::new();
         let root = |owner: &HashMap<ValueIndex, ValueIndex>, v| *owner.get(&v).unwrap_or(&v);
-        let touch = |v, step: usize, index: &HashMap<_, usize>, lifetimes: &mut Vec<(_, Lifetime)>| {
-            if let Some(&i) = index.get(&v) {
-                lifetimes[i].1.last = lifetimes[i].1.last.max(step);
-            }
-        };
+        let touch =
+            |v, step: usize, index: &HashMap<_, usize>, lifetimes: &mut Vec<(_, Lifetime)>| {
+                if let Some(&i) = index.get(&v) {
+                    lifetimes[i].1.last = lifetimes[i].1.last.max(step);
+                }
+            };
         for (s, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::View { input, output, .. } => {

@@ -57,11 +57,9 @@ impl BenchArgs {
 
 /// Times the compiled model and prints the figures (one `key=value` line for scripts too).
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
-    let pipeline = args.cache.pipeline(
-        args.backend.backend(),
-        args.threads as usize,
-        !args.unfused,
-    );
+    let pipeline =
+        args.cache
+            .pipeline(args.backend.backend(), args.threads as usize, !args.unfused);
     let program = pipeline.open(&args.model)?;
     let mut feeds = read_feeds(&args.inputs)?;
     let inputs: Vec<&kiln_ir::Value> = program.inputs().collect();

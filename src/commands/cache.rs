@@ -20,8 +20,8 @@ enum Action {
 
 /// Runs `kiln cache stats|clear`.
 pub fn cache(args: &CacheArgs) -> Result<(), String> {
-    let cache = PlanCache::user()
-        .ok_or("no cache directory: neither XDG_CACHE_HOME nor HOME is set")?;
+    let cache =
+        PlanCache::user().ok_or("no cache directory: neither XDG_CACHE_HOME nor HOME is set")?;
     match args.action {
         Action::Stats => {
             let s = cache.stats();

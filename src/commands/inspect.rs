@@ -73,7 +73,8 @@ fn print_plan(dir: &std::path::Path, plan: &kiln_rt::plan::Plan) {
     for (kind, n) in kinds {
         println!("  {kind:<32} {n}");
     }
-    let mut layouts: std::collections::BTreeMap<(String, String), (usize, u64)> = Default::default();
+    let mut layouts: std::collections::BTreeMap<(String, String), (usize, u64)> =
+        Default::default();
     for c in &plan.constants {
         let e = layouts
             .entry((c.dtype.to_string(), c.layout.clone()))

@@ -174,7 +174,10 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
 /// kind, ops, and schedule with where it came from), view or interpreter fallback (with the
 /// reason no template took it).
 fn print_kernels(optimized: &kiln_ir::Graph, backend: Backend) -> Result<(), String> {
-    print_plan(&kiln_codegen::plan::lowering::lower_graph(optimized, backend)?.plan);
+    print_plan(
+        &kiln_codegen::plan::lowering::lower_graph(optimized, backend, &kiln_codegen::Heuristic)?
+            .plan,
+    );
     Ok(())
 }
 

@@ -10,9 +10,9 @@
 
 use super::sampling::Sampler;
 use kiln::pipeline::{Pipeline, Program};
-use kiln_rt::artifact::is_artifact;
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::{interp, Graph, Tensor};
+use kiln_rt::artifact::is_artifact;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -74,22 +74,25 @@ impl EntryPoints {
         } else {
             step("reading");
             let model = HfModel::open(dir)?;
-            let build = |entry: Entry, name: &str| -> Result<Runner, String> {
-                let graph = model.graph(entry)?;
-                Ok(match pipeline {
-                    None => Runner::Interp(graph),
-                    Some(pipeline) => {
-                        step(&format!(
-                            "compiling {name} with {} for",
-                            pipeline.options.backend.name()
-                        ));
-                        Runner::Compiled(Box::new(pipeline.compile(&graph)?))
+            let (prefill, decode) = (model.graph(Entry::Prefill)?, model.graph(Entry::Decode)?);
+            match pipeline {
+                None => EntryPoints {
+                    prefill: Runner::Interp(prefill),
+                    decode: Runner::Interp(decode),
+                },
+                Some(pipeline) => {
+                    step(&format!(
+                        "compiling with {} for",
+                        pipeline.options.backend.name()
+                    ));
+                    let entries = [(&prefill, "prefill"), (&decode, "decode")];
+                    let mut programs = pipeline.compile_entries(&entries)?.into_iter();
+                    let mut next = || Runner::Compiled(Box::new(programs.next().expect("two")));
+                    EntryPoints {
+                        prefill: next(),
+                        decode: next(),
                     }
-                })
-            };
-            EntryPoints {
-                prefill: build(Entry::Prefill, "prefill")?,
-                decode: build(Entry::Decode, "decode")?,
+                }
             }
         };
         progress.finish_and_clear();

@@ -4,7 +4,7 @@
 
 use super::lowering::lower_graph;
 use crate::native::link_shared;
-use crate::Backend;
+use crate::{Backend, ScheduleSource};
 use kiln_ir::Graph;
 use kiln_rt::artifact::{ArtifactWriter, LIBRARY};
 use std::path::Path;
@@ -46,11 +46,21 @@ pub fn write_artifacts(
     root: &Path,
     backend: Backend,
 ) -> Result<Vec<ArtifactSummary>, String> {
+    write_artifacts_with(entries, root, backend, &crate::Heuristic)
+}
+
+/// [`write_artifacts`] with each kernel's schedule from `source`.
+pub fn write_artifacts_with(
+    entries: &[(&Graph, &str)],
+    root: &Path,
+    backend: Backend,
+    source: &dyn ScheduleSource,
+) -> Result<Vec<ArtifactSummary>, String> {
     let mut writer = ArtifactWriter::create(root)?;
     let mut summaries = vec![];
     for &(graph, name) in entries {
         let start = Instant::now();
-        let mut lowered = lower_graph(graph, backend)?;
+        let mut lowered = lower_graph(graph, backend, source)?;
         let dir = writer.directory(name)?;
         let object = backend.emit_object(&lowered.kernels)?;
         let object_path = dir.join("kernels.o");

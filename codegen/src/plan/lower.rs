@@ -28,7 +28,8 @@ pub(super) struct Lowered {
 
 /// Lowers `group` with the template for its kind: usually one kernel; attention with a KV
 /// cache is three (the present key and value as concatenations, then the attention).
-/// `schedule` is the templates' base schedule (it sets `lanes`, the backend's widest vector).
+/// `schedule` is the group's schedule, resolved by its template's space (for templates
+/// without one, it sets `lanes` only, the backend's widest vector).
 pub(super) fn lower(
     graph: &Graph,
     group: &Group,

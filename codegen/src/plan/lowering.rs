@@ -6,13 +6,14 @@
 use super::group::{group, single, Group, GroupKind};
 use super::lower::{lower, Lowered};
 use crate::kir::Kernel;
-use crate::templates::Arg;
+use crate::schedule::{ScheduleRequest, ScheduleSource, Space};
+use crate::templates::{attention, gemm, rows, Arg};
 use crate::{Backend, Schedule};
 use bytes::Bytes;
+use kiln_ir::infer::fmt_shape;
 use kiln_ir::{Graph, NodeId, NodeKind, ValueId};
 use kiln_rt::plan::{
-    Binding, CompileStats, Constant, InterpStep, KernelInfo, Plan, Report, Step, ValueIndex,
-    DENSE,
+    Binding, CompileStats, Constant, InterpStep, KernelInfo, Plan, Report, Step, ValueIndex, DENSE,
 };
 use std::collections::HashMap;
 
@@ -24,6 +25,21 @@ pub struct LoweredPlan {
     pub constants: Vec<Bytes>,
     /// The KIR of each of its kernels, in [`Plan::kernels`] order, named by its symbol.
     pub kernels: Vec<Kernel>,
+}
+
+/// Constants by content, shared by the plans of one model's entry points (prefill and decode
+/// read the same weights), so that equal bytes are held in memory once.
+#[derive(Default)]
+pub struct ConstantPool {
+    stored: HashMap<(u128, usize), Bytes>,
+}
+
+impl ConstantPool {
+    /// `bytes`, or equal bytes the pool already holds (then `bytes` is dropped).
+    fn share(&mut self, bytes: Bytes) -> Bytes {
+        let key = (xxhash_rust::xxh3::xxh3_128(&bytes), bytes.len());
+        self.stored.entry(key).or_insert(bytes).clone()
+    }
 }
 
 /// The graph-side record of one step.
@@ -39,6 +55,72 @@ struct Planned {
     kind: GroupKind,
     nodes: Vec<String>,
     fallback: Option<String>,
+    /// For kernel steps: the template, its version, the schedule and where it came from.
+    schedule: Option<Chosen>,
+}
+
+/// The schedule of one kernel and where it came from.
+#[derive(Clone)]
+struct Chosen {
+    template: String,
+    version: u32,
+    schedule: Schedule,
+    source: String,
+}
+
+/// The declared parameters of the template that lowers groups of `kind`, if it declares any.
+fn space_of(kind: GroupKind) -> Option<Space> {
+    match kind {
+        GroupKind::MatMul => Some(gemm::space()),
+        GroupKind::Rows => Some(rows::space()),
+        GroupKind::Attention => Some(attention::space()),
+        _ => None,
+    }
+}
+
+/// The schedule of group `g`: what `source` gives for its template and shapes, resolved by
+/// the template's declared parameters (an invalid value is an error naming the parameter
+/// and the group's node); for templates that declare none, the backend's lanes.
+fn choose(
+    graph: &Graph,
+    g: &Group,
+    lanes: u8,
+    source: &dyn ScheduleSource,
+) -> Result<Chosen, String> {
+    let base = Schedule::default().with("lanes", i64::from(lanes));
+    let Some(space) = space_of(g.kind) else {
+        return Ok(Chosen {
+            template: g.kind.name().into(),
+            version: 1,
+            schedule: base,
+            source: "heuristic".into(),
+        });
+    };
+    let shape = |v: &ValueId| fmt_shape(&graph.value(*v).ty.shape);
+    let shapes = format!(
+        "{} -> {}",
+        g.inputs.iter().map(shape).collect::<Vec<_>>().join(", "),
+        g.outputs.iter().map(shape).collect::<Vec<_>>().join(", ")
+    );
+    let request = ScheduleRequest {
+        template: space.template,
+        shapes: &shapes,
+        lanes,
+    };
+    let (requested, source) = source
+        .schedule(&request)
+        .unwrap_or_else(|| (Schedule::default(), "heuristic".into()));
+    let requested = requested.with("lanes", i64::from(lanes));
+    let node = node_label(graph, *g.nodes.last().expect("groups are not empty"));
+    let schedule = space
+        .resolve(&requested)
+        .map_err(|e| format!("node {node}: {e} (from {source})"))?;
+    Ok(Chosen {
+        template: space.template.into(),
+        version: space.version,
+        schedule,
+        source,
+    })
 }
 
 fn node_label(graph: &Graph, n: NodeId) -> String {
@@ -49,11 +131,25 @@ fn node_label(graph: &Graph, n: NodeId) -> String {
     }
 }
 
-/// Lowers `graph` for `backend` into a plan. Deterministic: the same graph always gives the
-/// same plan, the same kernels in the same order. The templates use vectors as wide as
-/// `backend` has.
-pub fn lower_graph(graph: &Graph, backend: Backend) -> Result<LoweredPlan, String> {
-    let schedule = Schedule::default().with("lanes", i64::from(backend.lanes()));
+/// Lowers `graph` for `backend` into a plan, each kernel with the schedule `source` gives
+/// for it. Deterministic: the same graph and schedules always give the same plan, the same
+/// kernels in the same order. The templates use vectors as wide as `backend` has.
+pub fn lower_graph(
+    graph: &Graph,
+    backend: Backend,
+    source: &dyn ScheduleSource,
+) -> Result<LoweredPlan, String> {
+    lower_shared(graph, backend, source, &mut ConstantPool::default())
+}
+
+/// [`lower_graph`], holding each constant once across the plans lowered with one `pool`.
+pub fn lower_shared(
+    graph: &Graph,
+    backend: Backend,
+    source: &dyn ScheduleSource,
+    pool: &mut ConstantPool,
+) -> Result<LoweredPlan, String> {
+    let lanes = backend.lanes();
     let mut graph = graph.clone();
     let folded = super::fold_constants(&mut graph);
     super::legalize::forward_present_cache(&mut graph);
@@ -66,6 +162,7 @@ pub fn lower_graph(graph: &Graph, backend: Backend) -> Result<LoweredPlan, Strin
                 kind: g.kind,
                 nodes: vec![node_label(&graph, g.nodes[0])],
                 fallback: Some("no kernel template for this op".into()),
+                schedule: None,
             }),
             GroupKind::View if view_allowed(&graph, &g) => planned.push(Planned {
                 step: GraphStep::View {
@@ -78,11 +175,12 @@ pub fn lower_graph(graph: &Graph, backend: Backend) -> Result<LoweredPlan, Strin
                 kind: g.kind,
                 nodes: vec![node_label(&graph, g.nodes[0])],
                 fallback: None,
+                schedule: None,
             }),
-            _ => lower_group(&graph, &g, &schedule, &mut planned),
+            _ => lower_group(&graph, &g, lanes, source, &mut planned)?,
         }
     }
-    let mut builder = PlanBuilder::new(&graph, backend, &schedule)?;
+    let mut builder = PlanBuilder::new(&graph, backend, pool)?;
     builder.plan.stats.folded = folded;
     for p in planned {
         builder.add(p)?;
@@ -93,9 +191,16 @@ pub fn lower_graph(graph: &Graph, backend: Backend) -> Result<LoweredPlan, Strin
 /// Lowers one group to its kernels (one, or a few run in turn), or, if its template
 /// declines, each of its nodes on its own (an elementwise node as its own kernel, anything
 /// else on the interpreter).
-fn lower_group(graph: &Graph, g: &Group, schedule: &Schedule, planned: &mut Vec<Planned>) {
+fn lower_group(
+    graph: &Graph,
+    g: &Group,
+    lanes: u8,
+    source: &dyn ScheduleSource,
+    planned: &mut Vec<Planned>,
+) -> Result<(), String> {
     let nodes: Vec<String> = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
-    let lowered = lower(graph, g, schedule).and_then(|list| {
+    let chosen = choose(graph, g, lanes, source)?;
+    let lowered = lower(graph, g, &chosen.schedule).and_then(|list| {
         let unbound = list.iter().any(|l| {
             l.built.args.iter().any(|a| match a {
                 Arg::Input(i) => l.inputs.get(*i).is_none_or(|v| v.is_none()),
@@ -114,11 +219,17 @@ fn lower_group(graph: &Graph, g: &Group, schedule: &Schedule, planned: &mut Vec<
             for (i, lowered) in list.into_iter().enumerate() {
                 // Kernels before the group's main one (a KV cache's present key and value)
                 // are reported as the data movement they are.
-                let (kind, nodes) = match i == last {
-                    true => (g.kind, nodes.clone()),
+                let (kind, nodes, schedule) = match i == last {
+                    true => (g.kind, nodes.clone(), chosen.clone()),
                     false => (
                         GroupKind::Movement,
                         vec![format!("{} (cache concatenation)", nodes[0])],
+                        Chosen {
+                            template: GroupKind::Movement.name().into(),
+                            version: 1,
+                            schedule: Schedule::default().with("lanes", i64::from(lanes)),
+                            source: "heuristic".into(),
+                        },
                     ),
                 };
                 planned.push(Planned {
@@ -129,12 +240,13 @@ fn lower_group(graph: &Graph, g: &Group, schedule: &Schedule, planned: &mut Vec<
                     kind,
                     nodes,
                     fallback: None,
+                    schedule: Some(schedule),
                 });
             }
         }
         Err(_) if g.nodes.len() > 1 => {
             for &n in &g.nodes {
-                lower_group(graph, &single(graph, n), schedule, planned);
+                lower_group(graph, &single(graph, n), lanes, source, planned)?;
             }
         }
         Err(reason) => planned.push(Planned {
@@ -142,8 +254,10 @@ fn lower_group(graph: &Graph, g: &Group, schedule: &Schedule, planned: &mut Vec<
             kind: GroupKind::Interpreter,
             nodes,
             fallback: Some(reason),
+            schedule: None,
         }),
     }
+    Ok(())
 }
 
 /// Whether a reshape can be a view: every buffer is dense, so it can whenever the runtime
@@ -177,11 +291,11 @@ struct PlanBuilder<'g> {
     values: HashMap<ValueId, ValueIndex>,
     /// Distinct kernels by their code.
     distinct: HashMap<String, usize>,
-    schedule: &'g Schedule,
+    pool: &'g mut ConstantPool,
 }
 
 impl<'g> PlanBuilder<'g> {
-    fn new(graph: &'g Graph, backend: Backend, schedule: &'g Schedule) -> Result<Self, String> {
+    fn new(graph: &'g Graph, backend: Backend, pool: &'g mut ConstantPool) -> Result<Self, String> {
         let mut b = PlanBuilder {
             graph,
             plan: Plan {
@@ -192,7 +306,7 @@ impl<'g> PlanBuilder<'g> {
             kernels: vec![],
             values: HashMap::new(),
             distinct: HashMap::new(),
-            schedule,
+            pool,
         };
         for v in graph.inputs() {
             let i = b.value(v);
@@ -222,13 +336,14 @@ impl<'g> PlanBuilder<'g> {
                 offset: 0,
                 bytes: data.bytes().len() as u64,
             });
-            self.constants.push(data.bytes().clone());
+            let bytes = self.pool.share(data.bytes().clone());
+            self.constants.push(bytes);
         }
         i
     }
 
-    /// The plan's kernel of `kernel`'s code, added on first use.
-    fn kernel(&mut self, kernel: &Kernel) -> usize {
+    /// The plan's kernel of `kernel`'s code (built with `chosen`), added on first use.
+    fn kernel(&mut self, kernel: &Kernel, chosen: &Chosen) -> usize {
         let key = kernel_key(kernel);
         if let Some(&k) = self.distinct.get(&key) {
             return k;
@@ -236,10 +351,14 @@ impl<'g> PlanBuilder<'g> {
         let k = self.kernels.len();
         let mut named = kernel.clone();
         named.name = format!("k{k}_{}", kernel.name);
+        let schedule = chosen.schedule.params();
         self.plan.kernels.push(KernelInfo {
-            template: kernel.name.clone(),
-            schedule: self.schedule.params().map(|(n, v)| (n.to_string(), v)).collect(),
-            schedule_source: "heuristic".into(),
+            template: chosen.template.clone(),
+            template_version: chosen.version,
+            schedule: schedule
+                .map(|(n, v)| (format!("{}.{n}", chosen.template), v))
+                .collect(),
+            schedule_source: chosen.source.clone(),
             fingerprint: fingerprint(kernel),
             ..crate::native::symbol_of(&named)
         });
@@ -253,7 +372,9 @@ impl<'g> PlanBuilder<'g> {
         let (step, kernel) = match p.step {
             GraphStep::Interp { node } => {
                 let n = graph.node(node);
-                let op = n.op().ok_or_else(|| format!("node `{}` is not an op", n.name))?;
+                let op = n
+                    .op()
+                    .ok_or_else(|| format!("node `{}` is not an op", n.name))?;
                 let inputs = n.inputs.iter().map(|v| v.map(|v| self.value(v))).collect();
                 let outputs = (0..n.outputs.len())
                     .map(|output| self.value(ValueId { node, output }))
@@ -275,7 +396,8 @@ impl<'g> PlanBuilder<'g> {
                 (step, None)
             }
             GraphStep::Kernel { lowered, node } => {
-                let kernel = self.kernel(&lowered.built.kernel);
+                let chosen = p.schedule.as_ref().expect("kernel steps have a schedule");
+                let kernel = self.kernel(&lowered.built.kernel, chosen);
                 let bound = |v: Option<ValueId>| v.expect("checked: every buffer is bound");
                 let mut step = lowered.built.step(
                     kernel,
@@ -291,7 +413,8 @@ impl<'g> PlanBuilder<'g> {
                                 offset: 0,
                                 bytes: data.bytes.len() as u64,
                             });
-                            self.constants.push(data.bytes.clone());
+                            let bytes = self.pool.share(data.bytes.clone());
+                            self.constants.push(bytes);
                             Binding::Constant(self.constants.len() - 1)
                         }
                         Arg::Scratch(_) => unreachable!("scratch stays scratch"),
@@ -318,10 +441,19 @@ impl<'g> PlanBuilder<'g> {
     fn finish(mut self) -> LoweredPlan {
         let steps = &self.plan.steps;
         self.plan.stats = CompileStats {
-            kernels: steps.iter().filter(|s| matches!(s, Step::Kernel(_))).count(),
+            kernels: steps
+                .iter()
+                .filter(|s| matches!(s, Step::Kernel(_)))
+                .count(),
             distinct_kernels: self.kernels.len(),
-            interpreted: steps.iter().filter(|s| matches!(s, Step::Interp(_))).count(),
-            views: steps.iter().filter(|s| matches!(s, Step::View { .. })).count(),
+            interpreted: steps
+                .iter()
+                .filter(|s| matches!(s, Step::Interp(_)))
+                .count(),
+            views: steps
+                .iter()
+                .filter(|s| matches!(s, Step::View { .. }))
+                .count(),
             ..self.plan.stats
         };
         LoweredPlan {

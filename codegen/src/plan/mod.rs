@@ -26,6 +26,7 @@ pub use fold::fold_constants;
 use kiln_ir::Graph;
 use kiln_rt::weights::Weights;
 use kiln_rt::Program;
+use lowering::ConstantPool;
 use std::time::Instant;
 
 /// How to compile and run.
@@ -50,8 +51,27 @@ impl Default for Options {
 /// Compiles `graph` into a program whose kernels are compiled in memory by
 /// `options.backend`.
 pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
+    compile_shared(graph, options, &mut ConstantPool::default())
+}
+
+/// Compiles the entry points of one model (prefill and decode) into programs that hold each
+/// constant they share once.
+pub fn compile_entries(graphs: &[&Graph], options: &Options) -> Result<Vec<Program>, String> {
+    let mut pool = ConstantPool::default();
+    graphs
+        .iter()
+        .map(|g| compile_shared(g, options, &mut pool))
+        .collect()
+}
+
+/// [`compile`], with constants shared through `pool`.
+fn compile_shared(
+    graph: &Graph,
+    options: &Options,
+    pool: &mut ConstantPool,
+) -> Result<Program, String> {
     let start = Instant::now();
-    let lowered = lowering::lower_graph(graph, options.backend)?;
+    let lowered = lowering::lower_shared(graph, options.backend, &crate::Heuristic, pool)?;
     let kernels = options.backend.compile_all(&lowered.kernels)?;
     let weights = Weights::in_memory(lowered.constants);
     // SAFETY: the kernels were compiled from the plan's own KIR, in its order.
@@ -63,5 +83,124 @@ pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
             options.threads,
             start.elapsed().as_secs_f64(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::artifact::write_artifacts_with;
+    use super::lowering::lower_graph;
+    use super::*;
+    use crate::{Heuristic, Schedule, ScheduleRequest, ScheduleSource};
+    use kiln_ir::{text, Tensor};
+    use std::collections::HashMap;
+
+    /// A GEMM with a bias and a softmax after it.
+    const GRAPH: &str = "kiln graph v1
+input %x: f32[seq, 16]
+input %w: f32[16, 24]
+%y: f32[seq, 24] = MatMul(%x, %w)  @\"proj\"
+%z: f32[seq, 24] = Softmax[axis=-1](%y)  @\"softmax\"
+output z = %z
+";
+
+    /// Gives every GEMM the schedule it holds.
+    struct Fixed(Schedule);
+
+    impl ScheduleSource for Fixed {
+        fn schedule(&self, request: &ScheduleRequest) -> Option<(Schedule, String)> {
+            (request.template == "gemm").then(|| (self.0.clone(), "a test".into()))
+        }
+    }
+
+    fn feeds() -> HashMap<String, Tensor> {
+        let values =
+            |n: usize, seed: f32| (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+        HashMap::from([
+            (
+                "x".to_string(),
+                Tensor::from_vec(&[5, 16], values(80, 1.0)).unwrap(),
+            ),
+            (
+                "w".to_string(),
+                Tensor::from_vec(&[16, 24], values(384, 2.0)).unwrap(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn each_kernel_records_its_schedule_and_where_it_came_from() {
+        let graph = text::parse(GRAPH).unwrap();
+        let plan = lower_graph(&graph, Backend::Cranelift, &Heuristic)
+            .unwrap()
+            .plan;
+        let gemm = plan.kernels.iter().find(|k| k.template == "gemm").unwrap();
+        assert_eq!(gemm.schedule["gemm.mr"], 12);
+        assert_eq!(gemm.schedule["gemm.lanes"], 4);
+        assert_eq!(gemm.schedule_source, "heuristic");
+        let source = Fixed(Schedule::default().with("mr", 4).with("nr", 8));
+        let plan = lower_graph(&graph, Backend::Cranelift, &source)
+            .unwrap()
+            .plan;
+        let gemm = plan.kernels.iter().find(|k| k.template == "gemm").unwrap();
+        assert_eq!((gemm.schedule["gemm.mr"], gemm.schedule["gemm.nr"]), (4, 8));
+        assert_eq!(gemm.schedule_source, "a test");
+        let rows = plan.kernels.iter().find(|k| k.template == "rows").unwrap();
+        assert_eq!(rows.schedule_source, "heuristic");
+    }
+
+    #[test]
+    fn an_invalid_schedule_is_an_error_naming_the_parameter_and_the_kernel() {
+        let graph = text::parse(GRAPH).unwrap();
+        for (name, value, needle) in [("mr", 17, "gemm.mr = 17"), ("tile", 3, "`gemm.tile`")] {
+            let source = Fixed(Schedule::default().with(name, value));
+            let err = lower_graph(&graph, Backend::Cranelift, &source)
+                .err()
+                .unwrap();
+            assert!(err.contains(needle) && err.contains("proj"), "{err}");
+            assert!(err.contains("a test"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_artifact_keeps_its_schedules_when_the_defaults_change() {
+        let graph = text::parse(GRAPH).unwrap();
+        let dir = std::env::temp_dir().join(format!("kiln-schedule-{}", std::process::id()));
+        // The artefact is built with the schedules of "before" ...
+        let before = Fixed(
+            Schedule::default()
+                .with("mr", 3)
+                .with("nr", 8)
+                .with("mc", 0),
+        );
+        write_artifacts_with(&[(&graph, "")], &dir, Backend::Cranelift, &before).unwrap();
+        let loaded = kiln_rt::artifact::load(&dir, 1).unwrap();
+        let (first, _) = loaded.run(&feeds()).unwrap();
+        // ... and this kiln now compiles the same graph with other defaults.
+        let now = compile(&graph, &Options::default()).unwrap();
+        let gemm = |p: &Program| {
+            let k = p
+                .plan()
+                .kernels
+                .iter()
+                .find(|k| k.template == "gemm")
+                .unwrap();
+            (k.schedule["gemm.mr"], k.fingerprint.clone())
+        };
+        assert_ne!(gemm(&now), gemm(&loaded), "the schedules should differ");
+        // Loading again lowers nothing: the artefact's own kernels run, bit for bit.
+        let again = kiln_rt::artifact::load(&dir, 1).unwrap();
+        assert_eq!(gemm(&again).0, 3);
+        let (second, _) = again.run(&feeds()).unwrap();
+        let bits = |out: &[(String, Tensor)]| -> Vec<u32> {
+            out[0]
+                .1
+                .to_f32_array()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&first), bits(&second));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

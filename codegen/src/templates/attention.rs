@@ -82,6 +82,7 @@
 
 use super::{Arg, Built};
 use crate::kir::{Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::schedule::{range, Param, Space};
 use crate::Schedule;
 use kiln_ir::Dim;
 
@@ -465,65 +466,99 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
     })
 }
 
-/// The schedule parameters, validated.
-fn tiling(schedule: &Schedule) -> Result<Tiling, String> {
-    let lanes = schedule.get("lanes", 4);
-    if !matches!(lanes, 4 | 8 | 16) {
-        return Err(format!("lanes {lanes} is not 4, 8 or 16"));
+/// The template's parameters (the module documentation says what each does and why the
+/// defaults are what they are).
+pub fn space() -> Space {
+    Space {
+        template: "attention",
+        version: 1,
+        params: vec![
+            Param {
+                name: "lanes",
+                doc: "queries per vector (the backend's widest vector)",
+                values: |_| vec![4, 8, 16],
+                default: |_| 4,
+            },
+            Param {
+                name: "pair",
+                doc: "register tiles of two groups sharing each broadcast",
+                values: |_| vec![0, 1],
+                default: |s| (s.value("lanes") == 16) as i64,
+            },
+            Param {
+                name: "q_tile",
+                doc: "queries per tile",
+                values: |s| (1..=4).map(|i| i * s.value("lanes")).collect(),
+                default: |s| match (s.value("lanes"), s.value("pair")) {
+                    (4, 0) => 8,
+                    (lanes, 0) => lanes,
+                    (lanes, _) => 2 * lanes,
+                },
+            },
+            Param {
+                name: "k_tile",
+                doc: "keys per online-softmax step",
+                values: |_| range(1, 1024),
+                default: |_| 64,
+            },
+            Param {
+                name: "k_block",
+                doc: "keys per register tile of Q K^T",
+                values: block_range,
+                default: block_default,
+            },
+            Param {
+                name: "v_block",
+                doc: "columns per register tile of P V",
+                values: block_range,
+                default: block_default,
+            },
+            Param {
+                name: "d_unroll",
+                doc: "elements of D per iteration of the Q K^T loop",
+                values: |_| range(1, 4),
+                default: |_| 2,
+            },
+            Param {
+                name: "p_unroll",
+                doc: "keys per iteration of the P V loop",
+                values: |_| range(1, 4),
+                default: |_| 2,
+            },
+        ],
     }
-    let pair = schedule.get("pair", (lanes == 16) as i64);
-    if !(0..=1).contains(&pair) {
-        return Err(format!("pair {pair} is not 0 or 1"));
-    }
-    let default_tq = match (lanes, pair) {
-        (4, 0) => 8,
-        (_, 0) => lanes,
-        _ => 2 * lanes,
-    };
-    let tq = schedule.get("q_tile", default_tq);
-    if !(lanes..=4 * lanes).contains(&tq) || tq % lanes != 0 {
-        return Err(format!(
-            "q_tile {tq} is not a multiple of {lanes} in {lanes}..={}",
-            4 * lanes
-        ));
-    }
-    let tk = schedule.get("k_tile", 64);
-    if !(1..=1024).contains(&tk) {
-        return Err(format!("k_tile {tk} is not in 1..=1024"));
-    }
-    let (kb, vb) = register_blocks(schedule, lanes)?;
-    let (du, pu) = (schedule.get("d_unroll", 2), schedule.get("p_unroll", 2));
-    if !(1..=4).contains(&du) || !(1..=4).contains(&pu) {
-        return Err(format!("d_unroll {du} or p_unroll {pu} is not in 1..=4"));
-    }
-
-    Ok(Tiling {
-        lanes,
-        tq,
-        tk,
-        kb,
-        vb,
-        du,
-        pu,
-        pair: pair == 1,
-    })
 }
 
-/// `k_block` and `v_block`, validated. With a vector operand and a broadcast, 12 accumulators
-/// fill the 16 vector registers of x86-64 (SSE, AVX2), and 24 leave a few of AVX-512's 32;
-/// the defaults for 16 lanes are 16, which divides the default `k_tile` and the usual head
-/// sizes.
-fn register_blocks(schedule: &Schedule, lanes: i64) -> Result<(i64, i64), String> {
-    let default = if lanes == 16 { 16 } else { 12 };
-    let max = if lanes == 4 { 12 } else { 24 };
-    let (kb, vb) = (
-        schedule.get("k_block", default),
-        schedule.get("v_block", default),
-    );
-    if !(1..=max).contains(&kb) || !(1..=max).contains(&vb) {
-        return Err(format!("k_block {kb} or v_block {vb} is not in 1..={max}"));
+/// The range of `k_block` and `v_block`: with a vector operand and a broadcast, 12
+/// accumulators fill the 16 vector registers of x86-64 (SSE, AVX2), and 24 leave a few of
+/// AVX-512's 32.
+fn block_range(s: &Schedule) -> Vec<i64> {
+    range(1, if s.value("lanes") == 4 { 12 } else { 24 })
+}
+
+/// The default of `k_block` and `v_block`: 16 for 16 lanes (it divides the default `k_tile`
+/// and the usual head sizes), else 12.
+fn block_default(s: &Schedule) -> i64 {
+    if s.value("lanes") == 16 {
+        16
+    } else {
+        12
     }
-    Ok((kb, vb))
+}
+
+/// The schedule parameters, resolved.
+fn tiling(schedule: &Schedule) -> Result<Tiling, String> {
+    let s = space().resolve(schedule)?;
+    Ok(Tiling {
+        lanes: s.value("lanes"),
+        tq: s.value("q_tile"),
+        tk: s.value("k_tile"),
+        kb: s.value("k_block"),
+        vb: s.value("v_block"),
+        du: s.value("d_unroll"),
+        pu: s.value("p_unroll"),
+        pair: s.value("pair") == 1,
+    })
 }
 
 /// The four dims of a rank-4 shape.

@@ -73,6 +73,7 @@
 
 use super::{Arg, Built, ConstantData, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::schedule::{range, Param, Space};
 use crate::Schedule;
 use kiln_ir::Dim;
 use std::sync::Arc;
@@ -227,36 +228,66 @@ struct Params {
     over_rows: bool,
 }
 
+/// The template's parameters (the module documentation says what each does).
+pub fn space() -> Space {
+    Space {
+        template: "gemm",
+        version: 1,
+        params: vec![
+            Param {
+                name: "lanes",
+                doc: "the widest vector in f32 lanes (the backend's)",
+                values: |_| vec![4, 8, 16],
+                default: |_| 4,
+            },
+            Param {
+                name: "mr",
+                doc: "rows of the register tile",
+                values: |_| range(1, 16),
+                default: |_| 12,
+            },
+            Param {
+                name: "nr",
+                doc: "columns of the register tile",
+                values: |s| (1..=s.value("lanes")).map(|i| 4 * i).collect(),
+                default: |s| match s.value("lanes") {
+                    4 => 4,
+                    lanes => 2 * lanes,
+                },
+            },
+            Param {
+                name: "unroll",
+                doc: "K-loop unroll factor",
+                values: |_| range(1, 16),
+                default: |_| 2,
+            },
+            Param {
+                name: "mc",
+                doc: "rows per cache block, rounded up to whole register tiles (0: no blocking)",
+                values: |_| vec![0, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512],
+                default: |_| 96,
+            },
+            Param {
+                name: "parallel",
+                doc: "the parallel axis: 0 = columns, 1 = rows",
+                values: |_| vec![0, 1],
+                default: |_| 0,
+            },
+        ],
+    }
+}
+
 impl Params {
     fn new(s: &Schedule) -> Result<Params, String> {
-        let lanes = match s.get("lanes", 4) {
-            l @ (4 | 8 | 16) => l,
-            other => return Err(format!("schedule: lanes = {other} is not 4, 8 or 16")),
-        };
+        let s = space().resolve(s)?;
         let mut p = Params {
-            lanes: lanes as u8,
-            mr: s.get("mr", 12) as usize,
-            nr: s.get("nr", if lanes == 4 { 4 } else { 2 * lanes }),
-            unroll: s.get("unroll", 2),
-            mc: s.get("mc", 96),
-            over_rows: s.get("parallel", 0) == 1,
+            lanes: s.value("lanes") as u8,
+            mr: s.value("mr") as usize,
+            nr: s.value("nr"),
+            unroll: s.value("unroll"),
+            mc: s.value("mc"),
+            over_rows: s.value("parallel") == 1,
         };
-        if !(1..=16).contains(&p.mr) {
-            return Err(format!("schedule: mr = {} is not in 1..=16", p.mr));
-        }
-        if !(4..=4 * lanes).contains(&p.nr) || p.nr % 4 != 0 {
-            return Err(format!(
-                "schedule: nr = {} is not a multiple of 4 in 4..={}",
-                p.nr,
-                4 * lanes
-            ));
-        }
-        if !(1..=16).contains(&p.unroll) {
-            return Err(format!("schedule: unroll = {} is not in 1..=16", p.unroll));
-        }
-        if p.mc < 0 || !matches!(s.get("parallel", 0), 0 | 1) {
-            return Err("schedule: mc must be >= 0 and parallel 0 or 1".into());
-        }
         // Cache blocks of whole register tiles.
         p.mc = (p.mc as usize).div_ceil(p.mr) as i64 * p.mr as i64;
         Ok(p)
@@ -356,9 +387,9 @@ fn epilogue_bias(e: &Epilogue, n: &Dim, args: &mut Vec<Arg>) -> Result<Option<us
     match &e.bias {
         None => return Ok(None),
         Some(Bias::Input) => args.push(Arg::Input(2)),
-        Some(Bias::Constant(v)) if n.is(v.len() as i64) => {
-            args.push(Arg::Constant(ConstantData::dense_f32(Arc::from(v.as_slice()))))
-        }
+        Some(Bias::Constant(v)) if n.is(v.len() as i64) => args.push(Arg::Constant(
+            ConstantData::dense_f32(Arc::from(v.as_slice())),
+        )),
         Some(Bias::Constant(v)) => {
             return Err(format!("constant bias has {} values for N = {n}", v.len()))
         }

@@ -187,9 +187,9 @@ impl Built {
 pub(crate) mod testing {
     use super::Built;
     use crate::kir::Kernel;
-    use kiln_rt::native::NativeKernel;
     use kiln_ir::interp::Bindings;
     use kiln_ir::{DType, Tensor};
+    use kiln_rt::native::NativeKernel;
 
     /// Compiles `built` and runs it on `inputs` (f32 tensors, or i64 for index inputs),
     /// producing f32 outputs of `output_shapes`, with the parallel axis split into `chunks`

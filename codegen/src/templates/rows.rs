@@ -25,6 +25,7 @@
 
 use super::{Arg, Built, ConstantData, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::schedule::{range, Param, Space};
 use crate::Schedule;
 use kiln_ir::Dim;
 use std::sync::Arc;
@@ -127,6 +128,28 @@ pub struct RowSpec {
 /// Builds the kernel of `spec`. Errors name what is not supported (parameters that are not
 /// exactly one value per column, skips that are not a trailing block of X, unknown dims, bad
 /// axes or schedules), so the caller can fall back to the interpreter.
+/// The template's parameters.
+pub fn space() -> Space {
+    Space {
+        template: "rows",
+        version: 1,
+        params: vec![
+            Param {
+                name: "lanes",
+                doc: "the widest vector in f32 lanes (the backend's; 1 = scalar)",
+                values: |_| vec![1, 4, 8, 16],
+                default: |_| 4,
+            },
+            Param {
+                name: "unroll",
+                doc: "vectors per iteration of the row loops (independent accumulators)",
+                values: |_| range(1, 8),
+                default: |_| 4,
+            },
+        ],
+    }
+}
+
 pub fn rows(spec: &RowSpec, schedule: &Schedule) -> Result<Built, String> {
     let mut k = RowKernel::new(spec, schedule)?;
     let (name, body) = match spec.op {
@@ -276,14 +299,9 @@ struct Skip {
 
 impl<'a> RowKernel<'a> {
     fn new(spec: &'a RowSpec, schedule: &Schedule) -> Result<RowKernel<'a>, String> {
-        let lanes = match schedule.get("lanes", 4) {
-            l @ (1 | 4 | 8 | 16) => l as u8,
-            other => return Err(format!("lanes = {other} is not supported (1, 4, 8 or 16)")),
-        };
-        let unroll = schedule.get("unroll", 4);
-        if !(1..=8).contains(&unroll) {
-            return Err(format!("unroll = {unroll} is not supported (1..=8)"));
-        }
+        let schedule = space().resolve(schedule)?;
+        let lanes = schedule.value("lanes") as u8;
+        let unroll = schedule.value("unroll");
         let x = input_spec(spec, 0)?.ok_or("input X is missing")?;
         let (rank, axis) = (x.shape.len(), spec.axis);
         if axis >= rank {
