@@ -146,9 +146,9 @@ mod tests {
 
             let expr = Expr::Op(act.op(), vec![Expr::Input(0)]);
             let shape = vec![Dim::from(tiled.len())];
-            let built = elementwise("act", &expr, &[shape.clone()], &shape).unwrap();
+            let built = elementwise("act", &expr, std::slice::from_ref(&shape), &shape).unwrap();
             for backend in backends() {
-                let got = run(backend, &built, &[tiled.clone()], tiled.len());
+                let got = run(backend, &built, std::slice::from_ref(&tiled), tiled.len());
                 for (i, &g) in got.iter().enumerate() {
                     let (x, w) = (xs[i % n], want[i % n]);
                     assert!(
