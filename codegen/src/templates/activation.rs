@@ -2,7 +2,8 @@
 //! template: [`Value`] implements [`Arithmetic`], so a kernel evaluates the formula the
 //! interpreter does ([`Activation::formula`], zero tails included), with the intrinsics'
 //! approximations of erf, tanh and sigmoid. ReLU is the select `x < 0 ? 0 : x`, which keeps
-//! NaN on every backend (and is `maxps 0, x` on x86).
+//! NaN and -0.0 on every backend (an ordered compare, false for NaN), where `Binary::Max`
+//! would turn -0.0 into +0.0.
 
 use crate::kir::{Compare, Unary, Value};
 use kiln_ir::activation::Arithmetic;
