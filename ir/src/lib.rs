@@ -1,11 +1,13 @@
 //! kiln-ir: the graph IR every other kiln crate builds on.
 //!
 //! - [`DType`], [`Dim`] (symbolic dims), [`TensorData`] (stored bytes) and [`Tensor`] (owned values);
+//! - [`Activation`]: the activations GEMM epilogues fuse, with their reference semantics;
 //! - [`Graph`] of [`Node`]s performing [`Op`]s, with shape and dtype inference ([`infer`]);
 //! - [`interp`]: the reference interpreter, the oracle every optimised path is tested against;
 //! - [`text`] and [`json`]: a readable text form that round-trips, and a serde JSON form;
 //! - [`npy`]: reading and writing `.npy` files.
 
+pub mod activation;
 pub mod attr;
 pub mod data;
 pub mod dim;
@@ -22,6 +24,7 @@ pub mod op;
 pub mod tensor;
 pub mod text;
 
+pub use activation::Activation;
 pub use attr::{Attr, Attrs};
 pub use data::TensorData;
 pub use dim::Dim;

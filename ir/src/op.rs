@@ -48,7 +48,7 @@ op_kinds! {
     Tanh,
     /// `1 / (1 + e^-x)`.
     Sigmoid,
-    /// `max(x, 0)`.
+    /// `x < 0 ? 0 : x` ([`crate::Activation::Relu`]: NaN stays NaN).
     Relu,
     /// Sine.
     Sin,
@@ -201,12 +201,12 @@ op_kinds! {
     /// attributes `scale`, `is_causal`; grouped-query when K/V have fewer heads. Equals ONNX
     /// `Attention` on 4-D inputs, output 0.
     FusedAttention,
-    /// `x * sigmoid(x)`.
+    /// `x * sigmoid(x)`, with the limit -0 at `-inf` ([`crate::Activation::Silu`]).
     Silu,
     /// `silu(gate) * up`: inputs gate, up.
     SwiGlu,
-    /// `activation(a @ b + bias)`: inputs a, b, bias?; attribute `activation` is `none`,
-    /// `relu`, `gelu`, `gelu_tanh` or `silu`.
+    /// `activation(a @ b + bias)`: inputs a, b, bias?; attribute `activation` is the name of a
+    /// [`crate::Activation`]: `none`, `relu`, `gelu`, `gelu_tanh`, `silu`, `sigmoid` or `tanh`.
     FusedMatMul,
     /// Rotary embedding, rotate-half form: `x * cos + concat(-x2, x1) * sin` where x1, x2 are
     /// the halves of the last axis; inputs x, cos, sin (broadcast to x).

@@ -17,7 +17,7 @@
 //! ([`dim_size`]): a symbol bound in the map takes that value; an unbound one takes
 //! [`default_symbol_value`] (1 for batch-like names, 128 for everything else, `?` included).
 
-use kiln_ir::{Dim, Op, OpKind, ValueType};
+use kiln_ir::{Activation, Dim, Op, OpKind, ValueType};
 use std::collections::HashMap;
 
 /// The machine an extraction optimises for: a single roofline and a per-kernel overhead.
@@ -146,17 +146,6 @@ pub fn is_attention(kind: OpKind) -> bool {
     matches!(kind, OpKind::Attention | OpKind::FusedAttention) || kind.name().ends_with("Attention")
 }
 
-/// Flops per element of a [`OpKind::FusedMatMul`] epilogue `activation` (`none`, `relu`,
-/// `gelu`, `gelu_tanh`, `silu`).
-fn activation_flops(activation: &str) -> f64 {
-    match activation {
-        "none" => 0.0,
-        "relu" => 1.0,
-        "silu" => 11.0,
-        _ => 10.0,
-    }
-}
-
 /// Arithmetic per output element of the elementwise and row-wise ops (ops whose flops are not
 /// proportional to their output are handled by [`op_flops`] first).
 fn flops_per_output_element(kind: OpKind) -> f64 {
@@ -203,8 +192,9 @@ fn flops_per_output_element(kind: OpKind) -> f64 {
 ///   dim of A.
 /// - Gemm: `2 * M * N * K`, plus `M * N` for the scaled bias when C is present.
 /// - FusedMatMul: the MatMul's `2 * elements(Y) * K`, plus per output element 1 for the bias
-///   and the activation's count (relu 1, gelu / gelu_tanh 10, silu 11); its bytes are A, B,
-///   bias and Y only, as the pre-activation result is never written.
+///   and the count of the activation's own op ([`Activation::op`]: none 0, relu 1, gelu,
+///   gelu_tanh, sigmoid and tanh 10, silu 11); its bytes are A, B, bias and Y only, as the
+///   pre-activation result is never written.
 /// - Einsum: `2 *` the product of the sizes of all distinct labels (and of the broadcast `...`
 ///   dims); a single-operand Einsum (a transpose, trace or sum) counts 1 per label combination.
 /// - Attention ([`is_attention`]): `2 * B * Sq * Skv * H * (Dqk + Dv)` for `Q K^T` and `P V`
@@ -239,7 +229,12 @@ pub fn op_flops(
         FusedMatMul => {
             let k = input(0).and_then(|a| a.shape.last()).map_or(0.0, size);
             let bias = if input(2).is_some() { 1.0 } else { 0.0 };
-            let act = activation_flops(op.attrs.str("activation").unwrap_or("none"));
+            // The activation costs what its own elementwise op does.
+            let act = op
+                .attrs
+                .str("activation")
+                .and_then(Activation::parse)
+                .map_or(0.0, |a| flops_per_output_element(a.op().kind));
             out_elems * (2.0 * k + bias + act)
         }
         Gemm => {

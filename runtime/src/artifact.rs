@@ -86,8 +86,17 @@ pub fn load(dir: &Path, threads: usize) -> Result<Program, String> {
 pub struct ArtifactWriter {
     root: PathBuf,
     weights: WeightsWriter,
-    /// Each artefact's directory, weights path and checksummed files, for its manifest.
-    pending: Vec<(PathBuf, String, Vec<(String, Checksum)>)>,
+    /// The artefacts added, for their manifests.
+    pending: Vec<Pending>,
+}
+
+/// An artefact whose manifest is still to write.
+struct Pending {
+    dir: PathBuf,
+    /// Its weights file, relative to `dir`.
+    weights: String,
+    /// Its other files with their checksums.
+    files: Vec<(String, Checksum)>,
 }
 
 impl ArtifactWriter {
@@ -144,14 +153,23 @@ impl ArtifactWriter {
             (LIBRARY.to_string(), Checksum::of(&library)),
             (PLAN.to_string(), Checksum::of(text.as_bytes())),
         ];
-        self.pending.push((dir, weights, files));
+        self.pending.push(Pending {
+            dir,
+            weights,
+            files,
+        });
         Ok(())
     }
 
     /// Finishes the weights file and writes every manifest; returns the weights file's size.
     pub fn finish(self) -> Result<u64, String> {
         let sum = self.weights.finish()?;
-        for (dir, weights, mut files) in self.pending {
+        for Pending {
+            dir,
+            weights,
+            mut files,
+        } in self.pending
+        {
             let mut text = format!("{MANIFEST_HEADER}\nweights {weights}\n");
             files.push((weights, sum));
             for (file, sum) in files {

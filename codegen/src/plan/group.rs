@@ -7,7 +7,7 @@
 //! Grouping only looks at the graph; whether a group's template accepts its shapes is decided
 //! when it is lowered, and a group that no template accepts falls back node by node.
 
-use kiln_ir::{DType, Graph, NodeId, NodeKind, OpKind, ValueId};
+use kiln_ir::{Activation, DType, Graph, NodeId, NodeKind, OpKind, ValueId};
 use std::collections::{HashMap, HashSet};
 
 /// What a group becomes.
@@ -96,9 +96,11 @@ fn is_condition(kind: OpKind) -> bool {
 }
 
 /// Activations a GEMM epilogue can apply.
-fn is_activation(kind: OpKind) -> bool {
-    use OpKind::*;
-    matches!(kind, Relu | Gelu | Silu | Sigmoid | Tanh)
+/// Whether `node` is an activation a GEMM epilogue applies (the IR's [`Activation`] set,
+/// identity aside).
+fn is_activation(node: &kiln_ir::Node) -> bool {
+    let act = node.op().map(Activation::of_op);
+    matches!(act, Some(Ok(Some(a))) if a != Activation::None)
 }
 
 fn kind_of(graph: &Graph, node: NodeId) -> GroupKind {
@@ -191,8 +193,9 @@ pub fn group(graph: &Graph) -> Vec<Group> {
             continue;
         }
         let mut nodes = vec![n];
-        let mut stage = match graph.node(n).op().map(|o| o.attrs.str("activation")) {
-            Some(Ok(a)) if a != "none" => 2,
+        let fused = graph.node(n).op().map(|o| o.attrs.str("activation"));
+        let mut stage = match fused.map(|a| a.and_then(Activation::parse)) {
+            Some(Ok(a)) if a != Activation::None => 2,
             _ if op_kind(n) == Some(OpKind::FusedMatMul) && graph.node(n).inputs.len() > 2 => 1,
             _ => 0,
         };
@@ -205,7 +208,12 @@ pub fn group(graph: &Graph) -> Vec<Group> {
             let Some(kind) = op_kind(next) else { break };
             let step = match kind {
                 OpKind::Add if stage == 0 && is_bias(graph, next) => 1,
-                k if stage <= 1 && is_activation(k) && graph.node(next).inputs.len() == 1 => 2,
+                _ if stage <= 1
+                    && is_activation(graph.node(next))
+                    && graph.node(next).inputs.len() == 1 =>
+                {
+                    2
+                }
                 OpKind::Add if stage <= 2 && same_shape_operands(graph, next) => 3,
                 _ => break,
             };

@@ -5,7 +5,7 @@
 use super::group::{Group, GroupKind};
 use crate::templates::attention::{self, AttentionSpec};
 use crate::templates::elementwise::{self, Expr};
-use crate::templates::gemm::{self, Activation, Bias, Epilogue, MatMulSpec};
+use crate::templates::gemm::{self, Bias, Epilogue, MatMulSpec};
 use crate::templates::movement;
 use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
 use crate::templates::Built;
@@ -519,7 +519,7 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
     let mut epilogue = Epilogue {
         alpha: 1.0,
         bias: None,
-        activation: Activation::None,
+        activation: kiln_ir::Activation::None,
         residual: false,
     };
     let mut bias_input = None;
@@ -536,14 +536,7 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
             if let Some(bias) = head.inputs.get(2).copied().flatten() {
                 epilogue.bias = Some(bias_of(bias, &mut bias_input));
             }
-            epilogue.activation = match op.attrs.str("activation")? {
-                "none" => Activation::None,
-                "relu" => Activation::Relu,
-                "gelu" => Activation::Gelu,
-                "gelu_tanh" => Activation::GeluTanh,
-                "silu" => Activation::Silu,
-                other => return Err(format!("activation `{other}` has no epilogue")),
-            };
+            epilogue.activation = kiln_ir::Activation::parse(op.attrs.str("activation")?)?;
         }
         OpKind::Gemm => {
             if op.attrs.int("transA")? != 0 {
@@ -592,7 +585,7 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
         match op.kind {
             OpKind::Add
                 if epilogue.bias.is_none()
-                    && epilogue.activation == Activation::None
+                    && epilogue.activation == kiln_ir::Activation::None
                     && residual.is_none()
                     && other.is_some_and(|v| {
                         matches!(graph.node(v.node).kind, NodeKind::Constant(_))
@@ -606,17 +599,10 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
                 epilogue.residual = true;
                 residual = Some(r);
             }
-            OpKind::Relu => epilogue.activation = Activation::Relu,
-            OpKind::Sigmoid => epilogue.activation = Activation::Sigmoid,
-            OpKind::Tanh => epilogue.activation = Activation::Tanh,
-            OpKind::Silu => epilogue.activation = Activation::Silu,
-            OpKind::Gelu => {
-                epilogue.activation = match op.attrs.str("approximate")? {
-                    "tanh" => Activation::GeluTanh,
-                    _ => Activation::Gelu,
-                }
+            other => {
+                epilogue.activation = kiln_ir::Activation::of_op(op)?
+                    .ok_or_else(|| format!("{other} cannot be a GEMM epilogue"))?;
             }
-            other => return Err(format!("{other} cannot be a GEMM epilogue")),
         }
         prev = ValueId { node: n, output: 0 };
     }

@@ -421,10 +421,9 @@ impl<'g> PlanBuilder<'g> {
                     },
                     &node_label(graph, node),
                 );
-                step.index_check = match lowered.index_check {
-                    Some((i, rows)) => Some((self.value(bound(lowered.inputs[i])), rows)),
-                    None => None,
-                };
+                step.index_check = lowered
+                    .index_check
+                    .map(|(i, rows)| (self.value(bound(lowered.inputs[i])), rows));
                 (Step::Kernel(step), Some(kernel))
             }
         };

@@ -15,9 +15,10 @@
 //! The loop helpers here (`Sizes`, `nest`, `vector_run`, ...) are shared with the
 //! movement templates.
 
+use super::activation::activation;
 use super::{Arg, Built, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
-use kiln_ir::{Dim, Op, OpKind};
+use kiln_ir::{Activation, Dim, Op, OpKind};
 
 /// An elementwise expression over a kernel's inputs, in IR op terms.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +50,8 @@ impl Expr {
 /// pass `-inf` for an absent lower bound), and Where whose condition is computed in the
 /// kernel: IsNaN, Equal, Less, LessOrEqual, Greater or GreaterOrEqual of f32 expressions
 /// (the conditions are not values of their own). Anything else is an error naming the op.
+/// The activations (Relu, Gelu, Silu, Sigmoid, Tanh, and SwiGlu's gate) are
+/// [`Activation::formula`]'s, so their NaN and ±inf values are the interpreter's.
 ///
 /// Buffers: the inputs in order, then the output (f32, dense, row-major).
 pub fn elementwise(
@@ -344,28 +347,11 @@ impl Lowering<'_> {
             Sqrt => unary(self, Unary::Sqrt)?,
             Exp => unary(self, Unary::Exp)?,
             Erf => unary(self, Unary::Erf)?,
-            Tanh => unary(self, Unary::Tanh)?,
-            Sigmoid => unary(self, Unary::Sigmoid)?,
             Floor => unary(self, Unary::Floor)?,
             Ceil => unary(self, Unary::Neg)?
                 .unary(Unary::Floor)
                 .unary(Unary::Neg),
             Reciprocal => Value::Const(1.0) / self.args(kind, args, 1)?.remove(0),
-            Relu => {
-                // `max(x, 0)` as the interpreter has it: NaN gives 0.
-                let x = self.args(kind, args, 1)?.remove(0);
-                let x = self.shared(x);
-                let zero = Value::Const(0.0);
-                Value::select(Compare::Lt, zero.clone(), x.clone(), x, zero)
-            }
-            Silu => {
-                let x = self.args(kind, args, 1)?.remove(0);
-                self.silu(x)
-            }
-            Gelu => {
-                let x = self.args(kind, args, 1)?.remove(0);
-                self.gelu(op, x)?
-            }
             Add | Sub | Mul | Div | Max | Min => {
                 let [a, b]: [Value; 2] = self.args(kind, args, 2)?.try_into().expect("two");
                 match kind {
@@ -379,36 +365,24 @@ impl Lowering<'_> {
             }
             SwiGlu => {
                 let [gate, up]: [Value; 2] = self.args(kind, args, 2)?.try_into().expect("two");
-                self.silu(gate) * up
+                self.activation(Activation::Silu, gate) * up
             }
             Pow => self.pow(args)?,
             Clip => self.clip(args)?,
             Where => self.select(args)?,
-            other => return Err(format!("{other} has no elementwise kernel")),
+            other => {
+                let act = Activation::of_op(op)?
+                    .ok_or_else(|| format!("{other} has no elementwise kernel"))?;
+                let x = self.args(kind, args, 1)?.remove(0);
+                self.activation(act, x)
+            }
         })
     }
 
-    /// `x * sigmoid(x)`.
-    fn silu(&mut self, x: Value) -> Value {
+    /// `act(x)`, with `x` in a variable unless it is cheap to repeat.
+    fn activation(&mut self, act: Activation, x: Value) -> Value {
         let x = self.shared(x);
-        x.clone() * x.unary(Unary::Sigmoid)
-    }
-
-    /// GELU in the form of `op`'s `approximate` attribute.
-    fn gelu(&mut self, op: &Op, x: Value) -> Result<Value, String> {
-        let x = self.shared(x);
-        let inner = match op.attrs.str("approximate")? {
-            // erf(x / sqrt(2))
-            "none" => (x.clone() * Value::Const(std::f32::consts::FRAC_1_SQRT_2)).unary(Unary::Erf),
-            // tanh(sqrt(2/pi) * (x + 0.044715 x^3))
-            "tanh" => {
-                let cube = x.clone() * x.clone() * x.clone();
-                let c = (2.0 / std::f32::consts::PI).sqrt();
-                (Value::Const(c) * (x.clone() + Value::Const(0.044715) * cube)).unary(Unary::Tanh)
-            }
-            other => return Err(format!("unknown GELU approximation `{other}`")),
-        };
-        Ok(Value::Const(0.5) * x * (Value::Const(1.0) + inner))
+        activation(act, x)
     }
 
     /// `x ^ p` for a constant exponent with an exact short form.

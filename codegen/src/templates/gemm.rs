@@ -71,31 +71,13 @@
 //! With LLVM and 16 lanes (`--features llvm --example gemm_bench llvm`, AVX-512): 150–163
 //! GFLOP/s at 128×384×1536 and 128×1536×384, 135 at 512×768×768, 100 at 1024³ (one thread).
 
+use super::activation::activation;
 use super::{Arg, Built, ConstantData, Sizes};
-use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::kir::{Compare, Index, Kernel, Stmt, Value};
 use crate::schedule::{range, Param, Space};
 use crate::Schedule;
-use kiln_ir::Dim;
+use kiln_ir::{Activation, Dim};
 use std::sync::Arc;
-
-/// The activation applied after the bias.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// Identity.
-    None,
-    /// `max(x, 0)`.
-    Relu,
-    /// GELU, exact form `x/2 (1 + erf(x/√2))`.
-    Gelu,
-    /// GELU, tanh approximation.
-    GeluTanh,
-    /// `x * sigmoid(x)`.
-    Silu,
-    /// `1 / (1 + e^-x)`.
-    Sigmoid,
-    /// Hyperbolic tangent.
-    Tanh,
-}
 
 /// Where the bias (one value per output column) comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -832,7 +814,7 @@ fn epilogue(geo: &Geo, item: &Item, t: &Tile, acc: &[Vec<usize>], lanes: u8) -> 
             if x != Value::Var(var) {
                 stmts.push(Stmt::set(var, x));
             }
-            let mut y = activate(geo.activation, Value::Var(var));
+            let mut y = activation(geo.activation, Value::Var(var));
             if let Some(residual) = geo.residual {
                 y = y + Value::load(residual, at.clone());
             }
@@ -842,34 +824,12 @@ fn epilogue(geo: &Geo, item: &Item, t: &Tile, acc: &[Vec<usize>], lanes: u8) -> 
     stmts
 }
 
-/// `act(x)` (`x` is a variable, so repeating it costs nothing).
-fn activate(act: Activation, x: Value) -> Value {
-    let k = Value::Const;
-    match act {
-        Activation::None => x,
-        Activation::Relu => x.binary(Binary::Max, k(0.0)),
-        Activation::Gelu => {
-            let e = (x.clone() * k(std::f32::consts::FRAC_1_SQRT_2)).unary(Unary::Erf);
-            k(0.5) * x * (k(1.0) + e)
-        }
-        Activation::GeluTanh => {
-            let c = (2.0 / std::f32::consts::PI).sqrt();
-            let cube = x.clone() * x.clone() * x.clone();
-            let inner = k(c) * (x.clone() + k(0.044715) * cube);
-            k(0.5) * x * (k(1.0) + inner.unary(Unary::Tanh))
-        }
-        Activation::Silu => x.clone() * x.unary(Unary::Sigmoid),
-        Activation::Sigmoid => x.unary(Unary::Sigmoid),
-        Activation::Tanh => x.unary(Unary::Tanh),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::templates::testing::run;
     use kiln_ir::interp::{eval_op, Bindings};
-    use kiln_ir::{Attr, Attrs, Op, OpKind, Tensor};
+    use kiln_ir::{Attrs, Op, OpKind, Tensor};
 
     /// A small deterministic generator (xorshift64*).
     struct Rng(u64);
@@ -896,31 +856,12 @@ mod tests {
     }
 
     fn interp(kind: OpKind, attrs: Attrs, args: &[&Tensor]) -> Tensor {
-        let args: Vec<Option<&Tensor>> = args.iter().map(|t| Some(*t)).collect();
-        eval_op(&Op::new(kind, attrs), &args, &Bindings::default())
-            .unwrap()
-            .remove(0)
+        eval(&Op::new(kind, attrs), args)
     }
 
-    /// The epilogue applied to `y` by the interpreter's ops.
-    fn activation_reference(act: Activation, y: Tensor) -> Tensor {
-        let plain = |kind, y: &Tensor| interp(kind, Attrs::default(), &[y]);
-        let gelu = |mode: &str, y: &Tensor| {
-            let attrs = Attrs::from_pairs(&[("approximate", Attr::Str(mode.into()))]);
-            interp(OpKind::Gelu, attrs, &[y])
-        };
-        match act {
-            Activation::None => y,
-            Activation::Relu => plain(OpKind::Relu, &y),
-            Activation::Gelu => gelu("none", &y),
-            Activation::GeluTanh => gelu("tanh", &y),
-            Activation::Sigmoid => plain(OpKind::Sigmoid, &y),
-            Activation::Tanh => plain(OpKind::Tanh, &y),
-            Activation::Silu => {
-                let s = plain(OpKind::Sigmoid, &y);
-                interp(OpKind::Mul, Attrs::default(), &[&y, &s])
-            }
-        }
+    fn eval(op: &Op, args: &[&Tensor]) -> Tensor {
+        let args: Vec<Option<&Tensor>> = args.iter().map(|t| Some(*t)).collect();
+        eval_op(op, &args, &Bindings::default()).unwrap().remove(0)
     }
 
     /// `spec` on the interpreter: MatMul, scale, bias, activation, residual.
@@ -942,7 +883,7 @@ mod tests {
             Some(Bias::Input) => y = add(&y, &inputs[2]),
             None => {}
         }
-        y = activation_reference(e.activation, y);
+        y = eval(&e.activation.op(), &[&y]);
         if e.residual {
             y = add(&y, inputs.last().unwrap());
         }
@@ -1016,16 +957,6 @@ mod tests {
         all
     }
 
-    const ACTIVATIONS: [Activation; 7] = [
-        Activation::None,
-        Activation::Relu,
-        Activation::Gelu,
-        Activation::GeluTanh,
-        Activation::Silu,
-        Activation::Sigmoid,
-        Activation::Tanh,
-    ];
-
     fn random_epilogue(rng: &mut Rng, n: usize, case: usize) -> Epilogue {
         let bias = match rng.next() % 3 {
             0 => None,
@@ -1037,7 +968,7 @@ mod tests {
         Epilogue {
             alpha: rng.pick(&[1.0, 0.125]),
             bias,
-            activation: ACTIVATIONS[case % ACTIVATIONS.len()],
+            activation: Activation::ALL[case % Activation::ALL.len()],
             residual: rng.next() & 1 == 0,
         }
     }

@@ -11,6 +11,7 @@
 //!   row-major; f32, or i64 for indices), a constant prepared at compile time (packed
 //!   weights), or scratch space.
 
+mod activation;
 pub mod attention;
 pub mod elementwise;
 pub mod gemm;

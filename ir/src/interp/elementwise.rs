@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::tensor::Element;
+use crate::Activation;
 use ndarray::{IxDyn, Zip};
 
 pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
@@ -26,10 +27,12 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
             };
             Tensor::I64(x.to_i64_array().mapv(f)).cast(x.dtype())
         }
-        Neg | Abs | Sqrt | Reciprocal | Exp | Log | Erf | Tanh | Sigmoid | Relu | Sin | Cos
-        | Floor | Ceil | Round | Gelu => {
-            let f = unary_fn(op)?;
-            from_f32(x.dtype(), float_input(inputs, 0)?.mapv(f))
+        Tanh | Sigmoid | Relu | Gelu => {
+            let act = Activation::of_op(op)?.expect("an activation op");
+            activation(act, x)?
+        }
+        Neg | Abs | Sqrt | Reciprocal | Exp | Log | Erf | Sin | Cos | Floor | Ceil | Round => {
+            from_f32(x.dtype(), float_input(inputs, 0)?.mapv(unary_fn(op.kind)))
         }
         Where => where_op(inputs)?,
         Clip => clip(inputs)?,
@@ -38,9 +41,9 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>]) -> Res<Vec<Tensor>> {
     Ok(vec![out])
 }
 
-fn unary_fn(op: &Op) -> Res<fn(f32) -> f32> {
+fn unary_fn(kind: OpKind) -> fn(f32) -> f32 {
     use OpKind::*;
-    Ok(match op.kind {
+    match kind {
         Neg => |v| -v,
         Abs => f32::abs,
         Sqrt => f32::sqrt,
@@ -48,32 +51,20 @@ fn unary_fn(op: &Op) -> Res<fn(f32) -> f32> {
         Exp => f32::exp,
         Log => f32::ln,
         Erf => libm::erff,
-        Tanh => f32::tanh,
-        Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
-        Relu => |v| v.max(0.0),
         Sin => f32::sin,
         Cos => f32::cos,
         Floor => f32::floor,
         Ceil => f32::ceil,
         Round => f32::round_ties_even,
-        Gelu => match op.attrs.str("approximate")? {
-            "none" => gelu_erf,
-            "tanh" => gelu_tanh,
-            other => return Err(format!("unknown GELU approximation `{other}`")),
-        },
         _ => unreachable!("only called for unary float ops"),
-    })
+    }
 }
 
-/// GELU, exact form: `x/2 * (1 + erf(x/sqrt(2)))`.
-fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// GELU, tanh approximation: `x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`.
-fn gelu_tanh(x: f32) -> f32 {
-    let c = (2.0 / std::f32::consts::PI).sqrt();
-    0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+/// `act` applied to each element of the float tensor `x` ([`Activation::apply`]), rounded
+/// back to `x`'s dtype.
+pub(super) fn activation(act: Activation, x: &Tensor) -> Res<Tensor> {
+    let values = float_input(&[Some(x)], 0)?;
+    Ok(from_f32(x.dtype(), values.mapv(|v| act.apply(v))))
 }
 
 fn bool_input(t: &Tensor) -> Res<&ArrayD<bool>> {

@@ -1,8 +1,11 @@
 //! kiln's fused ops, evaluated as the compositions of plain ops that define them, so a
-//! rewrite into a fused op is checked against exactly the graph it replaced.
+//! rewrite into a fused op is checked against exactly the graph it replaced. Activations
+//! (Silu, SwiGlu's gate, FusedMatMul's `activation`) are [`Activation::apply`], which the
+//! plain Relu, Gelu, Sigmoid and Tanh ops compute too; Silu's plain form `x * Sigmoid(x)`
+//! agrees except at `-inf`, where the product is NaN and Silu its limit, -0.
 
 use super::*;
-use crate::{Attr, Attrs};
+use crate::{Activation, Attr, Attrs};
 
 pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<Vec<Tensor>> {
     let plain = |kind: OpKind, args: &[Option<&Tensor>]| -> Res<Tensor> {
@@ -19,45 +22,23 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
             let args: Vec<Option<&Tensor>> = (0..4).map(|i| opt_input(inputs, i)).collect();
             eval_op(&Op::new(OpKind::Attention, attrs), &args, symbols)?.remove(0)
         }
-        OpKind::Silu => silu(input(inputs, 0)?, symbols)?,
-        OpKind::SwiGlu => plain(
-            OpKind::Mul,
-            &[
-                Some(&silu(input(inputs, 0)?, symbols)?),
-                Some(input(inputs, 1)?),
-            ],
-        )?,
+        OpKind::Silu => elementwise::activation(Activation::Silu, input(inputs, 0)?)?,
+        OpKind::SwiGlu => {
+            let gate = elementwise::activation(Activation::Silu, input(inputs, 0)?)?;
+            plain(OpKind::Mul, &[Some(&gate), Some(input(inputs, 1)?)])?
+        }
         OpKind::FusedMatMul => {
             let mut y = plain(OpKind::MatMul, &inputs[..2])?;
             if let Some(bias) = opt_input(inputs, 2) {
                 y = plain(OpKind::Add, &[Some(&y), Some(bias)])?;
             }
-            match op.attrs.str("activation")? {
-                "none" => y,
-                "relu" => plain(OpKind::Relu, &[Some(&y)])?,
-                "silu" => silu(&y, symbols)?,
-                "gelu" | "gelu_tanh" => {
-                    let approximate = if op.attrs.str("activation")? == "gelu" {
-                        "none"
-                    } else {
-                        "tanh"
-                    };
-                    let mut attrs = Attrs::default();
-                    attrs.set("approximate", Attr::Str(approximate.into()));
-                    eval_op(&Op::new(OpKind::Gelu, attrs), &[Some(&y)], symbols)?.remove(0)
-                }
-                other => return Err(format!("unknown activation `{other}`")),
-            }
+            let act = Activation::parse(op.attrs.str("activation")?)?;
+            elementwise::activation(act, &y)?
         }
         OpKind::RopeRotateHalf => rope_rotate_half(inputs, symbols)?,
         _ => unreachable!("dispatched by eval_op"),
     };
     Ok(vec![out])
-}
-
-fn silu(x: &Tensor, symbols: &Bindings) -> Res<Tensor> {
-    let s = eval_op(&Op::plain(OpKind::Sigmoid), &[Some(x)], symbols)?.remove(0);
-    Ok(eval_op(&Op::plain(OpKind::Mul), &[Some(x), Some(&s)], symbols)?.remove(0))
 }
 
 fn rope_rotate_half(inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<Tensor> {

@@ -3,7 +3,7 @@
 //! ([`kiln_ir::OpKind`]: inputs and attributes per op) plus the ONNX attributes the importer
 //! copies onto nodes; the matches are exhaustive, so a new op kind must be described here.
 
-use kiln_ir::{Attr, DType, OpKind};
+use kiln_ir::{Activation, Attr, DType, OpKind};
 
 /// The kind of value an attribute holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,10 +241,7 @@ pub fn attributes(kind: OpKind) -> &'static [(&'static str, AttrType)] {
             ("rotary_embedding_dim", Int),
         ],
         FusedAttention => &[("scale", Float), ("is_causal", Int)],
-        FusedMatMul => &[(
-            "activation",
-            Word(&["none", "relu", "gelu", "gelu_tanh", "silu"]),
-        )],
+        FusedMatMul => &[("activation", Word(&Activation::NAMES))],
         QuantizeLinear => &[
             ("axis", Int),
             ("block_size", Int),
