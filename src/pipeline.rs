@@ -20,6 +20,7 @@
 use crate::cache::PlanCache;
 pub use kiln_codegen::plan::artifact::ArtifactSummary;
 pub use kiln_codegen::plan::Options;
+pub use kiln_frontends::hf::Entry;
 use kiln_ir::{Graph, NodeKind};
 use kiln_passes::optimize::{optimize, Limits};
 use kiln_passes::rules::builtin_rules;
@@ -81,18 +82,64 @@ impl Pipeline {
     /// one cached weights file).
     pub fn compile_entries(&self, entries: &[(&Graph, &str)]) -> Result<Vec<Program>, String> {
         if let Some(cache) = &self.cache {
-            let key = self.cache_key(entries)?;
+            let mut content = xxhash_rust::xxh3::Xxh3::new();
+            for (graph, name) in entries {
+                content.update(name.as_bytes());
+                content.update(&graph_fingerprint(graph).to_le_bytes());
+            }
+            let key = self.cache_key(content.digest128())?;
+            let names: Vec<&str> = entries.iter().map(|(_, n)| *n).collect();
             let write = |dir: &Path| self.write_artifacts(entries, dir).map(|_| ());
-            let load = |dir: &Path| {
-                entries
-                    .iter()
-                    .map(|(_, name)| kiln_rt::artifact::load(&dir.join(name), self.options.threads))
-                    .collect::<Result<Vec<_>, String>>()
-            };
-            if let Some(programs) = cache.get_or_build(&key, write, load)? {
+            if let Some(programs) = cache.get_or_build(&key, write, |d| self.load(d, &names))? {
                 return Ok(programs);
             }
         }
+        self.compile_in_memory(entries)
+    }
+
+    /// The entry points `entries` of the Hugging Face checkpoint in `dir` (prefill, decode),
+    /// compiled. With a cache, the key is the checkpoint's files (config and weights), so a
+    /// cached model is loaded without building its graphs or reading its weights into memory.
+    pub fn compile_checkpoint(
+        &self,
+        dir: &Path,
+        entries: &[Entry],
+    ) -> Result<Vec<Program>, String> {
+        let names: Vec<&str> = entries.iter().map(|e| entry_name(*e)).collect();
+        let graphs = || -> Result<Vec<Graph>, String> {
+            let model = kiln_frontends::hf::HfModel::open(dir)?;
+            entries.iter().map(|e| model.graph(*e)).collect()
+        };
+        if let Some(cache) = &self.cache {
+            let mut content = xxhash_rust::xxh3::Xxh3::new();
+            content.update(names.join(",").as_bytes());
+            content.update(&checkpoint_fingerprint(dir)?.to_le_bytes());
+            let key = self.cache_key(content.digest128())?;
+            let write = |out: &Path| {
+                let graphs = graphs()?;
+                let list: Vec<(&Graph, &str)> =
+                    graphs.iter().zip(&names).map(|(g, n)| (g, *n)).collect();
+                self.write_artifacts(&list, out).map(|_| ())
+            };
+            if let Some(programs) = cache.get_or_build(&key, write, |d| self.load(d, &names))? {
+                return Ok(programs);
+            }
+        }
+        let graphs = graphs()?;
+        let list: Vec<(&Graph, &str)> = graphs.iter().zip(&names).map(|(g, n)| (g, *n)).collect();
+        self.compile_in_memory(&list)
+    }
+
+    /// The artefacts `names` under `dir`, loaded.
+    fn load(&self, dir: &Path, names: &[&str]) -> Result<Vec<Program>, String> {
+        names
+            .iter()
+            .map(|name| kiln_rt::artifact::load(&dir.join(name), self.options.threads))
+            .collect()
+    }
+
+    /// `entries` optimised and compiled in memory, sharing their constants.
+    fn compile_in_memory(&self, entries: &[(&Graph, &str)]) -> Result<Vec<Program>, String> {
         let optimised = entries
             .iter()
             .map(|(g, _)| self.optimise(g))
@@ -128,15 +175,13 @@ impl Pipeline {
         kiln_codegen::plan::artifact::write_artifacts(&entries, root, self.options.backend)
     }
 
-    /// The cache key of `entries` compiled by this pipeline: their names and content, the
-    /// options that change the compiled code, this kiln's build and this CPU's features.
-    fn cache_key(&self, entries: &[(&Graph, &str)]) -> Result<String, String> {
+    /// The cache key of a model whose content hashes to `content` compiled by this pipeline:
+    /// the content, the options that change the compiled code, this kiln's build and this
+    /// CPU's features.
+    fn cache_key(&self, content: u128) -> Result<String, String> {
         let target = self.options.backend.target()?;
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for (graph, name) in entries {
-            h.update(name.as_bytes());
-            h.update(&graph_fingerprint(graph).to_le_bytes());
-        }
+        h.update(&content.to_le_bytes());
         let options = format!(
             "fuse={} backend={} cpu={} features={} build={}",
             self.fuse,
@@ -172,6 +217,48 @@ pub fn graph_fingerprint(graph: &Graph) -> u128 {
     }
     h.write(format!("{:?}", graph.outputs()).as_bytes());
     h.digest128()
+}
+
+/// The directory name of an entry point's artefact.
+pub fn entry_name(entry: Entry) -> &'static str {
+    match entry {
+        Entry::Prefill => "prefill",
+        Entry::Decode => "decode",
+    }
+}
+
+/// A hash of the files a Hugging Face checkpoint is read from (every `.json` and
+/// `.safetensors` file of `dir`: names, sizes and bytes), streamed, so the weights are read
+/// but not kept in memory.
+pub fn checkpoint_fingerprint(dir: &Path) -> Result<u128, String> {
+    let list = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<std::path::PathBuf> = list
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "json" || x == "safetensors")
+        })
+        .collect();
+    files.sort();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for path in files {
+        use std::io::Read;
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let mut file = std::fs::File::open(&path).map_err(err)?;
+        h.update(path.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
+        h.update(&file.metadata().map_err(err)?.len().to_le_bytes());
+        loop {
+            let n = file.read(&mut buffer).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buffer[..n]);
+        }
+    }
+    Ok(h.digest128())
 }
 
 /// Loads the model at `path` into a graph: an `.onnx` file, or a Hugging Face checkpoint

@@ -607,3 +607,23 @@ fn load_failures_name_the_problem() {
         kiln_free(model);
     }
 }
+
+#[test]
+fn the_runtime_library_holds_no_compiler() {
+    let lib = std::fs::read(library_dir().join("libkiln_runtime.so")).unwrap();
+    let has = |needle: &str| lib.windows(needle.len()).any(|w| w == needle.as_bytes());
+    // Symbol names are there to read (an absent name below means absent code).
+    assert!(
+        has("kiln_rt"),
+        "libkiln_runtime.so has no symbol names to check"
+    );
+    for part in [
+        "kiln_codegen",
+        "cranelift",
+        "inkwell",
+        "kiln_passes",
+        "kiln_frontends",
+    ] {
+        assert!(!has(part), "libkiln_runtime.so contains `{part}`");
+    }
+}

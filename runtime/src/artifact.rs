@@ -27,6 +27,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 /// The first line of every manifest; bumped whenever the artefact layout changes.
@@ -56,7 +57,7 @@ pub fn load(dir: &Path, threads: usize) -> Result<Program, String> {
     let plan = Plan::from_json(plan_text).map_err(|e| format!("{}: {e}", plan_path.display()))?;
     crate::cpu::check(&plan.target.features).map_err(|e| format!("{}: {e}", dir.display()))?;
     let weights_path = dir.join(&manifest.weights);
-    let weights = manifest.checked_file(dir, &manifest.weights)?;
+    let weights = manifest.checked_shared_file(dir, &manifest.weights)?;
     let weights = Weights::from_file(&weights, &plan.constants, &weights_path)?;
     // Never open a library whose bytes are not the ones written with the manifest: its code
     // would run.
@@ -192,17 +193,49 @@ struct Manifest {
 }
 
 impl Manifest {
-    /// The bytes of `file` (relative to `dir`), checked against the manifest's checksum; the
-    /// file is memory-mapped, not read.
-    fn checked_file(&self, dir: &Path, file: &str) -> Result<Bytes, String> {
+    /// [`Manifest::checked_file`] for a file that several artefacts share (the weights of a
+    /// model's entry points): while one loaded program holds it, loading another artefact
+    /// that names the same unchanged file maps it once and checks it once.
+    fn checked_shared_file(&self, dir: &Path, file: &str) -> Result<Bytes, String> {
+        type Key = (PathBuf, u64, std::time::SystemTime);
+        static SHARED: Mutex<Vec<(Key, Checksum, Weak<memmap2::Mmap>)>> = Mutex::new(vec![]);
         let path = dir.join(file);
+        let identity = std::fs::canonicalize(&path)
+            .ok()
+            .zip(std::fs::metadata(&path).ok());
+        let Some((canonical, meta)) = identity else {
+            return self.checked_file(dir, file);
+        };
+        let Ok(modified) = meta.modified() else {
+            return self.checked_file(dir, file);
+        };
+        let key = (canonical, meta.len(), modified);
+        let want = self.files.get(file).copied();
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|(_, _, map)| map.strong_count() > 0);
+        let found = shared
+            .iter()
+            .find(|(k, sum, _)| *k == key && Some(*sum) == want)
+            .and_then(|(_, _, map)| map.upgrade());
+        if let Some(map) = found {
+            return Ok(Bytes::from_owner(SharedMap(map)));
+        }
+        let (bytes, map) = map_shared(&path)?;
+        self.check(&path, file, &bytes)?;
+        if let (Some(map), Some(sum)) = (map, want) {
+            shared.push((key, sum, Arc::downgrade(&map)));
+        }
+        Ok(bytes)
+    }
+
+    /// Checks `bytes`, the contents of `file` at `path`, against the manifest's checksum.
+    fn check(&self, path: &Path, file: &str, bytes: &[u8]) -> Result<(), String> {
         let Some(want) = self.files.get(file) else {
             return Err(format!(
                 "{}: records no checksum of `{file}`",
-                dir.join(MANIFEST).display()
+                path.parent().unwrap_or(path).join(MANIFEST).display()
             ));
         };
-        let bytes = map_file(&path)?;
         if bytes.len() as u64 != want.bytes {
             return Err(format!(
                 "{}: {} bytes, but the manifest records {} (truncated or replaced?)",
@@ -211,12 +244,27 @@ impl Manifest {
                 want.bytes
             ));
         }
-        if Checksum::of(&bytes).hash != want.hash {
+        if Checksum::of(bytes).hash != want.hash {
             return Err(format!(
                 "{}: the checksum differs from the manifest's (the file is corrupted)",
                 path.display()
             ));
         }
+        Ok(())
+    }
+
+    /// The bytes of `file` (relative to `dir`), checked against the manifest's checksum; the
+    /// file is memory-mapped, not read.
+    fn checked_file(&self, dir: &Path, file: &str) -> Result<Bytes, String> {
+        let path = dir.join(file);
+        if !self.files.contains_key(file) {
+            return Err(format!(
+                "{}: records no checksum of `{file}`",
+                dir.join(MANIFEST).display()
+            ));
+        }
+        let (bytes, _) = map_shared(&path)?;
+        self.check(&path, file, &bytes)?;
         Ok(bytes)
     }
 }
@@ -261,16 +309,27 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     Ok(manifest)
 }
 
-/// The bytes of a file, memory-mapped (an empty file maps to no bytes).
-fn map_file(path: &Path) -> Result<Bytes, String> {
+/// A memory map that several byte handles share.
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The bytes of a file, memory-mapped, and the map (None for an empty file, which maps to no
+/// bytes).
+fn map_shared(path: &Path) -> Result<(Bytes, Option<Arc<memmap2::Mmap>>), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
-        return Ok(Bytes::new());
+        return Ok((Bytes::new(), None));
     }
     // SAFETY: the artefact's files are not modified while a program uses them (documented).
     let map =
         unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Bytes::from_owner(map))
+    let map = Arc::new(map);
+    Ok((Bytes::from_owner(SharedMap(map.clone())), Some(map)))
 }
 
 /// A C identifier made from a tensor name.

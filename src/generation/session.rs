@@ -72,21 +72,22 @@ impl EntryPoints {
                 decode: load("decode")?,
             }
         } else {
-            step("reading");
-            let model = HfModel::open(dir)?;
-            let (prefill, decode) = (model.graph(Entry::Prefill)?, model.graph(Entry::Decode)?);
             match pipeline {
-                None => EntryPoints {
-                    prefill: Runner::Interp(prefill),
-                    decode: Runner::Interp(decode),
-                },
+                None => {
+                    step("reading");
+                    let model = HfModel::open(dir)?;
+                    EntryPoints {
+                        prefill: Runner::Interp(model.graph(Entry::Prefill)?),
+                        decode: Runner::Interp(model.graph(Entry::Decode)?),
+                    }
+                }
                 Some(pipeline) => {
                     step(&format!(
                         "compiling with {} for",
                         pipeline.options.backend.name()
                     ));
-                    let entries = [(&prefill, "prefill"), (&decode, "decode")];
-                    let mut programs = pipeline.compile_entries(&entries)?.into_iter();
+                    let entries = [Entry::Prefill, Entry::Decode];
+                    let mut programs = pipeline.compile_checkpoint(dir, &entries)?.into_iter();
                     let mut next = || Runner::Compiled(Box::new(programs.next().expect("two")));
                     EntryPoints {
                         prefill: next(),
