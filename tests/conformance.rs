@@ -185,12 +185,12 @@ fn run_test(dir: &Path, backend: Backend) -> Result<(), String> {
             feeds.insert(name, t);
         }
         // Inputs a test file omits are optional inputs the model declares but does not need.
-        let outputs = match backend {
+        let outputs = match &backend {
             Backend::Interpreter => {
                 kiln_ir::interp::run(&graph, &feeds).map_err(|e| e.to_string())?
             }
             Backend::Compiled(backend) => {
-                common::run_compiled(&graph, &feeds, &common::options(1, backend))?
+                common::run_compiled(&graph, &feeds, &common::options(1, backend.clone()))?
             }
         };
         for (j, (name, actual)) in outputs.iter().enumerate() {
