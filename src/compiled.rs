@@ -1,27 +1,61 @@
-//! The command line's compile options — the code generators it offers and `--no-cache` —
-//! turned into the library's [`Pipeline`].
+//! The command line's compile options — `--backend NAME`, parsed against the code generators
+//! of [`kiln_codegen::backends`] (and `interp` where a command can run the reference
+//! interpreter), and `--no-cache` — turned into the library's [`Pipeline`].
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use kiln::cache::PlanCache;
 use kiln::pipeline::{Options, Pipeline};
 use kiln_codegen::Backend;
 
-/// The code generators the command line offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CodeGen {
-    /// Cranelift: compiles fast; 128-bit vectors.
-    Cranelift,
-    /// LLVM: compiles slower; vectors as wide as this CPU has (512-bit with AVX-512).
-    Llvm,
+/// The name `--backend` gives the reference interpreter.
+const INTERP: &str = "interp";
+
+/// What runs a model: kernels compiled by a backend, or the reference interpreter.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// Kernels compiled by this backend.
+    Compiled(Backend),
+    /// The reference interpreter.
+    Interp,
 }
 
-impl CodeGen {
-    /// The backend this names, for this CPU.
-    pub fn backend(self) -> Backend {
+impl Engine {
+    /// The pipeline of a compiled backend with `threads` threads; None for the interpreter.
+    pub fn pipeline(&self, threads: u16, cache: CacheArgs) -> Option<Pipeline> {
         match self {
-            CodeGen::Cranelift => Backend::Cranelift,
-            CodeGen::Llvm => Backend::llvm(),
+            Engine::Compiled(backend) => {
+                Some(cache.pipeline(backend.clone(), threads as usize, true))
+            }
+            Engine::Interp => None,
         }
     }
+}
+
+/// The values `--backend` takes, with their `--help` lines: the backends of this build, and
+/// the interpreter if `interp`.
+fn possible_values(interp: bool) -> Vec<PossibleValue> {
+    let mut values: Vec<PossibleValue> = kiln_codegen::backends()
+        .iter()
+        .map(|b| PossibleValue::new(b.name()).help(b.description()))
+        .collect();
+    if interp {
+        values.push(PossibleValue::new(INTERP).help("The reference interpreter"));
+    }
+    values
+}
+
+/// The parser of `--backend NAME` for commands that compile: a backend of this build.
+pub fn backend_parser() -> impl TypedValueParser<Value = Backend> {
+    PossibleValuesParser::new(possible_values(false)).try_map(|name| kiln_codegen::backend(&name))
+}
+
+/// The parser of `--backend NAME` for commands that can also run the reference interpreter
+/// (`interp`).
+pub fn engine_parser() -> impl TypedValueParser<Value = Engine> {
+    PossibleValuesParser::new(possible_values(true)).try_map(|name| match name.as_str() {
+        INTERP => Ok(Engine::Interp),
+        _ => kiln_codegen::backend(&name).map(Engine::Compiled),
+    })
 }
 
 /// `--no-cache`, shared by the commands that compile a model to run it.

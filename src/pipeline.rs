@@ -172,7 +172,7 @@ impl Pipeline {
             .map(|(g, name)| Ok((self.optimise(g)?, *name)))
             .collect::<Result<Vec<_>, String>>()?;
         let entries: Vec<(&Graph, &str)> = optimised.iter().map(|(g, n)| (g, *n)).collect();
-        kiln_codegen::plan::artifact::write_artifacts(&entries, root, self.options.backend)
+        kiln_codegen::plan::artifact::write_artifacts(&entries, root, &self.options.backend)
     }
 
     /// The cache key of a model whose content hashes to `content` compiled by this pipeline:

@@ -293,6 +293,53 @@ fn help_works_for_every_subcommand() {
     assert!(version.starts_with("kiln "), "{version}");
 }
 
+/// `--backend` takes the names of the backends this build has, each listed with its line in
+/// `--help`, plus `interp` where the command can run the reference interpreter; a wrong name
+/// is a usage error that lists them.
+#[test]
+fn backends_are_listed_in_help_and_checked() {
+    let backends = kiln_codegen::backends();
+    for (cmd, interp) in [
+        ("run", true),
+        ("generate", true),
+        ("compile", false),
+        ("bench", false),
+        ("check", false),
+        ("explain", false),
+    ] {
+        let help = success(&kiln(&[cmd, "--help"]));
+        assert!(help.contains("--backend <NAME>"), "{cmd}:\n{help}");
+        assert!(help.contains("[default: cranelift]"), "{cmd}:\n{help}");
+        // clap lists each as `- NAME:  DESCRIPTION`, the descriptions aligned.
+        let listed = |name: &str| {
+            help.lines().find_map(|l| {
+                let rest = l.trim().strip_prefix("- ")?.strip_prefix(name)?;
+                Some(rest.strip_prefix(':')?.trim().to_string())
+            })
+        };
+        for b in &backends {
+            let description = listed(b.name());
+            assert_eq!(
+                description.as_deref(),
+                Some(b.description()),
+                "{cmd}:\n{help}"
+            );
+        }
+        assert_eq!(listed("interp").is_some(), interp, "{cmd}:\n{help}");
+        let out = kiln(&[cmd, "model.onnx", "--backend", "frob"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        let mut names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+        if interp {
+            names.push("interp");
+        }
+        let listed = format!("[possible values: {}]", names.join(", "));
+        assert!(stderr.contains("'frob'"), "{cmd}: {stderr}");
+        assert!(stderr.contains(&listed), "{listed} in {cmd}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{cmd}: {stderr}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad model files: each is reported by both `inspect` and `run`.
 

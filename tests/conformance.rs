@@ -150,7 +150,7 @@ fn kiln_dtypes_only(model: &ModelProto) -> bool {
 }
 
 /// How a conformance test is run.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Backend {
     Interpreter,
     Compiled(kiln_codegen::Backend),
@@ -185,12 +185,12 @@ fn run_test(dir: &Path, backend: Backend) -> Result<(), String> {
             feeds.insert(name, t);
         }
         // Inputs a test file omits are optional inputs the model declares but does not need.
-        let outputs = match backend {
+        let outputs = match &backend {
             Backend::Interpreter => {
                 kiln_ir::interp::run(&graph, &feeds).map_err(|e| e.to_string())?
             }
             Backend::Compiled(backend) => {
-                common::run_compiled(&graph, &feeds, &common::options(1, backend))?
+                common::run_compiled(&graph, &feeds, &common::options(1, backend.clone()))?
             }
         };
         for (j, (name, actual)) in outputs.iter().enumerate() {
@@ -257,12 +257,12 @@ fn onnx_node_tests() {
             .unwrap_or_else(|_| Err("panicked".to_string()));
         if outcome.is_ok() {
             for backend in [
-                kiln_codegen::Backend::Cranelift,
+                kiln_codegen::Backend::cranelift(),
                 kiln_codegen::Backend::llvm(),
             ] {
-                let compiled =
-                    std::panic::catch_unwind(|| run_test(&dir, Backend::Compiled(backend)))
-                        .unwrap_or_else(|_| Err("panicked".to_string()));
+                let run = || run_test(&dir, Backend::Compiled(backend.clone()));
+                let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+                    .unwrap_or_else(|_| Err("panicked".to_string()));
                 if let Err(e) = compiled {
                     compiled_failures.push(format!("{test} ({}): {e}", backend.name()));
                 }
@@ -475,7 +475,7 @@ fn newest_node_tests_of_the_changed_ops_pass() {
 /// The runners every generated test runs on: the interpreter and both compiled backends.
 const RUNNERS: [fn() -> Backend; 3] = [
     || Backend::Interpreter,
-    || Backend::Compiled(kiln_codegen::Backend::Cranelift),
+    || Backend::Compiled(kiln_codegen::Backend::cranelift()),
     || Backend::Compiled(kiln_codegen::Backend::llvm()),
 ];
 

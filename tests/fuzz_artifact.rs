@@ -178,7 +178,7 @@ fn damaged_artifacts_are_refused_or_give_the_right_answer() {
     let dir = TempDir::new("fuzz-artifact");
     let graph =
         kiln_frontends::onnx::load_model(&common::model_dir("bert").join("model.onnx")).unwrap();
-    let options = common::options(1, kiln_codegen::Backend::Cranelift);
+    let options = common::options(1, kiln_codegen::Backend::cranelift());
     kiln::pipeline::Pipeline::new(options)
         .write_artifacts(&[(&graph, "")], dir.path())
         .unwrap();

@@ -868,7 +868,7 @@ fn compiled_matches(
     feeds: &HashMap<String, Tensor>,
     want: &Tensor,
 ) -> Result<(), String> {
-    let options = common::options(1, kiln_codegen::Backend::Cranelift);
+    let options = common::options(1, kiln_codegen::Backend::cranelift());
     let out = common::run_compiled(graph, feeds, &options)?;
     let err = common::max_abs_diff(&out[0].1, want)?;
     if err > 1e-4 {

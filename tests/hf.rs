@@ -28,11 +28,13 @@ fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
     let interp_graph = graph.clone();
     let compile =
         |backend| kiln_codegen::plan::compile(graph, &common::options(2, backend)).unwrap();
-    let program = compile(kiln_codegen::Backend::Cranelift);
+    let program = compile(kiln_codegen::Backend::cranelift());
     let llvm = compile(kiln_codegen::Backend::llvm());
-    let artifact =
-        common::load_ahead_of_time(graph, &common::options(2, kiln_codegen::Backend::Cranelift))
-            .unwrap();
+    let artifact = common::load_ahead_of_time(
+        graph,
+        &common::options(2, kiln_codegen::Backend::cranelift()),
+    )
+    .unwrap();
     vec![
         (
             "ahead of time",

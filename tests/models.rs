@@ -40,12 +40,12 @@ fn check(model: &Path, dir: &Path, case: &str, inputs: &[&str], output: &str) ->
     };
     let runs = [
         ("interpreter", kiln_ir::interp::run(&graph, &feeds).unwrap()),
-        ("compiled, 1 thread", compiled(1, Backend::Cranelift)),
-        ("compiled, 2 threads", compiled(2, Backend::Cranelift)),
+        ("compiled, 1 thread", compiled(1, Backend::cranelift())),
+        ("compiled, 2 threads", compiled(2, Backend::cranelift())),
         ("LLVM, 1 thread", compiled(1, Backend::llvm())),
         (
             "ahead of time, 2 threads",
-            ahead_of_time(Backend::Cranelift),
+            ahead_of_time(Backend::cranelift()),
         ),
         (
             "ahead of time, LLVM, 2 threads",

@@ -836,7 +836,7 @@ impl Oracle {
             .entry(hash)
             .or_insert_with(|| {
                 bump(&counts.compiled);
-                common::run_compiled(graph, feeds, &common::options(1, Backend::Cranelift))
+                common::run_compiled(graph, feeds, &common::options(1, Backend::cranelift()))
             })
             .clone();
         match compiled {
@@ -1436,7 +1436,7 @@ fn mutated_npy_files_never_panic() {
     let bert = load_model(&common::model_dir("bert").join("model.onnx")).unwrap();
     let compiled = kiln_codegen::plan::compile(
         &common::optimized(&bert).unwrap(),
-        &common::options(1, Backend::Cranelift),
+        &common::options(1, Backend::cranelift()),
     )
     .unwrap();
     let feeds = fixture_feeds("bert");
@@ -1928,7 +1928,7 @@ fn fixtures_run_with_seq_0_and_batch_0() {
                 .unwrap_or_else(|e| panic!("{what}, interpreter: {e}"));
             assert_eq!(interp[0].1.shape(), &[batch, seq, width], "{what}");
             let compiled =
-                common::run_compiled(&graph, &feeds, &common::options(1, Backend::Cranelift))
+                common::run_compiled(&graph, &feeds, &common::options(1, Backend::cranelift()))
                     .unwrap_or_else(|e| panic!("{what}, compiled: {e}"));
             compare_outputs(&compiled, &interp).unwrap_or_else(|e| panic!("{what}: {e}"));
         }
@@ -2015,7 +2015,7 @@ fn bert_with_a_moved_mask_axis_optimises_to_the_same_answer() {
     let graph = import_model(&model, &common::model_dir("bert")).unwrap();
     let feeds = fixture_feeds("bert");
     let interp = kiln_ir::interp::run(&graph, &feeds).unwrap();
-    let options = common::options(1, Backend::Cranelift);
+    let options = common::options(1, Backend::cranelift());
     let unoptimised = kiln_codegen::plan::compile(&graph, &options)
         .unwrap()
         .run(&feeds)

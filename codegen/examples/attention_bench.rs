@@ -152,7 +152,7 @@ impl Problem {
     /// Times `runs` calls of the fused kernel on one thread.
     fn fused(
         &mut self,
-        (backend, schedule): (Backend, &Schedule),
+        (backend, schedule): (&Backend, &Schedule),
         causal: bool,
         runs: usize,
     ) -> Result<Timing, String> {
@@ -187,11 +187,7 @@ impl Problem {
 
 fn main() -> Result<(), String> {
     let llvm = std::env::args().any(|a| a == "llvm");
-    let backend = if llvm {
-        Backend::llvm()
-    } else {
-        Backend::Cranelift
-    };
+    let backend = kiln_codegen::backend(if llvm { "llvm" } else { "cranelift" })?;
     let mut schedule = Schedule::default().with("lanes", i64::from(backend.lanes()));
     let mut seqs = vec![128usize, 512, 2048];
     for arg in std::env::args().skip(1).filter(|a| a != "llvm") {
@@ -232,7 +228,7 @@ fn main() -> Result<(), String> {
             _ => 5,
         };
         for causal in [false, true] {
-            let t = p.fused((backend, &schedule), causal, runs)?;
+            let t = p.fused((&backend, &schedule), causal, runs)?;
             let unfused = time_ms(runs.min(3), || {
                 naive(&p.q, &p.k, &p.v, &mut want, s, causal)
             });
@@ -260,7 +256,7 @@ fn main() -> Result<(), String> {
         "Skv", "fused median", "best", "mean cpu"
     );
     for &s in &seqs {
-        let t = Problem::new(1, s).fused((backend, &schedule), false, 101)?;
+        let t = Problem::new(1, s).fused((&backend, &schedule), false, 101)?;
         println!("{s:>6} {:>12.3} {:>10.3} {:>10}", t.median, t.best, cpu(&t));
     }
     Ok(())

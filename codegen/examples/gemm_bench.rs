@@ -44,8 +44,8 @@ fn main() -> Result<(), String> {
             b_constant,
             epilogue: Epilogue::default(),
         };
-        let packed = Bench::new(&spec(Some(b.clone())), &schedule, backend)?;
-        let direct = Bench::new(&spec(None), &schedule, backend)?;
+        let packed = Bench::new(&spec(Some(b.clone())), &schedule, &backend)?;
+        let direct = Bench::new(&spec(None), &schedule, &backend)?;
         // Addresses, so that the two-thread run may capture them.
         let buffers = [a.as_mut_ptr(), b.as_mut_ptr(), y.as_mut_ptr()].map(|p| p as usize);
         let one = packed.time(buffers, 1)?;
@@ -81,10 +81,8 @@ fn values(len: usize, seed: usize) -> Vec<f32> {
 /// `lanes` defaults to the backend's widest vector.
 fn parse_args() -> Result<(Backend, Schedule), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let backend = match args.iter().any(|a| a == "llvm") {
-        true => Backend::llvm(),
-        false => Backend::Cranelift,
-    };
+    let llvm = args.iter().any(|a| a == "llvm");
+    let backend = kiln_codegen::backend(if llvm { "llvm" } else { "cranelift" })?;
     let base = Schedule::default().with("lanes", i64::from(backend.lanes()));
     let schedule = args
         .iter()
@@ -106,7 +104,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(spec: &MatMulSpec, schedule: &Schedule, backend: Backend) -> Result<Bench, String> {
+    fn new(spec: &MatMulSpec, schedule: &Schedule, backend: &Backend) -> Result<Bench, String> {
         let built = matmul(spec, schedule)?;
         let kernel = backend
             .compile_all(std::slice::from_ref(&built.kernel))?

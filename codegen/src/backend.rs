@@ -1,18 +1,110 @@
-//! [`Backend`]: which code generator turns a program's KIR into machine code, and what that
-//! means for the templates (the widest vector they may use) and for the CPUs that can run
-//! the result.
+//! The code generators: [`CodeGenerator`] is what lowering and compilation need of one (the
+//! widest vector the templates may use, JIT and object compilation, the target a plan
+//! records), [`Backend`] the cheap handle to one that the rest of kiln passes around, and
+//! [`backends`] / [`backend`] the registry of the ones this build has. A backend is one
+//! module implementing [`CodeGenerator`] plus one line in `REGISTRY`.
 
 use crate::kir::Kernel;
 use kiln_rt::native::NativeKernel;
 use kiln_rt::plan::Target;
+use std::fmt::Debug;
+use std::ops::Deref;
+use std::sync::Arc;
 
-/// The code generator of a program's kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// Cranelift: fast compilation, f32x4 vectors (its x86-64 vectors are 128-bit).
-    Cranelift,
-    /// LLVM: slower compilation, vectors as wide as the CPU level allows.
-    Llvm(CpuLevel),
+/// A code generator: turns a program's KIR kernels into machine code, and says what that
+/// means for the templates (the widest vector they may use) and for the CPUs that can run
+/// the result.
+pub trait CodeGenerator: Send + Sync + Debug {
+    /// The backend's name as the command line spells it (`cranelift`, `llvm`).
+    fn name(&self) -> &'static str;
+
+    /// One line on the backend for `--help`.
+    fn description(&self) -> &'static str;
+
+    /// The widest vector, in f32 lanes, that templates may use for this backend.
+    fn lanes(&self) -> u8;
+
+    /// Compiles kernels for this CPU into memory (their names must differ).
+    fn compile_all(&self, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String>;
+
+    /// Compiles kernels into a position-independent object exporting each under its name,
+    /// for linking into a shared library (`kernels.so`).
+    fn emit_object(&self, kernels: &[Kernel]) -> Result<Vec<u8>, String>;
+
+    /// Where the compiled code runs, as a plan records it: the backend's name, the CPU level
+    /// (empty if none), and the CPU features the code needs, as [`kiln_rt::cpu`] names them.
+    fn target(&self) -> Result<Target, String>;
+}
+
+/// The code generator of a program's kernels: a shared handle to a [`CodeGenerator`], cheap
+/// to clone; its methods are the generator's (through [`Deref`]).
+#[derive(Clone, Debug)]
+pub struct Backend(Arc<dyn CodeGenerator>);
+
+impl Backend {
+    /// The handle of `generator`.
+    pub fn new(generator: impl CodeGenerator + 'static) -> Backend {
+        Backend(Arc::new(generator))
+    }
+
+    /// Cranelift.
+    pub fn cranelift() -> Backend {
+        Backend::new(crate::cranelift::Cranelift)
+    }
+
+    /// LLVM for the highest level this CPU has.
+    #[cfg(feature = "llvm")]
+    pub fn llvm() -> Backend {
+        Backend::llvm_at(CpuLevel::host())
+    }
+
+    /// LLVM for the CPUs of `level`.
+    #[cfg(feature = "llvm")]
+    pub fn llvm_at(level: CpuLevel) -> Backend {
+        Backend::new(crate::llvm::Llvm { level })
+    }
+}
+
+impl Default for Backend {
+    /// The first backend of the registry: Cranelift.
+    fn default() -> Backend {
+        REGISTRY[0]()
+    }
+}
+
+impl Deref for Backend {
+    type Target = dyn CodeGenerator;
+
+    fn deref(&self) -> &(dyn CodeGenerator + 'static) {
+        &*self.0
+    }
+}
+
+/// The backends of this build, as their constructors, in the order `--help` lists them (the
+/// first is the default). A new backend is one line here.
+const REGISTRY: &[fn() -> Backend] = &[
+    Backend::cranelift,
+    #[cfg(feature = "llvm")]
+    Backend::llvm,
+];
+
+/// Every backend this build has (LLVM only with the `llvm` feature), the default first.
+pub fn backends() -> Vec<Backend> {
+    REGISTRY.iter().map(|make| make()).collect()
+}
+
+/// The backend named `name` (as [`CodeGenerator::name`] gives it); the error lists the
+/// backends this build has.
+pub fn backend(name: &str) -> Result<Backend, String> {
+    let all = backends();
+    if let Some(found) = all.iter().find(|b| b.name() == name) {
+        return Ok(found.clone());
+    }
+    let names: Vec<&str> = all.iter().map(|b| b.name()).collect();
+    Err(format!(
+        "unknown backend `{name}` (this build has: {})",
+        names.join(", ")
+    ))
 }
 
 /// An x86-64 micro-architecture level: the instruction set LLVM code is compiled for, so that
@@ -86,70 +178,38 @@ impl CpuLevel {
     }
 }
 
-impl Backend {
-    /// LLVM for the highest level this CPU has.
-    pub fn llvm() -> Backend {
-        Backend::Llvm(CpuLevel::host())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_lists_this_builds_backends() {
+        let names: Vec<&str> = backends().iter().map(|b| b.name()).collect();
+        let expected: &[&str] = match cfg!(feature = "llvm") {
+            true => &["cranelift", "llvm"],
+            false => &["cranelift"],
+        };
+        assert_eq!(names, expected);
+        assert_eq!(Backend::default().name(), "cranelift");
     }
 
-    /// The backend's name as the command line spells it (`cranelift`, `llvm`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Cranelift => "cranelift",
-            Backend::Llvm(_) => "llvm",
+    #[test]
+    fn every_name_round_trips_through_the_registry() {
+        for b in backends() {
+            let found = backend(b.name()).unwrap();
+            assert_eq!(found.name(), b.name());
+            assert_eq!(found.lanes(), b.lanes());
+            assert_eq!(found.target().unwrap().backend, b.name());
+            assert!(!b.description().is_empty() && !b.description().contains('\n'));
         }
     }
 
-    /// The widest vector, in f32 lanes, that templates may use for this backend.
-    pub fn lanes(self) -> u8 {
-        match self {
-            Backend::Cranelift => 4,
-            Backend::Llvm(level) => level.lanes(),
+    #[test]
+    fn an_unknown_name_errors_naming_the_known_ones() {
+        let err = backend("frobnicate").unwrap_err();
+        assert!(err.contains("`frobnicate`"), "{err}");
+        for b in backends() {
+            assert!(err.contains(b.name()), "{err}");
         }
-    }
-
-    /// Compiles kernels for this CPU into memory (their names must differ).
-    pub fn compile_all(self, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
-        match self {
-            Backend::Cranelift => crate::cranelift::compile_all(kernels),
-            #[cfg(feature = "llvm")]
-            Backend::Llvm(level) => crate::llvm::compile_all(kernels, level.name()),
-            #[cfg(not(feature = "llvm"))]
-            Backend::Llvm(_) => Err(NO_LLVM.into()),
-        }
-    }
-
-    /// Compiles kernels into a position-independent object exporting each under its name,
-    /// for linking into a shared library.
-    pub fn emit_object(self, kernels: &[Kernel]) -> Result<Vec<u8>, String> {
-        match self {
-            Backend::Cranelift => crate::cranelift::emit_object(kernels),
-            #[cfg(feature = "llvm")]
-            Backend::Llvm(level) => crate::llvm::emit_object(kernels, level.name()),
-            #[cfg(not(feature = "llvm"))]
-            Backend::Llvm(_) => Err(NO_LLVM.into()),
-        }
-    }
-
-    /// Where the compiled code runs, as a plan records it: the backend, the CPU level, and
-    /// the CPU features the code needs (Cranelift's ISA flags of this CPU, or the LLVM
-    /// level's features), as [`kiln_rt::cpu`] names them.
-    pub fn target(self) -> Result<Target, String> {
-        Ok(match self {
-            Backend::Cranelift => Target {
-                backend: self.name().into(),
-                cpu: String::new(),
-                features: crate::cranelift::host_features()?,
-            },
-            Backend::Llvm(level) => Target {
-                backend: self.name().into(),
-                cpu: level.name().into(),
-                features: level.features(),
-            },
-        })
     }
 }
-
-/// The error of compiling with LLVM in a build without it.
-#[cfg(not(feature = "llvm"))]
-const NO_LLVM: &str = "this build of kiln has no LLVM backend (cargo feature `llvm`)";

@@ -1,10 +1,11 @@
-//! The Cranelift backend: lowers KIR [`Kernel`]s to native code, either JIT-compiled into
-//! memory ([`compile_all`]) or emitted as a relocatable object for a shared library
-//! ([`emit_object`]), both with the [`crate::native`] kernel ABI. Vectors are f32x4
+//! The Cranelift backend ([`Cranelift`]): lowers KIR [`Kernel`]s to native code, either
+//! JIT-compiled into memory ([`compile_all`]) or emitted as a relocatable object for a shared
+//! library ([`emit_object`]), both with the [`crate::native`] kernel ABI. Vectors are f32x4
 //! (Cranelift's x86-64 vectors are 128-bit).
 
 use crate::intrinsics::{self, Math};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::CodeGenerator;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -14,6 +15,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use kiln_rt::native::{CodeOwner, KernelFn, NativeKernel};
+use kiln_rt::plan::Target;
 use std::sync::Arc;
 
 type Ssa = cranelift_codegen::ir::Value;
@@ -26,6 +28,42 @@ struct JitCode(#[allow(dead_code)] JITModule);
 unsafe impl Send for JitCode {}
 // SAFETY: as above; nothing reads or writes the module through a shared reference.
 unsafe impl Sync for JitCode {}
+
+/// The Cranelift [`CodeGenerator`]: fast compilation, f32x4 vectors, code for this CPU's
+/// features.
+#[derive(Clone, Copy, Debug)]
+pub struct Cranelift;
+
+impl CodeGenerator for Cranelift {
+    fn name(&self) -> &'static str {
+        "cranelift"
+    }
+
+    fn description(&self) -> &'static str {
+        "Compiles fast; 128-bit vectors"
+    }
+
+    fn lanes(&self) -> u8 {
+        4
+    }
+
+    fn compile_all(&self, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
+        compile_all(kernels)
+    }
+
+    fn emit_object(&self, kernels: &[Kernel]) -> Result<Vec<u8>, String> {
+        emit_object(kernels)
+    }
+
+    /// No CPU level; the features are Cranelift's ISA flags of this CPU.
+    fn target(&self) -> Result<Target, String> {
+        Ok(Target {
+            backend: self.name().into(),
+            cpu: String::new(),
+            features: host_features()?,
+        })
+    }
+}
 
 /// JIT-compiles one kernel for the host CPU.
 pub fn compile(kernel: &Kernel) -> Result<NativeKernel, String> {

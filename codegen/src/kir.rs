@@ -3,7 +3,7 @@
 //! the backends ([`crate::cranelift`], [`crate::llvm`]) lower the same KIR to machine code.
 //!
 //! A vector has 4, 8 or 16 lanes ([`LANES`]); Cranelift lowers 4 (its x86-64 vectors are
-//! 128-bit), LLVM every width. [`crate::Backend::lanes`] tells a template the widest one.
+//! 128-bit), LLVM every width. [`crate::CodeGenerator::lanes`] tells a template the widest one.
 //!
 //! Typing is by context: a [`Value`] is computed at the width of the statement that uses it
 //! (a store's `lanes`, a variable's declared lanes); [`Value::Splat`] and [`Value::Reduce`]

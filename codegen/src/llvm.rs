@@ -1,4 +1,4 @@
-//! The LLVM backend: lowers KIR [`Kernel`]s to native code for an x86-64 CPU level through
+//! The LLVM backend ([`Llvm`]): lowers KIR [`Kernel`]s to native code for an x86-64 CPU level through
 //! LLVM 19, with vectors of 4, 8 or 16 f32 lanes (16 lanes = one 512-bit AVX-512 register).
 //!
 //! It is the twin of [`crate::cranelift`]: the same kernel ABI ([`crate::native`]), the same
@@ -9,6 +9,7 @@
 use crate::intrinsics::{self, Math};
 use crate::kir::{self, Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use crate::native;
+use crate::{CodeGenerator, CpuLevel};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::builder::{Builder, BuilderError};
 use inkwell::context::Context;
@@ -26,6 +27,7 @@ use inkwell::values::{
 };
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
 use kiln_rt::native::NativeKernel;
+use kiln_rt::plan;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
@@ -33,6 +35,45 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An LLVM value: an `f32`, an `<n x float>`, an `i64` or an `i32` bit pattern.
 type V<'ctx> = BasicValueEnum<'ctx>;
+
+/// The LLVM [`CodeGenerator`] for the CPUs of one x86-64 level: slower compilation, vectors
+/// as wide as the level has.
+#[derive(Clone, Copy, Debug)]
+pub struct Llvm {
+    /// The instruction set the code is compiled for (tuning follows the compiling CPU).
+    pub level: CpuLevel,
+}
+
+impl CodeGenerator for Llvm {
+    fn name(&self) -> &'static str {
+        "llvm"
+    }
+
+    fn description(&self) -> &'static str {
+        "Compiles slower; vectors as wide as this CPU has (512-bit with AVX-512)"
+    }
+
+    fn lanes(&self) -> u8 {
+        self.level.lanes()
+    }
+
+    fn compile_all(&self, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String> {
+        compile_all(kernels, self.level.name())
+    }
+
+    fn emit_object(&self, kernels: &[Kernel]) -> Result<Vec<u8>, String> {
+        emit_object(kernels, self.level.name())
+    }
+
+    /// The level's CPU and features.
+    fn target(&self) -> Result<plan::Target, String> {
+        Ok(plan::Target {
+            backend: self.name().into(),
+            cpu: self.level.name().into(),
+            features: self.level.features(),
+        })
+    }
+}
 
 /// JIT-compiles kernels: emits an object for `cpu`, links it into a shared library in a fresh
 /// temporary directory with `crate::native::link_shared`, loads it with

@@ -1,10 +1,11 @@
 //! `kiln bench`: latency of the compiled model (median and min after warm-up), compile time
 //! and peak memory.
 
-use crate::compiled::{CacheArgs, CodeGen};
+use crate::compiled::{backend_parser, CacheArgs};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use clap::Args;
 use kiln::pipeline::Program;
+use kiln_codegen::Backend;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,8 +30,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
     /// The code generator (an artefact runs with the one that compiled it).
-    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
-    backend: CodeGen,
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = backend_parser(),
+        default_value = Backend::default().name()
+    )]
+    backend: Backend,
     /// Compile the graph as exported, without the rewrite rules (to measure what fusion buys).
     #[arg(long)]
     unfused: bool,
@@ -57,9 +63,9 @@ impl BenchArgs {
 
 /// Times the compiled model and prints the figures (one `key=value` line for scripts too).
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
-    let pipeline =
-        args.cache
-            .pipeline(args.backend.backend(), args.threads as usize, !args.unfused);
+    let pipeline = args
+        .cache
+        .pipeline(args.backend.clone(), args.threads as usize, !args.unfused);
     let program = pipeline.open(&args.model)?;
     let mut feeds = read_feeds(&args.inputs)?;
     let inputs: Vec<&kiln_ir::Value> = program.inputs().collect();

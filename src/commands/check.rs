@@ -1,10 +1,11 @@
 //! `kiln check`: runs the compiled model and the reference interpreter on the same inputs
 //! (given .npy files, random ones, or both) and compares every output.
 
-use crate::compiled::{CacheArgs, CodeGen};
+use crate::compiled::{backend_parser, CacheArgs};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use clap::Args;
 use kiln::pipeline::load_model;
+use kiln_codegen::Backend;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -35,8 +36,13 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
     /// The code generator (an artefact runs with the one that compiled it).
-    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
-    backend: CodeGen,
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = backend_parser(),
+        default_value = Backend::default().name()
+    )]
+    backend: Backend,
     /// The model an artefact was compiled from, whose interpreter run is the reference
     /// (required when MODEL is an artefact: an artefact holds a compiled plan, not a graph).
     #[arg(long, value_name = "MODEL")]
@@ -60,7 +66,7 @@ impl CheckArgs {
 pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
     let pipeline = args
         .cache
-        .pipeline(args.backend.backend(), args.threads as usize, true);
+        .pipeline(args.backend.clone(), args.threads as usize, true);
     let (graph, program) = match (&args.reference, kiln_rt::artifact::is_artifact(&args.model)) {
         (Some(reference), true) => (
             reference_graph(reference, &args.model)?,

@@ -1,10 +1,11 @@
 //! `kiln compile`: compile a model ahead of time into an artefact directory (shared library of
 //! kernels, graph, weights, C header) that `kiln run` and the C API load with no JIT.
 
-use crate::compiled::CodeGen;
+use crate::compiled::backend_parser;
 use crate::generation::model_files::GENERATION_FILES;
 use clap::Args;
 use kiln::pipeline::{load_model, ArtifactSummary, Options, Pipeline};
+use kiln_codegen::Backend;
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::Graph;
 use std::path::{Path, PathBuf};
@@ -23,8 +24,13 @@ pub struct CompileArgs {
     #[arg(long)]
     unfused: bool,
     /// The code generator of the kernels (LLVM compiles for this CPU's x86-64 level).
-    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
-    backend: CodeGen,
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = backend_parser(),
+        default_value = Backend::default().name()
+    )]
+    backend: Backend,
 }
 
 /// Compiles the model (each entry point of a causal checkpoint, sharing one weights file)
@@ -40,7 +46,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), String> {
     let entries: Vec<(&Graph, &str)> = entries.iter().map(|(g, n)| (g, *n)).collect();
     let options = Options {
         threads: 1,
-        backend: args.backend.backend(),
+        backend: args.backend.clone(),
     };
     let summaries = Pipeline::new(options)
         .fused(!args.unfused)

@@ -4,13 +4,14 @@
 //! reference interpreter, and the new text is streamed to stdout as it is decoded; timings go
 //! to stderr. See [`crate::generation`] for the parts.
 
-use super::run::Backend;
+use crate::compiled::{engine_parser, Engine};
 use crate::generation::chat::{ChatTemplate, Message};
 use crate::generation::model_files::SpecialIds;
 use crate::generation::sampling::{Sampler, Sampling};
 use crate::generation::session::{self, compiled_ahead, EntryPoints, Limits, Output, Timings};
 use crate::generation::text::{TextStream, TextTokenizer};
 use clap::Args;
+use kiln_codegen::Backend;
 use kiln_frontends::hf::config::{read_config, Architecture, HfConfig};
 use kiln_frontends::hf::HfModel;
 use std::io::Write;
@@ -74,9 +75,14 @@ pub struct GenerateArgs {
     /// Write one JSON record per prompt (text, ids, timings) to stdout instead of the text.
     #[arg(long)]
     json: bool,
-    /// Where to run: kernels compiled by Cranelift or LLVM, or the reference interpreter.
-    #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
-    backend: Backend,
+    /// Where to run: kernels compiled by a backend, or the reference interpreter (`interp`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = engine_parser(),
+        default_value = Backend::default().name()
+    )]
+    backend: Engine,
     /// Threads for the compiled kernels' parallel loops.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,

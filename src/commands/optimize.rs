@@ -1,6 +1,6 @@
 //! `kiln optimize` and `kiln explain`: run the equality-saturation passes on a model.
 
-use crate::compiled::CodeGen;
+use crate::compiled::backend_parser;
 use clap::Args;
 use kiln::pipeline::load_model;
 use kiln_codegen::Backend;
@@ -41,8 +41,13 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE")]
     dot: Option<PathBuf>,
     /// The code generator whose kernels to list (templates use its widest vectors).
-    #[arg(long, value_enum, default_value_t = CodeGen::Cranelift)]
-    backend: CodeGen,
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = backend_parser(),
+        default_value = Backend::default().name()
+    )]
+    backend: Backend,
 }
 
 fn rules(args: &PassArgs) -> Result<Vec<Rule>, String> {
@@ -161,7 +166,7 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
         report.cost_after * 1e3,
         report.cost_before / report.cost_after.max(f64::MIN_POSITIVE)
     );
-    print_kernels(&optimized, args.backend.backend())?;
+    print_kernels(&optimized, &args.backend)?;
     if let Some(dot) = &args.dot {
         std::fs::write(dot, kiln_ir::dot::to_dot(&optimized))
             .map_err(|e| format!("{}: {e}", dot.display()))?;
@@ -173,7 +178,7 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
 /// Prints the steps of the optimised graph's plan for `backend`: one line per kernel (its
 /// kind, ops, and schedule with where it came from), view or interpreter fallback (with the
 /// reason no template took it).
-fn print_kernels(optimized: &kiln_ir::Graph, backend: Backend) -> Result<(), String> {
+fn print_kernels(optimized: &kiln_ir::Graph, backend: &Backend) -> Result<(), String> {
     print_plan(
         &kiln_codegen::plan::lowering::lower_graph(optimized, backend, &kiln_codegen::Heuristic)?
             .plan,

@@ -1,10 +1,11 @@
 //! `kiln run`: run a model on given .npy inputs, compiled or on the interpreter, and write its
 //! outputs.
 
-use crate::compiled::{CacheArgs, CodeGen};
+use crate::compiled::{engine_parser, CacheArgs, Engine};
 use crate::inputs::read_feeds;
 use clap::Args;
-use kiln::pipeline::{load_model, Pipeline};
+use kiln::pipeline::load_model;
+use kiln_codegen::Backend;
 use kiln_ir::{npy, Tensor};
 use std::path::PathBuf;
 
@@ -19,37 +20,19 @@ pub struct RunArgs {
     /// Directory to write `<output name>.npy` files into.
     #[arg(long, short = 'o', default_value = "out")]
     output_dir: PathBuf,
-    /// Where to run: kernels compiled by Cranelift or LLVM, or the reference interpreter.
-    #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
-    backend: Backend,
+    /// Where to run: kernels compiled by a backend, or the reference interpreter (`interp`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = engine_parser(),
+        default_value = Backend::default().name()
+    )]
+    backend: Engine,
     /// Threads for the compiled kernels' parallel loops.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
     #[command(flatten)]
     cache: CacheArgs,
-}
-
-/// The execution backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// Kernels JIT-compiled by Cranelift (ops without a template run on the interpreter).
-    Cranelift,
-    /// Kernels compiled by LLVM for this CPU's widest vectors.
-    Llvm,
-    /// The reference interpreter.
-    Interp,
-}
-
-impl Backend {
-    /// The pipeline of a compiled backend with `threads` threads; None for the interpreter.
-    pub fn pipeline(self, threads: u16, cache: CacheArgs) -> Option<Pipeline> {
-        let backend = match self {
-            Backend::Cranelift => CodeGen::Cranelift,
-            Backend::Llvm => CodeGen::Llvm,
-            Backend::Interp => return None,
-        };
-        Some(cache.pipeline(backend.backend(), threads as usize, true))
-    }
 }
 
 /// Runs the model on the chosen backend and writes every output.

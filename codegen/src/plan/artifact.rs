@@ -33,7 +33,7 @@ pub struct ArtifactSummary {
 pub fn write_artifact(
     graph: &Graph,
     dir: &Path,
-    backend: Backend,
+    backend: &Backend,
 ) -> Result<ArtifactSummary, String> {
     Ok(write_artifacts(&[(graph, "")], dir, backend)?.remove(0))
 }
@@ -44,7 +44,7 @@ pub fn write_artifact(
 pub fn write_artifacts(
     entries: &[(&Graph, &str)],
     root: &Path,
-    backend: Backend,
+    backend: &Backend,
 ) -> Result<Vec<ArtifactSummary>, String> {
     write_artifacts_with(entries, root, backend, &crate::Heuristic)
 }
@@ -53,7 +53,7 @@ pub fn write_artifacts(
 pub fn write_artifacts_with(
     entries: &[(&Graph, &str)],
     root: &Path,
-    backend: Backend,
+    backend: &Backend,
     source: &dyn ScheduleSource,
 ) -> Result<Vec<ArtifactSummary>, String> {
     let mut writer = ArtifactWriter::create(root)?;

@@ -136,7 +136,7 @@ fn node_label(graph: &Graph, n: NodeId) -> String {
 /// kernels in the same order. The templates use vectors as wide as `backend` has.
 pub fn lower_graph(
     graph: &Graph,
-    backend: Backend,
+    backend: &Backend,
     source: &dyn ScheduleSource,
 ) -> Result<LoweredPlan, String> {
     lower_shared(graph, backend, source, &mut ConstantPool::default())
@@ -145,7 +145,7 @@ pub fn lower_graph(
 /// [`lower_graph`], holding each constant once across the plans lowered with one `pool`.
 pub fn lower_shared(
     graph: &Graph,
-    backend: Backend,
+    backend: &Backend,
     source: &dyn ScheduleSource,
     pool: &mut ConstantPool,
 ) -> Result<LoweredPlan, String> {
@@ -295,7 +295,11 @@ struct PlanBuilder<'g> {
 }
 
 impl<'g> PlanBuilder<'g> {
-    fn new(graph: &'g Graph, backend: Backend, pool: &'g mut ConstantPool) -> Result<Self, String> {
+    fn new(
+        graph: &'g Graph,
+        backend: &Backend,
+        pool: &'g mut ConstantPool,
+    ) -> Result<Self, String> {
         let mut b = PlanBuilder {
             graph,
             plan: Plan {

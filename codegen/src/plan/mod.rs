@@ -43,7 +43,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             threads: 1,
-            backend: Backend::Cranelift,
+            backend: Backend::default(),
         }
     }
 }
@@ -71,7 +71,7 @@ fn compile_shared(
     pool: &mut ConstantPool,
 ) -> Result<Program, String> {
     let start = Instant::now();
-    let lowered = lowering::lower_shared(graph, options.backend, &crate::Heuristic, pool)?;
+    let lowered = lowering::lower_shared(graph, &options.backend, &crate::Heuristic, pool)?;
     let kernels = options.backend.compile_all(&lowered.kernels)?;
     let weights = Weights::in_memory(lowered.constants);
     // SAFETY: the kernels were compiled from the plan's own KIR, in its order.
@@ -131,7 +131,7 @@ output z = %z
     #[test]
     fn each_kernel_records_its_schedule_and_where_it_came_from() {
         let graph = text::parse(GRAPH).unwrap();
-        let plan = lower_graph(&graph, Backend::Cranelift, &Heuristic)
+        let plan = lower_graph(&graph, &Backend::cranelift(), &Heuristic)
             .unwrap()
             .plan;
         let gemm = plan.kernels.iter().find(|k| k.template == "gemm").unwrap();
@@ -139,7 +139,7 @@ output z = %z
         assert_eq!(gemm.schedule["gemm.lanes"], 4);
         assert_eq!(gemm.schedule_source, "heuristic");
         let source = Fixed(Schedule::default().with("mr", 4).with("nr", 8));
-        let plan = lower_graph(&graph, Backend::Cranelift, &source)
+        let plan = lower_graph(&graph, &Backend::cranelift(), &source)
             .unwrap()
             .plan;
         let gemm = plan.kernels.iter().find(|k| k.template == "gemm").unwrap();
@@ -154,7 +154,7 @@ output z = %z
         let graph = text::parse(GRAPH).unwrap();
         for (name, value, needle) in [("mr", 17, "gemm.mr = 17"), ("tile", 3, "`gemm.tile`")] {
             let source = Fixed(Schedule::default().with(name, value));
-            let err = lower_graph(&graph, Backend::Cranelift, &source)
+            let err = lower_graph(&graph, &Backend::cranelift(), &source)
                 .err()
                 .unwrap();
             assert!(err.contains(needle) && err.contains("proj"), "{err}");
@@ -173,7 +173,7 @@ output z = %z
                 .with("nr", 8)
                 .with("mc", 0),
         );
-        write_artifacts_with(&[(&graph, "")], &dir, Backend::Cranelift, &before).unwrap();
+        write_artifacts_with(&[(&graph, "")], &dir, &Backend::cranelift(), &before).unwrap();
         let loaded = kiln_rt::artifact::load(&dir, 1).unwrap();
         let (first, _) = loaded.run(&feeds()).unwrap();
         // ... and this kiln now compiles the same graph with other defaults.

@@ -66,17 +66,8 @@ mod tests {
         f32::MIN,
     ];
 
-    /// The backends to compare: Cranelift, and LLVM when it is built.
-    fn backends() -> Vec<Backend> {
-        let mut all = vec![Backend::Cranelift];
-        if cfg!(feature = "llvm") {
-            all.push(Backend::llvm());
-        }
-        all
-    }
-
     /// Compiles `built` with `backend` and runs it on f32 `inputs`, giving `len` outputs.
-    fn run(backend: Backend, built: &Built, inputs: &[Vec<f32>], len: usize) -> Vec<f32> {
+    fn run(backend: &Backend, built: &Built, inputs: &[Vec<f32>], len: usize) -> Vec<f32> {
         let kernel = backend
             .compile_all(std::slice::from_ref(&built.kernel))
             .expect("compiles")
@@ -148,8 +139,9 @@ mod tests {
             let expr = Expr::Op(act.op(), vec![Expr::Input(0)]);
             let shape = vec![Dim::from(tiled.len())];
             let built = elementwise("act", &expr, std::slice::from_ref(&shape), &shape).unwrap();
-            for backend in backends() {
-                let got = run(backend, &built, std::slice::from_ref(&tiled), tiled.len());
+            // Every backend of this build: Cranelift, and LLVM when it is built.
+            for backend in crate::backends() {
+                let got = run(&backend, &built, std::slice::from_ref(&tiled), tiled.len());
                 for (i, &g) in got.iter().enumerate() {
                     let (x, w) = (xs[i % n], want[i % n]);
                     assert!(
@@ -173,7 +165,7 @@ mod tests {
                 };
                 let schedule = Schedule::default().with("lanes", backend.lanes().into());
                 let built = matmul(&spec, &schedule).unwrap();
-                let got = run(backend, &built, &[xs.clone(), vec![]], n * cols);
+                let got = run(&backend, &built, &[xs.clone(), vec![]], n * cols);
                 for (i, &g) in got.iter().enumerate() {
                     let (x, w) = (xs[i / cols] + 0.0, want_gemm[i / cols]);
                     assert!(

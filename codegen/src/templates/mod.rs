@@ -240,9 +240,8 @@ pub(crate) mod testing {
         if kernel.widest_lanes() <= 4 {
             return crate::cranelift::compile(kernel).expect("compiles");
         }
-        let backend = crate::Backend::llvm();
-        backend
-            .compile_all(std::slice::from_ref(kernel))
+        crate::backend("llvm")
+            .and_then(|llvm| llvm.compile_all(std::slice::from_ref(kernel)))
             .expect("compiles")
             .remove(0)
     }
