@@ -20,11 +20,11 @@ st=$(stat -c %s "$smol/model.safetensors")
 read -r compile_s compile_kib < <(timed $kiln compile "$smol" -o "$work/aot" --backend llvm)
 wb=$(stat -c %s "$work/aot/weights.bin")
 ids=1,2,3,4,5,6,7,8
-gen() { $kiln generate "$1" --prompt-ids $ids --max-new-tokens 16 --ignore-eos --backend llvm; }
-read -r aot_s aot_kib < <(timed gen "$work/aot")
+gen=(generate --prompt-ids "$ids" --max-new-tokens 16 --ignore-eos --backend llvm)
+read -r aot_s aot_kib < <(timed $kiln "${gen[@]}" "$work/aot")
 aot_load=$(sed -n 's/.* in \([0-9.]*\) s).*/\1/p' "$work/time" | head -1)
-read -r first_s first_kib < <(timed gen "$smol")
-read -r second_s second_kib < <(timed gen "$smol")
+read -r first_s first_kib < <(timed $kiln "${gen[@]}" "$smol")
+read -r second_s second_kib < <(timed $kiln "${gen[@]}" "$smol")
 first_token() { /usr/bin/time -f "%e" $kiln generate "$1" --prompt-ids $ids --max-new-tokens 1 --backend llvm 2>&1 >/dev/null | tail -1; }
 ttft_cached=$(first_token "$smol")
 ttft_aot=$(first_token "$work/aot")
