@@ -44,14 +44,40 @@ fn possible_values(interp: bool) -> Vec<PossibleValue> {
     values
 }
 
+/// `--backend NAME` of the commands that compile: a backend of this build.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BackendArg {
+    /// The code generator of the kernels (an artefact runs with the one that compiled it).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = backend_parser(),
+        default_value = Backend::default().name()
+    )]
+    pub backend: Backend,
+}
+
+/// `--backend NAME` of the commands that can also run the reference interpreter.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineArg {
+    /// Where to run: kernels compiled by a backend, or the reference interpreter (`interp`).
+    #[arg(
+        long = "backend",
+        value_name = "NAME",
+        value_parser = engine_parser(),
+        default_value = Backend::default().name()
+    )]
+    pub engine: Engine,
+}
+
 /// The parser of `--backend NAME` for commands that compile: a backend of this build.
-pub fn backend_parser() -> impl TypedValueParser<Value = Backend> {
+fn backend_parser() -> impl TypedValueParser<Value = Backend> {
     PossibleValuesParser::new(possible_values(false)).try_map(|name| kiln_codegen::backend(&name))
 }
 
 /// The parser of `--backend NAME` for commands that can also run the reference interpreter
 /// (`interp`).
-pub fn engine_parser() -> impl TypedValueParser<Value = Engine> {
+fn engine_parser() -> impl TypedValueParser<Value = Engine> {
     PossibleValuesParser::new(possible_values(true)).try_map(|name| match name.as_str() {
         INTERP => Ok(Engine::Interp),
         _ => kiln_codegen::backend(&name).map(Engine::Compiled),

@@ -1,11 +1,10 @@
 //! `kiln bench`: latency of the compiled model (median and min after warm-up), compile time
 //! and peak memory.
 
-use crate::compiled::{backend_parser, CacheArgs};
+use crate::compiled::{BackendArg, CacheArgs};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use clap::Args;
 use kiln::pipeline::Program;
-use kiln_codegen::Backend;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,14 +28,8 @@ pub struct BenchArgs {
     /// Threads for the compiled kernels.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
-    /// The code generator (an artefact runs with the one that compiled it).
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_parser = backend_parser(),
-        default_value = Backend::default().name()
-    )]
-    backend: Backend,
+    #[command(flatten)]
+    code: BackendArg,
     /// Compile the graph as exported, without the rewrite rules (to measure what fusion buys).
     #[arg(long)]
     unfused: bool,
@@ -63,9 +56,11 @@ impl BenchArgs {
 
 /// Times the compiled model and prints the figures (one `key=value` line for scripts too).
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
-    let pipeline = args
-        .cache
-        .pipeline(args.backend.clone(), args.threads as usize, !args.unfused);
+    let pipeline = args.cache.pipeline(
+        args.code.backend.clone(),
+        args.threads as usize,
+        !args.unfused,
+    );
     let program = pipeline.open(&args.model)?;
     let mut feeds = read_feeds(&args.inputs)?;
     let inputs: Vec<&kiln_ir::Value> = program.inputs().collect();

@@ -1,11 +1,10 @@
 //! `kiln check`: runs the compiled model and the reference interpreter on the same inputs
 //! (given .npy files, random ones, or both) and compares every output.
 
-use crate::compiled::{backend_parser, CacheArgs};
+use crate::compiled::{BackendArg, CacheArgs};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use clap::Args;
-use kiln::pipeline::load_model;
-use kiln_codegen::Backend;
+use kiln::pipeline::{entry_name, load_model, Entry};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -35,14 +34,8 @@ pub struct CheckArgs {
     /// Threads for the compiled kernels.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
-    /// The code generator (an artefact runs with the one that compiled it).
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_parser = backend_parser(),
-        default_value = Backend::default().name()
-    )]
-    backend: Backend,
+    #[command(flatten)]
+    code: BackendArg,
     /// The model an artefact was compiled from, whose interpreter run is the reference
     /// (required when MODEL is an artefact: an artefact holds a compiled plan, not a graph).
     #[arg(long, value_name = "MODEL")]
@@ -66,7 +59,7 @@ impl CheckArgs {
 pub fn check(args: &CheckArgs) -> Result<ExitCode, String> {
     let pipeline = args
         .cache
-        .pipeline(args.backend.clone(), args.threads as usize, true);
+        .pipeline(args.code.backend.clone(), args.threads as usize, true);
     let (graph, program) = match (&args.reference, kiln_rt::artifact::is_artifact(&args.model)) {
         (Some(reference), true) => (
             reference_graph(reference, &args.model)?,
@@ -172,9 +165,9 @@ fn reference_graph(reference: &Path, artifact: &Path) -> Result<kiln_ir::Graph, 
     if reference.is_dir() {
         let hf = kiln_frontends::hf::HfModel::open(reference)?;
         if hf.is_causal() {
-            let entry = match artifact.file_name().and_then(|n| n.to_str()) {
-                Some("decode") => kiln_frontends::hf::Entry::Decode,
-                _ => kiln_frontends::hf::Entry::Prefill,
+            let entry = match artifact.file_name() {
+                Some(n) if n == entry_name(Entry::Decode) => Entry::Decode,
+                _ => Entry::Prefill,
             };
             return hf.graph(entry);
         }

@@ -1,11 +1,10 @@
 //! `kiln compile`: compile a model ahead of time into an artefact directory (shared library of
 //! kernels, graph, weights, C header) that `kiln run` and the C API load with no JIT.
 
-use crate::compiled::backend_parser;
+use crate::compiled::BackendArg;
 use crate::generation::model_files::GENERATION_FILES;
 use clap::Args;
-use kiln::pipeline::{load_model, ArtifactSummary, Options, Pipeline};
-use kiln_codegen::Backend;
+use kiln::pipeline::{entry_name, load_model, ArtifactSummary, Options, Pipeline};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::Graph;
 use std::path::{Path, PathBuf};
@@ -23,14 +22,8 @@ pub struct CompileArgs {
     /// Compile the graph as exported, without the rewrite rules.
     #[arg(long)]
     unfused: bool,
-    /// The code generator of the kernels (LLVM compiles for this CPU's x86-64 level).
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_parser = backend_parser(),
-        default_value = Backend::default().name()
-    )]
-    backend: Backend,
+    #[command(flatten)]
+    code: BackendArg,
 }
 
 /// Compiles the model (each entry point of a causal checkpoint, sharing one weights file)
@@ -38,15 +31,15 @@ pub struct CompileArgs {
 pub fn compile(args: &CompileArgs) -> Result<(), String> {
     let entries: Vec<(Graph, &str)> = match causal_checkpoint(&args.model)? {
         Some(hf) => vec![
-            (hf.graph(Entry::Prefill)?, "prefill"),
-            (hf.graph(Entry::Decode)?, "decode"),
+            (hf.graph(Entry::Prefill)?, entry_name(Entry::Prefill)),
+            (hf.graph(Entry::Decode)?, entry_name(Entry::Decode)),
         ],
         None => vec![(load_model(&args.model)?, "")],
     };
     let entries: Vec<(&Graph, &str)> = entries.iter().map(|(g, n)| (g, *n)).collect();
     let options = Options {
         threads: 1,
-        backend: args.backend.clone(),
+        backend: args.code.backend.clone(),
     };
     let summaries = Pipeline::new(options)
         .fused(!args.unfused)

@@ -4,14 +4,13 @@
 //! reference interpreter, and the new text is streamed to stdout as it is decoded; timings go
 //! to stderr. See [`crate::generation`] for the parts.
 
-use crate::compiled::{engine_parser, Engine};
+use crate::compiled::{Engine, EngineArg};
 use crate::generation::chat::{ChatTemplate, Message};
 use crate::generation::model_files::SpecialIds;
 use crate::generation::sampling::{Sampler, Sampling};
 use crate::generation::session::{self, compiled_ahead, EntryPoints, Limits, Output, Timings};
 use crate::generation::text::{TextStream, TextTokenizer};
 use clap::Args;
-use kiln_codegen::Backend;
 use kiln_frontends::hf::config::{read_config, Architecture, HfConfig};
 use kiln_frontends::hf::HfModel;
 use std::io::Write;
@@ -75,14 +74,8 @@ pub struct GenerateArgs {
     /// Write one JSON record per prompt (text, ids, timings) to stdout instead of the text.
     #[arg(long)]
     json: bool,
-    /// Where to run: kernels compiled by a backend, or the reference interpreter (`interp`).
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_parser = engine_parser(),
-        default_value = Backend::default().name()
-    )]
-    backend: Engine,
+    #[command(flatten)]
+    engine: EngineArg,
     /// Threads for the compiled kernels' parallel loops.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
@@ -271,7 +264,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), String> {
     }
     let prompts = Prompts::read(args, tokenizer.as_ref())?;
     let max_new_tokens = prompts.check(args, &config)?;
-    let pipeline = args.backend.pipeline(args.threads, args.cache);
+    let pipeline = args.engine.engine.pipeline(args.threads, args.cache);
     let compile_start = Instant::now();
     let model = EntryPoints::open(dir, pipeline.as_ref())?;
     let compile_time = compile_start.elapsed();
@@ -410,11 +403,11 @@ fn report_timings(
     batches: &[(Vec<usize>, Timings)],
     compile_time: std::time::Duration,
 ) {
-    let backend = match args.backend.pipeline(args.threads, args.cache) {
-        None => "reference interpreter".to_string(),
-        Some(pipeline) => format!(
+    let backend = match &args.engine.engine {
+        Engine::Interp => "reference interpreter".to_string(),
+        Engine::Compiled(backend) => format!(
             "{}, {} thread(s), {} in {:.3} s",
-            pipeline.options.backend.name(),
+            backend.name(),
             args.threads,
             match compiled_ahead(&args.checkpoint) {
                 true => "ahead-of-time kernels loaded",

@@ -1,6 +1,6 @@
 //! `kiln optimize` and `kiln explain`: run the equality-saturation passes on a model.
 
-use crate::compiled::backend_parser;
+use crate::compiled::BackendArg;
 use clap::Args;
 use kiln::pipeline::load_model;
 use kiln_codegen::Backend;
@@ -40,14 +40,8 @@ pub struct ExplainArgs {
     /// Also write the optimised graph as Graphviz to this file.
     #[arg(long, value_name = "FILE")]
     dot: Option<PathBuf>,
-    /// The code generator whose kernels to list (templates use its widest vectors).
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_parser = backend_parser(),
-        default_value = Backend::default().name()
-    )]
-    backend: Backend,
+    #[command(flatten)]
+    code: BackendArg,
 }
 
 fn rules(args: &PassArgs) -> Result<Vec<Rule>, String> {
@@ -166,7 +160,7 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
         report.cost_after * 1e3,
         report.cost_before / report.cost_after.max(f64::MIN_POSITIVE)
     );
-    print_kernels(&optimized, &args.backend)?;
+    print_kernels(&optimized, &args.code.backend)?;
     if let Some(dot) = &args.dot {
         std::fs::write(dot, kiln_ir::dot::to_dot(&optimized))
             .map_err(|e| format!("{}: {e}", dot.display()))?;

@@ -1,11 +1,10 @@
 //! `kiln run`: run a model on given .npy inputs, compiled or on the interpreter, and write its
 //! outputs.
 
-use crate::compiled::{engine_parser, CacheArgs, Engine};
+use crate::compiled::{CacheArgs, EngineArg};
 use crate::inputs::read_feeds;
 use clap::Args;
 use kiln::pipeline::load_model;
-use kiln_codegen::Backend;
 use kiln_ir::{npy, Tensor};
 use std::path::PathBuf;
 
@@ -20,14 +19,8 @@ pub struct RunArgs {
     /// Directory to write `<output name>.npy` files into.
     #[arg(long, short = 'o', default_value = "out")]
     output_dir: PathBuf,
-    /// Where to run: kernels compiled by a backend, or the reference interpreter (`interp`).
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_parser = engine_parser(),
-        default_value = Backend::default().name()
-    )]
-    backend: Engine,
+    #[command(flatten)]
+    engine: EngineArg,
     /// Threads for the compiled kernels' parallel loops.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
@@ -38,7 +31,7 @@ pub struct RunArgs {
 /// Runs the model on the chosen backend and writes every output.
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let feeds = read_feeds(&args.inputs)?;
-    let outputs = match args.backend.pipeline(args.threads, args.cache) {
+    let outputs = match args.engine.engine.pipeline(args.threads, args.cache) {
         None => kiln_ir::interp::run(&load_model(&args.model)?, &feeds),
         Some(pipeline) => pipeline
             .open(&args.model)?

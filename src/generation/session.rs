@@ -9,7 +9,7 @@
 //! length ([`batches`]).
 
 use super::sampling::Sampler;
-use kiln::pipeline::{Pipeline, Program};
+use kiln::pipeline::{entry_name, Pipeline, Program};
 use kiln_frontends::hf::{Entry, HfModel};
 use kiln_ir::{interp, Graph, Tensor};
 use kiln_rt::artifact::is_artifact;
@@ -43,7 +43,9 @@ pub struct EntryPoints {
 
 /// Whether `dir` holds the artefacts `kiln compile` made of a causal checkpoint.
 pub fn compiled_ahead(dir: &Path) -> bool {
-    is_artifact(&dir.join("prefill")) && is_artifact(&dir.join("decode"))
+    [Entry::Prefill, Entry::Decode]
+        .iter()
+        .all(|e| is_artifact(&dir.join(entry_name(*e))))
 }
 
 impl EntryPoints {
@@ -68,8 +70,8 @@ impl EntryPoints {
                 }
             };
             EntryPoints {
-                prefill: load("prefill")?,
-                decode: load("decode")?,
+                prefill: load(entry_name(Entry::Prefill))?,
+                decode: load(entry_name(Entry::Decode))?,
             }
         } else {
             match pipeline {

@@ -68,6 +68,18 @@ struct Chosen {
     source: String,
 }
 
+impl Chosen {
+    /// The schedule of a template that declares no parameters: the backend's lanes.
+    fn lanes_only(kind: GroupKind, lanes: u8) -> Chosen {
+        Chosen {
+            template: kind.name().into(),
+            version: 1,
+            schedule: Schedule::default().with("lanes", i64::from(lanes)),
+            source: "heuristic".into(),
+        }
+    }
+}
+
 /// The declared parameters of the template that lowers groups of `kind`, if it declares any.
 fn space_of(kind: GroupKind) -> Option<Space> {
     match kind {
@@ -87,14 +99,8 @@ fn choose(
     lanes: u8,
     source: &dyn ScheduleSource,
 ) -> Result<Chosen, String> {
-    let base = Schedule::default().with("lanes", i64::from(lanes));
     let Some(space) = space_of(g.kind) else {
-        return Ok(Chosen {
-            template: g.kind.name().into(),
-            version: 1,
-            schedule: base,
-            source: "heuristic".into(),
-        });
+        return Ok(Chosen::lanes_only(g.kind, lanes));
     };
     let shape = |v: &ValueId| fmt_shape(&graph.value(*v).ty.shape);
     let shapes = format!(
@@ -224,12 +230,7 @@ fn lower_group(
                     false => (
                         GroupKind::Movement,
                         vec![format!("{} (cache concatenation)", nodes[0])],
-                        Chosen {
-                            template: GroupKind::Movement.name().into(),
-                            version: 1,
-                            schedule: Schedule::default().with("lanes", i64::from(lanes)),
-                            source: "heuristic".into(),
-                        },
+                        Chosen::lanes_only(GroupKind::Movement, lanes),
                     ),
                 };
                 planned.push(Planned {
