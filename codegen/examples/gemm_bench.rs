@@ -8,7 +8,7 @@
 //! median (and best) time of 11 timed runs after 2 warm-up runs, and the GFLOP/s (2·M·K·N
 //! flops per run). The machine is shared: run it a few times and take the best medians.
 
-use kiln_codegen::templates::gemm::{matmul, Epilogue, MatMulSpec};
+use kiln_codegen::templates::gemm::{matmul, ConstantB, Epilogue, MatMulSpec};
 use kiln_codegen::templates::Built;
 use kiln_codegen::{Backend, Schedule};
 use kiln_ir::interp::Bindings;
@@ -44,7 +44,7 @@ fn main() -> Result<(), String> {
             b_constant,
             epilogue: Epilogue::default(),
         };
-        let packed = Bench::new(&spec(Some(b.clone())), &schedule, &backend)?;
+        let packed = Bench::new(&spec(Some(ConstantB::f32(&b))), &schedule, &backend)?;
         let direct = Bench::new(&spec(None), &schedule, &backend)?;
         // Addresses, so that the two-thread run may capture them.
         let buffers = [a.as_mut_ptr(), b.as_mut_ptr(), y.as_mut_ptr()].map(|p| p as usize);

@@ -27,9 +27,10 @@ pub trait CodeGenerator: Send + Sync + Debug {
     /// Compiles kernels for this CPU into memory (their names must differ).
     fn compile_all(&self, kernels: &[Kernel]) -> Result<Vec<NativeKernel>, String>;
 
-    /// Compiles kernels into a position-independent object exporting each under its name,
-    /// for linking into a shared library (`kernels.so`).
-    fn emit_object(&self, kernels: &[Kernel]) -> Result<Vec<u8>, String>;
+    /// Compiles kernels into position-independent objects that together export each under
+    /// its name, for linking into one shared library (`kernels.so`); a generator that
+    /// compiles on several threads returns one object per thread.
+    fn emit_objects(&self, kernels: &[Kernel]) -> Result<Vec<Vec<u8>>, String>;
 
     /// Where the compiled code runs, as a plan records it: the backend's name, the CPU level
     /// (empty if none), and the CPU features the code needs, as [`kiln_rt::cpu`] names them.

@@ -51,8 +51,8 @@ impl CodeGenerator for Cranelift {
         compile_all(kernels)
     }
 
-    fn emit_object(&self, kernels: &[Kernel]) -> Result<Vec<u8>, String> {
-        emit_object(kernels)
+    fn emit_objects(&self, kernels: &[Kernel]) -> Result<Vec<Vec<u8>>, String> {
+        Ok(vec![emit_object(kernels)?])
     }
 
     /// No CPU level; the features are Cranelift's ISA flags of this CPU.

@@ -61,8 +61,8 @@ impl CodeGenerator for Llvm {
         compile_all(kernels, self.level.name())
     }
 
-    fn emit_object(&self, kernels: &[Kernel]) -> Result<Vec<u8>, String> {
-        emit_object(kernels, self.level.name())
+    fn emit_objects(&self, kernels: &[Kernel]) -> Result<Vec<Vec<u8>>, String> {
+        emit_objects(kernels, self.level.name())
     }
 
     /// The level's CPU and features.
@@ -75,20 +75,27 @@ impl CodeGenerator for Llvm {
     }
 }
 
-/// JIT-compiles kernels: emits an object for `cpu`, links it into a shared library in a fresh
-/// temporary directory with `crate::native::link_shared`, loads it with
+/// JIT-compiles kernels: emits objects for `cpu` ([`emit_objects`]), links them into a shared
+/// library in a fresh temporary directory with `crate::native::link_shared`, loads it with
 /// `crate::native::load_kernels`, then removes the directory (the mapping stays valid).
 pub fn compile_all(kernels: &[Kernel], cpu: &str) -> Result<Vec<NativeKernel>, String> {
     if kernels.is_empty() {
         return Ok(vec![]);
     }
-    let object = emit_object(kernels, cpu)?;
     let dir = TempDir::new()?;
-    let (object_path, library_path) = (dir.0.join("kernels.o"), dir.0.join("libkernels.so"));
-    std::fs::write(&object_path, object)
-        .map_err(|e| format!("{}: cannot write: {e}", object_path.display()))?;
-    native::link_shared(&object_path, &library_path)?;
-    // SAFETY: the library was just linked from `emit_object(kernels)` alone: it exports each
+    let objects = emit_objects(kernels, cpu)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, object)| {
+            let path = dir.0.join(format!("kernels{i}.o"));
+            std::fs::write(&path, object)
+                .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+            Ok(path)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let library_path = dir.0.join("libkernels.so");
+    native::link_shared(&objects, &library_path)?;
+    // SAFETY: the library was just linked from `emit_objects(kernels)` alone: it exports each
     // kernel under its name with the kernel ABI and has no initialisers.
     unsafe { native::load_kernels(&library_path, kernels) }
 }
@@ -98,6 +105,39 @@ pub fn compile(kernel: &Kernel, cpu: &str) -> Result<NativeKernel, String> {
     compile_all(std::slice::from_ref(kernel), cpu)?
         .pop()
         .ok_or_else(|| format!("kernel `{}`: not compiled", kernel.name))
+}
+
+/// Position-independent ELF objects that together export each kernel under its name
+/// (KernelFn ABI), compiled on as many threads as this machine has cores (one object each;
+/// the kernels are dealt out by size so that the threads finish together).
+pub fn emit_objects(kernels: &[Kernel], cpu: &str) -> Result<Vec<Vec<u8>>, String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut parts: Vec<(usize, Vec<Kernel>)> = vec![(0, vec![]); threads.min(kernels.len()).max(1)];
+    let mut by_size: Vec<(usize, &Kernel)> = kernels
+        .iter()
+        .map(|k| (format!("{:?}", k.body).len(), k))
+        .collect();
+    by_size.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+    for (size, kernel) in by_size {
+        let part = parts
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one part");
+        part.0 += size;
+        part.1.push(kernel.clone());
+    }
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = parts
+            .iter()
+            .map(|(_, part)| scope.spawn(move || emit_object(part, cpu)))
+            .collect();
+        jobs.into_iter()
+            .map(|job| {
+                job.join()
+                    .map_err(|_| "LLVM: a compiling thread panicked".to_string())?
+            })
+            .collect()
+    })
 }
 
 /// A position-independent ELF object exporting each kernel under its name (KernelFn ABI).

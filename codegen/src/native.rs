@@ -6,7 +6,7 @@ use crate::kir::Kernel;
 #[cfg(feature = "llvm")]
 use kiln_rt::native::{load_library, NativeKernel};
 use kiln_rt::plan::KernelInfo;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the runtime needs to find and call `kernel`: its symbol and argument counts (the
@@ -39,15 +39,15 @@ pub(crate) unsafe fn load_kernels(
     unsafe { load_library(path, &symbols) }
 }
 
-/// Links a relocatable object into a shared library with the system C compiler
+/// Links relocatable objects into a shared library with the system C compiler
 /// (`$CC`, else `cc`).
-pub(crate) fn link_shared(object: &Path, library: &Path) -> Result<(), String> {
+pub(crate) fn link_shared(objects: &[PathBuf], library: &Path) -> Result<(), String> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
         .arg("-shared")
         .arg("-o")
         .arg(library)
-        .arg(object)
+        .args(objects)
         .output()
         .map_err(|e| {
             format!(

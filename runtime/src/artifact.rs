@@ -7,15 +7,16 @@
 //! - `plan.json`: the [`Plan`] (steps, kernel symbols and schedules, bindings, constants'
 //!   offsets and layouts), with its format version;
 //! - `kernels.so`: the distinct kernels as native code, each exported under its symbol with
-//!   the [`crate::native`] kernel ABI;
+//!   the [`crate::native`] kernel ABI; the artefacts of one model's entry points share one,
+//!   in their parent directory, as they share the weights;
 //! - `weights.bin`: the constants' bytes exactly as the kernels read them (packed panels
 //!   included), 64-byte aligned, each distinct content stored once, memory-mapped when
 //!   loaded; the artefacts of one model's entry points (prefill and decode) share one, in
 //!   their parent directory;
 //! - `model.h`: a C header naming the model's inputs and outputs, in the order the C API
 //!   takes and returns them;
-//! - `manifest.txt`: the artefact format, where the weights file is (relative to the
-//!   artefact), and the size and XXH3-128 checksum of the plan, the library and the weights.
+//! - `manifest.txt`: the artefact format, where the weights file and the library are
+//!   (relative to the artefact), and the size and XXH3-128 checksum of the plan, the library and the weights.
 //!   Loading checks every file against its checksum before using it, so a truncated or
 //!   corrupted `kernels.so` is never opened and changed weights never run.
 
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 /// The first line of every manifest; bumped whenever the artefact layout changes.
-const MANIFEST_HEADER: &str = "kiln artifact v3";
+const MANIFEST_HEADER: &str = "kiln artifact v4";
 /// The file names inside an artefact directory.
 pub const LIBRARY: &str = "kernels.so";
 const PLAN: &str = "plan.json";
@@ -61,10 +62,10 @@ pub fn load(dir: &Path, threads: usize) -> Result<Program, String> {
     let weights = Weights::from_file(&weights, &plan.constants, &weights_path)?;
     // Never open a library whose bytes are not the ones written with the manifest: its code
     // would run.
-    manifest.checked_file(dir, LIBRARY)?;
+    manifest.checked_file(dir, &manifest.library)?;
     // SAFETY: the manifest proves the library is the one linked with this plan, whose
     // kernel list names its symbols and their argument counts.
-    let kernels = unsafe { load_library(&dir.join(LIBRARY), &plan.kernels)? };
+    let kernels = unsafe { load_library(&dir.join(&manifest.library), &plan.kernels)? };
     // SAFETY: as above: the kernels are the plan's, in its order.
     unsafe {
         Program::new(
@@ -80,9 +81,10 @@ pub fn load(dir: &Path, threads: usize) -> Result<Program, String> {
 
 /// Writes the artefacts of one model's entry points, which share one weights file.
 ///
-/// For each entry point: [`ArtifactWriter::directory`] gives the directory in which the
-/// caller links `kernels.so`; [`ArtifactWriter::add`] then stores its constants and writes
-/// the plan and the header; [`ArtifactWriter::finish`] writes the manifests, which hold the
+/// The caller links the kernels of every entry point into one library,
+/// [`ArtifactWriter::library`]. For each entry point: [`ArtifactWriter::store`] stores each
+/// of its constants (one at a time, so that they need not all be in memory);
+/// [`ArtifactWriter::add`] then writes the plan and the header; [`ArtifactWriter::finish`] writes the manifests, which hold the
 /// checksum of the weights file they all share.
 pub struct ArtifactWriter {
     root: PathBuf,
@@ -94,9 +96,9 @@ pub struct ArtifactWriter {
 /// An artefact whose manifest is still to write.
 struct Pending {
     dir: PathBuf,
-    /// Its weights file, relative to `dir`.
-    weights: String,
-    /// Its other files with their checksums.
+    /// Where the shared files (weights, library) are, relative to `dir`: `""` or `"../"`.
+    root: &'static str,
+    /// Its own files with their checksums.
     files: Vec<(String, Checksum)>,
 }
 
@@ -113,6 +115,12 @@ impl ArtifactWriter {
         })
     }
 
+    /// Where the caller links the kernels of every entry point, before
+    /// [`ArtifactWriter::finish`].
+    pub fn library(&self) -> PathBuf {
+        self.root.join(LIBRARY)
+    }
+
     /// The directory of the entry point `name` (`""`: the root itself), created.
     pub fn directory(&self, name: &str) -> Result<PathBuf, String> {
         let dir = match name {
@@ -124,55 +132,44 @@ impl ArtifactWriter {
         Ok(dir)
     }
 
-    /// Adds the entry point `name` whose `kernels.so` is linked in its directory already:
-    /// stores its constants (`constants[i]` holds the bytes of the plan's constant `i`) in
-    /// the shared weights file, setting their offsets in `plan`, and writes the plan and the
-    /// C header.
-    pub fn add(&mut self, name: &str, plan: &mut Plan, constants: &[Bytes]) -> Result<(), String> {
+    /// Stores the bytes of a constant in the shared weights file (once: equal bytes stored
+    /// before are not stored again) and returns their offset in it.
+    pub fn store(&mut self, bytes: &[u8]) -> Result<u64, String> {
+        self.weights.insert(bytes)
+    }
+
+    /// Adds the entry point `name` whose constants are stored (their offsets set in `plan`):
+    /// writes the plan and the C header.
+    pub fn add(&mut self, name: &str, plan: &Plan) -> Result<(), String> {
         let dir = self.directory(name)?;
-        let weights = match name {
-            "" => WEIGHTS.to_string(),
-            _ => format!("../{WEIGHTS}"),
-        };
-        if constants.len() != plan.constants.len() {
-            return Err(format!(
-                "{} constants for a plan of {}",
-                constants.len(),
-                plan.constants.len()
-            ));
-        }
-        for (c, bytes) in plan.constants.iter_mut().zip(constants) {
-            c.offset = self.weights.insert(bytes)?;
-            c.bytes = bytes.len() as u64;
-        }
         let io = |file: &str, e: std::io::Error| format!("{}: {e}", dir.join(file).display());
         let text = plan.to_json();
         std::fs::write(dir.join(PLAN), &text).map_err(|e| io(PLAN, e))?;
         std::fs::write(dir.join(HEADER), c_header(plan)).map_err(|e| io(HEADER, e))?;
-        let library = std::fs::read(dir.join(LIBRARY)).map_err(|e| io(LIBRARY, e))?;
-        let files = vec![
-            (LIBRARY.to_string(), Checksum::of(&library)),
-            (PLAN.to_string(), Checksum::of(text.as_bytes())),
-        ];
         self.pending.push(Pending {
             dir,
-            weights,
-            files,
+            root: if name.is_empty() { "" } else { "../" },
+            files: vec![(PLAN.to_string(), Checksum::of(text.as_bytes()))],
         });
         Ok(())
     }
 
     /// Finishes the weights file and writes every manifest; returns the weights file's size.
     pub fn finish(self) -> Result<u64, String> {
+        let path = self.library();
         let sum = self.weights.finish()?;
+        let library = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let library_sum = Checksum::of(&library);
         for Pending {
             dir,
-            weights,
+            root,
             mut files,
         } in self.pending
         {
-            let mut text = format!("{MANIFEST_HEADER}\nweights {weights}\n");
+            let (weights, library) = (format!("{root}{WEIGHTS}"), format!("{root}{LIBRARY}"));
+            let mut text = format!("{MANIFEST_HEADER}\nweights {weights}\nlibrary {library}\n");
             files.push((weights, sum));
+            files.push((library, library_sum));
             for (file, sum) in files {
                 let _ = writeln!(text, "file {file} {} {:032x}", sum.bytes, sum.hash);
             }
@@ -187,6 +184,8 @@ impl ArtifactWriter {
 struct Manifest {
     /// The weights file, relative to the artefact directory.
     weights: String,
+    /// The kernels' library, relative to the artefact directory.
+    library: String,
     /// The checksum of each file the artefact reads (library, plan, weights), by its path
     /// relative to the artefact directory.
     files: HashMap<String, Checksum>,
@@ -282,12 +281,14 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     }
     let mut manifest = Manifest {
         weights: String::new(),
+        library: String::new(),
         files: HashMap::new(),
     };
     for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["weights", file] => manifest.weights = file.to_string(),
+            ["library", file] => manifest.library = file.to_string(),
             ["file", file, bytes, hash] => {
                 let sum = bytes
                     .parse()
@@ -305,6 +306,9 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     }
     if manifest.weights.is_empty() {
         return Err(err("names no weights file".into()));
+    }
+    if manifest.library.is_empty() {
+        return Err(err("names no kernel library".into()));
     }
     Ok(manifest)
 }

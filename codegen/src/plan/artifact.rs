@@ -2,11 +2,13 @@
 //! compiles its kernels into a shared library and stores the plan with its constants through
 //! [`kiln_rt::artifact::ArtifactWriter`], which owns the artefact's format.
 
-use super::lowering::lower_graph;
+use super::lowering::{distinct_kernels, lower_shared, ConstantPool};
 use crate::native::link_shared;
+use crate::templates::ConstantIdentity;
 use crate::{Backend, ScheduleSource};
 use kiln_ir::Graph;
-use kiln_rt::artifact::{ArtifactWriter, LIBRARY};
+use kiln_rt::artifact::ArtifactWriter;
+use std::collections::hash_map::{Entry, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
@@ -19,12 +21,18 @@ pub struct ArtifactSummary {
     pub distinct_kernels: usize,
     /// Nodes that will run on the interpreter (the runtime library includes it).
     pub interpreted: usize,
-    /// Bytes of `kernels.so`.
+    /// Bytes of `kernels.so` (shared by the entry points written together, as the weights).
     pub library_bytes: u64,
     /// Bytes of the weights file (shared by the entry points written together).
     pub weights_bytes: u64,
-    /// Wall time of lowering, code generation and linking, in seconds.
-    pub seconds: f64,
+    /// Wall time of lowering this entry point, in seconds.
+    pub lowering_seconds: f64,
+    /// Wall time of generating and linking the code of all the entry points written
+    /// together (their equal kernels are compiled once), in seconds.
+    pub compile_seconds: f64,
+    /// Wall time of making and writing this entry point's constants that earlier entry
+    /// points did not write, in seconds.
+    pub weights_seconds: f64,
 }
 
 /// Compiles `graph` ahead of time with `backend` into the artefact directory `dir` (created if
@@ -40,7 +48,8 @@ pub fn write_artifact(
 
 /// Compiles several graphs of one model (its entry points) into artefacts in the named
 /// subdirectories of `root` (`""` for `root` itself) that share one weights file,
-/// `root/weights.bin`, in which every distinct constant is stored once.
+/// `root/weights.bin`, in which every distinct constant is stored once, and one library,
+/// `root/kernels.so`, in which every distinct kernel is compiled once.
 pub fn write_artifacts(
     entries: &[(&Graph, &str)],
     root: &Path,
@@ -57,28 +66,61 @@ pub fn write_artifacts_with(
     source: &dyn ScheduleSource,
 ) -> Result<Vec<ArtifactSummary>, String> {
     let mut writer = ArtifactWriter::create(root)?;
-    let mut summaries = vec![];
-    for &(graph, name) in entries {
+    let mut pool = ConstantPool::default();
+    let mut lowered = vec![];
+    let mut seconds = vec![];
+    for &(graph, _) in entries {
         let start = Instant::now();
-        let mut lowered = lower_graph(graph, backend, source)?;
-        let dir = writer.directory(name)?;
-        let object = backend.emit_object(&lowered.kernels)?;
-        let object_path = dir.join("kernels.o");
-        std::fs::write(&object_path, object)
-            .map_err(|e| format!("{}: {e}", object_path.display()))?;
-        let library = dir.join(LIBRARY);
-        let linked = link_shared(&object_path, &library);
-        let _ = std::fs::remove_file(&object_path);
-        linked?;
-        writer.add(name, &mut lowered.plan, &lowered.constants)?;
+        lowered.push(lower_shared(graph, backend, source, &mut pool)?);
+        seconds.push(start.elapsed().as_secs_f64());
+    }
+    let start = Instant::now();
+    let (kernels, _) = distinct_kernels(&lowered)?;
+    let library = writer.library();
+    let objects = backend
+        .emit_objects(&kernels)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, object)| {
+            let path = root.join(format!("kernels{i}.o"));
+            std::fs::write(&path, object).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(path)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let linked = link_shared(&objects, &library);
+    for object in &objects {
+        let _ = std::fs::remove_file(object);
+    }
+    linked?;
+    let compile_seconds = start.elapsed().as_secs_f64();
+    let library_bytes = std::fs::metadata(&library).map(|m| m.len()).unwrap_or(0);
+    // Where each constant made from a source (a packed weight) is stored already, so that
+    // the entry points that share it make it once.
+    let mut stored: HashMap<ConstantIdentity, u64> = HashMap::new();
+    let mut summaries = vec![];
+    for ((&(_, name), mut lowered), lowering_seconds) in entries.iter().zip(lowered).zip(seconds) {
+        let start = Instant::now();
+        for (c, bytes) in lowered.plan.constants.iter_mut().zip(&lowered.constants) {
+            if !bytes.is_made() {
+                c.offset = writer.store(bytes.get())?;
+                continue;
+            }
+            c.offset = match stored.entry(bytes.identity()) {
+                Entry::Occupied(e) => *e.get(),
+                Entry::Vacant(e) => *e.insert(bytes.with(|b| writer.store(b))?),
+            };
+        }
+        writer.add(name, &lowered.plan)?;
         let stats = &lowered.plan.stats;
         summaries.push(ArtifactSummary {
             kernels: stats.kernels,
             distinct_kernels: stats.distinct_kernels,
             interpreted: stats.interpreted,
-            library_bytes: std::fs::metadata(&library).map(|m| m.len()).unwrap_or(0),
+            library_bytes,
             weights_bytes: 0,
-            seconds: start.elapsed().as_secs_f64(),
+            lowering_seconds,
+            compile_seconds,
+            weights_seconds: start.elapsed().as_secs_f64(),
         });
     }
     let weights_bytes = writer.finish()?;

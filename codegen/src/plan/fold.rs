@@ -1,10 +1,12 @@
 //! Compile-time evaluation of constant subgraphs: every op whose inputs are all constants is
 //! run once on the reference interpreter and replaced by its result. This turns weight
 //! dequantisation chains (int8 weights `Cast` and scaled) and weight transposes into plain f32
-//! weights that the GEMM template can pre-pack.
+//! weights that the GEMM template can pre-pack. A transposed constant matrix that only GEMMs
+//! read as their B stays as it is: the GEMM packs it from the stored layout
+//! ([`transposed_matrix`]), so that no transposed copy of a model's weights is made.
 
 use kiln_ir::interp::{eval_op, Bindings};
-use kiln_ir::{Graph, NodeKind, Tensor, ValueId};
+use kiln_ir::{Graph, NodeId, NodeKind, OpKind, Tensor, ValueId};
 
 /// Results larger than this many elements stay computed at run time.
 const MAX_FOLDED_ELEMENTS: usize = 1 << 26;
@@ -29,7 +31,7 @@ pub fn fold_constants(graph: &mut Graph) -> usize {
                 }
             }
         }
-        if !all_constant || node.inputs.is_empty() {
+        if !all_constant || node.inputs.is_empty() || packed_as_stored(graph, n) {
             continue;
         }
         let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_ref()).collect();
@@ -52,4 +54,35 @@ pub fn fold_constants(graph: &mut Graph) -> usize {
     }
     graph.remove_dead_nodes();
     folded
+}
+
+/// The matrix that node `n` transposes, if it is a `Transpose` of a 2-D value (perm `[1, 0]`,
+/// or none).
+pub(super) fn transposed_matrix(graph: &Graph, n: NodeId) -> Option<ValueId> {
+    let node = graph.node(n);
+    let op = node.op().filter(|op| op.kind == OpKind::Transpose)?;
+    let input = node.inputs.first().copied().flatten()?;
+    if graph.value(input).ty.shape.len() != 2 {
+        return None;
+    }
+    match op.attrs.get("perm") {
+        None => Some(input),
+        Some(_) => (op.attrs.ints("perm").ok()? == [1, 0]).then_some(input),
+    }
+}
+
+/// Whether node `n` transposes a matrix that only GEMMs read, as their B: they pack it from
+/// its stored layout, so folding it would only copy it.
+fn packed_as_stored(graph: &Graph, n: NodeId) -> bool {
+    let gemm_b = |(user, port): (NodeId, usize)| {
+        port == 1
+            && graph.node(user).op().is_some_and(|op| {
+                matches!(op.kind, OpKind::MatMul | OpKind::FusedMatMul | OpKind::Gemm)
+            })
+    };
+    let users = graph.users(n);
+    transposed_matrix(graph, n).is_some()
+        && !users.is_empty()
+        && users.into_iter().all(gemm_b)
+        && !graph.outputs().iter().any(|(_, v)| v.node == n)
 }

@@ -5,13 +5,12 @@
 use super::group::{Group, GroupKind};
 use crate::templates::attention::{self, AttentionSpec};
 use crate::templates::elementwise::{self, Expr};
-use crate::templates::gemm::{self, Bias, Epilogue, MatMulSpec};
+use crate::templates::gemm::{self, Bias, ConstantB, Epilogue, MatMulSpec};
 use crate::templates::movement;
 use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
 use crate::templates::Built;
 use crate::Schedule;
 use kiln_ir::{DType, Dim, Graph, Node, NodeKind, OpKind, ValueId};
-use std::sync::Arc;
 
 /// A group lowered to a kernel.
 #[derive(Clone, Debug)]
@@ -71,6 +70,26 @@ fn constant_f32(graph: &Graph, v: ValueId) -> Option<Vec<f32>> {
         NodeKind::Constant(data) if data.dtype() == DType::F32 => {
             Some(bytemuck::pod_collect_to_vec::<u8, f32>(data.bytes()))
         }
+        _ => None,
+    }
+}
+
+/// `v` as a constant B of a GEMM: a constant f32 matrix, or the transpose of one (torch's
+/// `Linear` weight `[N, K]`, which imports as `Transpose(W)`), read as it is stored.
+fn constant_b(graph: &Graph, v: ValueId) -> Option<ConstantB> {
+    let node = graph.node(v.node);
+    if let NodeKind::Constant(data) = &node.kind {
+        return (data.dtype() == DType::F32).then(|| ConstantB {
+            bytes: data.bytes().clone(),
+            transposed: false,
+        });
+    }
+    let source = super::fold::transposed_matrix(graph, v.node)?;
+    match &graph.node(source.node).kind {
+        NodeKind::Constant(data) if data.dtype() == DType::F32 => Some(ConstantB {
+            bytes: data.bytes().clone(),
+            transposed: true,
+        }),
         _ => None,
     }
 }
@@ -329,23 +348,14 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             }
             let axis = op.attrs.int("axis")?;
             let data_shape = shape(graph, data);
-            let constant = matches!(graph.node(data.node).kind, NodeKind::Constant(_));
-            let built = movement::gather(
-                name,
-                &data_shape,
-                &shape(graph, indices),
-                axis,
-                constant_f32(graph, data).map(Arc::from),
-            )?;
+            let built = movement::gather(name, &data_shape, &shape(graph, indices), axis)?;
             let rows = data_shape
                 .get(axis.rem_euclid(data_shape.len().max(1) as i64) as usize)
                 .and_then(Dim::as_known)
                 .ok_or("the gathered axis must have a known size")?;
-            // A constant table is packed into the kernel; only the indices are read.
-            let table = (!constant).then_some(data);
             Ok(Lowered {
                 built,
-                inputs: vec![table, Some(indices)],
+                inputs: vec![Some(data), Some(indices)],
                 outputs: vec![Some(out)],
                 index_check: Some((1, rows)),
             })
@@ -515,7 +525,7 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
         .flatten()
         .ok_or("B is missing")?;
     let (a_shape, mut b_shape) = (shape(graph, a), shape(graph, b));
-    let mut b_constant = constant_f32(graph, b);
+    let mut b_constant = constant_b(graph, b);
     let mut epilogue = Epilogue {
         alpha: 1.0,
         bias: None,
@@ -543,20 +553,10 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
                 return Err("Gemm with transA".into());
             }
             if op.attrs.int("transB")? != 0 {
-                let data = b_constant
-                    .as_ref()
+                let b = b_constant
+                    .as_mut()
                     .ok_or("Gemm with transB on a run-time B")?;
-                let (n, k) = (
-                    b_shape[0].as_known().ok_or("B's dims must be known")? as usize,
-                    b_shape[1].as_known().ok_or("B's dims must be known")? as usize,
-                );
-                let mut t = vec![0f32; data.len()];
-                for (i, row) in data.chunks(k.max(1)).enumerate().take(n) {
-                    for (j, &x) in row.iter().enumerate() {
-                        t[j * n + i] = x;
-                    }
-                }
-                b_constant = Some(t);
+                b.transposed = !b.transposed;
                 b_shape.swap(0, 1);
             }
             epilogue.alpha = op.attrs.float("alpha")?;

@@ -7,38 +7,38 @@ use super::group::{group, single, Group, GroupKind};
 use super::lower::{lower, Lowered};
 use crate::kir::Kernel;
 use crate::schedule::{ScheduleRequest, ScheduleSource, Space};
-use crate::templates::{attention, gemm, rows, Arg};
+use crate::templates::{attention, gemm, rows, Arg, ConstantBytes, ConstantIdentity};
 use crate::{Backend, Schedule};
-use bytes::Bytes;
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::{Graph, NodeId, NodeKind, ValueId};
 use kiln_rt::plan::{
     Binding, CompileStats, Constant, InterpStep, KernelInfo, Plan, Report, Step, ValueIndex, DENSE,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A plan with what it needs besides itself.
 pub struct LoweredPlan {
     /// The plan.
     pub plan: Plan,
-    /// The bytes of each of its constants, in [`Plan::constants`] order.
-    pub constants: Vec<Bytes>,
+    /// The bytes of each of its constants, in [`Plan::constants`] order (packings not yet
+    /// made: see [`ConstantBytes`]).
+    pub constants: Vec<ConstantBytes>,
     /// The KIR of each of its kernels, in [`Plan::kernels`] order, named by its symbol.
     pub kernels: Vec<Kernel>,
 }
 
-/// Constants by content, shared by the plans of one model's entry points (prefill and decode
-/// read the same weights), so that equal bytes are held in memory once.
+/// Constants by [`ConstantIdentity`], shared by the plans of one model's entry points
+/// (prefill and decode read the same weights), so that equal bytes are held in memory, and
+/// each packing made, once.
 #[derive(Default)]
 pub struct ConstantPool {
-    stored: HashMap<(u128, usize), Bytes>,
+    stored: HashMap<ConstantIdentity, ConstantBytes>,
 }
 
 impl ConstantPool {
     /// `bytes`, or equal bytes the pool already holds (then `bytes` is dropped).
-    fn share(&mut self, bytes: Bytes) -> Bytes {
-        let key = (xxhash_rust::xxh3::xxh3_128(&bytes), bytes.len());
-        self.stored.entry(key).or_insert(bytes).clone()
+    fn share(&mut self, bytes: ConstantBytes) -> ConstantBytes {
+        self.stored.entry(bytes.identity()).or_insert(bytes).clone()
     }
 }
 
@@ -47,6 +47,46 @@ enum GraphStep {
     Kernel { lowered: Box<Lowered>, node: NodeId },
     View { input: ValueId, output: ValueId },
     Interp { node: NodeId },
+}
+
+impl GraphStep {
+    /// The values the step reads and those it writes.
+    fn values(&self, graph: &Graph) -> (Vec<ValueId>, Vec<ValueId>) {
+        match self {
+            GraphStep::Kernel { lowered, .. } => (
+                lowered.inputs.iter().flatten().copied().collect(),
+                lowered.outputs.iter().flatten().copied().collect(),
+            ),
+            GraphStep::View { input, output } => (vec![*input], vec![*output]),
+            GraphStep::Interp { node } => {
+                let n = graph.node(*node);
+                let outputs = (0..n.outputs.len()).map(|output| ValueId {
+                    node: *node,
+                    output,
+                });
+                (
+                    n.inputs.iter().flatten().copied().collect(),
+                    outputs.collect(),
+                )
+            }
+        }
+    }
+}
+
+/// `planned` without the steps whose results nothing reads: a weight's `Transpose`, say,
+/// when its GEMM packs the stored matrix instead.
+fn without_dead_steps(graph: &Graph, planned: Vec<Planned>) -> Vec<Planned> {
+    let mut live: HashSet<ValueId> = graph.outputs().iter().map(|(_, v)| *v).collect();
+    let mut kept = vec![];
+    for p in planned.into_iter().rev() {
+        let (reads, writes) = p.step.values(graph);
+        if writes.iter().any(|v| live.contains(v)) {
+            live.extend(reads);
+            kept.push(p);
+        }
+    }
+    kept.reverse();
+    kept
 }
 
 /// A step with how it was compiled.
@@ -186,6 +226,7 @@ pub fn lower_shared(
             _ => lower_group(&graph, &g, lanes, source, &mut planned)?,
         }
     }
+    let planned = without_dead_steps(&graph, planned);
     let mut builder = PlanBuilder::new(&graph, backend, pool)?;
     builder.plan.stats.folded = folded;
     for p in planned {
@@ -273,21 +314,48 @@ fn kernel_key(k: &Kernel) -> String {
     format!("{:?}", (&k.body, k.buffers, k.sizes, &k.vars))
 }
 
-/// A 64-bit FNV-1a hash of a kernel's KIR: a fingerprint stable across builds.
-fn fingerprint(kernel: &Kernel) -> String {
-    let hash = kernel_key(kernel)
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+/// A 64-bit FNV-1a hash of a kernel's key ([`kernel_key`]): a fingerprint stable across
+/// builds.
+fn fingerprint(key: &str) -> String {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
     format!("{hash:016x}")
+}
+
+/// The distinct kernels of plans lowered together (a model's entry points), and for each plan
+/// where each of its kernels is among them. A kernel's symbol holds the fingerprint of its
+/// code, so kernels with one symbol are one kernel, compiled once for all the plans (two
+/// kernels of different code under one symbol, a fingerprint collision, are an error).
+pub fn distinct_kernels(plans: &[LoweredPlan]) -> Result<(Vec<Kernel>, Vec<Vec<usize>>), String> {
+    let mut all: Vec<Kernel> = vec![];
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut uses = vec![];
+    for p in plans {
+        let mut used = vec![];
+        for k in &p.kernels {
+            let i = *index.entry(k.name.as_str()).or_insert_with(|| {
+                all.push(k.clone());
+                all.len() - 1
+            });
+            if all[i] != *k {
+                return Err(format!(
+                    "two kernels of different code are named `{}`",
+                    k.name
+                ));
+            }
+            used.push(i);
+        }
+        uses.push(used);
+    }
+    Ok((all, uses))
 }
 
 /// Numbers the graph's values, constants and kernels as the plan does.
 struct PlanBuilder<'g> {
     graph: &'g Graph,
     plan: Plan,
-    constants: Vec<Bytes>,
+    constants: Vec<ConstantBytes>,
     kernels: Vec<Kernel>,
     values: HashMap<ValueId, ValueIndex>,
     /// Distinct kernels by their code.
@@ -341,21 +409,23 @@ impl<'g> PlanBuilder<'g> {
                 offset: 0,
                 bytes: data.bytes().len() as u64,
             });
-            let bytes = self.pool.share(data.bytes().clone());
+            let bytes = self.pool.share(ConstantBytes::held(data.bytes().clone()));
             self.constants.push(bytes);
         }
         i
     }
 
-    /// The plan's kernel of `kernel`'s code (built with `chosen`), added on first use.
+    /// The plan's kernel of `kernel`'s code (built with `chosen`), added on first use; its
+    /// symbol is the fingerprint of its code and its name.
     fn kernel(&mut self, kernel: &Kernel, chosen: &Chosen) -> usize {
         let key = kernel_key(kernel);
         if let Some(&k) = self.distinct.get(&key) {
             return k;
         }
         let k = self.kernels.len();
+        let fingerprint = fingerprint(&key);
         let mut named = kernel.clone();
-        named.name = format!("k{k}_{}", kernel.name);
+        named.name = format!("k{fingerprint}_{}", kernel.name);
         let schedule = chosen.schedule.params();
         self.plan.kernels.push(KernelInfo {
             template: chosen.template.clone(),
@@ -364,7 +434,7 @@ impl<'g> PlanBuilder<'g> {
                 .map(|(n, v)| (format!("{}.{n}", chosen.template), v))
                 .collect(),
             schedule_source: chosen.source.clone(),
-            fingerprint: fingerprint(kernel),
+            fingerprint,
             ..crate::native::symbol_of(&named)
         });
         self.kernels.push(named);

@@ -51,39 +51,32 @@ impl Default for Options {
 /// Compiles `graph` into a program whose kernels are compiled in memory by
 /// `options.backend`.
 pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
-    compile_shared(graph, options, &mut ConstantPool::default())
+    Ok(compile_entries(&[graph], options)?.remove(0))
 }
 
 /// Compiles the entry points of one model (prefill and decode) into programs that hold each
-/// constant they share once.
+/// constant they share once and whose equal kernels are compiled once.
 pub fn compile_entries(graphs: &[&Graph], options: &Options) -> Result<Vec<Program>, String> {
-    let mut pool = ConstantPool::default();
-    graphs
-        .iter()
-        .map(|g| compile_shared(g, options, &mut pool))
-        .collect()
-}
-
-/// [`compile`], with constants shared through `pool`.
-fn compile_shared(
-    graph: &Graph,
-    options: &Options,
-    pool: &mut ConstantPool,
-) -> Result<Program, String> {
     let start = Instant::now();
-    let lowered = lowering::lower_shared(graph, &options.backend, &crate::Heuristic, pool)?;
-    let kernels = options.backend.compile_all(&lowered.kernels)?;
-    let weights = Weights::in_memory(lowered.constants);
-    // SAFETY: the kernels were compiled from the plan's own KIR, in its order.
-    unsafe {
-        Program::new(
-            lowered.plan,
-            weights,
-            kernels,
-            options.threads,
-            start.elapsed().as_secs_f64(),
-        )
-    }
+    let mut pool = ConstantPool::default();
+    let lowered = graphs
+        .iter()
+        .map(|g| lowering::lower_shared(g, &options.backend, &crate::Heuristic, &mut pool))
+        .collect::<Result<Vec<_>, String>>()?;
+    let (kernels, uses) = lowering::distinct_kernels(&lowered)?;
+    let compiled = options.backend.compile_all(&kernels)?;
+    let seconds = start.elapsed().as_secs_f64();
+    lowered
+        .into_iter()
+        .zip(uses)
+        .map(|(lowered, used)| {
+            let weights =
+                Weights::in_memory(lowered.constants.iter().map(|c| c.get().clone()).collect());
+            let kernels = used.iter().map(|&i| compiled[i].clone()).collect();
+            // SAFETY: the kernels were compiled from the plan's own KIR, in its order.
+            unsafe { Program::new(lowered.plan, weights, kernels, options.threads, seconds) }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub(crate) fn activation(act: Activation, x: Value) -> Value {
 mod tests {
     use super::*;
     use crate::templates::elementwise::{elementwise, Expr};
-    use crate::templates::gemm::{matmul, Epilogue, MatMulSpec};
+    use crate::templates::gemm::{matmul, ConstantB, Epilogue, MatMulSpec};
     use crate::templates::Built;
     use crate::{Backend, Schedule};
     use kiln_ir::interp::{eval_op, Bindings};
@@ -157,7 +157,7 @@ mod tests {
                 let spec = MatMulSpec {
                     a: vec![Dim::from(n), Dim::known(1)],
                     b: vec![Dim::known(1), Dim::from(cols)],
-                    b_constant: Some(vec![1.0; cols]),
+                    b_constant: Some(ConstantB::f32(&vec![1.0; cols])),
                     epilogue: Epilogue {
                         activation: act,
                         ..Epilogue::default()

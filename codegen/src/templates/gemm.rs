@@ -72,11 +72,14 @@
 //! GFLOP/s at 128×384×1536 and 128×1536×384, 135 at 512×768×768, 100 at 1024³ (one thread).
 
 use super::activation::activation;
-use super::{Arg, Built, ConstantData, Sizes};
+use super::{f32_bytes, Arg, Built, ConstantBytes, ConstantData, Sizes};
 use crate::kir::{Compare, Index, Kernel, Stmt, Value};
 use crate::schedule::{range, Param, Space};
 use crate::Schedule;
+use bytes::Bytes;
+use kiln_ir::DType;
 use kiln_ir::{Activation, Dim};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Where the bias (one value per output column) comes from.
@@ -121,11 +124,43 @@ pub struct MatMulSpec {
     pub a: Vec<Dim>,
     /// Shape of B, `[K, N]` or `[..batch, K, N]`.
     pub b: Vec<Dim>,
-    /// The row-major `[K, N]` values of B when it is a constant (a weight); input 1 is then
-    /// not read.
-    pub b_constant: Option<Vec<f32>>,
+    /// B's values when it is a constant (a weight), as the graph stores them; input 1 is
+    /// then not read.
+    pub b_constant: Option<ConstantB>,
     /// The fused epilogue.
     pub epilogue: Epilogue,
+}
+
+/// A constant B as the graph stores it, packed from there into the kernel's panels when the
+/// plan's weights are made (never copied in between).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConstantB {
+    /// The f32 values, little-endian, row-major.
+    pub bytes: Bytes,
+    /// Whether they are stored `[N, K]` (a torch `Linear` weight, which the graph reads
+    /// through a `Transpose`, or a `Gemm` with `transB`) rather than `[K, N]`.
+    pub transposed: bool,
+}
+
+impl ConstantB {
+    /// Row-major `[K, N]` values.
+    ///
+    /// ```
+    /// use kiln_codegen::templates::gemm::ConstantB;
+    /// let b = ConstantB::f32(&[1.0, 2.0]);
+    /// assert_eq!((b.bytes.len(), b.transposed), (8, false));
+    /// ```
+    pub fn f32(values: &[f32]) -> ConstantB {
+        ConstantB {
+            bytes: Bytes::copy_from_slice(bytemuck::cast_slice(values)),
+            transposed: false,
+        }
+    }
+
+    /// The number of values.
+    fn len(&self) -> usize {
+        self.bytes.len() / 4
+    }
 }
 
 /// Builds the kernel of `spec` with `schedule` (see the module doc for the parameters).
@@ -349,12 +384,21 @@ fn b_source(
     columns: &[i64],
     args: &mut Vec<Arg>,
 ) -> Result<BSource, String> {
-    if let Some(values) = &spec.b_constant {
-        let (k, n) = shape.constant_b(values.len())?;
-        let packed: Arc<[f32]> = pack(values, k, n, columns).into();
+    if let Some(b) = &spec.b_constant {
+        let (k, n) = shape.constant_b(b.len())?;
         let widths: Vec<String> = columns.iter().map(|w| w.to_string()).collect();
         let layout = format!("gemm.b_panels.{}", widths.join("-"));
-        args[B] = Arg::Constant(ConstantData::f32(&layout, vec![k, n], packed));
+        let recipe = format!("{layout} of [{k}, {n}] (transposed: {})", b.transposed);
+        let (columns, transposed) = (columns.to_vec(), b.transposed);
+        let bytes = ConstantBytes::made(b.bytes.clone(), &recipe, k * n * 4, move |from| {
+            f32_bytes(pack(from, transposed, k, n, &columns))
+        });
+        args[B] = Arg::Constant(ConstantData {
+            dtype: DType::F32,
+            layout,
+            shape: vec![k, n],
+            bytes,
+        });
         return Ok(BSource::Constant);
     }
     if params.over_rows || shape.few_rows() {
@@ -404,16 +448,27 @@ fn row_stages(mr: usize) -> Vec<usize> {
     sizes
 }
 
-/// The row-major `[k, n]` values packed into the panels of the column stages: the panel of
-/// width `w` from column `c` is `[k][w]` from element `c * k`.
-fn pack(b: &[f32], k: usize, n: usize, widths: &[i64]) -> Vec<f32> {
+/// B's `[k, n]` values (little-endian f32 bytes, row-major, or `[n, k]` when `transposed`)
+/// packed into the panels of the column stages: the panel of width `w` from column `c` is
+/// `[k][w]` from element `c * k`.
+fn pack(b: &[u8], transposed: bool, k: usize, n: usize, widths: &[i64]) -> Vec<f32> {
+    let values: Cow<[f32]> = match bytemuck::try_cast_slice(b) {
+        Ok(aligned) => Cow::Borrowed(aligned),
+        Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(b)),
+    };
     let mut data = Vec::with_capacity(k * n);
     let mut column = 0;
     for &w in widths {
         let w = w as usize;
         while n - column >= w {
-            for row in b.chunks(n).take(k) {
-                data.extend_from_slice(&row[column..column + w]);
+            if transposed {
+                for row in 0..k {
+                    data.extend((column..column + w).map(|c| values[c * k + row]));
+                }
+            } else {
+                for row in values.chunks(n).take(k) {
+                    data.extend_from_slice(&row[column..column + w]);
+                }
             }
             column += w;
         }
@@ -911,6 +966,20 @@ mod tests {
         }
     }
 
+    /// The 2-D `b` as a constant B, stored as it is or (`transposed`) as `[N, K]`.
+    fn constant_of(b: &Tensor, transposed: bool) -> ConstantB {
+        let (k, n) = (b.shape()[0], b.shape()[1]);
+        let values = b.to_f32_array();
+        let values: Vec<f32> = match transposed {
+            false => values.iter().copied().collect(),
+            true => (0..n * k).map(|i| values[&[i % k, i / k][..]]).collect(),
+        };
+        ConstantB {
+            transposed,
+            ..ConstantB::f32(&values)
+        }
+    }
+
     fn known(shape: &[usize]) -> Vec<Dim> {
         shape.iter().map(|&d| Dim::from(d)).collect()
     }
@@ -985,7 +1054,7 @@ mod tests {
             let spec = MatMulSpec {
                 a: known(&[m, k]),
                 b: known(&[k, n]),
-                b_constant: constant.then(|| ins[1].to_f32_array().iter().copied().collect()),
+                b_constant: constant.then(|| constant_of(&ins[1], case % 4 == 0)),
                 epilogue,
             };
             let all = schedules();
@@ -1010,7 +1079,7 @@ mod tests {
             let spec = MatMulSpec {
                 a: known(&[m, k]),
                 b: known(&[k, n]),
-                b_constant: constant.then(|| ins[1].to_f32_array().iter().copied().collect()),
+                b_constant: constant.then(|| constant_of(&ins[1], case == 1)),
                 epilogue,
             };
             for schedule in schedules().iter().step_by(3) {
@@ -1029,7 +1098,7 @@ mod tests {
             let spec = MatMulSpec {
                 a: known(&[2, 5, 7]),
                 b: known(&[7, 13]),
-                b_constant: Some(ins[1].to_f32_array().iter().copied().collect()),
+                b_constant: Some(constant_of(&ins[1], false)),
                 epilogue: epilogue.clone(),
             };
             check(&spec, schedule, &ins, &Bindings::default(), 3);
@@ -1069,7 +1138,7 @@ mod tests {
             let constant = MatMulSpec {
                 a: vec![s.clone(), Dim::known(33)],
                 b: known(&[33, 20]),
-                b_constant: Some(weights.to_f32_array().iter().copied().collect()),
+                b_constant: Some(constant_of(&weights, case % 2 == 1)),
                 epilogue: epilogue.clone(),
             };
             let batched = MatMulSpec {
@@ -1100,7 +1169,7 @@ mod tests {
         let spec = |a: &[usize], b: &[usize], constant: Option<usize>| MatMulSpec {
             a: known(a),
             b: known(b),
-            b_constant: constant.map(|n| vec![0.0; n]),
+            b_constant: constant.map(|n| ConstantB::f32(&vec![0.0; n])),
             epilogue: Epilogue::default(),
         };
         let default = Schedule::default();

@@ -24,7 +24,7 @@ use kiln_ir::interp::Bindings;
 use kiln_ir::{DType, Dim};
 use kiln_rt::native::NativeKernel;
 use kiln_rt::plan::{Binding, KernelStep, DENSE};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Where one kernel buffer comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,8 +40,8 @@ pub enum Arg {
     Scratch(Dim),
 }
 
-/// The bytes of a constant a template prepared, with what the plan records of them: dtype,
-/// layout tag and shape ([`kiln_rt::plan::Constant`]).
+/// A constant a template prepared, with what the plan records of it: dtype, layout tag and
+/// shape ([`kiln_rt::plan::Constant`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConstantData {
     /// Element type.
@@ -51,31 +51,185 @@ pub struct ConstantData {
     /// The stored shape (for a packing, the shape it packs).
     pub shape: Vec<usize>,
     /// The bytes, little-endian.
-    pub bytes: Bytes,
+    pub bytes: ConstantBytes,
 }
 
 impl ConstantData {
     /// f32 values as they are (`layout` dense) or as a packing named `layout` arranged them;
     /// `shape` is what they pack. The values are not copied.
     pub fn f32(layout: &str, shape: Vec<usize>, values: Arc<[f32]>) -> ConstantData {
-        /// f32 values seen as their bytes.
-        struct F32Bytes(Arc<[f32]>);
-        impl AsRef<[u8]> for F32Bytes {
-            fn as_ref(&self) -> &[u8] {
-                bytemuck::cast_slice(&self.0)
-            }
-        }
         ConstantData {
             dtype: DType::F32,
             layout: layout.to_string(),
             shape,
-            bytes: Bytes::from_owner(F32Bytes(values)),
+            bytes: ConstantBytes::held(f32_bytes(values)),
         }
     }
 
     /// Dense row-major f32 values of one dimension.
     pub fn dense_f32(values: Arc<[f32]>) -> ConstantData {
         ConstantData::f32(DENSE, vec![values.len()], values)
+    }
+}
+
+/// f32 values seen as their little-endian bytes, without a copy.
+pub fn f32_bytes<V: AsRef<[f32]> + Send + 'static>(values: V) -> Bytes {
+    /// The owner of the values, lending them as bytes.
+    struct F32Bytes<V>(V);
+    impl<V: AsRef<[f32]>> AsRef<[u8]> for F32Bytes<V> {
+        fn as_ref(&self) -> &[u8] {
+            bytemuck::cast_slice(self.0.as_ref())
+        }
+    }
+    Bytes::from_owner(F32Bytes(values))
+}
+
+/// The bytes of a constant: held, or made on demand from a source (a weight's packing).
+///
+/// Lowering a model packs nothing: a packing is made when the plan's weights are written
+/// (one at a time, each dropped once written, so a model's packed weights are never all in
+/// memory at once) or when a JIT-compiled program first needs them (once however many
+/// kernels and entry points share the value: clones share what was made).
+///
+/// ```
+/// use bytes::Bytes;
+/// use kiln_codegen::templates::ConstantBytes;
+/// let source = Bytes::from_static(&[1, 2, 3, 4]);
+/// let reversed = ConstantBytes::made(source, "reversed", 4, |b| b.iter().rev().copied().collect::<Vec<u8>>().into());
+/// assert_eq!(reversed.len(), 4);
+/// assert_eq!(reversed.with(|b| b.to_vec()), [4, 3, 2, 1]);
+/// assert_eq!(&reversed.get()[..], [4, 3, 2, 1]);
+/// ```
+#[derive(Clone)]
+pub struct ConstantBytes(Arc<Source>);
+
+/// Where [`ConstantBytes`] come from.
+enum Source {
+    Held(Bytes),
+    Made {
+        from: Bytes,
+        recipe: String,
+        len: usize,
+        make: MakeBytes,
+        made: OnceLock<Bytes>,
+    },
+}
+
+/// How made bytes are made from their source.
+type MakeBytes = Box<dyn Fn(&[u8]) -> Bytes + Send + Sync>;
+
+/// What makes two [`ConstantBytes`] equal without making them: the content of held bytes;
+/// the source (its address and length) and the recipe of made ones.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ConstantIdentity {
+    /// Held bytes with this 128-bit content hash and length.
+    Content(u128, usize),
+    /// Bytes made by `recipe` from the source at this address of this length.
+    Made(usize, usize, String),
+}
+
+impl ConstantBytes {
+    /// Bytes held as they are.
+    pub fn held(bytes: Bytes) -> ConstantBytes {
+        ConstantBytes(Arc::new(Source::Held(bytes)))
+    }
+
+    /// `len` bytes that `make` makes from `from` when they are needed; `recipe` names what
+    /// `make` does (with every parameter it depends on), so that equal recipes of one source
+    /// are made once.
+    pub fn made(
+        from: Bytes,
+        recipe: &str,
+        len: usize,
+        make: impl Fn(&[u8]) -> Bytes + Send + Sync + 'static,
+    ) -> ConstantBytes {
+        ConstantBytes(Arc::new(Source::Made {
+            from,
+            recipe: recipe.to_string(),
+            len,
+            make: Box::new(make),
+            made: OnceLock::new(),
+        }))
+    }
+
+    /// The number of bytes.
+    pub fn len(&self) -> usize {
+        match &*self.0 {
+            Source::Held(b) => b.len(),
+            Source::Made { len, .. } => *len,
+        }
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, made (and kept, for every clone) if they are not yet.
+    ///
+    /// # Panics
+    /// If the recipe makes another number of bytes than it promised (a template's defect).
+    pub fn get(&self) -> &Bytes {
+        match &*self.0 {
+            Source::Held(b) => b,
+            Source::Made {
+                from, make, made, ..
+            } => made.get_or_init(|| self.checked(make(from))),
+        }
+    }
+
+    /// `f` of the bytes, made for this call only if they are not made yet (so that writing a
+    /// model's weights holds one packing at a time).
+    pub fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match &*self.0 {
+            Source::Held(b) => f(b),
+            Source::Made {
+                from, make, made, ..
+            } => match made.get() {
+                Some(b) => f(b),
+                None => f(&self.checked(make(from))),
+            },
+        }
+    }
+
+    /// Whether the bytes are made from a source (rather than held).
+    pub fn is_made(&self) -> bool {
+        matches!(&*self.0, Source::Made { .. })
+    }
+
+    /// What makes these bytes equal to others, without making them.
+    pub fn identity(&self) -> ConstantIdentity {
+        match &*self.0 {
+            Source::Held(b) => ConstantIdentity::Content(xxhash_rust::xxh3::xxh3_128(b), b.len()),
+            Source::Made { from, recipe, .. } => {
+                ConstantIdentity::Made(from.as_ptr() as usize, from.len(), recipe.clone())
+            }
+        }
+    }
+
+    fn checked(&self, bytes: Bytes) -> Bytes {
+        assert_eq!(
+            bytes.len(),
+            self.len(),
+            "a constant's recipe made the wrong size"
+        );
+        bytes
+    }
+}
+
+impl std::fmt::Debug for ConstantBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Source::Held(b) => write!(f, "{} bytes", b.len()),
+            Source::Made { recipe, len, .. } => write!(f, "{len} bytes made by {recipe}"),
+        }
+    }
+}
+
+impl PartialEq for ConstantBytes {
+    /// Equal bytes (made, if they must be, to compare them).
+    fn eq(&self, other: &ConstantBytes) -> bool {
+        self.identity() == other.identity() || self.get() == other.get()
     }
 }
 
@@ -173,7 +327,7 @@ impl Built {
             pointers.push(match a {
                 Arg::Input(i) => Some(*inputs.get(*i).ok_or("missing input buffer")?),
                 Arg::Output(i) => Some(*outputs.get(*i).ok_or("missing output buffer")?),
-                Arg::Constant(c) => Some(c.bytes.as_ptr() as *mut u8),
+                Arg::Constant(c) => Some(c.bytes.get().as_ptr() as *mut u8),
                 Arg::Scratch(_) => None,
             });
         }

@@ -7,11 +7,10 @@ use super::elementwise::{
     vector_run,
 };
 use super::Sizes;
-use super::{Arg, Built, ConstantData};
+use super::{Arg, Built};
 use crate::kir::{Index, Stmt, Value};
 use kiln_ir::infer::{norm_axis, slice_bounds};
 use kiln_ir::Dim;
-use std::sync::Arc;
 
 /// Side of a transpose tile (elements) when the last axis moves.
 const TILE: i64 = 16;
@@ -22,14 +21,13 @@ const TILE: i64 = 16;
 /// it so the kernel never reads outside the data (the runtime validates token ids separately,
 /// as the interpreter rejects them).
 ///
-/// Buffers: data (group input 0, or `constant` when given, which must hold the static shape),
-/// indices (group input 1, i64), output.
+/// Buffers: data (group input 0; a constant table, such as an embedding, is bound as it is
+/// stored), indices (group input 1, i64), output.
 pub fn gather(
     name: &str,
     data_shape: &[Dim],
     indices_shape: &[Dim],
     axis: i64,
-    constant: Option<Arc<[f32]>>,
 ) -> Result<Built, String> {
     check_dims(data_shape)?;
     check_dims(indices_shape)?;
@@ -38,19 +36,6 @@ pub fn gather(
     if n.is(0) {
         return Err("cannot gather from an empty axis".into());
     }
-    let data = match constant {
-        None => Arg::Input(0),
-        Some(values) => {
-            let len = product(data_shape).as_known();
-            if len != Some(values.len() as i64) {
-                return Err(format!(
-                    "constant data of {} elements does not have the static shape {data_shape:?}",
-                    values.len()
-                ));
-            }
-            Arg::Constant(ConstantData::dense_f32(values))
-        }
-    };
     let outer = [product(&data_shape[..axis]), product(indices_shape)];
     let inner = product(&data_shape[axis + 1..]);
     let mut sizes = Sizes::default();
@@ -64,7 +49,7 @@ pub fn gather(
         let copy = copy_run(depth + 1, (2, &dst), (0, &Index::Loop(depth)), &len)?;
         Ok(vec![bind(src, copy)])
     })?;
-    let args = vec![data, Arg::Input(1), Arg::Output(0)];
+    let args = vec![Arg::Input(0), Arg::Input(1), Arg::Output(0)];
     Ok(finish(name, args, vec![], body, sizes, parallel))
 }
 
@@ -502,7 +487,7 @@ mod tests {
     #[test]
     fn gather_matches_the_interpreter() {
         let mut rng = Rng::new(10);
-        for case in 0..40 {
+        for _ in 0..40 {
             let mut b = Bindings::new();
             let rank = 1 + rng.below(3);
             let mut data = random_shape(&mut rng, rank, "d", &mut b);
@@ -521,19 +506,8 @@ mod tests {
             let op = with(OpKind::Gather, &[("axis", Attr::Int(axis as i64))]);
             let want = reference(&op, &[&table, &ids], 0);
             let what = format!("gather {data:?} by {indices:?} on axis {axis}, {b:?}");
-            let built = gather("g", &data, &indices, axis as i64, None).expect(&what);
-            check(&built, &[table.clone(), ids.clone()], &want, &b, &what);
-            if case % 4 == 0 && b.keys().all(|k| k.starts_with('i')) {
-                let values: Arc<[f32]> = table.to_f32_array().iter().copied().collect();
-                let built = gather("g", &data, &indices, axis as i64, Some(values)).unwrap();
-                check(
-                    &built,
-                    &[table, ids],
-                    &want,
-                    &b,
-                    &format!("{what}, constant"),
-                );
-            }
+            let built = gather("g", &data, &indices, axis as i64).expect(&what);
+            check(&built, &[table, ids], &want, &b, &what);
         }
     }
 
@@ -542,7 +516,7 @@ mod tests {
         let mut rng = Rng::new(11);
         let table = rng.tensor(&[4, 5]);
         let ids = Tensor::from_vec(&[4], vec![9i64, -7, -1, 2]).unwrap();
-        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0, None).unwrap();
+        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0).unwrap();
         let got = run(
             &built,
             &[table.clone(), ids],
@@ -557,15 +531,8 @@ mod tests {
             0,
         );
         assert_close(&got[0], &want, "clamped gather");
-        let values: Arc<[f32]> = table.to_f32_array().iter().copied().collect();
-        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0, Some(values)).unwrap();
-        let ids = Tensor::from_vec(&[4], vec![9i64, -7, -1, 2]).unwrap();
-        let got = run(&built, &[table, ids], &[vec![4, 5]], &Bindings::new(), 3);
-        assert_close(&got[0], &want, "clamped gather from a constant");
-        assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0, None).is_err());
-        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2, None).is_err());
-        let short: Arc<[f32]> = vec![0.0; 19].into();
-        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 0, Some(short)).is_err());
+        assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0).is_err());
+        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2).is_err());
     }
 
     /// A random permutation of `0..n`.
