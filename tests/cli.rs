@@ -1114,7 +1114,7 @@ fn compiled_artifacts_run_and_reject_tampering() {
     );
     failure(
         &resealed("symbol", &|p| {
-            p.replacen("\"symbol\":\"k0_", "\"symbol\":\"gone_", 1)
+            p.replacen("\"symbol\":\"k", "\"symbol\":\"gone_k", 1)
         }),
         &["kernels.so", "has no kernel `gone_"],
     );

@@ -196,4 +196,81 @@ output z = %z
         assert_eq!(bits(&first), bits(&second));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// `x @ W^T` as torch's `Linear` exports it: `MatMul(x, Transpose(W))` with `W` a
+    /// constant `[N, K]`, or `Gemm(x, W, transB = 1)`.
+    fn linear(gemm: bool) -> Graph {
+        use kiln_ir::{Attr, Attrs, DType, Dim, Op, OpKind};
+        let mut g = Graph::new();
+        let x = g
+            .add_input("x", DType::F32, vec![Dim::known(5), Dim::known(16)])
+            .unwrap();
+        let values = (0..24 * 16).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w = Tensor::from_vec(&[24, 16], values).unwrap().to_data();
+        let w = g.add_constant("w", w).unwrap();
+        let perm = Attrs::from_pairs(&[("perm", Attr::Ints(vec![1, 0]))]);
+        let y = if gemm {
+            let trans = Attrs::from_pairs(&[("transB", Attr::Int(1))]);
+            let op = Op::new(OpKind::Gemm, trans);
+            g.add_op("proj", op, vec![Some(x), Some(w)], &["y".into()])
+        } else {
+            let t = Op::new(OpKind::Transpose, perm);
+            let wt = g.add_op("wt", t, vec![Some(w)], &["wt".into()]).unwrap()[0];
+            let op = Op::new(OpKind::MatMul, Attrs::default());
+            g.add_op("proj", op, vec![Some(x), Some(wt)], &["y".into()])
+        };
+        g.set_outputs(vec![("y".into(), y.unwrap()[0])]);
+        g
+    }
+
+    #[test]
+    fn a_transposed_weight_is_packed_from_its_stored_layout_with_no_copy() {
+        for gemm in [false, true] {
+            let graph = linear(gemm);
+            let lowered = lower_graph(&graph, &Backend::cranelift(), &Heuristic).unwrap();
+            let plan = &lowered.plan;
+            // One kernel, the GEMM: the transpose is neither folded nor run.
+            assert_eq!((plan.stats.folded, plan.stats.kernels), (0, 1), "{gemm}");
+            assert_eq!(plan.steps.len(), 1);
+            // Its one constant is the packed weight, made only when its bytes are asked for.
+            assert_eq!(plan.constants.len(), 1);
+            assert!(plan.constants[0].layout.starts_with("gemm.b_panels"));
+            assert!(lowered.constants[0].is_made());
+            assert_eq!(lowered.constants[0].len(), 24 * 16 * 4);
+            let x: Vec<f32> = (0..80).map(|i| (i as f32 * 0.11).cos()).collect();
+            let feeds = HashMap::from([("x".to_string(), Tensor::from_vec(&[5, 16], x).unwrap())]);
+            let want = kiln_ir::interp::run(&graph, &feeds).unwrap();
+            let (got, _) = compile(&graph, &Options::default())
+                .unwrap()
+                .run(&feeds)
+                .unwrap();
+            let (got, want) = (got[0].1.to_f32_array(), want[0].1.to_f32_array());
+            assert_eq!(got.shape(), [5, 24]);
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_entry_points_of_a_model_share_one_library_of_distinct_kernels() {
+        let graph = text::parse(GRAPH).unwrap();
+        let dir = std::env::temp_dir().join(format!("kiln-shared-lib-{}", std::process::id()));
+        write_artifacts_with(
+            &[(&graph, "one"), (&linear(false), "two")],
+            &dir,
+            &Backend::cranelift(),
+            &Heuristic,
+        )
+        .unwrap();
+        assert!(dir.join("kernels.so").is_file());
+        assert!(!dir.join("one/kernels.so").exists());
+        let one = kiln_rt::artifact::load(&dir.join("one"), 1).unwrap();
+        let two = kiln_rt::artifact::load(&dir.join("two"), 1).unwrap();
+        assert_eq!(one.run(&feeds()).unwrap().0[0].1.shape(), [5, 24]);
+        let x = Tensor::from_vec(&[5, 16], vec![0.5; 80]).unwrap();
+        let out = two.run(&HashMap::from([("x".to_string(), x)])).unwrap().0;
+        assert_eq!(out[0].1.shape(), [5, 24]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
