@@ -141,7 +141,7 @@ pub struct ScheduleRequest<'a> {
 }
 
 /// Where lowering takes each kernel's schedule from.
-pub trait ScheduleSource {
+pub trait ScheduleSource: Sync {
     /// The schedule for `request` and a name for where it came from (a tuning database, a
     /// file), or None for the template's defaults. Parameters it leaves out take their
     /// defaults; `lanes` is the backend's.

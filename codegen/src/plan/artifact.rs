@@ -2,7 +2,7 @@
 //! compiles its kernels into a shared library and stores the plan with its constants through
 //! [`kiln_rt::artifact::ArtifactWriter`], which owns the artefact's format.
 
-use super::lowering::{distinct_kernels, lower_shared, ConstantPool};
+use super::lowering::{distinct_kernels, lower_entries};
 use crate::native::link_shared;
 use crate::templates::ConstantIdentity;
 use crate::{Backend, ScheduleSource};
@@ -25,7 +25,8 @@ pub struct ArtifactSummary {
     pub library_bytes: u64,
     /// Bytes of the weights file (shared by the entry points written together).
     pub weights_bytes: u64,
-    /// Wall time of lowering this entry point, in seconds.
+    /// Wall time of lowering all the entry points written together (each on its own
+    /// thread), in seconds.
     pub lowering_seconds: f64,
     /// Wall time of generating and linking the code of all the entry points written
     /// together (their equal kernels are compiled once), in seconds.
@@ -66,14 +67,10 @@ pub fn write_artifacts_with(
     source: &dyn ScheduleSource,
 ) -> Result<Vec<ArtifactSummary>, String> {
     let mut writer = ArtifactWriter::create(root)?;
-    let mut pool = ConstantPool::default();
-    let mut lowered = vec![];
-    let mut seconds = vec![];
-    for &(graph, _) in entries {
-        let start = Instant::now();
-        lowered.push(lower_shared(graph, backend, source, &mut pool)?);
-        seconds.push(start.elapsed().as_secs_f64());
-    }
+    let start = Instant::now();
+    let graphs: Vec<&Graph> = entries.iter().map(|(g, _)| *g).collect();
+    let lowered = lower_entries(&graphs, backend, source)?;
+    let lowering_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let (kernels, _) = distinct_kernels(&lowered)?;
     let library = writer.library();
@@ -98,7 +95,7 @@ pub fn write_artifacts_with(
     // the entry points that share it make it once.
     let mut stored: HashMap<ConstantIdentity, u64> = HashMap::new();
     let mut summaries = vec![];
-    for ((&(_, name), mut lowered), lowering_seconds) in entries.iter().zip(lowered).zip(seconds) {
+    for (&(_, name), mut lowered) in entries.iter().zip(lowered) {
         let start = Instant::now();
         for (c, bytes) in lowered.plan.constants.iter_mut().zip(&lowered.constants) {
             if !bytes.is_made() {

@@ -44,9 +44,20 @@ impl ConstantPool {
 
 /// The graph-side record of one step.
 enum GraphStep {
-    Kernel { lowered: Box<Lowered>, node: NodeId },
-    View { input: ValueId, output: ValueId },
-    Interp { node: NodeId },
+    /// A kernel call; `kernel` is the index of its code in the [`KernelTable`] (the KIR in
+    /// `lowered` is left without a body).
+    Kernel {
+        lowered: Box<Lowered>,
+        node: NodeId,
+        kernel: usize,
+    },
+    View {
+        input: ValueId,
+        output: ValueId,
+    },
+    Interp {
+        node: NodeId,
+    },
 }
 
 impl GraphStep {
@@ -188,8 +199,39 @@ pub fn lower_graph(
     lower_shared(graph, backend, source, &mut ConstantPool::default())
 }
 
+/// The entry points of one model (prefill and decode) lowered as [`lower_graph`] does, each on
+/// its own thread, then their constants shared ([`ConstantPool`]): each distinct constant is
+/// held, and each packing made, once for all of them.
+pub fn lower_entries(
+    graphs: &[&Graph],
+    backend: &Backend,
+    source: &dyn ScheduleSource,
+) -> Result<Vec<LoweredPlan>, String> {
+    let lowered: Vec<Result<LoweredPlan, String>> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = graphs
+            .iter()
+            .map(|g| scope.spawn(move || lower_graph(g, backend, source)))
+            .collect();
+        jobs.into_iter()
+            .map(|job| {
+                job.join()
+                    .unwrap_or_else(|_| Err("lowering panicked".to_string()))
+            })
+            .collect()
+    });
+    let mut pool = ConstantPool::default();
+    lowered
+        .into_iter()
+        .map(|plan| {
+            let mut plan = plan?;
+            plan.constants = plan.constants.into_iter().map(|c| pool.share(c)).collect();
+            Ok(plan)
+        })
+        .collect()
+}
+
 /// [`lower_graph`], holding each constant once across the plans lowered with one `pool`.
-pub fn lower_shared(
+fn lower_shared(
     graph: &Graph,
     backend: &Backend,
     source: &dyn ScheduleSource,
@@ -201,6 +243,7 @@ pub fn lower_shared(
     super::legalize::forward_present_cache(&mut graph);
     super::legalize::additive_masks(&mut graph);
     let mut planned = vec![];
+    let mut table = KernelTable::default();
     for g in group(&graph) {
         match g.kind {
             GroupKind::Interpreter => planned.push(Planned {
@@ -223,11 +266,11 @@ pub fn lower_shared(
                 fallback: None,
                 schedule: None,
             }),
-            _ => lower_group(&graph, &g, lanes, source, &mut planned)?,
+            _ => lower_group(&graph, &g, lanes, source, &mut table, &mut planned)?,
         }
     }
     let planned = without_dead_steps(&graph, planned);
-    let mut builder = PlanBuilder::new(&graph, backend, pool)?;
+    let mut builder = PlanBuilder::new(&graph, backend, pool, table)?;
     builder.plan.stats.folded = folded;
     for p in planned {
         builder.add(p)?;
@@ -243,6 +286,7 @@ fn lower_group(
     g: &Group,
     lanes: u8,
     source: &dyn ScheduleSource,
+    table: &mut KernelTable,
     planned: &mut Vec<Planned>,
 ) -> Result<(), String> {
     let nodes: Vec<String> = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
@@ -263,7 +307,7 @@ fn lower_group(
     match lowered {
         Ok(list) => {
             let last = list.len() - 1;
-            for (i, lowered) in list.into_iter().enumerate() {
+            for (i, mut lowered) in list.into_iter().enumerate() {
                 // Kernels before the group's main one (a KV cache's present key and value)
                 // are reported as the data movement they are.
                 let (kind, nodes, schedule) = match i == last {
@@ -274,10 +318,12 @@ fn lower_group(
                         Chosen::lanes_only(GroupKind::Movement, lanes),
                     ),
                 };
+                let kernel = table.intern(&mut lowered.built.kernel);
                 planned.push(Planned {
                     step: GraphStep::Kernel {
                         lowered: Box::new(lowered),
                         node: *g.nodes.last().expect("groups are not empty"),
+                        kernel,
                     },
                     kind,
                     nodes,
@@ -288,7 +334,7 @@ fn lower_group(
         }
         Err(_) if g.nodes.len() > 1 => {
             for &n in &g.nodes {
-                lower_group(graph, &single(graph, n), lanes, source, planned)?;
+                lower_group(graph, &single(graph, n), lanes, source, table, planned)?;
             }
         }
         Err(reason) => planned.push(Planned {
@@ -307,6 +353,34 @@ fn lower_group(
 fn view_allowed(graph: &Graph, g: &Group) -> bool {
     let out = &graph.node(g.nodes[0]).outputs[0].ty.shape;
     !out.iter().any(|d| d.is_unknown())
+}
+
+/// The distinct kernels of one lowering, by their code: each kernel step keeps an index here
+/// rather than its own copy of the KIR (a model's 1,200 steps may call 18 kernels).
+#[derive(Default)]
+struct KernelTable {
+    /// Each kernel with the fingerprint of its code.
+    kernels: Vec<(Kernel, String)>,
+    by_key: HashMap<String, usize>,
+}
+
+impl KernelTable {
+    /// The index of `kernel`'s code, added on first sight; `kernel` is left without a body.
+    fn intern(&mut self, kernel: &mut Kernel) -> usize {
+        let key = kernel_key(kernel);
+        let body = std::mem::take(&mut kernel.body);
+        if let Some(&i) = self.by_key.get(&key) {
+            return i;
+        }
+        let fingerprint = fingerprint(&key);
+        let code = Kernel {
+            body,
+            ..kernel.clone()
+        };
+        self.kernels.push((code, fingerprint));
+        self.by_key.insert(key, self.kernels.len() - 1);
+        self.kernels.len() - 1
+    }
 }
 
 /// What makes two kernels the same code: everything but their name.
@@ -358,8 +432,9 @@ struct PlanBuilder<'g> {
     constants: Vec<ConstantBytes>,
     kernels: Vec<Kernel>,
     values: HashMap<ValueId, ValueIndex>,
-    /// Distinct kernels by their code.
-    distinct: HashMap<String, usize>,
+    /// The kernels the steps call, and the plan's index of those it has added.
+    table: KernelTable,
+    in_plan: HashMap<usize, usize>,
     pool: &'g mut ConstantPool,
 }
 
@@ -368,6 +443,7 @@ impl<'g> PlanBuilder<'g> {
         graph: &'g Graph,
         backend: &Backend,
         pool: &'g mut ConstantPool,
+        table: KernelTable,
     ) -> Result<Self, String> {
         let mut b = PlanBuilder {
             graph,
@@ -378,7 +454,8 @@ impl<'g> PlanBuilder<'g> {
             constants: vec![],
             kernels: vec![],
             values: HashMap::new(),
-            distinct: HashMap::new(),
+            table,
+            in_plan: HashMap::new(),
             pool,
         };
         for v in graph.inputs() {
@@ -415,17 +492,16 @@ impl<'g> PlanBuilder<'g> {
         i
     }
 
-    /// The plan's kernel of `kernel`'s code (built with `chosen`), added on first use; its
-    /// symbol is the fingerprint of its code and its name.
-    fn kernel(&mut self, kernel: &Kernel, chosen: &Chosen) -> usize {
-        let key = kernel_key(kernel);
-        if let Some(&k) = self.distinct.get(&key) {
+    /// The plan's kernel of the table's kernel `id` (built with `chosen`), added on first
+    /// use; its symbol is the fingerprint of its code and its name.
+    fn kernel(&mut self, id: usize, chosen: &Chosen) -> usize {
+        if let Some(&k) = self.in_plan.get(&id) {
             return k;
         }
         let k = self.kernels.len();
-        let fingerprint = fingerprint(&key);
-        let mut named = kernel.clone();
-        named.name = format!("k{fingerprint}_{}", kernel.name);
+        let (code, fingerprint) = &self.table.kernels[id];
+        let mut named = code.clone();
+        named.name = format!("k{fingerprint}_{}", code.name);
         let schedule = chosen.schedule.params();
         self.plan.kernels.push(KernelInfo {
             template: chosen.template.clone(),
@@ -434,11 +510,11 @@ impl<'g> PlanBuilder<'g> {
                 .map(|(n, v)| (format!("{}.{n}", chosen.template), v))
                 .collect(),
             schedule_source: chosen.source.clone(),
-            fingerprint,
+            fingerprint: fingerprint.clone(),
             ..crate::native::symbol_of(&named)
         });
         self.kernels.push(named);
-        self.distinct.insert(key, k);
+        self.in_plan.insert(id, k);
         k
     }
 
@@ -470,9 +546,13 @@ impl<'g> PlanBuilder<'g> {
                 };
                 (step, None)
             }
-            GraphStep::Kernel { lowered, node } => {
+            GraphStep::Kernel {
+                lowered,
+                node,
+                kernel,
+            } => {
                 let chosen = p.schedule.as_ref().expect("kernel steps have a schedule");
-                let kernel = self.kernel(&lowered.built.kernel, chosen);
+                let kernel = self.kernel(kernel, chosen);
                 let bound = |v: Option<ValueId>| v.expect("checked: every buffer is bound");
                 let mut step = lowered.built.step(
                     kernel,

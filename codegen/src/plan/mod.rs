@@ -26,7 +26,6 @@ pub use fold::fold_constants;
 use kiln_ir::Graph;
 use kiln_rt::weights::Weights;
 use kiln_rt::Program;
-use lowering::ConstantPool;
 use std::time::Instant;
 
 /// How to compile and run.
@@ -58,11 +57,7 @@ pub fn compile(graph: &Graph, options: &Options) -> Result<Program, String> {
 /// constant they share once and whose equal kernels are compiled once.
 pub fn compile_entries(graphs: &[&Graph], options: &Options) -> Result<Vec<Program>, String> {
     let start = Instant::now();
-    let mut pool = ConstantPool::default();
-    let lowered = graphs
-        .iter()
-        .map(|g| lowering::lower_shared(g, &options.backend, &crate::Heuristic, &mut pool))
-        .collect::<Result<Vec<_>, String>>()?;
+    let lowered = lowering::lower_entries(graphs, &options.backend, &crate::Heuristic)?;
     let (kernels, uses) = lowering::distinct_kernels(&lowered)?;
     let compiled = options.backend.compile_all(&kernels)?;
     let seconds = start.elapsed().as_secs_f64();
