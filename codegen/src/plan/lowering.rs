@@ -207,15 +207,25 @@ pub fn lower_entries(
     backend: &Backend,
     source: &dyn ScheduleSource,
 ) -> Result<Vec<LoweredPlan>, String> {
+    if let [graph] = graphs {
+        return Ok(vec![lower_graph(graph, backend, source)?]);
+    }
     let lowered: Vec<Result<LoweredPlan, String>> = std::thread::scope(|scope| {
         let jobs: Vec<_> = graphs
             .iter()
-            .map(|g| scope.spawn(move || lower_graph(g, backend, source)))
+            .map(|g| {
+                // The stack of the main thread: lowering recurses through a graph's ops.
+                std::thread::Builder::new()
+                    .stack_size(8 << 20)
+                    .spawn_scoped(scope, move || lower_graph(g, backend, source))
+            })
             .collect();
         jobs.into_iter()
-            .map(|job| {
-                job.join()
-                    .unwrap_or_else(|_| Err("lowering panicked".to_string()))
+            .map(|job| match job {
+                Ok(job) => job
+                    .join()
+                    .unwrap_or_else(|_| Err("lowering panicked".to_string())),
+                Err(e) => Err(format!("cannot start a lowering thread: {e}")),
             })
             .collect()
     });
