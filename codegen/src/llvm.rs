@@ -83,18 +83,8 @@ pub fn compile_all(kernels: &[Kernel], cpu: &str) -> Result<Vec<NativeKernel>, S
         return Ok(vec![]);
     }
     let dir = TempDir::new()?;
-    let objects = emit_objects(kernels, cpu)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, object)| {
-            let path = dir.0.join(format!("kernels{i}.o"));
-            std::fs::write(&path, object)
-                .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-            Ok(path)
-        })
-        .collect::<Result<Vec<_>, String>>()?;
     let library_path = dir.0.join("libkernels.so");
-    native::link_shared(&objects, &library_path)?;
+    native::link_shared(emit_objects(kernels, cpu)?, &dir.0, &library_path)?;
     // SAFETY: the library was just linked from `emit_objects(kernels)` alone: it exports each
     // kernel under its name with the kernel ABI and has no initialisers.
     unsafe { native::load_kernels(&library_path, kernels) }

@@ -39,9 +39,30 @@ pub(crate) unsafe fn load_kernels(
     unsafe { load_library(path, &symbols) }
 }
 
-/// Links relocatable objects into a shared library with the system C compiler
-/// (`$CC`, else `cc`).
-pub(crate) fn link_shared(objects: &[PathBuf], library: &Path) -> Result<(), String> {
+/// Links relocatable objects (a backend's `emit_objects`) into a shared library with the
+/// system C compiler (`$CC`, else `cc`); the objects are written to `dir` for the linker
+/// and removed after.
+pub(crate) fn link_shared(objects: Vec<Vec<u8>>, dir: &Path, library: &Path) -> Result<(), String> {
+    let mut paths = vec![];
+    let mut written = Ok(());
+    for (i, object) in objects.into_iter().enumerate() {
+        let path = dir.join(format!("kernels{i}.o"));
+        written = std::fs::write(&path, object)
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()));
+        paths.push(path);
+        if written.is_err() {
+            break;
+        }
+    }
+    let linked = written.and_then(|()| link_files(&paths, library));
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    linked
+}
+
+/// Links the object files at `objects` into a shared library.
+fn link_files(objects: &[PathBuf], library: &Path) -> Result<(), String> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
         .arg("-shared")

@@ -74,21 +74,7 @@ pub fn write_artifacts_with(
     let start = Instant::now();
     let (kernels, _) = distinct_kernels(&lowered)?;
     let library = writer.library();
-    let objects = backend
-        .emit_objects(&kernels)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, object)| {
-            let path = root.join(format!("kernels{i}.o"));
-            std::fs::write(&path, object).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(path)
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let linked = link_shared(&objects, &library);
-    for object in &objects {
-        let _ = std::fs::remove_file(object);
-    }
-    linked?;
+    link_shared(backend.emit_objects(&kernels)?, root, &library)?;
     let compile_seconds = start.elapsed().as_secs_f64();
     let library_bytes = std::fs::metadata(&library).map(|m| m.len()).unwrap_or(0);
     // Where each constant made from a source (a packed weight) is stored already, so that

@@ -77,18 +77,14 @@ fn constant_f32(graph: &Graph, v: ValueId) -> Option<Vec<f32>> {
 /// `v` as a constant B of a GEMM: a constant f32 matrix, or the transpose of one (torch's
 /// `Linear` weight `[N, K]`, which imports as `Transpose(W)`), read as it is stored.
 fn constant_b(graph: &Graph, v: ValueId) -> Option<ConstantB> {
-    let node = graph.node(v.node);
-    if let NodeKind::Constant(data) = &node.kind {
-        return (data.dtype() == DType::F32).then(|| ConstantB {
-            bytes: data.bytes().clone(),
-            transposed: false,
-        });
-    }
-    let source = super::fold::transposed_matrix(graph, v.node)?;
-    match &graph.node(source.node).kind {
+    let (stored, transposed) = match super::fold::transposed_matrix(graph, v.node) {
+        Some(matrix) => (matrix, true),
+        None => (v, false),
+    };
+    match &graph.node(stored.node).kind {
         NodeKind::Constant(data) if data.dtype() == DType::F32 => Some(ConstantB {
             bytes: data.bytes().clone(),
-            transposed: true,
+            transposed,
         }),
         _ => None,
     }

@@ -31,7 +31,7 @@ pub struct LoweredPlan {
 /// (prefill and decode read the same weights), so that equal bytes are held in memory, and
 /// each packing made, once.
 #[derive(Default)]
-pub struct ConstantPool {
+struct ConstantPool {
     stored: HashMap<ConstantIdentity, ConstantBytes>,
 }
 
@@ -196,7 +196,7 @@ pub fn lower_graph(
     backend: &Backend,
     source: &dyn ScheduleSource,
 ) -> Result<LoweredPlan, String> {
-    lower_shared(graph, backend, source, &mut ConstantPool::default())
+    Ok(lower_entries(&[graph], backend, source)?.remove(0))
 }
 
 /// The entry points of one model (prefill and decode) lowered as [`lower_graph`] does, each on
@@ -207,28 +207,10 @@ pub fn lower_entries(
     backend: &Backend,
     source: &dyn ScheduleSource,
 ) -> Result<Vec<LoweredPlan>, String> {
-    if let [graph] = graphs {
-        return Ok(vec![lower_graph(graph, backend, source)?]);
-    }
-    let lowered: Vec<Result<LoweredPlan, String>> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = graphs
-            .iter()
-            .map(|g| {
-                // The stack of the main thread: lowering recurses through a graph's ops.
-                std::thread::Builder::new()
-                    .stack_size(8 << 20)
-                    .spawn_scoped(scope, move || lower_graph(g, backend, source))
-            })
-            .collect();
-        jobs.into_iter()
-            .map(|job| match job {
-                Ok(job) => job
-                    .join()
-                    .unwrap_or_else(|_| Err("lowering panicked".to_string())),
-                Err(e) => Err(format!("cannot start a lowering thread: {e}")),
-            })
-            .collect()
-    });
+    let lowered = match graphs {
+        [graph] => vec![lower_one(graph, backend, source)],
+        _ => lower_on_threads(graphs, backend, source),
+    };
     let mut pool = ConstantPool::default();
     lowered
         .into_iter()
@@ -240,12 +222,38 @@ pub fn lower_entries(
         .collect()
 }
 
-/// [`lower_graph`], holding each constant once across the plans lowered with one `pool`.
-fn lower_shared(
+/// Each of `graphs` lowered on a thread of its own.
+fn lower_on_threads(
+    graphs: &[&Graph],
+    backend: &Backend,
+    source: &dyn ScheduleSource,
+) -> Vec<Result<LoweredPlan, String>> {
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = graphs
+            .iter()
+            .map(|g| {
+                // The stack of the main thread: lowering recurses through a graph's ops.
+                std::thread::Builder::new()
+                    .stack_size(8 << 20)
+                    .spawn_scoped(scope, move || lower_one(g, backend, source))
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|job| match job {
+                Ok(job) => job
+                    .join()
+                    .unwrap_or_else(|_| Err("lowering panicked".to_string())),
+                Err(e) => Err(format!("cannot start a lowering thread: {e}")),
+            })
+            .collect()
+    })
+}
+
+/// One graph lowered, its constants not yet shared ([`lower_entries`] shares them).
+fn lower_one(
     graph: &Graph,
     backend: &Backend,
     source: &dyn ScheduleSource,
-    pool: &mut ConstantPool,
 ) -> Result<LoweredPlan, String> {
     let lanes = backend.lanes();
     let mut graph = graph.clone();
@@ -280,7 +288,7 @@ fn lower_shared(
         }
     }
     let planned = without_dead_steps(&graph, planned);
-    let mut builder = PlanBuilder::new(&graph, backend, pool, table)?;
+    let mut builder = PlanBuilder::new(&graph, backend, table)?;
     builder.plan.stats.folded = folded;
     for p in planned {
         builder.add(p)?;
@@ -445,16 +453,10 @@ struct PlanBuilder<'g> {
     /// The kernels the steps call, and the plan's index of those it has added.
     table: KernelTable,
     in_plan: HashMap<usize, usize>,
-    pool: &'g mut ConstantPool,
 }
 
 impl<'g> PlanBuilder<'g> {
-    fn new(
-        graph: &'g Graph,
-        backend: &Backend,
-        pool: &'g mut ConstantPool,
-        table: KernelTable,
-    ) -> Result<Self, String> {
+    fn new(graph: &'g Graph, backend: &Backend, table: KernelTable) -> Result<Self, String> {
         let mut b = PlanBuilder {
             graph,
             plan: Plan {
@@ -466,7 +468,6 @@ impl<'g> PlanBuilder<'g> {
             values: HashMap::new(),
             table,
             in_plan: HashMap::new(),
-            pool,
         };
         for v in graph.inputs() {
             let i = b.value(v);
@@ -496,8 +497,8 @@ impl<'g> PlanBuilder<'g> {
                 offset: 0,
                 bytes: data.bytes().len() as u64,
             });
-            let bytes = self.pool.share(ConstantBytes::held(data.bytes().clone()));
-            self.constants.push(bytes);
+            self.constants
+                .push(ConstantBytes::held(data.bytes().clone()));
         }
         i
     }
@@ -578,8 +579,7 @@ impl<'g> PlanBuilder<'g> {
                                 offset: 0,
                                 bytes: data.bytes.len() as u64,
                             });
-                            let bytes = self.pool.share(data.bytes.clone());
-                            self.constants.push(bytes);
+                            self.constants.push(data.bytes.clone());
                             Binding::Constant(self.constants.len() - 1)
                         }
                         Arg::Scratch(_) => unreachable!("scratch stays scratch"),
