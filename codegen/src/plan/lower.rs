@@ -46,8 +46,8 @@ pub(super) fn lower(
     let one = match group.kind {
         GroupKind::MatMul => lower_matmul(graph, group, schedule),
         GroupKind::Rows => lower_rows(graph, group, schedule),
-        GroupKind::Elementwise => lower_elementwise(graph, group),
-        GroupKind::Movement => lower_movement(graph, group),
+        GroupKind::Elementwise => lower_elementwise(graph, group, schedule),
+        GroupKind::Movement => lower_movement(graph, group, schedule),
         GroupKind::Attention => return lower_attention(graph, group, schedule),
         other => Err(format!("no {} template yet", other.name())),
     };
@@ -254,7 +254,7 @@ fn scalar_constant(graph: &Graph, v: ValueId) -> Option<f32> {
 }
 
 /// A tree of elementwise ops as one expression; the last node is the root.
-fn lower_elementwise(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+fn lower_elementwise(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lowered, String> {
     let root = *group.nodes.last().expect("groups are not empty");
     let mut inputs: Vec<ValueId> = vec![];
     let expr = expression(graph, group, root, &mut inputs)?;
@@ -263,7 +263,8 @@ fn lower_elementwise(graph: &Graph, group: &Group) -> Result<Lowered, String> {
         node: root,
         output: 0,
     };
-    let built = elementwise::elementwise("elementwise", &expr, &shapes, &shape(graph, out))?;
+    let built =
+        elementwise::elementwise("elementwise", &expr, &shapes, &shape(graph, out), schedule)?;
     Ok(simple(built, inputs, out))
 }
 
@@ -322,7 +323,7 @@ fn constant_ints(graph: &Graph, v: Option<ValueId>) -> Result<Option<Vec<i64>>, 
 }
 
 /// Gather, transpose, concat, split, slice and rotary embedding.
-fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
+fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lowered, String> {
     let node = sole_node(graph, group);
     let op = node.op().expect("movement groups are op nodes");
     let id = node_id(group);
@@ -344,7 +345,8 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             }
             let axis = op.attrs.int("axis")?;
             let data_shape = shape(graph, data);
-            let built = movement::gather(name, &data_shape, &shape(graph, indices), axis)?;
+            let built =
+                movement::gather(name, &data_shape, &shape(graph, indices), axis, schedule)?;
             let rows = data_shape
                 .get(axis.rem_euclid(data_shape.len().max(1) as i64) as usize)
                 .and_then(Dim::as_known)
@@ -362,13 +364,13 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
                 Some(_) => op.attrs.ints("perm")?.iter().map(|&p| p as usize).collect(),
                 None => (0..rank).rev().collect(),
             };
-            let built = movement::transpose(name, &shape(graph, data), &perm)?;
+            let built = movement::transpose(name, &shape(graph, data), &perm, schedule)?;
             Ok(simple(built, vec![data], out))
         }
         OpKind::Concat => {
             require_f32(graph, node)?;
             let shapes: Vec<Vec<Dim>> = present.iter().map(|&v| shape(graph, v)).collect();
-            let built = movement::concat(name, &shapes, op.attrs.int("axis")?)?;
+            let built = movement::concat(name, &shapes, op.attrs.int("axis")?, schedule)?;
             Ok(simple(built, present, out))
         }
         OpKind::Split => {
@@ -376,7 +378,7 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
             let x = shape(graph, data);
             let a = axis.rem_euclid(x.len().max(1) as i64) as usize;
             let parts: Vec<Dim> = node.outputs.iter().map(|v| v.ty.shape[a].clone()).collect();
-            let built = movement::split(name, &x, axis, &parts)?;
+            let built = movement::split(name, &x, axis, &parts, schedule)?;
             Ok(Lowered {
                 built,
                 inputs: vec![Some(data)],
@@ -399,6 +401,7 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
                 &ends,
                 axes.as_deref(),
                 steps.as_deref(),
+                schedule,
             )?;
             Ok(simple(built, vec![data], out))
         }
@@ -412,6 +415,7 @@ fn lower_movement(graph: &Graph, group: &Group) -> Result<Lowered, String> {
                 &shape(graph, x),
                 &shape(graph, cos),
                 &shape(graph, sin),
+                schedule,
             )?;
             Ok(simple(built, vec![x, cos, sin], out))
         }
@@ -463,6 +467,8 @@ fn lower_attention(
         return Err("Q, K and V are required".into());
     };
     let mask = node.inputs.get(3).copied().flatten();
+    // The cache copies take the movement template's defaults at the attention's lanes.
+    let cache_copy = movement::space().defaults(schedule.value("lanes") as u8)?;
     let scale = match op.attrs.get("scale") {
         Some(_) => Some(op.attrs.float("scale")?),
         None => None,
@@ -477,7 +483,7 @@ fn lower_attention(
                 if shapes.iter().any(|s| s.len() != 4) {
                     return Err("a KV cache of rank other than 4".into());
                 }
-                let built = movement::concat("Concat", &shapes, 2)?;
+                let built = movement::concat("Concat", &shapes, 2, &cache_copy)?;
                 steps.push(simple(built, vec![cache, new], present(output)));
             }
             (present(1), present(2), shape(graph, pk)[2].clone())

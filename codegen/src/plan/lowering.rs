@@ -7,7 +7,9 @@ use super::group::{group, single, Group, GroupKind};
 use super::lower::{lower, Lowered};
 use crate::kir::Kernel;
 use crate::schedule::{ScheduleRequest, ScheduleSource, Space};
-use crate::templates::{attention, gemm, rows, Arg, ConstantBytes, ConstantIdentity};
+use crate::templates::{
+    attention, elementwise, gemm, movement, rows, Arg, ConstantBytes, ConstantIdentity,
+};
 use crate::{Backend, Schedule};
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::{Graph, NodeId, NodeKind, ValueId};
@@ -120,39 +122,40 @@ struct Chosen {
 }
 
 impl Chosen {
-    /// The schedule of a template that declares no parameters: the backend's lanes.
-    fn lanes_only(kind: GroupKind, lanes: u8) -> Chosen {
-        Chosen {
-            template: kind.name().into(),
-            version: 1,
-            schedule: Schedule::default().with("lanes", i64::from(lanes)),
+    /// The default schedule of the template for `kind` at the backend's `lanes`.
+    fn defaults(kind: GroupKind, lanes: u8) -> Result<Chosen, String> {
+        let space = space_of(kind).ok_or_else(|| format!("no {} template", kind.name()))?;
+        Ok(Chosen {
+            template: space.template.into(),
+            version: space.version,
+            schedule: space.defaults(lanes)?,
             source: "heuristic".into(),
-        }
+        })
     }
 }
 
-/// The declared parameters of the template that lowers groups of `kind`, if it declares any.
+/// The declared parameters of the template that lowers groups of `kind`, if it has one.
 fn space_of(kind: GroupKind) -> Option<Space> {
     match kind {
         GroupKind::MatMul => Some(gemm::space()),
         GroupKind::Rows => Some(rows::space()),
         GroupKind::Attention => Some(attention::space()),
+        GroupKind::Elementwise => Some(elementwise::space()),
+        GroupKind::Movement => Some(movement::space()),
         _ => None,
     }
 }
 
 /// The schedule of group `g`: what `source` gives for its template and shapes, resolved by
 /// the template's declared parameters (an invalid value is an error naming the parameter
-/// and the group's node); for templates that declare none, the backend's lanes.
+/// and the group's node).
 fn choose(
     graph: &Graph,
     g: &Group,
     lanes: u8,
     source: &dyn ScheduleSource,
 ) -> Result<Chosen, String> {
-    let Some(space) = space_of(g.kind) else {
-        return Ok(Chosen::lanes_only(g.kind, lanes));
-    };
+    let space = space_of(g.kind).ok_or_else(|| format!("no {} template", g.kind.name()))?;
     let shape = |v: &ValueId| fmt_shape(&graph.value(*v).ty.shape);
     let shapes = format!(
         "{} -> {}",
@@ -333,7 +336,7 @@ fn lower_group(
                     false => (
                         GroupKind::Movement,
                         vec![format!("{} (cache concatenation)", nodes[0])],
-                        Chosen::lanes_only(GroupKind::Movement, lanes),
+                        Chosen::defaults(GroupKind::Movement, lanes)?,
                     ),
                 };
                 let kernel = table.intern(&mut lowered.built.kernel);

@@ -138,7 +138,8 @@ mod tests {
 
             let expr = Expr::Op(act.op(), vec![Expr::Input(0)]);
             let shape = vec![Dim::from(tiled.len())];
-            let built = elementwise("act", &expr, std::slice::from_ref(&shape), &shape).unwrap();
+            let shapes = std::slice::from_ref(&shape);
+            let built = elementwise("act", &expr, shapes, &shape, &Schedule::default()).unwrap();
             // Every backend of this build: Cranelift, and LLVM when it is built.
             for backend in crate::backends() {
                 let got = run(&backend, &built, std::slice::from_ref(&tiled), tiled.len());

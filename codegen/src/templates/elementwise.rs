@@ -6,8 +6,9 @@
 //! Layout: output axes of static size 1 are dropped, and neighbouring axes along which every
 //! input is alike (varies along both, or is broadcast along both) are merged, so the common
 //! cases (same shapes, `[rows, cols] + [cols]`, `[C, H, W] * [C, 1, 1]`) become one or two
-//! loops. The innermost merged axis runs on f32x4 vectors with a scalar tail: an input that
-//! varies along it is loaded four elements at a time, one broadcast along it is splatted.
+//! loops. The innermost merged axis runs on vectors of the schedule's `lanes`, `unroll` of
+//! them per iteration ([`Vectors`]), then single vectors and a scalar tail: an input that
+//! varies along it is loaded a vector at a time, one broadcast along it is splatted.
 //! The parallel axis is the flattened element count when one axis is left (each thread's
 //! range runs in vectors from its first element, with its own tail), else the outer loops
 //! (their first two axes flattened when the first is not known to be large).
@@ -18,7 +19,63 @@
 use super::activation::activation;
 use super::{Arg, Built, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::schedule::{range, Param, Schedule, Space};
 use kiln_ir::{Activation, Dim, Op, OpKind};
+
+/// The parameters of the elementwise template (`elementwise.lanes`, `elementwise.unroll`):
+/// how its innermost run is vectorised ([`Vectors`]).
+///
+/// ```
+/// use kiln_codegen::templates::elementwise;
+/// use kiln_codegen::Schedule;
+/// let s = elementwise::space().resolve(&Schedule::default().with("lanes", 16)).unwrap();
+/// assert_eq!((s.value("lanes"), s.value("unroll")), (16, 1));
+/// ```
+pub fn space() -> Space {
+    Space {
+        template: "elementwise",
+        version: 1,
+        params: vector_params(),
+    }
+}
+
+/// The parameters of a vectorised run, shared by the elementwise and movement templates.
+pub(crate) fn vector_params() -> Vec<Param> {
+    vec![
+        Param {
+            name: "lanes",
+            doc: "the widest vector in f32 lanes (the backend's; 1 = scalar)",
+            values: |_| vec![1, 4, 8, 16],
+            default: |_| 4,
+        },
+        Param {
+            name: "unroll",
+            doc: "vectors per iteration of the innermost run",
+            values: |_| range(1, 4),
+            default: |_| 1,
+        },
+    ]
+}
+
+/// How a run of contiguous f32 positions is vectorised: `unroll` vectors of `lanes` per
+/// iteration, then single vectors, then a scalar tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Vectors {
+    /// f32 lanes per vector (1: scalar).
+    pub lanes: u8,
+    /// Vectors per iteration of the main loop.
+    pub unroll: u8,
+}
+
+impl Vectors {
+    /// The vectorisation `schedule` (resolved by a space of [`vector_params`]) asks for.
+    pub(crate) fn of(schedule: &Schedule) -> Vectors {
+        Vectors {
+            lanes: schedule.value("lanes") as u8,
+            unroll: schedule.value("unroll") as u8,
+        }
+    }
+}
 
 /// An elementwise expression over a kernel's inputs, in IR op terms.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,13 +110,17 @@ impl Expr {
 /// The activations (Relu, Gelu, Silu, Sigmoid, Tanh, and SwiGlu's gate) are
 /// [`Activation::formula`]'s, so their NaN and ±inf values are the interpreter's.
 ///
+/// Its schedule is [`space`]'s.
+///
 /// Buffers: the inputs in order, then the output (f32, dense, row-major).
 pub fn elementwise(
     name: &str,
     expr: &Expr,
     input_shapes: &[Vec<Dim>],
     output_shape: &[Dim],
+    schedule: &Schedule,
 ) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?);
     for shape in input_shapes.iter().map(Vec::as_slice).chain([output_shape]) {
         check_dims(shape)?;
     }
@@ -81,7 +142,7 @@ pub fn elementwise(
                     .map(|f| f.first() == Some(&true))
                     .collect(),
             };
-            let body = vector_run(0, &Index::Size(0), &Index::Size(1), |j, lanes| {
+            let body = vector_run(0, &Index::Size(0), &Index::Size(1), run, |j, lanes| {
                 rows.store(expr, output, &Index::Const(0), &j, lanes, &mut vars)
             })?;
             (body, n)
@@ -90,7 +151,7 @@ pub fn elementwise(
             let rows = layout.rows(sizes, coords);
             let out_base = row_major_offset(sizes, &layout.dims, coords);
             let end = sizes.index(inner);
-            vector_run(depth, &Index::Const(0), &end, |j, lanes| {
+            vector_run(depth, &Index::Const(0), &end, run, |j, lanes| {
                 rows.store(expr, output, &out_base, &j, lanes, &mut vars)
             })
         })?,
@@ -105,10 +166,18 @@ pub fn elementwise(
 /// A kernel for `RopeRotateHalf`: `y = x * cos + rotate_half(x) * sin`, where
 /// `rotate_half(x)` is `concat(-x2, x1)` of the two halves of the last axis, and `cos`, `sin`
 /// broadcast to `x` (e.g. `[S, D]` or `[B, 1, S, D]` tables for `[B, H, S, D]` activations).
-/// The last dim must be even (statically, or a symbolic multiple of 2).
+/// The last dim must be even (statically, or a symbolic multiple of 2). Its schedule is the
+/// movement template's ([`super::movement::space`]), as it moves halves.
 ///
 /// Buffers: x, cos, sin, then y (x's shape).
-pub fn rope_rotate_half(name: &str, x: &[Dim], cos: &[Dim], sin: &[Dim]) -> Result<Built, String> {
+pub fn rope_rotate_half(
+    name: &str,
+    x: &[Dim],
+    cos: &[Dim],
+    sin: &[Dim],
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let run = Vectors::of(&super::movement::space().resolve(schedule)?);
     for shape in [x, cos, sin] {
         check_dims(shape)?;
     }
@@ -129,7 +198,7 @@ pub fn rope_rotate_half(name: &str, x: &[Dim], cos: &[Dim], sin: &[Dim]) -> Resu
             (Index::Const(0), half.clone(), half.clone(), true),
             (half.clone(), end, sub(Index::Const(0), half), false),
         ] {
-            body.extend(vector_run(depth, &start, &stop, |j, lanes| {
+            body.extend(vector_run(depth, &start, &stop, run, |j, lanes| {
                 let mut rotated = rows.load(0, &add(j.clone(), other.clone()));
                 if negate {
                     rotated = rotated.unary(Unary::Neg);
@@ -556,32 +625,59 @@ pub(crate) fn bind(value: Index, body: Vec<Stmt>) -> Stmt {
     Stmt::for_range(value.clone(), value + 1.into(), body)
 }
 
-/// Loops over positions `start..end` with loops at `depth`: f32x4 vectors, then a scalar tail.
-/// `emit(j, lanes)` builds the statements for positions `j..j + lanes`.
+/// Loops over positions `start..end` with loops at `depth`, vectorised as `run` says: blocks
+/// of `unroll` vectors, then single vectors, then a scalar tail. `emit(j, lanes)` builds the
+/// statements for positions `j..j + lanes`.
 pub(crate) fn vector_run(
     depth: usize,
     start: &Index,
     end: &Index,
+    run: Vectors,
     mut emit: impl FnMut(Index, u8) -> Result<Vec<Stmt>, String>,
 ) -> Result<Vec<Stmt>, String> {
-    let len = sub(end.clone(), start.clone());
-    let vectors = len / 4.into();
-    let at = add(start.clone(), Index::Loop(depth) * 4.into());
-    let tail = add(start.clone(), vectors.clone() * 4.into());
-    Ok(vec![
-        Stmt::for_range(0.into(), vectors, emit(at, 4)?),
-        Stmt::for_range(tail, end.clone(), emit(Index::Loop(depth), 1)?),
-    ])
+    let lanes = i64::from(run.lanes);
+    let mut stmts = vec![];
+    // The first position the loops so far leave out.
+    let mut done = start.clone();
+    let mut step = |done: &mut Index, width: i64, vectors: i64| -> Result<(), String> {
+        let count = sub(end.clone(), done.clone()) / Index::Const(width * vectors);
+        let at = add(
+            done.clone(),
+            Index::Loop(depth) * Index::Const(width * vectors),
+        );
+        let mut body = vec![];
+        for v in 0..vectors {
+            body.extend(emit(add(at.clone(), Index::Const(v * width)), width as u8)?);
+        }
+        let next = add(done.clone(), count.clone() * Index::Const(width * vectors));
+        stmts.push(Stmt::for_range(0.into(), count, body));
+        *done = next;
+        Ok(())
+    };
+    if lanes > 1 && run.unroll > 1 {
+        step(&mut done, lanes, i64::from(run.unroll))?;
+    }
+    if lanes > 1 {
+        step(&mut done, lanes, 1)?;
+    }
+    stmts.push(Stmt::for_range(
+        done,
+        end.clone(),
+        emit(Index::Loop(depth), 1)?,
+    ));
+    Ok(stmts)
 }
 
-/// Copies `len` f32s from `src` (buffer, first element) to `dst`, with loops at `depth`.
+/// Copies `len` f32s from `src` (buffer, first element) to `dst`, with loops at `depth`,
+/// vectorised as `run` says.
 pub(crate) fn copy_run(
     depth: usize,
     dst: (usize, &Index),
     src: (usize, &Index),
     len: &Index,
+    run: Vectors,
 ) -> Result<Vec<Stmt>, String> {
-    vector_run(depth, &Index::Const(0), len, |j, lanes| {
+    vector_run(depth, &Index::Const(0), len, run, |j, lanes| {
         let value = Value::load(src.0, add(src.1.clone(), j.clone()));
         Ok(vec![Stmt::store(
             dst.0,
@@ -670,6 +766,21 @@ pub(crate) mod tests {
     /// The dim sizes tests draw from.
     pub(crate) const DIMS: [usize; 5] = [1, 3, 4, 5, 17];
 
+    /// Vectorisations tests build with: at most 4 lanes (Cranelift's), and with the LLVM
+    /// backend, 8 and 16; each unrolled or not.
+    pub(crate) fn vector_schedules() -> Vec<Schedule> {
+        let mut all = vec![
+            Schedule::default(),
+            Schedule::default().with("lanes", 1),
+            Schedule::default().with("unroll", 3),
+        ];
+        if cfg!(feature = "llvm") {
+            all.push(Schedule::default().with("lanes", 16));
+            all.push(Schedule::default().with("lanes", 8).with("unroll", 2));
+        }
+        all
+    }
+
     /// `shape` with its symbols bound.
     pub(crate) fn concrete(shape: &[Dim], bindings: &Bindings) -> Vec<usize> {
         shape
@@ -738,8 +849,9 @@ pub(crate) mod tests {
     /// Builds `expr` for `shapes` → `output` (symbolic), runs it on random inputs of the bound
     /// shapes and compares with the interpreter.
     fn check_expr(rng: &mut Rng, expr: &Expr, shapes: &[Vec<Dim>], output: &[Dim], b: &Bindings) {
-        let what = format!("{expr:?} on {shapes:?} -> {output:?} with {b:?}");
-        let built = elementwise("k", expr, shapes, output).expect(&what);
+        let schedule = rng.pick(&vector_schedules());
+        let what = format!("{expr:?} on {shapes:?} -> {output:?} with {b:?}, {schedule:?}");
+        let built = elementwise("k", expr, shapes, output, &schedule).expect(&what);
         let inputs: Vec<Tensor> = shapes.iter().map(|s| rng.tensor(&concrete(s, b))).collect();
         let want = interpret(expr, &inputs, &concrete(output, b));
         check(&built, &inputs, &want, b, &what);
@@ -962,7 +1074,7 @@ pub(crate) mod tests {
         use Expr::{Const, Input};
         let s = [dims(&[4])];
         let err = |e: &Expr, shapes: &[Vec<Dim>], out: &[Dim]| {
-            elementwise("k", e, shapes, out).unwrap_err()
+            elementwise("k", e, shapes, out, &Schedule::default()).unwrap_err()
         };
         assert!(err(&op(OpKind::Log, vec![Input(0)]), &s, &s[0]).contains("Log"));
         let is_nan = op(OpKind::IsNaN, vec![Input(0)]);
@@ -985,6 +1097,9 @@ pub(crate) mod tests {
             vec![Input(0)],
         );
         assert!(err(&bad, &s, &s[0]).contains("GELU"));
+        let wide = Schedule::default().with("unroll", 9);
+        let e = elementwise("k", &Input(0), &s, &s[0], &wide).unwrap_err();
+        assert!(e.contains("elementwise.unroll = 9"), "{e}");
     }
 
     #[test]
@@ -1008,8 +1123,9 @@ pub(crate) mod tests {
                     vec![s.clone(), Dim::known(1)],
                 ];
                 for table in &tables {
-                    let what = format!("x {x:?}, tables {table:?}, s = {sv}");
-                    let built = rope_rotate_half("rope", &x, table, table).expect(&what);
+                    let schedule = rng.pick(&vector_schedules());
+                    let what = format!("x {x:?}, tables {table:?}, s = {sv}, {schedule:?}");
+                    let built = rope_rotate_half("rope", &x, table, table, &schedule).expect(&what);
                     let inputs = [
                         rng.tensor(&concrete(&x, &b)),
                         rng.tensor(&concrete(table, &b)),
@@ -1020,7 +1136,8 @@ pub(crate) mod tests {
                 }
             }
         }
-        assert!(rope_rotate_half("rope", &dims(&[3, 5]), &dims(&[5]), &dims(&[5])).is_err());
-        assert!(rope_rotate_half("rope", &[], &[], &[]).is_err());
+        let d = Schedule::default();
+        assert!(rope_rotate_half("rope", &dims(&[3, 5]), &dims(&[5]), &dims(&[5]), &d).is_err());
+        assert!(rope_rotate_half("rope", &[], &[], &[], &d).is_err());
     }
 }

@@ -1,19 +1,45 @@
 //! Data-movement templates: gather (embedding lookup), transpose, concat, split and slice.
 //! Each moves f32 elements between dense row-major buffers; contiguous runs are copied as
-//! f32x4 vectors with a scalar tail, and shapes may hold symbolic dims (runtime sizes).
+//! vectors of the schedule's `lanes` (`unroll` per iteration) with a scalar tail, a transpose
+//! that moves the last axis goes by square tiles of `tile` elements, and shapes may hold
+//! symbolic dims (runtime sizes).
 
 use super::elementwise::{
     add, bind, check_dims, copy_run, finish, mul, nest, product, row_major_offset, sub, sum,
-    vector_run,
+    vector_params, vector_run, Vectors,
 };
 use super::Sizes;
 use super::{Arg, Built};
 use crate::kir::{Index, Stmt, Value};
+use crate::schedule::{Param, Schedule, Space};
 use kiln_ir::infer::{norm_axis, slice_bounds};
 use kiln_ir::Dim;
 
-/// Side of a transpose tile (elements) when the last axis moves.
-const TILE: i64 = 16;
+/// The parameters of the movement templates: how contiguous runs are vectorised
+/// (`movement.lanes`, `movement.unroll`) and the side of a transpose's tiles
+/// (`movement.tile`).
+///
+/// ```
+/// use kiln_codegen::templates::movement;
+/// use kiln_codegen::Schedule;
+/// let s = movement::space().resolve(&Schedule::default()).unwrap();
+/// assert_eq!(s.value("tile"), 16);
+/// assert!(movement::space().resolve(&Schedule::default().with("tile", 5)).is_err());
+/// ```
+pub fn space() -> Space {
+    let mut params = vector_params();
+    params.push(Param {
+        name: "tile",
+        doc: "side of the square tiles a transpose that moves the last axis copies by",
+        values: |_| vec![4, 8, 16, 32, 64],
+        default: |_| 16,
+    });
+    Space {
+        template: "movement",
+        version: 1,
+        params,
+    }
+}
 
 /// A kernel for `Gather` along `axis` of f32 data (`data_shape`) by i64 indices
 /// (`indices_shape`, any rank): output `data[..axis] ++ indices ++ data[axis + 1..]`.
@@ -28,7 +54,9 @@ pub fn gather(
     data_shape: &[Dim],
     indices_shape: &[Dim],
     axis: i64,
+    schedule: &Schedule,
 ) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?);
     check_dims(data_shape)?;
     check_dims(indices_shape)?;
     let axis = norm_axis(axis, data_shape.len())?;
@@ -46,7 +74,7 @@ pub fn gather(
         let src = mul(add(mul(row.clone(), n), picked), len.clone());
         let all = [outer[0].clone(), outer[1].clone(), inner.clone()];
         let dst = row_major_offset(sizes, &all, coords);
-        let copy = copy_run(depth + 1, (2, &dst), (0, &Index::Loop(depth)), &len)?;
+        let copy = copy_run(depth + 1, (2, &dst), (0, &Index::Loop(depth)), &len, run)?;
         Ok(vec![bind(src, copy)])
     })?;
     let args = vec![Arg::Input(0), Arg::Input(1), Arg::Output(0)];
@@ -70,7 +98,14 @@ fn wrap(i: Index, n: &Index) -> Index {
 /// it goes by 16×16 tiles so that reads and writes both stay in cache.
 ///
 /// Buffers: input, output.
-pub fn transpose(name: &str, shape: &[Dim], perm: &[usize]) -> Result<Built, String> {
+pub fn transpose(
+    name: &str,
+    shape: &[Dim],
+    perm: &[usize],
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let schedule = space().resolve(schedule)?;
+    let run = Vectors::of(&schedule);
     check_dims(shape)?;
     let mut sorted = perm.to_vec();
     sorted.sort_unstable();
@@ -88,7 +123,7 @@ pub fn transpose(name: &str, shape: &[Dim], perm: &[usize]) -> Result<Built, Str
     let mut sizes = Sizes::default();
     let args = vec![Arg::Input(0), Arg::Output(0)];
     if perm.iter().enumerate().all(|(k, &a)| k == a) {
-        let (body, parallel) = flat_copy(&product(&dims), &Index::Const(0))?;
+        let (body, parallel) = flat_copy(&product(&dims), &Index::Const(0), run)?;
         return Ok(finish(name, args, vec![], body, sizes, parallel));
     }
     let out: Vec<Dim> = perm.iter().map(|&a| dims[a].clone()).collect();
@@ -101,7 +136,13 @@ pub fn transpose(name: &str, shape: &[Dim], perm: &[usize]) -> Result<Built, Str
                 .zip(&perm)
                 .map(|(c, &a)| mul(c.clone(), in_stride(sizes, a))));
             let dst = row_major_offset(sizes, &out, coords);
-            copy_run(depth, (1, &dst), (0, &src), &sizes.index(&dims[rank - 1]))
+            copy_run(
+                depth,
+                (1, &dst),
+                (0, &src),
+                &sizes.index(&dims[rank - 1]),
+                run,
+            )
         })?
     } else {
         let q = perm
@@ -109,6 +150,7 @@ pub fn transpose(name: &str, shape: &[Dim], perm: &[usize]) -> Result<Built, Str
             .position(|&a| a == rank - 1)
             .expect("a permutation");
         let tile = TileCopy {
+            side: schedule.value("tile"),
             a: sizes.index(&out[rank - 1]),
             a_stride: in_stride(&mut sizes, perm[rank - 1]),
             b_stride: sizes.product(&out[q + 1..]),
@@ -176,6 +218,8 @@ fn simplify_transpose(shape: &[Dim], perm: &[usize]) -> (Vec<Dim>, Vec<usize>) {
 /// last, stride 1 in the input) by output columns `a` (stride 1 in the output), copied by
 /// tiles.
 struct TileCopy {
+    /// Side of a tile, in elements.
+    side: i64,
     /// Output columns (the extent of the input axis that becomes the last).
     a: Index,
     /// Input stride of a column.
@@ -189,14 +233,14 @@ impl TileCopy {
     /// with loops from `depth`.
     fn stmts(&self, depth: usize, src: &Index, dst: &Index, rows: (Index, Index)) -> Vec<Stmt> {
         let (t, bt, at, b, a) = (
-            Index::Const(TILE),
+            Index::Const(self.side),
             Index::Loop(depth),
             Index::Loop(depth + 1),
             Index::Loop(depth + 2),
             Index::Loop(depth + 3),
         );
         let (lo, hi) = rows;
-        let ceil = |n: Index| (n + (TILE - 1).into()) / t.clone();
+        let ceil = |n: Index| (n + (self.side - 1).into()) / t.clone();
         let b0 = lo.clone() + bt * t.clone();
         let a0 = at * t.clone();
         let value = Value::load(
@@ -229,8 +273,8 @@ impl TileCopy {
 
 /// A copy of `len` elements from input offset `src` to the output, parallel over elements
 /// (buffers 0 and 1); returns the body and the parallel extent.
-fn flat_copy(len: &Dim, src: &Index) -> Result<(Vec<Stmt>, Dim), String> {
-    let body = vector_run(0, &Index::Size(0), &Index::Size(1), |j, lanes| {
+fn flat_copy(len: &Dim, src: &Index, run: Vectors) -> Result<(Vec<Stmt>, Dim), String> {
+    let body = vector_run(0, &Index::Size(0), &Index::Size(1), run, |j, lanes| {
         let value = Value::load(0, add(src.clone(), j.clone()));
         Ok(vec![Stmt::store(1, j, value, lanes)])
     })?;
@@ -241,7 +285,13 @@ fn flat_copy(len: &Dim, src: &Index) -> Result<(Vec<Stmt>, Dim), String> {
 /// (checked when known; input 0's dims are used).
 ///
 /// Buffers: the inputs in order, then the output.
-pub fn concat(name: &str, input_shapes: &[Vec<Dim>], axis: i64) -> Result<Built, String> {
+pub fn concat(
+    name: &str,
+    input_shapes: &[Vec<Dim>],
+    axis: i64,
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?);
     let first = input_shapes
         .first()
         .ok_or("Concat needs at least one input")?;
@@ -263,14 +313,21 @@ pub fn concat(name: &str, input_shapes: &[Vec<Dim>], axis: i64) -> Result<Built,
         .map(Arg::Input)
         .chain([Arg::Output(0)])
         .collect();
-    segments(name, &product(&first[..axis]), &parts, true, args)
+    segments(name, &product(&first[..axis]), &parts, true, args, run)
 }
 
 /// A kernel for `Split` of an input of `shape` along `axis` into parts of `split` elements
 /// along it (they must add up to the dim, as polynomials when symbolic).
 ///
 /// Buffers: the input, then the outputs in order.
-pub fn split(name: &str, shape: &[Dim], axis: i64, split: &[Dim]) -> Result<Built, String> {
+pub fn split(
+    name: &str,
+    shape: &[Dim],
+    axis: i64,
+    split: &[Dim],
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?);
     check_dims(shape)?;
     let axis = norm_axis(axis, shape.len())?;
     if total(split) != shape[axis] {
@@ -285,7 +342,7 @@ pub fn split(name: &str, shape: &[Dim], axis: i64, split: &[Dim]) -> Result<Buil
         .into_iter()
         .chain((0..parts.len()).map(Arg::Output))
         .collect();
-    segments(name, &product(&shape[..axis]), &parts, false, args)
+    segments(name, &product(&shape[..axis]), &parts, false, args, run)
 }
 
 /// The sum of `dims`.
@@ -302,6 +359,7 @@ fn segments(
     parts: &[Dim],
     joined: bool,
     args: Vec<Arg>,
+    run: Vectors,
 ) -> Result<Built, String> {
     let whole_buffer = if joined { parts.len() } else { 0 };
     let part_buffer = |i: usize| if joined { i } else { i + 1 };
@@ -312,9 +370,9 @@ fn segments(
     let copy = |depth: usize, whole: &Index, part: &Index, i: usize, len: &Index| {
         let (w, p) = ((whole_buffer, whole), (part_buffer(i), part));
         if joined {
-            copy_run(depth, w, p, len)
+            copy_run(depth, w, p, len, run)
         } else {
-            copy_run(depth, p, w, len)
+            copy_run(depth, p, w, len, run)
         }
     };
     let (body, parallel) = if outer.is(1) {
@@ -326,7 +384,7 @@ fn segments(
             let end = Index::Size(1)
                 .min(add(offset.clone(), len))
                 .max(start.clone());
-            body.extend(vector_run(0, &start, &end, |j, lanes| {
+            body.extend(vector_run(0, &start, &end, run, |j, lanes| {
                 let (w, p) = (j.clone(), sub(j, offset.clone()));
                 let (dst, src) = if joined {
                     ((whole_buffer, w), (part_buffer(i), p))
@@ -369,7 +427,9 @@ pub fn slice(
     ends: &[i64],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
+    schedule: &Schedule,
 ) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?);
     check_dims(shape)?;
     let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
     let axes = axes.unwrap_or(&default_axes);
@@ -406,7 +466,7 @@ pub fn slice(
     let args = vec![Arg::Input(0), Arg::Output(0)];
     let (body, parallel) = if outer.is_empty() {
         let src = sizes.index(&last.2);
-        flat_copy(&last.0, &src)?
+        flat_copy(&last.0, &src, run)?
     } else {
         let out_dims: Vec<Dim> = spans.iter().map(|s| s.0.clone()).collect();
         nest(
@@ -422,7 +482,7 @@ pub fn slice(
                     mul(at, sizes.product(&after))
                 }));
                 let dst = row_major_offset(sizes, &out_dims, coords);
-                copy_run(depth, (1, &dst), (0, &src), &sizes.index(&last.0))
+                copy_run(depth, (1, &dst), (0, &src), &sizes.index(&last.0), run)
             },
         )?
     };
@@ -453,7 +513,7 @@ fn merge_spans(spans: Vec<Span>) -> Vec<Span> {
 mod tests {
     use super::*;
     use crate::templates::elementwise::tests::{
-        assert_close, check, concrete, dims, reference, Rng, DIMS,
+        assert_close, check, concrete, dims, reference, vector_schedules, Rng, DIMS,
     };
     use crate::templates::testing::run;
     use kiln_ir::interp::Bindings;
@@ -461,6 +521,12 @@ mod tests {
 
     fn with(kind: OpKind, attrs: &[(&str, Attr)]) -> Op {
         Op::new(kind, Attrs::from_pairs(attrs))
+    }
+
+    /// One of the vectorisations tests build with, and a transpose tile side.
+    fn any_schedule(rng: &mut Rng) -> Schedule {
+        let tile = rng.pick(&[4, 16, 32]);
+        rng.pick(&vector_schedules()).with("tile", tile)
     }
 
     fn ints(values: &[i64]) -> Tensor {
@@ -505,8 +571,10 @@ mod tests {
             let ids = Tensor::from_vec(&idx_shape, ids).unwrap();
             let op = with(OpKind::Gather, &[("axis", Attr::Int(axis as i64))]);
             let want = reference(&op, &[&table, &ids], 0);
-            let what = format!("gather {data:?} by {indices:?} on axis {axis}, {b:?}");
-            let built = gather("g", &data, &indices, axis as i64).expect(&what);
+            let schedule = any_schedule(&mut rng);
+            let what =
+                format!("gather {data:?} by {indices:?} on axis {axis}, {b:?}, {schedule:?}");
+            let built = gather("g", &data, &indices, axis as i64, &schedule).expect(&what);
             check(&built, &[table, ids], &want, &b, &what);
         }
     }
@@ -516,7 +584,8 @@ mod tests {
         let mut rng = Rng::new(11);
         let table = rng.tensor(&[4, 5]);
         let ids = Tensor::from_vec(&[4], vec![9i64, -7, -1, 2]).unwrap();
-        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0).unwrap();
+        let d = Schedule::default();
+        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0, &d).unwrap();
         let got = run(
             &built,
             &[table.clone(), ids],
@@ -531,8 +600,8 @@ mod tests {
             0,
         );
         assert_close(&got[0], &want, "clamped gather");
-        assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0).is_err());
-        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2).is_err());
+        assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0, &d).is_err());
+        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2, &d).is_err());
     }
 
     /// A random permutation of `0..n`.
@@ -545,8 +614,9 @@ mod tests {
     }
 
     fn check_transpose(rng: &mut Rng, shape: &[Dim], perm: &[usize], b: &Bindings) {
-        let what = format!("transpose {shape:?} by {perm:?}, {b:?}");
-        let built = transpose("t", shape, perm).expect(&what);
+        let schedule = any_schedule(rng);
+        let what = format!("transpose {shape:?} by {perm:?}, {b:?}, {schedule:?}");
+        let built = transpose("t", shape, perm, &schedule).expect(&what);
         let x = rng.tensor(&concrete(shape, b));
         let p: Vec<i64> = perm.iter().map(|&a| a as i64).collect();
         let want = reference(
@@ -590,8 +660,11 @@ mod tests {
             check_transpose(&mut rng, &shape, &[0, 2, 3, 1], &b);
             check_transpose(&mut rng, &[s.clone(), Dim::from(17usize)], &[1, 0], &b);
         }
-        assert!(transpose("t", &dims(&[2, 3]), &[0, 0]).is_err());
-        assert!(transpose("t", &dims(&[1; 7]), &[0, 1, 2, 3, 4, 5, 6]).is_err());
+        let d = Schedule::default();
+        assert!(transpose("t", &dims(&[2, 3]), &[0, 0], &d).is_err());
+        assert!(transpose("t", &dims(&[1; 7]), &[0, 1, 2, 3, 4, 5, 6], &d).is_err());
+        let e = transpose("t", &dims(&[2, 3]), &[1, 0], &d.with("tile", 3)).unwrap_err();
+        assert!(e.contains("movement.tile = 3"), "{e}");
     }
 
     #[test]
@@ -615,8 +688,9 @@ mod tests {
                     s
                 })
                 .collect();
-            let what = format!("concat {shapes:?} on axis {axis}, {b:?}");
-            let built = concat("c", &shapes, axis as i64 - rank as i64).expect(&what);
+            let schedule = any_schedule(&mut rng);
+            let what = format!("concat {shapes:?} on axis {axis}, {b:?}, {schedule:?}");
+            let built = concat("c", &shapes, axis as i64 - rank as i64, &schedule).expect(&what);
             let inputs: Vec<Tensor> = shapes
                 .iter()
                 .map(|s| rng.tensor(&concrete(s, &b)))
@@ -625,9 +699,10 @@ mod tests {
             let want = reference(&op, &inputs.iter().collect::<Vec<_>>(), 0);
             check(&built, &inputs, &want, &b, &what);
         }
-        assert!(concat("c", &[dims(&[2, 3]), dims(&[3, 3])], 1).is_err());
-        assert!(concat("c", &[dims(&[2, 3]), dims(&[2])], 0).is_err());
-        assert!(concat("c", &[], 0).is_err());
+        let d = Schedule::default();
+        assert!(concat("c", &[dims(&[2, 3]), dims(&[3, 3])], 1, &d).is_err());
+        assert!(concat("c", &[dims(&[2, 3]), dims(&[2])], 0, &d).is_err());
+        assert!(concat("c", &[], 0, &d).is_err());
     }
 
     #[test]
@@ -650,8 +725,10 @@ mod tests {
                 })
                 .collect();
             shape[axis] = total(&parts);
-            let what = format!("split {shape:?} on axis {axis} into {parts:?}, {b:?}");
-            let built = split("s", &shape, axis as i64, &parts).expect(&what);
+            let schedule = any_schedule(&mut rng);
+            let what =
+                format!("split {shape:?} on axis {axis} into {parts:?}, {b:?}, {schedule:?}");
+            let built = split("s", &shape, axis as i64, &parts, &schedule).expect(&what);
             let x = rng.tensor(&concrete(&shape, &b));
             let sizes: Vec<i64> = parts.iter().map(|d| d.eval(&b).unwrap()).collect();
             let op = with(
@@ -671,7 +748,8 @@ mod tests {
                 }
             }
         }
-        assert!(split("s", &dims(&[2, 5]), 1, &dims(&[2, 2])).is_err());
+        let d = Schedule::default();
+        assert!(split("s", &dims(&[2, 5]), 1, &dims(&[2, 2]), &d).is_err());
     }
 
     #[test]
@@ -691,17 +769,21 @@ mod tests {
                 ends.push(rng.below(2 * d as usize + 3) as i64 - d + 1);
             }
             let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
-            let what = format!("slice {shape:?} [{starts:?}, {ends:?}) on {axes:?}, {b:?}");
-            let built = slice("l", &shape, &starts, &ends, Some(&axes), None).expect(&what);
+            let schedule = any_schedule(&mut rng);
+            let what =
+                format!("slice {shape:?} [{starts:?}, {ends:?}) on {axes:?}, {b:?}, {schedule:?}");
+            let built =
+                slice("l", &shape, &starts, &ends, Some(&axes), None, &schedule).expect(&what);
             let x = rng.tensor(&concrete(&shape, &b));
             let op = Op::plain(OpKind::Slice);
             let want = reference(&op, &[&x, &ints(&starts), &ints(&ends), &ints(&axes)], 0);
             check(&built, &[x], &want, &b, &what);
         }
         let s = [Dim::sym("s"), Dim::from(8usize)];
-        assert!(slice("l", &s, &[0], &[2], None, None).is_err());
-        assert!(slice("l", &s, &[0], &[2], Some(&[1]), Some(&[2])).is_err());
-        assert!(slice("l", &s, &[0, 1], &[2, 3], Some(&[1, 1]), None).is_err());
-        assert!(slice("l", &[], &[], &[], None, None).is_err());
+        let d = Schedule::default();
+        assert!(slice("l", &s, &[0], &[2], None, None, &d).is_err());
+        assert!(slice("l", &s, &[0], &[2], Some(&[1]), Some(&[2]), &d).is_err());
+        assert!(slice("l", &s, &[0, 1], &[2, 3], Some(&[1, 1]), None, &d).is_err());
+        assert!(slice("l", &[], &[], &[], None, None, &d).is_err());
     }
 }
