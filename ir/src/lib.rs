@@ -13,6 +13,7 @@ pub mod data;
 pub mod dim;
 pub mod dot;
 pub mod dtype;
+pub mod facts;
 pub mod fold;
 pub mod graph;
 pub mod host;

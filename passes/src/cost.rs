@@ -17,6 +17,7 @@
 //! ([`dim_size`]): a symbol bound in the map takes that value; an unbound one takes
 //! [`default_symbol_value`] (1 for batch-like names, 128 for everything else, `?` included).
 
+use kiln_ir::facts::{facts, OpClass, Traffic};
 use kiln_ir::{Activation, Dim, Op, OpKind, ValueType};
 use std::collections::HashMap;
 
@@ -127,64 +128,6 @@ pub fn value_bytes(ty: &ValueType, bindings: &HashMap<String, i64>) -> f64 {
     num_elements(ty, bindings) * ty.dtype.size() as f64
 }
 
-/// True for ops that are free views of their input (Reshape, Squeeze, Unsqueeze, Flatten,
-/// Identity, inference-mode Dropout, and Split, whose parts are strided views that consumers
-/// read in place — after a merged QKV projection they feed head transposes, which copy
-/// anyway): no flops and no bytes, only the launch overhead.
-pub fn is_view(kind: OpKind) -> bool {
-    use OpKind::*;
-    matches!(
-        kind,
-        Reshape | Squeeze | Unsqueeze | Flatten | Identity | Dropout | Split
-    )
-}
-
-/// True for attention ops that never materialise their score matrix: ONNX `Attention`, kiln's
-/// `FusedAttention`, and any other op kind whose name ends in `Attention`; inputs Q, K, V,
-/// mask?, past_key?, past_value?.
-pub fn is_attention(kind: OpKind) -> bool {
-    matches!(kind, OpKind::Attention | OpKind::FusedAttention) || kind.name().ends_with("Attention")
-}
-
-/// Arithmetic per output element of the elementwise and row-wise ops (ops whose flops are not
-/// proportional to their output are handled by [`op_flops`] first).
-fn flops_per_output_element(kind: OpKind) -> f64 {
-    use OpKind::*;
-    match kind {
-        // Pure data movement and metadata.
-        Identity | Dropout | Cast | Transpose | Reshape | Flatten | Squeeze | Unsqueeze
-        | Concat | Split | Slice | Gather | GatherElements | GatherND | Expand | Tile | Trilu
-        | Shape | Size | ConstantOfShape | Range | SymbolicDims => 0.0,
-        // Cheap elementwise arithmetic, comparisons and logic.
-        Neg | Abs | Relu | Floor | Ceil | Round | Not | IsNaN | Add | Sub | Mul | Max | Min
-        | Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or | Xor | Where
-        | CumSum => 1.0,
-        Clip => 2.0,
-        // Division and square roots take several cycles per element.
-        Div | Reciprocal | Sqrt | Mod => 4.0,
-        // Transcendentals: a polynomial approximation each.
-        Exp | Log | Erf | Tanh | Sigmoid | Sin | Cos | Pow | Gelu => 10.0,
-        // Row-wise: max, exp, sum, divide (+ log).
-        Softmax => 5.0,
-        LogSoftmax => 6.0,
-        // Mean, variance, normalise, scale, shift.
-        LayerNormalization => 8.0,
-        RMSNormalization | SimplifiedLayerNormalization => 6.0,
-        SkipLayerNormalization => 9.0,
-        SkipSimplifiedLayerNormalization => 7.0,
-        // x * sigmoid(x); silu(gate) * up.
-        Silu => 11.0,
-        SwiGlu => 12.0,
-        // x * cos + rotate_half(x) * sin.
-        RotaryEmbedding | RopeRotateHalf => 3.0,
-        QuantizeLinear => 3.0,
-        DequantizeLinear => 2.0,
-        DynamicQuantizeLinear => 5.0,
-        // Anything new: assume a cheap elementwise op.
-        _ => 1.0,
-    }
-}
-
 /// The floating-point (or integer) operations `op` performs. `inputs` are the input types
 /// (`None` for an absent optional input or an unknown type), `outputs` the output types.
 ///
@@ -197,15 +140,14 @@ fn flops_per_output_element(kind: OpKind) -> f64 {
 ///   pre-activation result is never written.
 /// - Einsum: `2 *` the product of the sizes of all distinct labels (and of the broadcast `...`
 ///   dims); a single-operand Einsum (a transpose, trace or sum) counts 1 per label combination.
-/// - Attention ([`is_attention`]): `2 * B * Sq * Skv * H * (Dqk + Dv)` for `Q K^T` and `P V`
+/// - Attention ([`OpClass::Attention`]): `2 * B * Sq * Skv * H * (Dqk + Dv)` for `Q K^T` and `P V`
 ///   (`4 * B * H * Sq * Skv * D` when the head sizes agree), plus 5 per score for the softmax,
 ///   the same arithmetic as the unfused chain; `Skv` includes a past key cache.
 /// - Reductions (ReduceMean/Sum/Max/Min): 1 per *input* element.
-/// - Elementwise and row-wise ops: a fixed count per output element: 1 for cheap arithmetic,
-///   comparisons and logic, 2 for Clip, 4 for Div/Reciprocal/Sqrt/Mod, ~10 for transcendentals
-///   (Exp, Log, Erf, Tanh, Sigmoid, Sin, Cos, Pow, Gelu), 5 for Softmax, 6 for LogSoftmax,
-///   8 for LayerNormalization, 6 for RMS norms, 9/7 for the skip variants, 11 for Silu, 12 for
-///   SwiGlu, 3 for RotaryEmbedding and RopeRotateHalf, 2-5 for (de)quantisation.
+/// - Elementwise and row-wise ops: the op table's count per output element
+///   ([`kiln_ir::facts::OpFacts::flops_per_element`]): 1 for cheap arithmetic, comparisons and
+///   logic, 2 for Clip, 4 for Div/Reciprocal/Sqrt/Mod, ~10 for transcendentals, 5-9 for
+///   softmax and the norms, 11 for Silu, 12 for SwiGlu, 3 for the rotary embeddings.
 /// - Data movement (Transpose, Concat, Split, Slice, Gather*, Expand, Tile, Cast, ...) and views
 ///   (Reshape, Squeeze, Unsqueeze, Flatten, Identity, Dropout): 0.
 pub fn op_flops(
@@ -218,7 +160,7 @@ pub fn op_flops(
     let size = |d: &Dim| dim_size(d, bindings);
     let input = |i: usize| inputs.get(i).copied().flatten();
     let out_elems = outputs.first().map_or(0.0, |t| num_elements(t, bindings));
-    if is_attention(op.kind) {
+    if facts(op.kind).class == OpClass::Attention {
         return attention_flops(op, inputs, bindings).unwrap_or(out_elems);
     }
     match op.kind {
@@ -234,7 +176,7 @@ pub fn op_flops(
                 .attrs
                 .str("activation")
                 .and_then(Activation::parse)
-                .map_or(0.0, |a| flops_per_output_element(a.op().kind));
+                .map_or(0.0, |a| facts(a.op().kind).flops_per_element);
             out_elems * (2.0 * k + bias + act)
         }
         Gemm => {
@@ -252,7 +194,7 @@ pub fn op_flops(
         ReduceMean | ReduceSum | ReduceMax | ReduceMin => {
             input(0).map_or(out_elems, |x| num_elements(x, bindings))
         }
-        kind => flops_per_output_element(kind) * out_elems,
+        kind => facts(kind).flops_per_element * out_elems,
     }
 }
 
@@ -348,11 +290,11 @@ fn einsum_flops(
 /// The bytes `op` moves to and from memory, each input read once and each output written once,
 /// with these exceptions:
 ///
-/// - views ([`is_view`]): 0, they only relabel their input's buffer;
+/// - views ([`Traffic::Free`], which also counts Split, read in place): 0, they only relabel their input's buffer;
 /// - Shape and Size read only their input's metadata: output bytes only;
 /// - Slice, Gather, GatherElements, GatherND read only the part of input 0 they copy: twice the
 ///   output bytes plus the index inputs (an embedding lookup does not stream the whole table);
-/// - attention ([`is_attention`]): Q, K, V, mask and any past key/value read, and output 0 (Y)
+/// - attention ([`Traffic::FirstOutput`]): Q, K, V, mask and any past key/value read, and output 0 (Y)
 ///   written; it never materialises the `B * H * Sq * Skv` score matrix, and extra outputs
 ///   passed in `outputs` are not counted.
 ///
@@ -363,7 +305,6 @@ pub fn op_bytes(
     outputs: &[ValueType],
     bindings: &HashMap<String, i64>,
 ) -> f64 {
-    use OpKind::*;
     let bytes = |t: &ValueType| value_bytes(t, bindings);
     let read = |from: usize| {
         inputs
@@ -374,16 +315,12 @@ pub fn op_bytes(
             .sum::<f64>()
     };
     let written: f64 = outputs.iter().map(bytes).sum();
-    if is_view(op.kind) {
-        return 0.0;
-    }
-    if is_attention(op.kind) {
-        return read(0) + outputs.first().map_or(0.0, bytes);
-    }
-    match op.kind {
-        Shape | Size => written,
-        Slice | Gather | GatherElements | GatherND => 2.0 * written + read(1),
-        _ => read(0) + written,
+    match facts(op.kind).traffic {
+        Traffic::Free => 0.0,
+        Traffic::Written => written,
+        Traffic::Gathered => 2.0 * written + read(1),
+        Traffic::FirstOutput => read(0) + outputs.first().map_or(0.0, bytes),
+        Traffic::Streamed => read(0) + written,
     }
 }
 

@@ -132,7 +132,7 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
         "softmax blocks left: {}",
         report.ops_after.get(&OpKind::Softmax).copied().unwrap_or(0)
     );
-    println!("ops before -> after:");
+    println!("ops before -> after (and the kernel class of each, from the op table):");
     let kinds: std::collections::BTreeSet<&OpKind> = report
         .ops_before
         .keys()
@@ -143,7 +143,8 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
             report.ops_before.get(k).copied().unwrap_or(0),
             report.ops_after.get(k).copied().unwrap_or(0),
         );
-        println!("  {:<32} {b:>5} -> {a:<5}", k.name());
+        let class = kiln_ir::facts::facts(*k).class.name();
+        println!("  {:<32} {b:>5} -> {a:<5}  {class}", k.name());
     }
     println!(
         "e-graph: {} e-nodes in {} e-classes after {} iterations ({})",

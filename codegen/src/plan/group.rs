@@ -7,6 +7,7 @@
 //! Grouping only looks at the graph; whether a group's template accepts its shapes is decided
 //! when it is lowered, and a group that no template accepts falls back node by node.
 
+use kiln_ir::facts::{facts, OpClass};
 use kiln_ir::{Activation, DType, Graph, NodeId, NodeKind, OpKind, ValueId};
 use std::collections::{HashMap, HashSet};
 
@@ -57,45 +58,11 @@ pub struct Group {
     pub outputs: Vec<ValueId>,
 }
 
-/// Elementwise ops an elementwise kernel can contain.
+/// Elementwise ops an elementwise kernel can contain (a condition only inside a `Where`).
 pub fn is_elementwise(kind: OpKind) -> bool {
-    use OpKind::*;
-    matches!(
-        kind,
-        Add | Sub
-            | Mul
-            | Div
-            | Max
-            | Min
-            | Neg
-            | Abs
-            | Sqrt
-            | Reciprocal
-            | Exp
-            | Erf
-            | Tanh
-            | Sigmoid
-            | Relu
-            | Silu
-            | Gelu
-            | Pow
-            | SwiGlu
-            | Clip
-            | Where
-    ) || is_condition(kind)
+    matches!(facts(kind).class, OpClass::Elementwise | OpClass::Condition)
 }
 
-/// Ops that an elementwise kernel computes only as the condition of a `Where` (their bool
-/// results are never stored).
-fn is_condition(kind: OpKind) -> bool {
-    use OpKind::*;
-    matches!(
-        kind,
-        IsNaN | Equal | Less | LessOrEqual | Greater | GreaterOrEqual
-    )
-}
-
-/// Activations a GEMM epilogue can apply.
 /// Whether `node` is an activation a GEMM epilogue applies (the IR's [`Activation`] set,
 /// identity aside).
 fn is_activation(node: &kiln_ir::Node) -> bool {
@@ -103,29 +70,19 @@ fn is_activation(node: &kiln_ir::Node) -> bool {
     matches!(act, Some(Ok(Some(a))) if a != Activation::None)
 }
 
+/// The group kind of a node on its own: its op's class in the op table.
 fn kind_of(graph: &Graph, node: NodeId) -> GroupKind {
-    use OpKind::*;
     let Some(op) = graph.node(node).op() else {
         return GroupKind::Interpreter;
     };
-    match op.kind {
-        MatMul | Gemm | FusedMatMul => GroupKind::MatMul,
-        Softmax
-        | LogSoftmax
-        | LayerNormalization
-        | RMSNormalization
-        | SimplifiedLayerNormalization
-        | SkipLayerNormalization
-        | SkipSimplifiedLayerNormalization
-        | ReduceSum
-        | ReduceMean
-        | ReduceMax
-        | ReduceMin => GroupKind::Rows,
-        FusedAttention | Attention => GroupKind::Attention,
-        Gather | Transpose | Concat | Slice | Split | RopeRotateHalf => GroupKind::Movement,
-        Reshape | Flatten | Squeeze | Unsqueeze | Identity => GroupKind::View,
-        k if is_elementwise(k) => GroupKind::Elementwise,
-        _ => GroupKind::Interpreter,
+    match facts(op.kind).class {
+        OpClass::MatMul => GroupKind::MatMul,
+        OpClass::Elementwise | OpClass::Condition => GroupKind::Elementwise,
+        OpClass::Rows => GroupKind::Rows,
+        OpClass::Attention => GroupKind::Attention,
+        OpClass::Movement => GroupKind::Movement,
+        OpClass::View => GroupKind::View,
+        OpClass::Interpreted => GroupKind::Interpreter,
     }
 }
 
@@ -232,7 +189,7 @@ pub fn group(graph: &Graph) -> Vec<Group> {
     // Elementwise trees: a node whose only reader is an elementwise group joins it; a
     // condition joins only the group of the `Where` that reads it.
     for &n in order.iter().rev() {
-        let condition = op_kind(n).is_some_and(is_condition);
+        let condition = op_kind(n).is_some_and(|k| facts(k).class == OpClass::Condition);
         if owner.contains_key(&n)
             || kind_of(graph, n) != GroupKind::Elementwise
             || (!produces_f32(graph, n) && !condition)

@@ -373,7 +373,8 @@ fn lower_group(
 /// can compute the output shape from the bound symbols.
 fn view_allowed(graph: &Graph, g: &Group) -> bool {
     let out = &graph.node(g.nodes[0]).outputs[0].ty.shape;
-    !out.iter().any(|d| d.is_unknown())
+    // A view is of output 0 (a Dropout's mask, if read, needs the interpreter).
+    !out.iter().any(|d| d.is_unknown()) && g.outputs.iter().all(|v| v.output == 0)
 }
 
 /// The distinct kernels of one lowering, by their code: each kernel step keeps an index here
