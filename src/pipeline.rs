@@ -28,6 +28,27 @@ pub use kiln_rt::Program;
 use std::hash::Hasher;
 use std::path::Path;
 
+/// A private directory under the system's temporary directory, removed when dropped (what
+/// was mapped from it stays valid).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// A new scratch directory, or None when none can be made.
+    fn new() -> Option<Scratch> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("kiln-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).ok().map(|()| Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// How models are compiled: the backend and threads, whether the rewrite rules run, and
 /// whether compiled plans are cached.
 #[derive(Clone, Debug)]
@@ -127,6 +148,21 @@ impl Pipeline {
         }
         let graphs = graphs()?;
         let list: Vec<(&Graph, &str)> = graphs.iter().zip(&names).map(|(g, n)| (g, *n)).collect();
+        // Without a cache, a checkpoint still goes through artefacts, in a private scratch
+        // directory removed once they are mapped: the packed weights are streamed to a file
+        // and mapped, not held in memory beside the checkpoint's.
+        if let Some(scratch) = Scratch::new() {
+            match self.write_artifacts(&list, &scratch.0) {
+                Ok(_) => {
+                    drop(list);
+                    drop(graphs);
+                    return self.load(&scratch.0, &names);
+                }
+                // The scratch directory's own files failed (a full disk): compile in memory.
+                Err(e) if e.contains(&*scratch.0.to_string_lossy()) => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.compile_in_memory(&list)
     }
 
