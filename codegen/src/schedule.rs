@@ -158,6 +158,17 @@ impl ScheduleSource for Heuristic {
     }
 }
 
+/// The `lanes` parameter of a template that also runs scalar: the widest vector (lowering
+/// sets it to the backend's).
+pub(crate) fn lanes_or_scalar() -> Param {
+    Param {
+        name: "lanes",
+        doc: "the widest vector in f32 lanes (the backend's; 1 = scalar)",
+        values: |_| vec![1, 4, 8, 16],
+        default: |_| 4,
+    }
+}
+
 /// `lo..=hi`, as declared values.
 pub(crate) fn range(lo: i64, hi: i64) -> Vec<i64> {
     (lo..=hi).collect()

@@ -19,7 +19,7 @@
 use super::activation::activation;
 use super::{Arg, Built, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
-use crate::schedule::{range, Param, Schedule, Space};
+use crate::schedule::{lanes_or_scalar, range, Param, Schedule, Space};
 use kiln_ir::{Activation, Dim, Op, OpKind};
 
 /// The parameters of the elementwise template (`elementwise.lanes`, `elementwise.unroll`):
@@ -42,12 +42,7 @@ pub fn space() -> Space {
 /// The parameters of a vectorised run, shared by the elementwise and movement templates.
 pub(crate) fn vector_params() -> Vec<Param> {
     vec![
-        Param {
-            name: "lanes",
-            doc: "the widest vector in f32 lanes (the backend's; 1 = scalar)",
-            values: |_| vec![1, 4, 8, 16],
-            default: |_| 4,
-        },
+        lanes_or_scalar(),
         Param {
             name: "unroll",
             doc: "vectors per iteration of the innermost run",

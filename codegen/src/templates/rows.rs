@@ -25,7 +25,7 @@
 
 use super::{Arg, Built, ConstantData, Sizes};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
-use crate::schedule::{range, Param, Space};
+use crate::schedule::{lanes_or_scalar, range, Param, Space};
 use crate::Schedule;
 use kiln_ir::Dim;
 use std::sync::Arc;
@@ -134,12 +134,7 @@ pub fn space() -> Space {
         template: "rows",
         version: 1,
         params: vec![
-            Param {
-                name: "lanes",
-                doc: "the widest vector in f32 lanes (the backend's; 1 = scalar)",
-                values: |_| vec![1, 4, 8, 16],
-                default: |_| 4,
-            },
+            lanes_or_scalar(),
             Param {
                 name: "unroll",
                 doc: "vectors per iteration of the row loops (independent accumulators)",
