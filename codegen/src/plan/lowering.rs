@@ -311,6 +311,19 @@ fn lower_group(
     planned: &mut Vec<Planned>,
 ) -> Result<(), String> {
     let nodes: Vec<String> = g.nodes.iter().map(|&n| node_label(graph, n)).collect();
+    if space_of(g.kind).is_none() {
+        // A view whose shape is only known at run time, say: no template makes it a kernel.
+        for &n in &g.nodes {
+            planned.push(Planned {
+                step: GraphStep::Interp { node: n },
+                kind: GroupKind::Interpreter,
+                nodes: vec![node_label(graph, n)],
+                fallback: Some(format!("no {} template", g.kind.name())),
+                schedule: None,
+            });
+        }
+        return Ok(());
+    }
     let chosen = choose(graph, g, lanes, source)?;
     let lowered = lower(graph, g, &chosen.schedule).and_then(|list| {
         let unbound = list.iter().any(|l| {
