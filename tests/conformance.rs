@@ -63,6 +63,7 @@ const OP_SET: &[&str] = &[
     "Gather",
     "GatherElements",
     "GatherND",
+    "TensorScatter",
     "Expand",
     "Tile",
     "Where",

@@ -114,7 +114,9 @@ fn class(kind: OpKind) -> OpClass {
         | ReduceMax
         | ReduceMin => OpClass::Rows,
         Attention | FusedAttention => OpClass::Attention,
-        Gather | Transpose | Concat | Slice | Split | RopeRotateHalf => OpClass::Movement,
+        Gather | Transpose | Concat | Slice | Split | TensorScatter | RopeRotateHalf => {
+            OpClass::Movement
+        }
         Reshape | Flatten | Squeeze | Unsqueeze | Identity | Dropout => OpClass::View,
         _ => OpClass::Interpreted,
     }
@@ -125,8 +127,8 @@ fn flops_per_element(kind: OpKind) -> f64 {
     match kind {
         // Pure data movement and metadata.
         Identity | Dropout | Cast | Transpose | Reshape | Flatten | Squeeze | Unsqueeze
-        | Concat | Split | Slice | Gather | GatherElements | GatherND | Expand | Tile | Trilu
-        | Shape | Size | ConstantOfShape | Range | SymbolicDims => 0.0,
+        | Concat | Split | Slice | Gather | GatherElements | GatherND | TensorScatter | Expand
+        | Tile | Trilu | Shape | Size | ConstantOfShape | Range | SymbolicDims => 0.0,
         // Cheap elementwise arithmetic, comparisons and logic.
         Neg | Abs | Relu | Floor | Ceil | Round | Not | IsNaN | Add | Sub | Mul | Max | Min
         | Equal | Less | Greater | LessOrEqual | GreaterOrEqual | And | Or | Xor | Where

@@ -205,6 +205,20 @@ fn shape_from_input(inputs: &[Option<&ValueType>], i: usize) -> Res<Shape> {
     }
 }
 
+/// The sequence axis of a TensorScatter on a cache of `rank` dims: attribute `axis`, which
+/// may not be the batch axis 0.
+pub fn scatter_axis(a: &Attrs, rank: usize) -> Res<usize> {
+    if rank < 2 {
+        return Err(format!(
+            "a cache of rank {rank}; TensorScatter needs rank 2 or more"
+        ));
+    }
+    match norm_axis(a.int("axis")?, rank)? {
+        0 => Err("axis cannot be 0, the batch axis".into()),
+        axis => Ok(axis),
+    }
+}
+
 /// Infers the types of every output `op` can have (optional outputs included).
 pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueType>> {
     use OpKind::*;
@@ -475,6 +489,35 @@ pub fn infer_outputs(op: &Op, inputs: &[Option<&ValueType>]) -> Res<Vec<ValueTyp
                 .cloned()
                 .collect();
             one(vt(x.dtype, shape))
+        }
+        TensorScatter => {
+            let (cache, update) = (input(inputs, 0)?, input(inputs, 1)?);
+            let axis = scatter_axis(a, cache.shape.len())?;
+            if update.dtype != cache.dtype {
+                return Err(format!(
+                    "update is {} but the cache is {}",
+                    update.dtype, cache.dtype
+                ));
+            }
+            let differs = update.shape.len() != cache.shape.len()
+                || (0..cache.shape.len())
+                    .any(|i| i != axis && provably_different(&update.shape[i], &cache.shape[i]));
+            if differs {
+                return Err(format!(
+                    "update {} does not match the cache {} outside axis {axis}",
+                    fmt_shape(&update.shape),
+                    fmt_shape(&cache.shape)
+                ));
+            }
+            if let Some(w) = opt_input(inputs, 2) {
+                if !w.dtype.is_int() || w.shape.len() != 1 {
+                    return Err("write_indices must be an integer vector of length batch".into());
+                }
+            }
+            match a.str("mode")? {
+                "linear" | "circular" => one(vt(cache.dtype, cache.shape.clone())),
+                other => Err(format!("mode `{other}` is not `linear` or `circular`")),
+            }
         }
         Expand => {
             let x = input(inputs, 0)?;

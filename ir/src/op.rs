@@ -169,6 +169,11 @@ op_kinds! {
     GatherElements,
     /// Gathers slices by index tuples; attribute `batch_dims`.
     GatherND,
+    /// ONNX TensorScatter (opset 24), a KV cache's update: inputs past_cache, update,
+    /// write_indices? (`[batch]`, 0 when absent); the output is past_cache with each batch
+    /// item's update written at its index along attribute `axis` (default -2), wrapping round
+    /// the axis when `mode` is `circular` (default `linear`).
+    TensorScatter,
     /// Broadcasts input 0 to the shape in input 1.
     Expand,
     /// Repeats input 0 by the counts in input 1.
@@ -289,6 +294,7 @@ impl OpKind {
             Flatten => vec![int("axis", 1)],
             Concat | Split | Gather | GatherElements => vec![int("axis", 0)],
             GatherND => vec![int("batch_dims", 0)],
+            TensorScatter => vec![int("axis", -2), ("mode".into(), Attr::Str("linear".into()))],
             Trilu => vec![int("upper", 1)],
             Shape => vec![int("start", 0)],
             ConstantOfShape => vec![(

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The plan format this kiln reads and writes; bumped whenever the meaning of a field changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The index of a value in [`Plan::values`].
 pub type ValueIndex = usize;
@@ -37,7 +37,9 @@ pub struct Plan {
     pub values: Vec<Value>,
     /// The model's inputs, in declaration order.
     pub inputs: Vec<ValueIndex>,
-    /// The model's outputs (name, value), in declaration order.
+    /// The model's outputs (name, value), in declaration order. An output named like an
+    /// input is that input's new value: a state (a KV cache) that [`crate::Program`] updates
+    /// in place ([`Plan::states`]).
     pub outputs: Vec<(String, ValueIndex)>,
     /// The constants steps read: weights in the layout their kernel reads them, and the
     /// graph's own constants that steps read as values.
@@ -155,10 +157,25 @@ pub struct KernelStep {
     pub sizes: Vec<Dim>,
     /// Extent of the parallel axis: size arguments 0 and 1 are a sub-range of it.
     pub parallel: Dim,
-    /// For gathers: the value holding indices and the table length they must stay below.
-    pub index_check: Option<(ValueIndex, i64)>,
+    /// For kernels that read i64 indices (gathers, cache writes, cache lengths): the range
+    /// every index must lie in, checked before the call.
+    pub index_check: Option<IndexCheck>,
     /// The node the step computes, named in errors.
     pub node: String,
+}
+
+/// The range `low..high` (polynomials in the model's symbols) that every element of an i64
+/// value a kernel indexes with must lie in, so that no index reaches outside a buffer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexCheck {
+    /// The value holding the indices.
+    pub value: ValueIndex,
+    /// The smallest index allowed.
+    pub low: Dim,
+    /// One past the largest index allowed.
+    pub high: Dim,
+    /// What the indices address, named in the error (`a table of 50257 rows`).
+    pub what: String,
 }
 
 /// What a kernel buffer is bound to.
@@ -172,6 +189,15 @@ pub enum Binding {
     Constant(usize),
     /// Zeroed scratch space of this many f32 elements, private to one call.
     Scratch(Dim),
+    /// A buffer the kernel updates in place: the buffer of `input` (a state the caller
+    /// lends, or an intermediate of the arena no later step reads as it was), which is from
+    /// then on the value `output` (`output` may be `input` itself).
+    Update {
+        /// The value whose buffer is written.
+        input: ValueIndex,
+        /// The value the buffer holds after the step.
+        output: ValueIndex,
+    },
 }
 
 /// A node run by the reference interpreter.
@@ -243,6 +269,22 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The states: `(input, output)` positions in [`Plan::inputs`] and [`Plan::outputs`] of
+    /// each output named like an input, the new value of that input.
+    pub fn states(&self) -> Vec<(usize, usize)> {
+        self.outputs
+            .iter()
+            .enumerate()
+            .filter_map(|(o, (name, _))| {
+                let i = self
+                    .inputs
+                    .iter()
+                    .position(|&v| self.values[v].name == *name)?;
+                Some((i, o))
+            })
+            .collect()
+    }
+
     /// Checks that every index in the plan points at something, so that a damaged plan is an
     /// error at load and never an out-of-bounds access at run time.
     pub fn validate(&self) -> Result<(), String> {
@@ -306,6 +348,10 @@ impl Plan {
                     for arg in &k.args {
                         match arg {
                             Binding::Read(v) | Binding::Write(v) => value(*v, &what)?,
+                            Binding::Update { input, output } => {
+                                value(*input, &what)?;
+                                value(*output, &what)?;
+                            }
                             Binding::Constant(c) if *c >= self.constants.len() => {
                                 return Err(format!(
                                     "{what} reads constant {c}, which is not listed"
@@ -314,8 +360,8 @@ impl Plan {
                             _ => {}
                         }
                     }
-                    if let Some((v, _)) = k.index_check {
-                        value(v, &what)?;
+                    if let Some(check) = &k.index_check {
+                        value(check.value, &what)?;
                     }
                 }
                 Step::View { input, output, .. } => {

@@ -9,9 +9,11 @@
 
 use crate::memory::{plan as plan_arena, Lifetime};
 use crate::native::NativeKernel;
-use crate::plan::{Binding, CompileStats, InterpStep, KernelStep, Plan, Report, Step, ValueIndex};
+use crate::plan::{
+    Binding, CompileStats, IndexCheck, InterpStep, KernelStep, Plan, Report, Step, ValueIndex,
+};
 use crate::weights::Weights;
-use kiln_ir::interp::{bind_input_symbols, check_results_fit, eval_op, Bindings, RunError};
+use kiln_ir::interp::{bind_given_shapes, check_results_fit, eval_op, Bindings, RunError};
 use kiln_ir::{DType, Tensor, TensorData, Value};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -27,6 +29,54 @@ pub struct RunStats {
     pub arena_total: usize,
     /// Wall time of each step, in seconds, in the order of [`Program::reports`].
     pub step_seconds: Vec<f64>,
+}
+
+/// A buffer the caller lends a run for a state input (a KV cache): its dtype, shape and
+/// bytes, row-major. The run writes the state's new value into it, in place.
+pub struct StateBuffer<'a> {
+    dtype: DType,
+    shape: Vec<usize>,
+    bytes: &'a mut [u8],
+}
+
+impl<'a> StateBuffer<'a> {
+    /// A state of `dtype` and `shape` in `bytes`; an error unless they hold exactly that many
+    /// elements, aligned for the dtype.
+    pub fn new(dtype: DType, shape: Vec<usize>, bytes: &'a mut [u8]) -> Result<Self, String> {
+        let want = kiln_ir::host::bytes_of(&shape, dtype.size());
+        if want != Some(bytes.len()) {
+            return Err(format!(
+                "a state buffer of {} bytes for {dtype}{shape:?}",
+                bytes.len()
+            ));
+        }
+        if bytes.as_ptr().align_offset(dtype.size()) != 0 {
+            return Err(format!("a state buffer not aligned for {dtype}"));
+        }
+        Ok(StateBuffer {
+            dtype,
+            shape,
+            bytes,
+        })
+    }
+
+    /// The buffer of `tensor` (made row-major first if it is not).
+    pub fn of_tensor(tensor: &'a mut Tensor) -> StateBuffer<'a> {
+        if !kiln_ir::with_array!(&*tensor, a => a.is_standard_layout()) {
+            *tensor = standard(tensor.clone());
+        }
+        let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
+        let bytes = kiln_ir::with_array!(tensor, a => {
+            let n = std::mem::size_of_val(a.as_slice_mut().expect("row-major"));
+            // SAFETY: the tensor's elements, `n` bytes, borrowed mutably for 'a.
+            unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr().cast::<u8>(), n) }
+        });
+        StateBuffer {
+            dtype,
+            shape,
+            bytes,
+        }
+    }
 }
 
 /// A compiled model, ready to run; runs of one program may come from several threads (they
@@ -52,6 +102,8 @@ enum Slot<'a> {
     Owned(Arc<Tensor>),
     /// In a tensor the caller holds (an input): never copied.
     Held(&'a Tensor),
+    /// In the caller's buffer of state `i` (a KV cache), written in place.
+    State(usize),
     /// A constant of the plan, in the weights.
     Constant(usize),
 }
@@ -157,24 +209,82 @@ impl Program {
     }
 
     /// Runs the program on `feeds` (input name to value); returns the outputs in declaration
-    /// order and the run's memory figures.
+    /// order and the run's memory figures. States ([`Plan::states`]) are read from `feeds` and
+    /// their new values returned as outputs, like any other: the run updates copies.
     pub fn run(
         &self,
         feeds: &HashMap<String, Tensor>,
     ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        let states = self.plan.states();
+        let mut copies: Vec<(usize, String, Tensor)> = Vec::with_capacity(states.len());
+        for &(i, o) in &states {
+            let name = &self.plan.values[self.plan.inputs[i]].name;
+            let t = feeds
+                .get(name)
+                .ok_or_else(|| RunError(format!("missing input `{name}`")))?;
+            copies.push((o, name.clone(), standard(t.clone())));
+        }
+        let mut lent: HashMap<String, StateBuffer> = copies
+            .iter_mut()
+            .map(|(_, name, t)| (name.clone(), StateBuffer::of_tensor(t)))
+            .collect();
+        let (mut outputs, stats) = self.run_in_place(feeds, &mut lent)?;
+        drop(lent);
+        for (o, name, t) in copies {
+            outputs.insert(o.min(outputs.len()), (name, t));
+        }
+        Ok((outputs, stats))
+    }
+
+    /// Runs the program on `feeds` with the states ([`Plan::states`]) in `states` (input
+    /// name to the caller's buffer): each state's new value is written into its buffer, in
+    /// place, so a KV cache is never copied. Returns the other outputs in declaration order
+    /// and the run's memory figures. A state missing from `states` is an error; one given
+    /// only in `feeds` is not updated.
+    pub fn run_in_place(
+        &self,
+        feeds: &HashMap<String, Tensor>,
+        states: &mut HashMap<String, StateBuffer>,
+    ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
         match &self.pool {
-            Some(pool) => pool.install(|| self.run_here(feeds)),
-            None => self.run_here(feeds),
+            Some(pool) => pool.install(|| self.run_here(feeds, states)),
+            None => self.run_here(feeds, states),
         }
     }
 
     fn run_here(
         &self,
         feeds: &HashMap<String, Tensor>,
+        lent: &mut HashMap<String, StateBuffer>,
     ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
         let plan = &self.plan;
         let inputs: Vec<&Value> = self.inputs().collect();
-        let bindings = bind_input_symbols(&inputs, feeds)?;
+        let states = plan.states();
+        // The states' buffers, by their position in `states`.
+        let mut buffers: Vec<(*mut u8, &[usize], DType)> = Vec::with_capacity(states.len());
+        let mut by_name: HashMap<&str, &mut StateBuffer> =
+            lent.iter_mut().map(|(k, b)| (k.as_str(), b)).collect();
+        for &(i, _) in &states {
+            let value = inputs[i];
+            let b = by_name
+                .remove(value.name.as_str())
+                .ok_or_else(|| RunError(format!("missing the buffer of state `{}`", value.name)))?;
+            if b.dtype != value.ty.dtype {
+                return Err(RunError(format!(
+                    "state `{}` is {} but the model declares {}",
+                    value.name, b.dtype, value.ty.dtype
+                )));
+            }
+            buffers.push((b.bytes.as_mut_ptr(), &b.shape[..], b.dtype));
+        }
+        let mut given: HashMap<&str, (DType, &[usize])> = feeds
+            .iter()
+            .map(|(name, t)| (name.as_str(), (t.dtype(), t.shape())))
+            .collect();
+        for (&(i, _), &(_, shape, dtype)) in states.iter().zip(&buffers) {
+            given.insert(inputs[i].name.as_str(), (dtype, shape));
+        }
+        let bindings = bind_given_shapes(&inputs, &given)?;
         let (offsets, mut stats) = self.plan_arena(&bindings)?;
         // The arena is reused across runs (runs of one program take turns).
         let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
@@ -191,7 +301,17 @@ impl Program {
         // SAFETY: `shift` < 16 elements and the arena has 16 spare elements.
         let base = unsafe { arena.as_mut_ptr().add(shift) }.cast::<u8>();
         let mut live: Vec<Option<Live>> = vec![None; plan.values.len()];
+        for (s, &(i, _)) in states.iter().enumerate() {
+            let shape = buffers[s].1.to_vec();
+            live[plan.inputs[i]] = Some(Live {
+                slot: Slot::State(s),
+                shape,
+            });
+        }
         for (input, &v) in inputs.iter().zip(&plan.inputs) {
+            if live[v].is_some() {
+                continue;
+            }
             let t = feeds
                 .get(&input.name)
                 .ok_or_else(|| RunError(format!("missing input `{}`", input.name)))?;
@@ -234,21 +354,24 @@ impl Program {
                     let slot = from.slot.clone();
                     live[*output] = Some(Live { slot, shape });
                 }
-                Step::Interp(step) => self.interpret(step, &bindings, base, &mut live)?,
-                Step::Kernel(step) => self.launch(step, &bindings, &offsets, base, &mut live)?,
+                Step::Interp(step) => self.interpret(step, &bindings, base, &buffers, &mut live)?,
+                Step::Kernel(step) => {
+                    self.launch(step, &bindings, &offsets, base, &buffers, &mut live)?
+                }
             }
             stats.step_seconds.push(started.elapsed().as_secs_f64());
         }
-        let outputs = plan
-            .outputs
-            .iter()
-            .map(|(name, v)| {
-                let l = live[*v]
-                    .as_ref()
-                    .ok_or_else(|| RunError(format!("output `{name}` was never computed")))?;
-                Ok((name.clone(), self.materialise(*v, l, base)))
-            })
-            .collect::<Result<_, RunError>>()?;
+        let mut outputs = Vec::with_capacity(plan.outputs.len());
+        for (o, (name, v)) in plan.outputs.iter().enumerate() {
+            let l = live[*v]
+                .as_ref()
+                .ok_or_else(|| RunError(format!("output `{name}` was never computed")))?;
+            match states.iter().position(|&(_, so)| so == o) {
+                None => outputs.push((name.clone(), self.materialise(*v, l, base, &buffers))),
+                Some(s) if matches!(l.slot, Slot::State(at) if at == s) => {}
+                Some(s) => self.write_back(*v, l, base, &buffers, s)?,
+            }
+        }
         Ok((outputs, stats))
     }
 
@@ -259,8 +382,13 @@ impl Program {
         bindings: &Bindings,
         offsets: &HashMap<ValueIndex, usize>,
         base: *mut u8,
+        states: &States,
         live: &mut [Option<Live<'a>>],
     ) -> Result<(), RunError> {
+        if let Some(check) = &step.index_check {
+            let l = self.live_value(live, check.value, &step.node)?;
+            self.check_indices(check, l, bindings)?;
+        }
         let plan = &self.plan;
         let mut pointers = Vec::with_capacity(step.args.len());
         for arg in &step.args {
@@ -274,10 +402,7 @@ impl Program {
                             plan.values[*v].name, l.shape
                         )));
                     }
-                    if let Some((_, bound)) = step.index_check.filter(|&(at, _)| at == *v) {
-                        self.check_indices(*v, l, bound)?;
-                    }
-                    Some(self.pointer(l, base))
+                    Some(self.pointer(l, base, states))
                 }
                 Binding::Write(v) => {
                     let shape = self.concrete(*v, bindings)?;
@@ -291,8 +416,27 @@ impl Program {
                         slot: Slot::Arena(*offset),
                         shape,
                     };
-                    let p = self.pointer(&l, base);
+                    let p = self.pointer(&l, base, states);
                     live[*v] = Some(l);
+                    Some(p)
+                }
+                Binding::Update { input, output } => {
+                    let l = self.live_value(live, *input, &step.node)?.clone();
+                    if !matches!(l.slot, Slot::Arena(_) | Slot::State(_)) {
+                        return Err(RunError(format!(
+                            "node {}: `{}` is updated in place but is not a buffer the run may write",
+                            step.node, plan.values[*input].name
+                        )));
+                    }
+                    let want = self.concrete(*output, bindings)?;
+                    if l.shape != want {
+                        return Err(RunError(format!(
+                            "node {}: `{}` is {:?} but the compiled kernel updates {want:?}",
+                            step.node, plan.values[*input].name, l.shape
+                        )));
+                    }
+                    let p = self.pointer(&l, base, states);
+                    live[*output] = Some(l);
                     Some(p)
                 }
                 Binding::Constant(c) => Some(self.weights.get(*c).as_ptr() as *mut u8),
@@ -312,6 +456,7 @@ impl Program {
         step: &InterpStep,
         bindings: &Bindings,
         base: *mut u8,
+        states: &States,
         live: &mut [Option<Live<'a>>],
     ) -> Result<(), RunError> {
         let plan = &self.plan;
@@ -322,7 +467,7 @@ impl Program {
             args.push(match v {
                 Some(v) => {
                     let l = self.live_value(live, *v, &step.node)?;
-                    Some(self.as_tensor(*v, l, base))
+                    Some(self.as_tensor(*v, l, base, states))
                 }
                 None => None,
             });
@@ -390,8 +535,17 @@ impl Program {
                 }
                 Step::Kernel(k) => {
                     for arg in &k.args {
-                        if let Binding::Read(v) = arg {
-                            touch(root(&owner, *v), s, &index, &mut lifetimes);
+                        match arg {
+                            Binding::Read(v) => touch(root(&owner, *v), s, &index, &mut lifetimes),
+                            // The updated buffer is the input's, under the output's name.
+                            Binding::Update { input, output } => {
+                                let r = root(&owner, *input);
+                                if output != input {
+                                    owner.insert(*output, r);
+                                }
+                                touch(r, s, &index, &mut lifetimes);
+                            }
+                            _ => {}
                         }
                     }
                     for arg in &k.args {
@@ -469,7 +623,7 @@ impl Program {
     }
 
     /// The data pointer of a live value.
-    fn pointer(&self, l: &Live, base: *mut u8) -> *mut u8 {
+    fn pointer(&self, l: &Live, base: *mut u8, states: &States) -> *mut u8 {
         if l.shape.contains(&0) {
             return EMPTY.as_ptr() as *mut u8;
         }
@@ -477,6 +631,7 @@ impl Program {
             Slot::Owned(t) => kiln_ir::with_array!(&**t, a => a.as_ptr() as *mut u8),
             Slot::Held(t) => kiln_ir::with_array!(t, a => a.as_ptr() as *mut u8),
             Slot::Constant(c) => self.weights.get(*c).as_ptr() as *mut u8,
+            Slot::State(s) => states[*s].0,
             // SAFETY: the offset lies inside the arena (planned from the same sizes).
             Slot::Arena(o) => unsafe { base.add(*o) },
         }
@@ -493,21 +648,27 @@ impl Program {
     }
 
     /// A live value as a tensor for the interpreter (borrowed when it already is one).
-    fn as_tensor<'s>(&'s self, v: ValueIndex, l: &'s Live, base: *mut u8) -> Cow<'s, Tensor> {
+    fn as_tensor<'s>(
+        &'s self,
+        v: ValueIndex,
+        l: &'s Live,
+        base: *mut u8,
+        states: &States,
+    ) -> Cow<'s, Tensor> {
         let held: Option<&Tensor> = match &l.slot {
             Slot::Owned(t) => Some(t),
             Slot::Held(t) => Some(t),
             Slot::Constant(c) => Some(self.constant_tensor(*c)),
-            Slot::Arena(_) => None,
+            Slot::Arena(_) | Slot::State(_) => None,
         };
         match held {
             Some(t) if t.shape() == l.shape.as_slice() => Cow::Borrowed(t),
-            _ => Cow::Owned(self.materialise(v, l, base)),
+            _ => Cow::Owned(self.materialise(v, l, base, states)),
         }
     }
 
     /// A copy of a live value as a tensor.
-    fn materialise(&self, v: ValueIndex, l: &Live, base: *mut u8) -> Tensor {
+    fn materialise(&self, v: ValueIndex, l: &Live, base: *mut u8, states: &States) -> Tensor {
         let reshaped = |t: &Tensor| t.reshape(&l.shape).expect("views keep the element count");
         match &l.slot {
             Slot::Owned(t) => reshaped(t),
@@ -520,12 +681,57 @@ impl Program {
                 let data = unsafe { std::slice::from_raw_parts(base.add(*o).cast::<f32>(), n) };
                 Tensor::from_vec(&l.shape, data.to_vec()).expect("element count matches the shape")
             }
+            Slot::State(s) => {
+                let (p, shape, dtype) = states[*s];
+                let bytes = kiln_ir::host::bytes_of(shape, dtype.size()).unwrap_or_default();
+                // SAFETY: the lent buffer holds `bytes` bytes (checked by `StateBuffer`).
+                let data = unsafe { std::slice::from_raw_parts(p, bytes) };
+                let data =
+                    TensorData::new(dtype, shape.to_vec(), bytes::Bytes::copy_from_slice(data))
+                        .expect("a state buffer holds its shape");
+                Tensor::from_data(&data)
+                    .reshape(&l.shape)
+                    .expect("views keep the element count")
+            }
         }
     }
 
-    /// Checks the i64 indices of a gather kernel against the table length `bound` (a
-    /// sequence longer than the position table, an id outside the vocabulary).
-    fn check_indices(&self, v: ValueIndex, l: &Live, bound: i64) -> Result<(), RunError> {
+    /// Writes the value `v` (live in `l`, not in the buffer of state `s`) into that buffer:
+    /// a state's new value that a step did not write in place (the interpreter's).
+    fn write_back(
+        &self,
+        v: ValueIndex,
+        l: &Live,
+        base: *mut u8,
+        states: &States,
+        s: usize,
+    ) -> Result<(), RunError> {
+        let (p, shape, dtype) = states[s];
+        let name = &self.plan.values[v].name;
+        if l.shape != shape || self.plan.values[v].ty.dtype != dtype {
+            return Err(RunError(format!(
+                "state `{name}`: its new value is {:?}, its buffer {dtype}{shape:?}",
+                l.shape
+            )));
+        }
+        let t = self.materialise(v, l, base, states);
+        let n = kiln_ir::host::bytes_of(shape, dtype.size()).unwrap_or_default();
+        kiln_ir::with_array!(&t, a => {
+            let src = a.as_slice().expect("materialised row-major");
+            // SAFETY: both hold `n` bytes of `shape` in `dtype`; the tensor is a copy.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), p, n) };
+        });
+        Ok(())
+    }
+
+    /// Checks the i64 indices a kernel reads against their range (a sequence longer than the
+    /// position table, an id outside the vocabulary, a cache write beyond its capacity).
+    fn check_indices(
+        &self,
+        check: &IndexCheck,
+        l: &Live,
+        bindings: &Bindings,
+    ) -> Result<(), RunError> {
         let indices: Cow<[i64]> = match &l.slot {
             Slot::Owned(t) => match &**t {
                 Tensor::I64(a) => Cow::Owned(a.iter().copied().collect()),
@@ -537,15 +743,25 @@ impl Program {
             }
             _ => return Ok(()),
         };
-        match indices.iter().find(|&&i| i < -bound || i >= bound) {
+        let name = &self.plan.values[check.value].name;
+        let eval = |d: &kiln_ir::Dim| {
+            d.eval(bindings)
+                .ok_or_else(|| RunError(format!("`{name}`: the range of its indices is not bound")))
+        };
+        let (low, high) = (eval(&check.low)?, eval(&check.high)?);
+        match indices.iter().find(|&&i| i < low || i >= high) {
             Some(bad) => Err(RunError(format!(
-                "`{}`: index {bad} is out of range for a table of {bound} rows",
-                self.plan.values[v].name
+                "`{name}`: index {bad} is out of range for {}",
+                check.what
             ))),
             None => Ok(()),
         }
     }
 }
+
+/// The buffers of a run's states: pointer, shape and dtype, by their position in
+/// [`Plan::states`].
+type States<'b> = [(*mut u8, &'b [usize], DType)];
 
 /// `t` in row-major standard layout (kernels read dense buffers).
 fn standard(t: Tensor) -> Tensor {

@@ -21,8 +21,24 @@ pub(super) struct Lowered {
     pub inputs: Vec<Option<ValueId>>,
     /// The graph values bound to its outputs (`None`: an output the graph does not read).
     pub outputs: Vec<Option<ValueId>>,
-    /// For gathers: which input holds indices, and the table length they must stay below.
-    pub index_check: Option<(usize, i64)>,
+    /// For kernels that index with an i64 input: which input, and the range its elements
+    /// must lie in.
+    pub index_check: Option<IndexRange>,
+    /// `(output, input)`: the kernel's output is the input's buffer, updated in place.
+    pub in_place: Option<(usize, usize)>,
+}
+
+/// The range `low..high` the elements of an i64 input must lie in, and what they address.
+#[derive(Clone, Debug)]
+pub(super) struct IndexRange {
+    /// The input, in the template's order.
+    pub input: usize,
+    /// The smallest index allowed.
+    pub low: Dim,
+    /// One past the largest.
+    pub high: Dim,
+    /// What the indices address, for the error (`a table of 50257 rows`).
+    pub what: String,
 }
 
 /// Lowers `group` with the template for its kind: usually one kernel; attention with a KV
@@ -47,6 +63,11 @@ pub(super) fn lower(
         GroupKind::MatMul => lower_matmul(graph, group, schedule),
         GroupKind::Rows => lower_rows(graph, group, schedule),
         GroupKind::Elementwise => lower_elementwise(graph, group, schedule),
+        GroupKind::Movement
+            if sole_node(graph, group).op().map(|o| o.kind) == Some(OpKind::TensorScatter) =>
+        {
+            return lower_scatter(graph, group, schedule)
+        }
         GroupKind::Movement => lower_movement(graph, group, schedule),
         GroupKind::Attention => return lower_attention(graph, group, schedule),
         other => Err(format!("no {} template yet", other.name())),
@@ -201,6 +222,7 @@ fn lower_rows(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lower
         inputs: node.inputs.clone(),
         outputs,
         index_check: None,
+        in_place: None,
     })
 }
 
@@ -240,6 +262,7 @@ fn simple(built: Built, inputs: Vec<ValueId>, output: ValueId) -> Lowered {
         inputs: inputs.into_iter().map(Some).collect(),
         outputs: vec![Some(output)],
         index_check: None,
+        in_place: None,
     }
 }
 
@@ -322,6 +345,80 @@ fn constant_ints(graph: &Graph, v: Option<ValueId>) -> Result<Option<Vec<i64>>, 
     }
 }
 
+/// TensorScatter, a cache write: one kernel writing the update into the cache's buffer in
+/// place when the cache is a state (a graph input that only this node reads, whose new value
+/// is the output of the same name), else a copy of the cache and then that kernel on the
+/// copy.
+fn lower_scatter(
+    graph: &Graph,
+    group: &Group,
+    schedule: &Schedule,
+) -> Result<Vec<Lowered>, String> {
+    let node = sole_node(graph, group);
+    let op = node.op().expect("movement groups are op nodes");
+    let [Some(cache), Some(update)] = node.inputs[..2] else {
+        return Err("TensorScatter takes a cache and an update".into());
+    };
+    if graph.value(cache).ty.dtype != DType::F32 {
+        return Err("kernels write f32 caches".into());
+    }
+    let indices = node.inputs.get(2).copied().flatten();
+    if indices.is_some_and(|i| graph.value(i).ty.dtype != DType::I64) {
+        return Err("write indices must be i64".into());
+    }
+    let (cache_shape, update_shape) = (shape(graph, cache), shape(graph, update));
+    let axis = kiln_ir::infer::scatter_axis(&op.attrs, cache_shape.len())?;
+    let mode = match op.attrs.str("mode")? {
+        "linear" => movement::ScatterMode::Linear,
+        "circular" => movement::ScatterMode::Circular,
+        other => return Err(format!("mode `{other}`")),
+    };
+    let out = ValueId {
+        node: node_id(group),
+        output: 0,
+    };
+    let name = op.kind.name();
+    let built = movement::tensor_scatter(
+        name,
+        &cache_shape,
+        &update_shape,
+        axis,
+        indices.is_some(),
+        mode,
+        schedule,
+    )?;
+    let (capacity, rows) = (&cache_shape[axis], &update_shape[axis]);
+    let index_check = indices.map(|_| IndexRange {
+        input: 2,
+        low: Dim::known(0),
+        high: match mode {
+            movement::ScatterMode::Linear => &(capacity - rows) + &Dim::known(1),
+            movement::ScatterMode::Circular => Dim::known(i64::MAX),
+        },
+        what: format!("writing {rows} rows into a cache of {capacity}"),
+    });
+    let graph_name = &graph.value(cache).name;
+    let is_state = matches!(graph.node(cache.node).kind, NodeKind::Input)
+        && graph
+            .outputs()
+            .iter()
+            .any(|(n, v)| n == graph_name && *v == out)
+        && graph.users(cache.node).len() == 1;
+    let target = if is_state { cache } else { out };
+    let write = Lowered {
+        built,
+        inputs: vec![Some(target), Some(update), indices],
+        outputs: vec![Some(out)],
+        index_check,
+        in_place: Some((0, 0)),
+    };
+    if is_state {
+        return Ok(vec![write]);
+    }
+    let copy = movement::concat("Copy", &[cache_shape], 0, schedule)?;
+    Ok(vec![simple(copy, vec![cache], out), write])
+}
+
 /// Gather, transpose, concat, split, slice and rotary embedding.
 fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lowered, String> {
     let node = sole_node(graph, group);
@@ -355,7 +452,13 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                 built,
                 inputs: vec![Some(data), Some(indices)],
                 outputs: vec![Some(out)],
-                index_check: Some((1, rows)),
+                index_check: Some(IndexRange {
+                    input: 1,
+                    low: Dim::known(-rows),
+                    high: Dim::known(rows),
+                    what: format!("a table of {rows} rows"),
+                }),
+                in_place: None,
             })
         }
         OpKind::Transpose => {
@@ -386,6 +489,7 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                     .map(|output| Some(ValueId { node: id, output }))
                     .collect(),
                 index_check: None,
+                in_place: None,
             })
         }
         OpKind::Slice => {
@@ -634,5 +738,6 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
         inputs,
         outputs: vec![Some(prev)],
         index_check: None,
+        in_place: None,
     })
 }

@@ -14,7 +14,8 @@ use crate::{Backend, Schedule};
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::{Graph, NodeId, NodeKind, ValueId};
 use kiln_rt::plan::{
-    Binding, CompileStats, Constant, InterpStep, KernelInfo, Plan, Report, Step, ValueIndex, DENSE,
+    Binding, CompileStats, Constant, IndexCheck, InterpStep, KernelInfo, Plan, Report, Step,
+    ValueIndex, DENSE,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -586,7 +587,13 @@ impl<'g> PlanBuilder<'g> {
                     kernel,
                     |arg| match arg {
                         Arg::Input(i) => Binding::Read(self.value(bound(lowered.inputs[*i]))),
-                        Arg::Output(i) => Binding::Write(self.value(bound(lowered.outputs[*i]))),
+                        Arg::Output(i) => match lowered.in_place {
+                            Some((o, input)) if o == *i => Binding::Update {
+                                input: self.value(bound(lowered.inputs[input])),
+                                output: self.value(bound(lowered.outputs[*i])),
+                            },
+                            _ => Binding::Write(self.value(bound(lowered.outputs[*i]))),
+                        },
                         Arg::Constant(data) => {
                             self.plan.constants.push(Constant {
                                 dtype: data.dtype,
@@ -603,9 +610,12 @@ impl<'g> PlanBuilder<'g> {
                     },
                     &node_label(graph, node),
                 );
-                step.index_check = lowered
-                    .index_check
-                    .map(|(i, rows)| (self.value(bound(lowered.inputs[i])), rows));
+                step.index_check = lowered.index_check.as_ref().map(|c| IndexCheck {
+                    value: self.value(bound(lowered.inputs[c.input])),
+                    low: c.low.clone(),
+                    high: c.high.clone(),
+                    what: c.what.clone(),
+                });
                 (Step::Kernel(step), Some(kernel))
             }
         };

@@ -1,4 +1,5 @@
-//! Data-movement templates: gather (embedding lookup), transpose, concat, split and slice.
+//! Data-movement templates: gather (embedding lookup), transpose, concat, split, slice and
+//! the in-place cache write of `TensorScatter`.
 //! Each moves f32 elements between dense row-major buffers; contiguous runs are copied as
 //! vectors of the schedule's `lanes` (`unroll` per iteration) with a scalar tail, a transpose
 //! that moves the last axis goes by square tiles of `tile` elements, and shapes may hold
@@ -78,6 +79,91 @@ pub fn gather(
         Ok(vec![bind(src, copy)])
     })?;
     let args = vec![Arg::Input(0), Arg::Input(1), Arg::Output(0)];
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// How a [`tensor_scatter`] places a batch item's rows: from its write index on, or from it
+/// modulo the cache's length (ONNX TensorScatter's `mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScatterMode {
+    /// Rows `start..start + rows`; the start is clamped so that they fit the cache.
+    Linear,
+    /// Rows `(start + r) % capacity`.
+    Circular,
+}
+
+/// A kernel for ONNX `TensorScatter`: writes each batch item's `update` rows (`update_shape`,
+/// the cache's shape but `rows` along `axis`) into the cache (`cache_shape`) from the item's
+/// write index along `axis`, in place: the cache buffer is the kernel's output and holds the
+/// cache before the call, and only the updated rows are written. `indexed` says whether
+/// there is a write-index input (i64 `[batch]`); without one every item writes from 0.
+/// Linear starts are clamped to `[0, capacity - rows]` and circular ones must be non-negative,
+/// so no write leaves the cache; the runtime checks the indices against that range first, as
+/// the interpreter rejects them.
+///
+/// Buffers: update (group input 1), write indices (group input 2, if `indexed`), cache
+/// (output 0, updated in place).
+pub fn tensor_scatter(
+    name: &str,
+    cache_shape: &[Dim],
+    update_shape: &[Dim],
+    axis: usize,
+    indexed: bool,
+    mode: ScatterMode,
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?);
+    check_dims(cache_shape)?;
+    check_dims(update_shape)?;
+    let rank = cache_shape.len();
+    if axis == 0 || axis >= rank || update_shape.len() != rank {
+        return Err(format!("a cache write along axis {axis} of rank {rank}"));
+    }
+    let outer = [
+        cache_shape[0].clone(),
+        product(&cache_shape[1..axis]),
+        update_shape[axis].clone(),
+    ];
+    let inner = product(&cache_shape[axis + 1..]);
+    let capacity = &cache_shape[axis];
+    let cache = if indexed { 2 } else { 1 };
+    let mut sizes = Sizes::default();
+    let (body, parallel) = nest(&mut sizes, &outer, |sizes, coords, depth| {
+        let (b, o, r) = (&coords[0], &coords[1], &coords[2]);
+        let (cap, rows, len) = (
+            sizes.index(capacity),
+            sizes.index(&outer[2]),
+            sizes.index(&inner),
+        );
+        let items = sizes.index(&outer[1]);
+        let start = match indexed {
+            true => Index::load(1, b.clone()),
+            false => Index::Const(0),
+        };
+        let at = match mode {
+            ScatterMode::Linear => {
+                let last = sub(cap.clone(), rows.clone()).max(0.into());
+                start.max(0.into()).min(last) + r.clone()
+            }
+            ScatterMode::Circular => (start.max(0.into()) + r.clone()) % cap.clone().max(1.into()),
+        };
+        let item = add(mul(b.clone(), items), o.clone());
+        let src = mul(add(mul(item.clone(), rows), r.clone()), len.clone());
+        let dst = mul(add(mul(item, cap), at), len.clone());
+        let copy = copy_run(
+            depth + 1,
+            (cache, &Index::Loop(depth)),
+            (0, &src),
+            &len,
+            run,
+        )?;
+        Ok(vec![bind(dst, copy)])
+    })?;
+    let mut args = vec![Arg::Input(1)];
+    if indexed {
+        args.push(Arg::Input(2));
+    }
+    args.push(Arg::Output(0));
     Ok(finish(name, args, vec![], body, sizes, parallel))
 }
 

@@ -211,6 +211,7 @@ fn lookup(domain: &str, op_type: &str, opset: i64) -> Option<Schema> {
             // Before opset 10 the bounds were attributes, which kiln does not implement.
             "Slice" => schema(3..=5, &[]),
             "GatherND" => with(2..=2, &[since(12, opt("batch_dims", Int))]),
+            "TensorScatter" if opset >= 24 => schema(2..=3, &[opt("axis", Int), opt("mode", Str)]),
             "Trilu" => schema(1..=2, &[opt("upper", Int)]),
             "Shape" => with(
                 1..=1,

@@ -12,7 +12,8 @@ mod reduce;
 mod runner;
 
 pub use runner::{
-    bind_input_symbols, bind_symbols, check_outputs_fit, check_results_fit, run, RunError,
+    bind_given_shapes, bind_input_symbols, bind_symbols, check_outputs_fit, check_results_fit, run,
+    RunError,
 };
 
 use crate::op::{Op, OpKind};
@@ -53,8 +54,8 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> Res<V
         | RotaryEmbedding => nn::eval(op, inputs),
         ReduceMean | ReduceSum | ReduceMax | ReduceMin | CumSum => reduce::eval(op, inputs),
         Transpose | Reshape | Flatten | Squeeze | Unsqueeze | Concat | Split | Slice | Gather
-        | GatherElements | GatherND | Expand | Tile | Trilu | Shape | Size | ConstantOfShape
-        | Range | SymbolicDims => movement::eval(op, inputs, symbols),
+        | GatherElements | GatherND | TensorScatter | Expand | Tile | Trilu | Shape | Size
+        | ConstantOfShape | Range | SymbolicDims => movement::eval(op, inputs, symbols),
         QuantizeLinear | DequantizeLinear | DynamicQuantizeLinear => quant::eval(op, inputs),
         FusedAttention | Silu | SwiGlu | FusedMatMul | RopeRotateHalf => {
             fused::eval(op, inputs, symbols)

@@ -7,7 +7,9 @@
 use super::elementwise::broadcast_shape;
 use super::*;
 use crate::graph::ValueType;
-use crate::infer::{infer_op, norm_axis, slice_bounds, slice_indices, transpose_perm};
+use crate::infer::{
+    infer_op, norm_axis, scatter_axis, slice_bounds, slice_indices, transpose_perm,
+};
 use crate::tensor::Element;
 use crate::{with_array, with_dtype, Dim};
 use ndarray::{Axis, IxDyn};
@@ -43,6 +45,7 @@ pub(super) fn eval(op: &Op, inputs: &[Option<&Tensor>], symbols: &Bindings) -> R
             let shape = IxDyn(&shape);
             crate::map_array!(x, v => v.broadcast(shape.clone()).expect("broadcast checked").to_owned())
         }
+        TensorScatter => tensor_scatter(a, inputs)?,
         Tile => tile(input(inputs, 0)?, input(inputs, 1)?)?,
         Trilu => trilu(a.int("upper")? != 0, inputs)?,
         Shape | Size => {
@@ -267,6 +270,68 @@ fn gather_elements(axis: i64, x: &Tensor, idx: &Tensor) -> Res<Tensor> {
             }
         }
         Tensor::from_vec(&ishape, out)
+    })
+}
+
+/// ONNX TensorScatter: the cache with each batch item's update written along the sequence
+/// axis from its write index (modulo the axis in `circular` mode). In `linear` mode an index
+/// whose update does not fit the cache is an error, never a write outside it.
+fn tensor_scatter(a: &crate::Attrs, inputs: &[Option<&Tensor>]) -> Res<Tensor> {
+    let (cache, update) = (input(inputs, 0)?, input(inputs, 1)?);
+    let (cs, us) = (cache.shape(), update.shape());
+    let axis = scatter_axis(a, cs.len())?;
+    let fits = us.len() == cs.len() && (0..cs.len()).all(|i| i == axis || us[i] == cs[i]);
+    if cache.dtype() != update.dtype() || !fits || us[axis] > cs[axis] {
+        return Err(format!(
+            "update {}{us:?} does not fit the cache {}{cs:?} along axis {axis}",
+            update.dtype(),
+            cache.dtype()
+        ));
+    }
+    let (batch, capacity, rows) = (cs[0], cs[axis], us[axis]);
+    let starts: Vec<i64> = match opt_input(inputs, 2) {
+        Some(w) if w.dtype().is_int() && w.shape() == [batch] => w.to_i64_vec(),
+        Some(w) => {
+            return Err(format!(
+                "write_indices must be an integer vector of length {batch}, got {:?}",
+                w.shape()
+            ))
+        }
+        None => vec![0; batch],
+    };
+    let circular = match a.str("mode")? {
+        "linear" => false,
+        "circular" => true,
+        other => return Err(format!("mode `{other}` is not `linear` or `circular`")),
+    };
+    for (b, &start) in starts.iter().enumerate() {
+        let end = start.checked_add(rows as i64);
+        if !circular && (start < 0 || end.is_none_or(|e| e > capacity as i64)) {
+            return Err(format!(
+                "write_indices[{b}] is {start}: {rows} rows from it do not fit a cache of {capacity}"
+            ));
+        }
+        if circular && capacity == 0 && rows > 0 {
+            return Err("a circular write into a cache of length 0".into());
+        }
+    }
+    let inner: usize = cs[axis + 1..].iter().product();
+    let outer: usize = cs[1..axis].iter().product();
+    with_dtype!(cache.dtype(), T => {
+        let mut out: Vec<T> = T::view(cache).expect("dtype matched").iter().copied().collect();
+        let new = T::view(update).expect("dtype matched");
+        let new: Vec<T> = new.iter().copied().collect();
+        for (b, &start) in starts.iter().enumerate() {
+            for o in 0..outer {
+                let item = b * outer + o;
+                for r in 0..rows {
+                    let at = (start + r as i64).rem_euclid(capacity.max(1) as i64) as usize;
+                    let (src, dst) = ((item * rows + r) * inner, (item * capacity + at) * inner);
+                    out[dst..dst + inner].copy_from_slice(&new[src..src + inner]);
+                }
+            }
+        }
+        Tensor::from_vec(cs, out)
     })
 }
 

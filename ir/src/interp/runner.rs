@@ -35,10 +35,23 @@ pub fn bind_input_symbols(
     inputs: &[&crate::Value],
     feeds: &HashMap<String, Tensor>,
 ) -> Result<Bindings, RunError> {
+    let given = feeds
+        .iter()
+        .map(|(name, t)| (name.as_str(), (t.dtype(), t.shape())))
+        .collect();
+    bind_given_shapes(inputs, &given)
+}
+
+/// [`bind_input_symbols`] for inputs given as their dtype and shape (input name to both),
+/// not as tensors: a run whose states are buffers the caller lends.
+pub fn bind_given_shapes(
+    inputs: &[&crate::Value],
+    given: &HashMap<&str, (crate::DType, &[usize])>,
+) -> Result<Bindings, RunError> {
     let mut bindings = Bindings::new();
     let mut bound_by: HashMap<String, String> = HashMap::new();
     let declared: Vec<&str> = inputs.iter().map(|v| v.name.as_str()).collect();
-    if let Some(extra) = feeds.keys().find(|k| !declared.contains(&k.as_str())) {
+    if let Some(extra) = given.keys().find(|k| !declared.contains(k)) {
         return Err(RunError(format!(
             "input `{extra}` is not an input of the model (inputs: {})",
             declared.join(", ")
@@ -47,27 +60,25 @@ pub fn bind_input_symbols(
     let mut deferred = vec![];
     for info in inputs {
         let name = &info.name;
-        let t = feeds
-            .get(name)
+        let &(dtype, shape) = given
+            .get(name.as_str())
             .ok_or_else(|| RunError(format!("missing input `{name}`")))?;
-        if t.dtype() != info.ty.dtype {
+        if dtype != info.ty.dtype {
             return Err(RunError(format!(
-                "input `{name}` is {} but the model expects {}",
-                t.dtype(),
+                "input `{name}` is {dtype} but the model expects {}",
                 info.ty.dtype
             )));
         }
         let mismatch = || {
             RunError(format!(
-                "input `{name}` has shape {:?} but the model expects {}",
-                t.shape(),
+                "input `{name}` has shape {shape:?} but the model expects {}",
                 fmt_shape(&info.ty.shape)
             ))
         };
-        if t.shape().len() != info.ty.shape.len() {
+        if shape.len() != info.ty.shape.len() {
             return Err(mismatch());
         }
-        for (dim, &actual) in info.ty.shape.iter().zip(t.shape()) {
+        for (dim, &actual) in info.ty.shape.iter().zip(shape) {
             let actual = actual as i64;
             match (dim.as_known(), dim.symbols().as_slice()) {
                 (Some(k), _) if k != actual => return Err(mismatch()),

@@ -126,6 +126,7 @@ pub fn input_range(kind: OpKind) -> (usize, Option<usize>) {
         | Tile
         | SwiGlu => n(2, 2),
         Where | Range | RopeRotateHalf => n(3, 3),
+        TensorScatter => n(2, 3),
         Gemm | LayerNormalization | FusedMatMul | QuantizeLinear | DequantizeLinear => n(2, 3),
         MatMulInteger => n(2, 4),
         Einsum | Concat => (1, None),
@@ -220,6 +221,7 @@ pub fn attributes(kind: OpKind) -> &'static [(&'static str, AttrType)] {
         Squeeze | Unsqueeze => &[("axes", Ints)],
         Split => &[("axis", Int), ("num_outputs", Int), ("split", Ints)],
         GatherND => &[("batch_dims", Int)],
+        TensorScatter => &[("axis", Int), ("mode", Str)],
         Trilu => &[("upper", Int)],
         Shape => &[("start", Int), ("end", Int)],
         ConstantOfShape => &[("value", Tensor)],
