@@ -165,6 +165,7 @@ impl Problem {
             scale: None,
             causal: causal.then(|| Dim::known(0)),
             window: None,
+            lengths: false,
         };
         let built = attention(&spec, schedule)?;
         let kernel = backend

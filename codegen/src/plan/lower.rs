@@ -544,8 +544,14 @@ fn lower_attention(
         Some(&[Some(pk), Some(pv)]) if node.outputs.len() == 3 => Some((pk, pv)),
         _ => return Err("a KV cache without both present outputs".into()),
     };
-    if node.inputs.get(6).is_some_and(Option::is_some) {
-        return Err("attention with nonpad_kv_seqlen".into());
+    let lengths = node.inputs.get(6).copied().flatten();
+    if let Some(l) = lengths {
+        if past.is_some() {
+            return Err("nonpad_kv_seqlen with a past key and value".into());
+        }
+        if graph.value(l).ty.dtype != DType::I64 {
+            return Err("nonpad_kv_seqlen must be i64".into());
+        }
     }
     let window = |name: &str| match op.kind {
         OpKind::Attention => op.attrs.int(name).unwrap_or(-1),
@@ -602,19 +608,26 @@ fn lower_attention(
             scale,
             causal: causal.then_some(cached),
             window,
+            lengths: lengths.is_some(),
         },
         schedule,
     )?;
-    let mut inputs = vec![q, keys, values];
-    inputs.extend(mask);
-    steps.push(simple(
+    let skv = shape(graph, keys)[2].clone();
+    steps.push(Lowered {
         built,
-        inputs,
-        ValueId {
+        inputs: vec![Some(q), Some(keys), Some(values), mask, lengths],
+        outputs: vec![Some(ValueId {
             node: id,
             output: 0,
-        },
-    ));
+        })],
+        index_check: lengths.map(|_| IndexRange {
+            input: 4,
+            low: Dim::known(0),
+            high: &skv + &Dim::known(1),
+            what: format!("the lengths of a cache of {skv} keys"),
+        }),
+        in_place: None,
+    });
     Ok(steps)
 }
 

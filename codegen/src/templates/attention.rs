@@ -75,7 +75,13 @@
 //!   Cranelift's 16 vector registers need. `v_block` 8 (no block of 4 for `Dv` = 64) measured
 //!   about 1% faster, within the noise.
 //!
-//! Kernel layout: buffers Q, K, V, mask?, Y, scratch; size parameters 0 and 1 are the range
+//! With `lengths` (ONNX `nonpad_kv_seqlen`: K and V are a cache of `Skv` rows of which each
+//! batch item has filled the first `length[b]`), the key loop stops at the item's length and
+//! the causal offset is `length[b] - Sq`, read once per (batch, head) from the i64 buffer; the
+//! rows of the cache beyond the length are never read, so a decode step over a preallocated
+//! cache costs what its filled part does.
+//!
+//! Kernel layout: buffers Q, K, V, mask?, lengths?, Y, scratch; size parameters 0 and 1 are the range
 //! of (batch, query head) pairs `b * Hq + h`, 2.. are `Sq`, `Skv`, `past` (0 unless causal)
 //! and, with a mask, its last dim and its strides over batch, head and query. The scratch
 //! holds `q_tile * (D + k_tile + 3 + Dv)` floats per pair.
@@ -107,6 +113,11 @@ pub struct AttentionSpec {
     /// query `i` sees only keys `j >= i + past - window` too, and the key tiles before the
     /// window of a query tile are never visited.
     pub window: Option<usize>,
+    /// Whether each batch item's number of keys comes from an i64 input `[B]` (ONNX
+    /// `nonpad_kv_seqlen`, the filled length of a cache of `Skv` rows): keys from it on are
+    /// never read, and a causal query `i` sees keys `j <= i + length - Sq` (`causal`'s
+    /// `past` is then unused).
+    pub lengths: bool,
 }
 
 const Q: usize = 0;
@@ -144,6 +155,8 @@ struct Plan {
     mask: Option<usize>,
     /// Whether the mask differs between queries (else it is read once per key for a group).
     mask_rows: bool,
+    /// Buffer of the keys' lengths per batch item, if they are given.
+    lengths: Option<usize>,
     /// Buffer of the output.
     y: usize,
     /// Buffer of the scratch.
@@ -336,6 +349,11 @@ struct Head {
     row: Index,
     /// Offset of its region of the scratch.
     s: Index,
+    /// Keys before its first query: the `past` size, or the batch item's key length less `Sq`
+    /// (negative when some queries come before every key).
+    past: Index,
+    /// The batch item's key length, when the kernel is given lengths.
+    keys: Option<Index>,
 }
 
 /// The queries processed together.
@@ -415,7 +433,12 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         sizes.extend(mask);
         args.push(Arg::Input(3));
     }
+    let lengths = spec.lengths.then(|| {
+        args.push(Arg::Input(4));
+        args.len() - 1
+    });
     let plan = Plan {
+        lengths,
         hq: hq_n,
         hkv: hkv_n,
         d: d_n,
@@ -439,7 +462,7 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
     let vars = Vars::new(&plan);
     let t = &plan.tiling;
     let name = format!(
-        "attention_h{hq_n}x{hkv_n}_d{d_n}x{dv_n}_l{}_q{}_k{}_b{}x{}_u{}x{}{}{}{}{}",
+        "attention_h{hq_n}x{hkv_n}_d{d_n}x{dv_n}_l{}_q{}_k{}_b{}x{}_u{}x{}{}{}{}{}{}",
         t.lanes,
         t.tq,
         t.tk,
@@ -450,7 +473,8 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         if t.pair { "_pair" } else { "" },
         if spec.causal.is_some() { "_causal" } else { "" },
         if spec.mask.is_some() { "_mask" } else { "" },
-        if mask_rows { "_rows" } else { "" }
+        if mask_rows { "_rows" } else { "" },
+        if spec.lengths { "_lengths" } else { "" }
     );
     Ok(Built {
         kernel: Kernel {
@@ -604,6 +628,13 @@ fn body(plan: &Plan, vars: &Vars) -> Stmt {
     let (b, h) = (bh.clone() / c(plan.hq), bh.clone() % c(plan.hq));
     let group = plan.hq / plan.hkv;
     let kv_row = lets.bind((b.clone() * c(plan.hkv) + h.clone() / c(group)) * Index::Size(SKV));
+    let keys = plan
+        .lengths
+        .map(|buffer| lets.bind(Index::load(buffer, b.clone())));
+    let past = match &keys {
+        Some(n) => n.clone() - Index::Size(SQ),
+        None => Index::Size(PAST),
+    };
     let mask = plan
         .mask
         .map(|_| lets.bind(b * Index::Size(MASK_SB) + h * Index::Size(MASK_SH)));
@@ -614,6 +645,8 @@ fn body(plan: &Plan, vars: &Vars) -> Stmt {
         mask,
         row,
         s,
+        past,
+        keys,
     };
     let tq = plan.tiling.tq;
     let tiles = (Index::Size(SQ) + c(tq - 1)) / c(tq);
@@ -641,9 +674,13 @@ fn tile(plan: &Plan, vars: &Vars, head: &Head, depth: usize) -> Vec<Stmt> {
     if plan.mask.is_some() {
         end = end.min(Index::Size(MASK_LEN));
     }
-    if plan.causal {
-        end = end.min(t.first.clone() + t.valid.clone() + Index::Size(PAST));
+    if let Some(n) = &head.keys {
+        end = end.min(n.clone());
     }
+    if plan.causal {
+        end = end.min(t.first.clone() + t.valid.clone() + head.past.clone());
+    }
+    let end = end.max(c(0));
     let tk = plan.tiling.tk;
     let j0 = Index::Loop(t.depth) * c(tk);
     let mut key_lets = Lets::at(t.depth + 1);
@@ -665,7 +702,7 @@ fn tile(plan: &Plan, vars: &Vars, head: &Head, depth: usize) -> Vec<Stmt> {
     step.extend(accumulate(plan, vars, head, &t, &keys));
     // With a window, the key tiles wholly before the first query's window are skipped.
     let first_tile = match plan.window {
-        Some(w) => (t.first.clone() + Index::Size(PAST) - c(w)).max(c(0)) / c(tk),
+        Some(w) => (t.first.clone() + head.past.clone() - c(w)).max(c(0)) / c(tk),
         None => c(0),
     };
     let mut out = load_q(plan, head, &t);
@@ -1027,7 +1064,7 @@ fn causal_limit(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
     }
     vec![per_score_row(plan, head, t, keys, |q, lane, depth| {
         let j = Index::Loop(depth);
-        let seen = t.first.clone() + q.clone() + c(1) + Index::Size(PAST) - keys.j0.clone();
+        let seen = t.first.clone() + q.clone() + c(1) + head.past.clone() - keys.j0.clone();
         let neg_inf = Value::Const(f32::NEG_INFINITY);
         let body = vec![Stmt::store(
             plan.scratch,
@@ -1046,7 +1083,7 @@ fn window_limit(plan: &Plan, head: &Head, t: &Tile, keys: &Keys) -> Vec<Stmt> {
     };
     vec![per_score_row(plan, head, t, keys, |q, lane, depth| {
         let j = Index::Loop(depth);
-        let before = t.first.clone() + q.clone() + Index::Size(PAST) - c(w) - keys.j0.clone();
+        let before = t.first.clone() + q.clone() + head.past.clone() - c(w) - keys.j0.clone();
         let neg_inf = Value::Const(f32::NEG_INFINITY);
         let body = vec![Stmt::store(
             plan.scratch,
@@ -1278,6 +1315,8 @@ mod tests {
         scale: Option<f32>,
         mask: Option<&'static str>,
         mask_len: Option<usize>,
+        /// Each batch item's filled keys (ONNX `nonpad_kv_seqlen`); the keys beyond are junk.
+        lengths: Option<Vec<usize>>,
         symbolic: bool,
         schedule: Schedule,
     }
@@ -1298,6 +1337,7 @@ mod tests {
                 scale: None,
                 mask: None,
                 mask_len: None,
+                lengths: None,
                 symbolic: false,
                 schedule: Schedule::default(),
             }
@@ -1343,6 +1383,7 @@ mod tests {
                     false => self.past.into(),
                 }),
                 window: self.window,
+                lengths: self.lengths.is_some(),
             }
         }
 
@@ -1388,6 +1429,24 @@ mod tests {
                     .collect();
                 out.push(Tensor::from_vec(&shape, data).unwrap());
             }
+            if let Some(lengths) = &self.lengths {
+                // Keys and values beyond each item's length are large (finite: the reference
+                // multiplies them by probabilities of 0): a kernel that read one would let it
+                // dominate its row.
+                for (t, junk) in out[1..3].iter_mut().zip([40.0, 1e6]) {
+                    let Tensor::F32(a) = t else { unreachable!() };
+                    for (b, &n) in lengths.iter().enumerate() {
+                        a.index_axis_mut(Axis(0), b)
+                            .slice_axis_mut(Axis(1), (n..).into())
+                            .fill(junk);
+                    }
+                }
+                if self.mask.is_none() {
+                    out.push(Tensor::from_vec(&[1], vec![0f32]).unwrap());
+                }
+                let lengths = lengths.iter().map(|&n| n as i64).collect();
+                out.push(Tensor::from_vec(&[self.b], lengths).unwrap());
+            }
             out
         }
 
@@ -1402,7 +1461,21 @@ mod tests {
             if let Some(w) = self.window {
                 attrs.set("left_window_size", Attr::Int(w as i64));
             }
-            let want = if self.past == 0 && self.window.is_none() {
+            let want = if self.lengths.is_some() {
+                // ONNX Attention on an external cache of `Skv` rows.
+                let mask = self.mask.and(inputs.get(3));
+                let args = vec![
+                    Some(&inputs[0]),
+                    Some(&inputs[1]),
+                    Some(&inputs[2]),
+                    mask,
+                    None,
+                    None,
+                    inputs.last(),
+                ];
+                let op = Op::new(OpKind::Attention, attrs);
+                eval_op(&op, &args, &Bindings::new()).unwrap().remove(0)
+            } else if self.past == 0 && self.window.is_none() {
                 let args: Vec<Option<&Tensor>> = inputs.iter().map(Some).collect();
                 let op = Op::new(OpKind::FusedAttention, attrs);
                 eval_op(&op, &args, &Bindings::new()).unwrap().remove(0)
@@ -1523,6 +1596,24 @@ mod tests {
         case.symbolic = rng.below(2) == 0;
         case.schedule = random_schedule(rng, lanes);
         case
+    }
+
+    #[test]
+    fn caches_filled_to_lengths_are_read_only_that_far() {
+        let mut rng = Rng::from_state(29);
+        for lanes in widths() {
+            for _ in 0..if lanes == 4 { 32 } else { 12 } {
+                let mut case = random_case(&mut rng, &[1, 3, 8, 40, 100], lanes);
+                case.past = 0;
+                case.sq = rng.pick(&[1, 2, 5, 8]);
+                case.mask = rng.pick(&[None, Some("b11k")]);
+                case.mask_len = None;
+                case.symbolic = false;
+                let lengths = (0..case.b).map(|_| rng.below(case.skv + 1)).collect();
+                case.lengths = Some(lengths);
+                case.check(&mut rng);
+            }
+        }
     }
 
     #[test]

@@ -356,6 +356,22 @@ pub(crate) mod testing {
         bindings: &Bindings,
         chunks: usize,
     ) -> Vec<Tensor> {
+        let outputs = output_shapes
+            .iter()
+            .map(|s| Tensor::from_vec(s, vec![f32::NAN; s.iter().product()]).unwrap())
+            .collect();
+        run_updating(built, inputs, outputs, bindings, chunks)
+    }
+
+    /// [`run`] with the outputs' buffers holding `outputs` before the call: for kernels that
+    /// update a buffer in place.
+    pub fn run_updating(
+        built: &Built,
+        inputs: &[Tensor],
+        outputs: Vec<Tensor>,
+        bindings: &Bindings,
+        chunks: usize,
+    ) -> Vec<Tensor> {
         let kernel = compile(&built.kernel);
         let mut f32_inputs: Vec<Vec<f32>> = vec![];
         let mut i64_inputs: Vec<Vec<i64>> = vec![];
@@ -373,9 +389,10 @@ pub(crate) mod testing {
                 _ => fi.next().unwrap().as_mut_ptr().cast(),
             })
             .collect();
-        let mut outputs: Vec<Vec<f32>> = output_shapes
+        let output_shapes: Vec<Vec<usize>> = outputs.iter().map(|t| t.shape().to_vec()).collect();
+        let mut outputs: Vec<Vec<f32>> = outputs
             .iter()
-            .map(|s| vec![f32::NAN; s.iter().product()])
+            .map(|t| t.to_f32_array().iter().copied().collect())
             .collect();
         let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|o| o.as_mut_ptr().cast()).collect();
         // SAFETY: the buffers have the shapes the test built the template for.
@@ -383,7 +400,7 @@ pub(crate) mod testing {
             .expect("sizes bound");
         outputs
             .into_iter()
-            .zip(output_shapes)
+            .zip(&output_shapes)
             .map(|(o, s)| Tensor::from_vec(s, o).unwrap())
             .collect()
     }

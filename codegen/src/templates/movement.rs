@@ -601,7 +601,7 @@ mod tests {
     use crate::templates::elementwise::tests::{
         assert_close, check, concrete, dims, reference, vector_schedules, Rng, DIMS,
     };
-    use crate::templates::testing::run;
+    use crate::templates::testing::{run, run_updating};
     use kiln_ir::interp::Bindings;
     use kiln_ir::{Attr, Attrs, Op, OpKind, Tensor};
 
@@ -688,6 +688,98 @@ mod tests {
         assert_close(&got[0], &want, "clamped gather");
         assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0, &d).is_err());
         assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2, &d).is_err());
+    }
+
+    #[test]
+    fn cache_writes_match_the_interpreter_and_touch_only_their_rows() {
+        let mut rng = Rng::new(31);
+        for _ in 0..40 {
+            let mut b = Bindings::new();
+            let rank = 2 + rng.below(3);
+            let mut cache = random_shape(&mut rng, rank, "c", &mut b);
+            let axis = 1 + rng.below(rank - 1);
+            let capacity = concrete(&cache, &b)[axis];
+            let rows = rng.below(capacity + 1);
+            let mut update = cache.clone();
+            update[axis] = Dim::from(rows);
+            // A symbolic capacity stays symbolic; the update's rows are known or a symbol.
+            if rng.below(2) == 0 {
+                update[axis] = Dim::sym("r");
+                b.insert("r".into(), rows as i64);
+            }
+            cache[0] = Dim::from(concrete(&cache, &b)[0]);
+            let circular = rng.below(3) == 0;
+            let indexed = circular || rng.below(4) != 0;
+            let batch = concrete(&cache, &b)[0];
+            let starts: Vec<i64> = (0..batch)
+                .map(|_| match circular {
+                    true => rng.below(2 * capacity + 1) as i64,
+                    false => rng.below(capacity - rows + 1) as i64,
+                })
+                .collect();
+            let old = rng.tensor(&concrete(&cache, &b));
+            let new = rng.tensor(&concrete(&update, &b));
+            let mode = if circular { "circular" } else { "linear" };
+            let op = with(
+                OpKind::TensorScatter,
+                &[
+                    ("axis", Attr::Int(axis as i64)),
+                    ("mode", Attr::Str(mode.into())),
+                ],
+            );
+            let mut inputs = vec![old.clone(), new];
+            if indexed {
+                inputs.push(ints(&starts));
+            }
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let want = reference(&op, &refs, 0);
+            let schedule = any_schedule(&mut rng);
+            let what = format!("{mode} write of {update:?} into {cache:?} at {starts:?} on axis {axis}, {b:?}, {schedule:?}");
+            let mode = match circular {
+                true => ScatterMode::Circular,
+                false => ScatterMode::Linear,
+            };
+            let built =
+                tensor_scatter("w", &cache, &update, axis, indexed, mode, &schedule).expect(&what);
+            for chunks in [1, 3] {
+                let got = run_updating(&built, &inputs, vec![old.clone()], &b, chunks);
+                assert_close(&got[0], &want, &what);
+            }
+        }
+    }
+
+    #[test]
+    fn linear_cache_writes_clamp_their_start_into_the_cache() {
+        let mut rng = Rng::new(32);
+        let old = rng.tensor(&[1, 6, 2]);
+        let new = rng.tensor(&[1, 2, 2]);
+        let d = Schedule::default();
+        let built = tensor_scatter(
+            "w",
+            &dims(&[1, 6, 2]),
+            &dims(&[1, 2, 2]),
+            1,
+            true,
+            ScatterMode::Linear,
+            &d,
+        )
+        .unwrap();
+        let at = |start: i64| {
+            let inputs = [old.clone(), new.clone(), ints(&[start])];
+            run_updating(&built, &inputs, vec![old.clone()], &Bindings::new(), 1).remove(0)
+        };
+        assert_close(&at(9), &at(4), "a start past the end writes the last rows");
+        assert_close(&at(-3), &at(0), "a negative start writes the first rows");
+        assert!(tensor_scatter(
+            "w",
+            &dims(&[2, 3]),
+            &dims(&[2, 3]),
+            0,
+            true,
+            ScatterMode::Linear,
+            &d
+        )
+        .is_err());
     }
 
     /// A random permutation of `0..n`.
