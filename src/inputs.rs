@@ -21,8 +21,8 @@ pub fn read_feeds(specs: &[String]) -> Result<HashMap<String, Tensor>, String> {
 }
 
 /// The sizes random inputs take: a symbol whose name mentions `batch` is `batch`, one that
-/// mentions `past` (a KV cache's length) is `past`, any other is `seq`; a dim that is an
-/// expression of symbols (`past+seq`) is evaluated.
+/// mentions `past` (a KV cache's length) is `past`, `capacity` (a KV cache's) is `past + seq`,
+/// any other is `seq`; a dim that is an expression of symbols (`past+seq`) is evaluated.
 #[derive(Clone, Copy, Debug)]
 pub struct RandomSizes {
     /// The batch size.
@@ -67,6 +67,8 @@ pub fn random_feeds(
                             sizes.batch
                         } else if name.contains("past") {
                             sizes.past
+                        } else if name == "capacity" {
+                            sizes.past + sizes.seq
                         } else {
                             sizes.seq
                         };

@@ -1038,7 +1038,8 @@ fn compiled_artifacts_run_and_reject_tampering() {
         generate(llama_dir.to_str().unwrap())
     );
     // The decode entry point, compiled (attention after a KV cache included), against the
-    // interpreter on random inputs with a cache of 7 positions.
+    // interpreter on random inputs with a cache of 7 positions (updated in place, so of
+    // capacity 8).
     let decode = llama.join("decode");
     let decode = decode.to_str().unwrap();
     let llama_reference = ["--reference", llama_dir.to_str().unwrap()];
@@ -1050,7 +1051,7 @@ fn compiled_artifacts_run_and_reject_tampering() {
         .concat(),
     ));
     assert!(out.contains("ok: max error"), "{out}");
-    assert!(out.contains("present_key.0 [2, 2, 8, 16]"), "{out}");
+    assert!(out.contains("cache_key.0 [2, 2, 8, 16]"), "{out}");
     let out = success(&kiln(&["explain", decode]));
     assert!(!out.contains("attention with a KV cache"), "{out}");
 

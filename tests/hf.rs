@@ -79,13 +79,41 @@ fn checkpoints_match_the_reference_outputs() {
     }
 }
 
+/// The KV cache of `graph` (its states: inputs named like outputs) for one sequence of
+/// `capacity` positions, zeroed.
+fn empty_cache(graph: &kiln_ir::Graph, capacity: usize) -> Vec<(String, Tensor)> {
+    let bindings = [
+        ("batch".to_string(), 1),
+        ("capacity".to_string(), capacity as i64),
+    ]
+    .into();
+    graph
+        .inputs()
+        .map(|v| graph.value(v))
+        .filter(|v| graph.outputs().iter().any(|(name, _)| *name == v.name))
+        .map(|v| {
+            let shape: Vec<usize> =
+                v.ty.shape
+                    .iter()
+                    .map(|d| d.eval(&bindings).unwrap() as usize)
+                    .collect();
+            let n = shape.iter().product();
+            (
+                v.name.clone(),
+                Tensor::from_vec(&shape, vec![0f32; n]).unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Prefill on the first `t` tokens, then decode the rest one by one: every step's logits
 /// match the full-sequence reference at that position.
 #[test]
 fn decode_with_the_kv_cache_matches_full_sequence_logits() {
     for model in ["gpt2", "llama", "gptneox", "phi"] {
         let hf = HfModel::open(&common::model_dir(model)).unwrap();
-        let prefills = runners(&hf.graph(Entry::Prefill).unwrap());
+        let prefill_graph = hf.graph(Entry::Prefill).unwrap();
+        let prefills = runners(&prefill_graph);
         let decodes = runners(&hf.graph(Entry::Decode).unwrap());
         for ((backend, prefill), (_, decode)) in prefills.iter().zip(&decodes) {
             let ids = io(model, "b1_s16", "input_ids").to_i64_array();
@@ -95,10 +123,13 @@ fn decode_with_the_kv_cache_matches_full_sequence_logits() {
             let slice =
                 |a: usize, b: usize| Tensor::I64(ids.slice(s![.., a..b]).to_owned().into_dyn());
             let ones = |len: usize| Tensor::from_vec(&[1, len], vec![1i64; len]).unwrap();
-            let out = prefill(&feeds(vec![
+            // One position to spare: a cache need not be full.
+            let mut inputs = feeds(vec![
                 ("input_ids", slice(0, t)),
                 ("attention_mask", ones(t)),
-            ]));
+            ]);
+            inputs.extend(empty_cache(&prefill_graph, n + 1));
+            let out = prefill(&inputs);
             let check = |logits: &Tensor, positions: std::ops::Range<usize>| {
                 let got = logits.to_f32_array();
                 let want = expected.slice(s![.., positions, ..]);
@@ -111,20 +142,17 @@ fn decode_with_the_kv_cache_matches_full_sequence_logits() {
                 err
             };
             check(&out[0].1, 0..t);
-            let mut cache: Vec<Tensor> = out[1..].iter().map(|(_, v)| v.clone()).collect();
+            let mut cache: Vec<(String, Tensor)> = out[1..].to_vec();
             let mut worst = 0f32;
             for pos in t..n {
                 let mut inputs = feeds(vec![
                     ("input_ids", slice(pos, pos + 1)),
                     ("attention_mask", ones(pos + 1)),
                 ]);
-                for (l, pair) in cache.chunks(2).enumerate() {
-                    inputs.insert(format!("past_key.{l}"), pair[0].clone());
-                    inputs.insert(format!("past_value.{l}"), pair[1].clone());
-                }
+                inputs.extend(cache);
                 let out = decode(&inputs);
                 worst = worst.max(check(&out[0].1, pos..pos + 1));
-                cache = out[1..].iter().map(|(_, v)| v.clone()).collect();
+                cache = out[1..].to_vec();
             }
             println!("{model} ({backend}): decode steps {t}..{n} max abs error {worst:.3e}");
         }
@@ -397,32 +425,28 @@ fn sliding_window_checkpoints_match_transformers_in_prefill_and_decode() {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max)
         };
-        let prefills = runners(&hf.graph(Entry::Prefill).unwrap());
+        let prefill_graph = hf.graph(Entry::Prefill).unwrap();
+        let prefills = runners(&prefill_graph);
         let decodes = runners(&hf.graph(Entry::Decode).unwrap());
         for ((backend, prefill), (_, decode)) in prefills.iter().zip(&decodes) {
             let all = Tensor::I64(ids.clone());
-            let out = prefill(&feeds(vec![
-                ("input_ids", all),
-                ("attention_mask", ones(n)),
-            ]));
+            let mut inputs = feeds(vec![("input_ids", all), ("attention_mask", ones(n))]);
+            inputs.extend(empty_cache(&prefill_graph, n));
+            let out = prefill(&inputs);
             let err = max_err(&out[0].1, prefill_want.view());
             assert!(err <= 1e-4, "{model} prefill ({backend}): {err}");
             // Token by token: one token of prefill, then a decode step per token.
             let token = |p: usize| Tensor::I64(ids.slice(s![.., p..p + 1]).to_owned().into_dyn());
-            let mut out = prefill(&feeds(vec![
-                ("input_ids", token(0)),
-                ("attention_mask", ones(1)),
-            ]));
+            let mut inputs = feeds(vec![("input_ids", token(0)), ("attention_mask", ones(1))]);
+            inputs.extend(empty_cache(&prefill_graph, n));
+            let mut out = prefill(&inputs);
             let mut worst = max_err(&out[0].1, decode_want.slice(s![0..1, ..]).into_dyn());
             for pos in 1..n {
                 let mut inputs = feeds(vec![
                     ("input_ids", token(pos)),
                     ("attention_mask", ones(pos + 1)),
                 ]);
-                for (l, pair) in out[1..].chunks(2).enumerate() {
-                    inputs.insert(format!("past_key.{l}"), pair[0].1.clone());
-                    inputs.insert(format!("past_value.{l}"), pair[1].1.clone());
-                }
+                inputs.extend(out[1..].iter().cloned());
                 out = decode(&inputs);
                 let want = decode_want.slice(s![pos..pos + 1, ..]).into_dyn();
                 worst = worst.max(max_err(&out[0].1, want));

@@ -21,4 +21,4 @@ pub mod plan;
 mod program;
 pub mod weights;
 
-pub use program::{Program, RunStats};
+pub use program::{Program, RunStats, StateBuffer};

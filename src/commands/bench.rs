@@ -1,10 +1,12 @@
 //! `kiln bench`: latency of the compiled model (median and min after warm-up), compile time
-//! and peak memory.
+//! and peak memory; for a model with states (a decode entry point's KV cache, updated in
+//! place), tokens per second and the rate at which a run reads its weights and caches.
 
 use crate::compiled::{BackendArg, CacheArgs};
 use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use clap::Args;
 use kiln::pipeline::Program;
+use kiln_rt::StateBuffer;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -19,7 +21,8 @@ pub struct BenchArgs {
     /// Sequence length of random inputs.
     #[arg(long, default_value_t = 128)]
     seq: usize,
-    /// KV cache length of random inputs (decode entry points: a symbol named `past`).
+    /// KV cache length of random inputs (decode entry points: a symbol named `past`; a cache's
+    /// `capacity` is `past + seq`).
     #[arg(long, default_value_t = 16)]
     past: usize,
     /// Batch size of random inputs.
@@ -65,9 +68,25 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let mut feeds = read_feeds(&args.inputs)?;
     let inputs: Vec<&kiln_ir::Value> = program.inputs().collect();
     random_feeds(&inputs, &mut feeds, args.sizes(), 1)?;
-    let run = || {
+    // States are lent to every run, as a decode loop lends its KV cache: each run writes its
+    // new rows into them, nothing is copied.
+    let plan = program.plan();
+    let mut states: Vec<(String, kiln_ir::Tensor)> = plan
+        .states()
+        .iter()
+        .filter_map(|&(i, _)| {
+            let name = &plan.values[plan.inputs[i]].name;
+            feeds.remove_entry(name)
+        })
+        .collect();
+    let state_bytes: usize = states.iter().map(|(_, t)| t.len() * t.dtype().size()).sum();
+    let mut run = || {
+        let mut lent = states
+            .iter_mut()
+            .map(|(name, t)| (name.clone(), StateBuffer::of_tensor(t)))
+            .collect();
         program
-            .run(&feeds)
+            .run_in_place(&feeds, &mut lent)
             .map_err(|e| format!("{}: {e}", args.model.display()))
     };
     let mut stats = Default::default();
@@ -80,6 +99,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         stats = run()?.1;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
+    drop(run);
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let min = times[0];
@@ -101,11 +121,29 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         stats.arena_total as f64 / 1048576.0,
         peak_rss().map_or("unknown".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0))
     );
+    let weight_bytes: u64 = plan.constants.iter().map(|c| c.bytes).sum();
+    let read = weight_bytes as f64 + state_bytes as f64;
+    let rates = match state_bytes {
+        0 => String::new(),
+        _ => {
+            let tokens = (args.batch * args.seq) as f64 / (median / 1e3);
+            println!(
+                "{tokens:.1} tokens/s; {:.1} GB/s read: {:.1} MiB of weights and {:.1} MiB of caches per run",
+                read / (median / 1e3) / 1e9,
+                weight_bytes as f64 / 1048576.0,
+                state_bytes as f64 / 1048576.0
+            );
+            format!(
+                " tokens_per_s={tokens:.2} read_gb_per_s={:.3}",
+                read / (median / 1e3) / 1e9
+            )
+        }
+    };
     if args.profile {
         print_profile(&program, &stats.step_seconds);
     }
     println!(
-        "BENCH median_ms={median:.4} min_ms={min:.4} compile_s={:.4} arena_peak_bytes={} arena_total_bytes={}",
+        "BENCH median_ms={median:.4} min_ms={min:.4} compile_s={:.4} arena_peak_bytes={} arena_total_bytes={}{rates}",
         c.seconds, stats.arena_peak, stats.arena_total
     );
     Ok(())

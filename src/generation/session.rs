@@ -1,6 +1,7 @@
 //! The decode loop: a batch of prompts, left-padded to one length, goes through the prefill
-//! entry point once; then each step feeds every prompt's last token to the decode entry point
-//! with the KV cache the previous step returned, until every prompt has stopped.
+//! entry point once; then each step feeds every prompt's last token to the decode entry point,
+//! until every prompt has stopped. The KV cache is allocated once, for the prompt and every
+//! token to come, and lent to each run, which writes its new keys and values into it in place.
 //!
 //! Left padding keeps every prompt's tokens at the end of the cache, so the new token of each
 //! row sits next to its prompt: with rotary position embeddings, which see only distances, a
@@ -11,8 +12,10 @@
 use super::sampling::Sampler;
 use kiln::pipeline::{entry_name, Pipeline, Program};
 use kiln_frontends::hf::{Entry, HfModel};
-use kiln_ir::{interp, Graph, Tensor};
+use kiln_ir::interp::Bindings;
+use kiln_ir::{interp, Graph, Tensor, Value};
 use kiln_rt::artifact::is_artifact;
+use kiln_rt::StateBuffer;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,13 +29,90 @@ pub enum Runner {
 }
 
 impl Runner {
-    fn run(&self, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, String> {
+    /// The states (inputs that are also outputs: the KV cache), with their declared types.
+    fn states(&self) -> Vec<&Value> {
         match self {
-            Runner::Interp(g) => interp::run(g, inputs),
-            Runner::Compiled(p) => p.run(inputs).map(|(out, _)| out),
+            Runner::Interp(g) => g
+                .inputs()
+                .map(|v| g.value(v))
+                .filter(|v| g.outputs().iter().any(|(name, _)| *name == v.name))
+                .collect(),
+            Runner::Compiled(p) => {
+                let plan = p.plan();
+                let states = plan.states();
+                states
+                    .iter()
+                    .map(|&(i, _)| &plan.values[plan.inputs[i]])
+                    .collect()
+            }
         }
-        .map_err(|e| e.to_string())
     }
+
+    /// Runs on `inputs` with the states in `states`, which the run updates; returns the other
+    /// outputs.
+    fn run(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        states: &mut [(String, Tensor)],
+    ) -> Result<Vec<(String, Tensor)>, String> {
+        match self {
+            Runner::Interp(g) => {
+                let mut feeds = inputs.clone();
+                feeds.extend(states.iter().cloned());
+                let mut outputs = interp::run(g, &feeds).map_err(|e| e.to_string())?;
+                outputs.retain_mut(
+                    |(name, t)| match states.iter_mut().find(|(n, _)| n == name) {
+                        Some((_, state)) => {
+                            *state = std::mem::replace(t, Tensor::scalar(0f32));
+                            false
+                        }
+                        None => true,
+                    },
+                );
+                Ok(outputs)
+            }
+            Runner::Compiled(p) => {
+                let mut lent = states
+                    .iter_mut()
+                    .map(|(name, t)| (name.clone(), StateBuffer::of_tensor(t)))
+                    .collect();
+                p.run_in_place(inputs, &mut lent)
+                    .map(|(out, _)| out)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Zeroed states for `runner` (its KV cache) of `batch` rows and `capacity` positions.
+fn allocate_states(
+    runner: &Runner,
+    batch: usize,
+    capacity: usize,
+) -> Result<Vec<(String, Tensor)>, String> {
+    let bindings: Bindings = [
+        ("batch".to_string(), batch as i64),
+        ("capacity".to_string(), capacity as i64),
+    ]
+    .into();
+    runner
+        .states()
+        .into_iter()
+        .map(|v| {
+            let shape =
+                v.ty.shape
+                    .iter()
+                    .map(|d| d.eval(&bindings).and_then(|x| usize::try_from(x).ok()))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| {
+                        format!("state `{}`: its shape is not batch and capacity", v.name)
+                    })?;
+            let bytes = kiln_ir::host::bytes_of(&shape, v.ty.dtype.size());
+            kiln_ir::host::check_fits(bytes, &format!("the KV cache `{}` {shape:?}", v.name))?;
+            let n = shape.iter().product();
+            Ok((v.name.clone(), Tensor::from_vec(&shape, vec![0f32; n])?))
+        })
+        .collect()
 }
 
 /// A causal model's two entry points.
@@ -195,8 +275,11 @@ pub fn generate(
         ("input_ids".to_string(), matrix(width, ids)?),
         ("attention_mask".to_string(), matrix(width, mask.clone())?),
     ]);
+    // Positions for the prompt and every token but the last, which is never fed back.
+    let capacity = width + limits.max_new_tokens - 1;
+    let mut cache = allocate_states(&model.prefill, batch, capacity)?;
     let start = Instant::now();
-    let mut out = model.prefill.run(&inputs)?;
+    let mut out = model.prefill.run(&inputs, &mut cache)?;
     timings.prefill = start.elapsed();
     let mut running = vec![true; batch];
     let mut seen: Vec<Vec<i64>> = prompts.to_vec();
@@ -255,10 +338,7 @@ pub fn generate(
             ("input_ids".to_string(), matrix(1, next)?),
             ("attention_mask".to_string(), matrix(columns, mask.clone())?),
         ]);
-        for (name, value) in out.drain(1..) {
-            inputs.insert(name.replacen("present", "past", 1), value);
-        }
-        out = model.decode.run(&inputs)?;
+        out = model.decode.run(&inputs, &mut cache)?;
     }
     Ok((outputs, timings))
 }

@@ -538,7 +538,16 @@ fn lower_attention(
     let node = sole_node(graph, group);
     let id = node_id(group);
     let op = node.op().expect("attention groups are op nodes");
-    require_f32(graph, node)?;
+    // All but nonpad_kv_seqlen (input 6, the i64 key counts).
+    for v in node.inputs.iter().take(6).flatten() {
+        let value = graph.value(*v);
+        if value.ty.dtype != DType::F32 {
+            return Err(format!(
+                "`{}` is {}, kernels take f32",
+                value.name, value.ty.dtype
+            ));
+        }
+    }
     let past = match node.inputs.get(4..6) {
         None | Some([None, None]) => None,
         Some(&[Some(pk), Some(pv)]) if node.outputs.len() == 3 => Some((pk, pv)),

@@ -1,9 +1,15 @@
 //! The causal language models, GPT-2, LLaMA (with Mistral and Qwen2), GPT-NeoX and Phi, in two
-//! entry points:
-//! prefill (`input_ids`, `attention_mask` → `logits` and the KV cache `present_key.{l}`,
-//! `present_value.{l}`) and decode (the same plus `past_key.{l}` / `past_value.{l}` of
-//! symbolic length `past`; the mask covers `past + seq` positions). Attention is the IR's
-//! `Attention` op (causal, grouped-query, with past and present key/value).
+//! entry points, prefill (the prompt) and decode (tokens after it), both `input_ids`,
+//! `attention_mask` and the KV cache → `logits` and the cache.
+//!
+//! The cache is a state, updated in place: inputs `cache_key.{l}` / `cache_value.{l}` of
+//! shape `[batch, kv_heads, capacity, head_dim]`, preallocated by the caller for as many
+//! positions as it will ever hold, and outputs of the same names, their new values. Each entry
+//! point writes its new keys and values into them with `TensorScatter` (ONNX opset 24) at the
+//! cache's length — 0 for prefill; for decode `past`, which the mask's `past + seq` columns
+//! give — so nothing already in the cache is copied. Prefill's attention reads its own keys;
+//! decode's reads the cache, filled to `past + seq` (`nonpad_kv_seqlen`, so the rows beyond
+//! are never read). A cache whose capacity is under `past + seq` is an error naming it.
 
 use super::builder::Builder;
 use super::config::{Architecture, HfConfig, RopeScaling};
@@ -23,8 +29,34 @@ type Res<T> = Result<T, String>;
 struct Io {
     ids: ValueId,
     mask: ValueId,
-    past: Vec<(ValueId, ValueId)>,
+    /// Each layer's key and value cache.
+    caches: Vec<(ValueId, ValueId)>,
+    /// Where the new keys go in each batch item's cache, `[batch]`.
+    write_at: ValueId,
+    /// For decode, the keys each batch item's cache then holds, `[batch]`.
+    lengths: Option<ValueId>,
     past_len: Dim,
+}
+
+/// What one layer's attention needs of the cache.
+#[derive(Clone, Copy)]
+struct Cache {
+    key: ValueId,
+    value: ValueId,
+    write_at: ValueId,
+    lengths: Option<ValueId>,
+}
+
+impl Io {
+    fn cache(&self, layer: usize) -> Cache {
+        let (key, value) = self.caches[layer];
+        Cache {
+            key,
+            value,
+            write_at: self.write_at,
+            lengths: self.lengths,
+        }
+    }
 }
 
 fn inputs(b: &mut Builder, c: &HfConfig, entry: Entry) -> Res<Io> {
@@ -43,56 +75,73 @@ fn inputs(b: &mut Builder, c: &HfConfig, entry: Entry) -> Res<Io> {
         vec![batch.clone(), &past_len + &seq],
     )?;
     let mut caches = vec![];
-    if entry == Entry::Decode {
-        let d = c.head_dim;
-        for l in 0..c.num_layers {
-            let shape = vec![
-                batch.clone(),
-                Dim::from(c.num_kv_heads),
-                past_len.clone(),
-                Dim::from(d),
-            ];
-            let k = b
-                .graph
-                .add_input(&format!("past_key.{l}"), DType::F32, shape.clone())?;
-            let v = b
-                .graph
-                .add_input(&format!("past_value.{l}"), DType::F32, shape)?;
-            caches.push((k, v));
-        }
+    let shape = vec![
+        batch.clone(),
+        Dim::from(c.num_kv_heads),
+        Dim::sym("capacity"),
+        Dim::from(c.head_dim),
+    ];
+    for l in 0..c.num_layers {
+        let k = b
+            .graph
+            .add_input(&format!("cache_key.{l}"), DType::F32, shape.clone())?;
+        let v = b
+            .graph
+            .add_input(&format!("cache_value.{l}"), DType::F32, shape.clone())?;
+        caches.push((k, v));
     }
+    let per_item = |b: &mut Builder, d: &Dim| {
+        let value = b.dims(std::slice::from_ref(d))?;
+        let items = b.dims(std::slice::from_ref(&batch))?;
+        b.op(OpKind::Expand, &[], &[value, items])
+    };
+    let write_at = per_item(b, &past_len)?;
+    let lengths = match entry {
+        Entry::Decode => Some(per_item(b, &(&past_len + &seq))?),
+        Entry::Prefill => None,
+    };
     Ok(Io {
         ids,
         mask,
-        past: caches,
+        caches,
+        write_at,
+        lengths,
         past_len,
     })
 }
 
-/// Causal attention with the cache, within a sliding `window` of positions if the layer has
-/// one: returns the output `[batch, heads, seq, d]` and the present key and value.
+/// Causal attention, within a sliding `window` of positions if the layer has one, after
+/// writing the new keys and values into the cache: returns the output `[batch, heads, seq,
+/// d]` and the cache's new key and value.
 fn attend(
     b: &mut Builder,
     [q, k, v]: [ValueId; 3],
     mask: ValueId,
-    past: Option<(ValueId, ValueId)>,
+    cache: Cache,
     d: usize,
     window: Option<usize>,
 ) -> Res<[ValueId; 3]> {
+    let key = b.op(OpKind::TensorScatter, &[], &[cache.key, k, cache.write_at])?;
+    let value = b.op(
+        OpKind::TensorScatter,
+        &[],
+        &[cache.value, v, cache.write_at],
+    )?;
     let scale = Attr::Float(1.0 / (d as f32).sqrt());
-    let (pk, pv) = (past.map(|p| p.0), past.map(|p| p.1));
     let mut attrs = vec![("is_causal", Attr::Int(1)), ("scale", scale)];
     // A window of W positions: the query and the W - 1 keys before it.
     if let Some(w) = window {
         attrs.push(("left_window_size", Attr::Int(w as i64 - 1)));
     }
-    let outs = b.ops(
-        OpKind::Attention,
-        &attrs,
-        &[Some(q), Some(k), Some(v), Some(mask), pk, pv],
-        3,
-    )?;
-    Ok([outs[0], outs[1], outs[2]])
+    let (keys, values) = match cache.lengths {
+        Some(_) => (key, value),
+        None => (k, v),
+    };
+    let inputs = [Some(q), Some(keys), Some(values), Some(mask), None, None];
+    let mut inputs = inputs.to_vec();
+    inputs.extend(cache.lengths.map(Some));
+    let y = b.ops(OpKind::Attention, &attrs, &inputs, 1)?[0];
+    Ok([y, key, value])
 }
 
 /// Builds the graph of a causal model.
@@ -113,8 +162,8 @@ pub(crate) fn build(b: &mut Builder, c: &HfConfig, entry: Entry) -> Res<()> {
 fn finish(b: &mut Builder, logits: ValueId, presents: Vec<(ValueId, ValueId)>) {
     let mut outputs = vec![("logits".to_string(), logits)];
     for (l, (k, v)) in presents.into_iter().enumerate() {
-        outputs.push((format!("present_key.{l}"), k));
-        outputs.push((format!("present_value.{l}"), v));
+        outputs.push((format!("cache_key.{l}"), k));
+        outputs.push((format!("cache_value.{l}"), v));
     }
     b.graph.set_outputs(outputs);
 }
@@ -144,7 +193,7 @@ fn gpt2(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
             b.split_heads(parts[1], heads, d)?,
             b.split_heads(parts[2], heads, d)?,
         );
-        let [y, pk, pv] = attend(b, [q, k, v], mask, io.past.get(l).copied(), d, None)?;
+        let [y, pk, pv] = attend(b, [q, k, v], mask, io.cache(l), d, None)?;
         presents.push((pk, pv));
         let y = b.merge_heads(y, h)?;
         let y = b.conv1d(y, &format!("{p}.attn.c_proj"), h, h)?;
@@ -288,7 +337,7 @@ impl RotaryAttention {
         a: ValueId,
         (cos, sin): (ValueId, ValueId),
         mask: ValueId,
-        past: Option<(ValueId, ValueId)>,
+        cache: Cache,
     ) -> Res<(ValueId, (ValueId, ValueId))> {
         let (h, heads, kv, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
         let p = &self.prefix;
@@ -300,7 +349,7 @@ impl RotaryAttention {
         let k = b.split_heads(k, kv, d)?;
         let k = rope(b, c, k, cos, sin)?;
         let v = b.split_heads(v, kv, d)?;
-        let [y, pk, pv] = attend(b, [q, k, v], mask, past, d, self.window)?;
+        let [y, pk, pv] = attend(b, [q, k, v], mask, cache, d, self.window)?;
         let y = b.merge_heads(y, heads * d)?;
         let (name, bias) = self.out;
         let y = b.linear(y, &format!("{p}.{name}"), heads * d, h, bias)?;
@@ -326,7 +375,7 @@ fn llama(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
             out: ("o_proj", false),
             window: c.sliding_windows.get(l).copied().flatten(),
         };
-        let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.past.get(l).copied())?;
+        let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.cache(l))?;
         presents.push(present);
         x = b.op(OpKind::Add, &[], &[x, y])?;
         let m = b.rms_norm(
@@ -392,7 +441,7 @@ fn gpt_neox(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
         )?;
         let q = rope(b, c, parts[0], cos, sin)?;
         let k = rope(b, c, parts[1], cos, sin)?;
-        let [y, pk, pv] = attend(b, [q, k, parts[2]], mask, io.past.get(l).copied(), d, None)?;
+        let [y, pk, pv] = attend(b, [q, k, parts[2]], mask, io.cache(l), d, None)?;
         presents.push((pk, pv));
         let y = b.merge_heads(y, h)?;
         let y = b.linear(y, &format!("{p}.attention.dense"), h, h, c.qkv_bias)?;
@@ -438,7 +487,7 @@ fn phi(b: &mut Builder, c: &HfConfig, io: Io) -> Res<()> {
             out: ("dense", true),
             window: None,
         };
-        let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.past.get(l).copied())?;
+        let (y, present) = attention.build(b, c, a, (cos, sin), mask, io.cache(l))?;
         presents.push(present);
         // Attention and MLP both read the one LayerNorm's output.
         let m = b.mlp(

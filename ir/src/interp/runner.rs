@@ -104,6 +104,33 @@ pub fn bind_given_shapes(
             }
         }
     }
+    // A symbol that only appears plus other, bound, symbols (`past` in a mask of `past+seq`
+    // columns) is solved for.
+    for (name, dim, actual) in &deferred {
+        let unbound: Vec<&str> = dim
+            .symbols()
+            .into_iter()
+            .filter(|s| !bindings.contains_key(*s))
+            .collect();
+        let [sym] = unbound[..] else { continue };
+        let at = |x: i64| {
+            let mut b = bindings.clone();
+            b.insert(sym.to_string(), x);
+            dim.eval(&b)
+        };
+        let (Some(base), Some(one), Some(two)) = (at(0), at(1), at(2)) else {
+            continue;
+        };
+        if one - base == 1 && two - base == 2 {
+            let value = actual - base;
+            if value < 0 {
+                return Err(RunError(format!(
+                    "input `{name}`: dim `{dim}` is {actual}, which leaves `{sym}` negative"
+                )));
+            }
+            bindings.insert(sym.to_string(), value);
+        }
+    }
     for (name, dim, actual) in deferred {
         if !dim.is_unknown() && dim.eval(&bindings).is_some_and(|v| v != actual) {
             return Err(RunError(format!(
