@@ -217,12 +217,18 @@ fn max_abs_diff(got: &Tensor, want: &Tensor) -> f32 {
 fn c_program_reproduces_the_reference_outputs() {
     for (model, artefact) in [("gpt2", gpt2()), ("llama", llama(Entry::Prefill))] {
         for case in ["b1_s16", "b2_s33"] {
-            let out = artefact
-                .run(&[
-                    ("input_ids", io(model, case, "input_ids")),
-                    ("attention_mask", io(model, case, "attention_mask")),
-                ])
-                .unwrap();
+            let ids = io(model, case, "input_ids");
+            // llama's prefill writes its KV cache (batch, 2 KV heads of 16) in place.
+            let (batch, seq) = (ids.shape()[0], ids.shape()[1]);
+            let empty = Tensor::from_vec(&[batch, 2, seq, 16], vec![0f32; batch * seq * 32]);
+            let mut inputs = vec![
+                ("input_ids", ids),
+                ("attention_mask", io(model, case, "attention_mask")),
+            ];
+            for name in artefact.inputs.iter().filter(|n| n.starts_with("cache_")) {
+                inputs.push((name.as_str(), empty.clone().unwrap()));
+            }
+            let out = artefact.run(&inputs).unwrap();
             let err = max_abs_diff(&out[0].1, &io(model, case, "output"));
             println!("{model} {case} (C API): max abs error {err:.3e}");
             assert!(err <= 1e-4, "{model} {case}: {err}");
@@ -231,7 +237,8 @@ fn c_program_reproduces_the_reference_outputs() {
 }
 
 /// Prefill on the first tokens, then decode the rest one at a time, feeding each step's KV
-/// cache (outputs `present_*`) back as the next step's inputs (`past_*`), all through C.
+/// cache (the outputs `cache_*`, the new values of the inputs of the same names) back as the
+/// next step's, all through C.
 #[test]
 fn c_program_decodes_with_the_kv_cache() {
     let (prefill, decode) = (llama(Entry::Prefill), llama(Entry::Decode));
@@ -250,21 +257,27 @@ fn c_program_decodes_with_the_kv_cache() {
         max_abs_diff(logits, &want)
     };
     let t = 12;
-    let mut out = prefill
-        .run(&[("input_ids", tokens(0, t)), ("attention_mask", ones(t))])
-        .unwrap();
+    // A zeroed cache of capacity n: batch 1, 2 KV heads of 16 (the fixture's).
+    let empty = Tensor::from_vec(&[1, 2, n, 16], vec![0f32; 2 * n * 16]).unwrap();
+    let names: Vec<&String> = prefill
+        .inputs
+        .iter()
+        .filter(|name| name.starts_with("cache_"))
+        .collect();
+    assert!(!names.is_empty(), "{:?}", prefill.inputs);
+    let mut inputs = vec![("input_ids", tokens(0, t)), ("attention_mask", ones(t))];
+    inputs.extend(names.iter().map(|name| (name.as_str(), empty.clone())));
+    let mut out = prefill.run(&inputs).unwrap();
     let mut worst = logits_error(&out[0].1, 0, t);
     for pos in t..n {
         let mut inputs = vec![
             ("input_ids", tokens(pos, pos + 1)),
             ("attention_mask", ones(pos + 1)),
         ];
-        let past: Vec<String> = out[1..]
-            .iter()
-            .map(|(name, _)| name.replace("present_", "past_"))
-            .collect();
+        let names: Vec<String> = out[1..].iter().map(|(name, _)| name.clone()).collect();
         inputs.extend(
-            past.iter()
+            names
+                .iter()
                 .map(String::as_str)
                 .zip(out.drain(1..).map(|(_, t)| t)),
         );
