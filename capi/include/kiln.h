@@ -120,6 +120,28 @@ const char *kiln_output_name(const kiln_model *model, size_t index);
 int kiln_run(const kiln_model *model, const kiln_tensor *inputs, size_t input_count,
              kiln_outputs **outputs, char *error, size_t error_size);
 
+/* 1 if input `index` is a state: an input the model also outputs under the same name, such
+ * as a causal model's KV cache (`cache_key.{layer}`, `cache_value.{layer}`), which
+ * kiln_run_in_place updates in place; 0 if not, or if `model` is NULL or `index` is out of
+ * range. */
+int kiln_input_is_state(const kiln_model *model, size_t index);
+
+/* kiln_run, but every state input (kiln_input_is_state) is updated in the caller's buffer
+ * instead of copied: its `data` must point to writable memory of exactly its dtype and
+ * shape, which the caller owns and nothing else touches during the call. The run writes the
+ * state's new value there, and `*outputs` holds only the other outputs, in model.h order with
+ * the states left out.
+ *
+ * A KV cache state is float [batch, kv_heads, capacity, head_dim]: the caller allocates it
+ * once, zeroed, for `capacity` positions (the most the sequence will hold: prompt plus new
+ * tokens), and passes the same buffers to prefill and to every decode step. A step's cache
+ * length `past` is the attention_mask's columns less the new tokens; its keys and values go
+ * to positions past .. past + seq - 1. A run that needs more than `capacity` positions, a
+ * state of the wrong dtype or shape, or a NULL pointer is a nonzero status and a message, and
+ * nothing is written outside the buffers. */
+int kiln_run_in_place(const kiln_model *model, const kiln_tensor *inputs, size_t input_count,
+                      kiln_outputs **outputs, char *error, size_t error_size);
+
 /* The number of tensors in `outputs` (0 if NULL). */
 size_t kiln_outputs_count(const kiln_outputs *outputs);
 

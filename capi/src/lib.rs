@@ -12,7 +12,7 @@
 
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::{DType, Dim, Tensor, TensorData};
-use kiln_rt::Program;
+use kiln_rt::{Program, StateBuffer};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -341,6 +341,36 @@ pub unsafe extern "C" fn kiln_output_name(model: *const kiln_model, index: usize
 /// `t.shape` points to `t.rank` readable `i64`s (if `t.rank` > 0) and `t.data` to the
 /// elements the shape and dtype describe (if there are any).
 unsafe fn input_tensor(port: &Port, t: &kiln_tensor) -> Result<Tensor, String> {
+    // SAFETY: the caller's contract.
+    let (dtype, shape, data) = unsafe { input_bytes(port, t) }?;
+    let stored = TensorData::new(dtype, shape, data.to_vec().into())
+        .map_err(|e| format!("input `{}`: {e}", port.name))?;
+    Ok(Tensor::from_data(&stored))
+}
+
+/// The buffer of state input `port` (a KV cache) that `t` describes, lent to the run, which
+/// writes the state's new value into it.
+///
+/// # Safety
+/// As [`input_tensor`], and `t.data` points to writable memory no one else uses during the
+/// run.
+unsafe fn state_buffer<'a>(port: &Port, t: &'a kiln_tensor) -> Result<StateBuffer<'a>, String> {
+    // SAFETY: the caller's contract.
+    let (dtype, shape, data) = unsafe { input_bytes(port, t) }?;
+    // SAFETY: the same bytes, writable and unshared during the run (caller's contract).
+    let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_ptr().cast_mut(), data.len()) };
+    StateBuffer::new(dtype, shape, bytes).map_err(|e| format!("state `{}`: {e}", port.name))
+}
+
+/// The dtype, shape and bytes of input `port` as `t` describes them, checked against the
+/// port's dtype and rank.
+///
+/// # Safety
+/// As [`input_tensor`].
+unsafe fn input_bytes<'a>(
+    port: &Port,
+    t: &'a kiln_tensor,
+) -> Result<(DType, Vec<usize>, &'a [u8]), String> {
     let name = &port.name;
     let dtype = dtype_of_code(t.dtype)
         .ok_or_else(|| format!("input `{name}`: {} is not a kiln_dtype", t.dtype))?;
@@ -380,9 +410,7 @@ unsafe fn input_tensor(port: &Port, t: &kiln_tensor) -> Result<Tensor, String> {
         // SAFETY: non-NULL with `bytes` readable bytes (caller's contract).
         n => unsafe { std::slice::from_raw_parts(t.data.cast::<u8>(), n) },
     };
-    let stored = TensorData::new(dtype, shape, data.to_vec().into())
-        .map_err(|e| format!("input `{name}`: {e}"))?;
-    Ok(Tensor::from_data(&stored))
+    Ok((dtype, shape, data))
 }
 
 /// Views the output tensors as `kiln_tensor`s.
@@ -426,6 +454,7 @@ unsafe fn run(
     model: *const kiln_model,
     inputs: *const kiln_tensor,
     input_count: usize,
+    in_place: bool,
 ) -> Result<kiln_outputs, String> {
     // SAFETY: the caller's contract.
     let model = unsafe { model_ref(model) }.ok_or("model is NULL")?;
@@ -443,13 +472,72 @@ unsafe fn run(
         // SAFETY: non-NULL with `input_count` descriptors (caller's contract).
         n => unsafe { std::slice::from_raw_parts(inputs, n) },
     };
+    let states: Vec<usize> = match in_place {
+        true => model
+            .program
+            .plan()
+            .states()
+            .iter()
+            .map(|&(i, _)| i)
+            .collect(),
+        false => vec![],
+    };
     let mut feeds = HashMap::new();
-    for (port, t) in model.inputs.iter().zip(given) {
-        // SAFETY: each descriptor's pointers are valid (caller's contract).
-        feeds.insert(port.name.clone(), unsafe { input_tensor(port, t) }?);
+    let mut lent = HashMap::new();
+    for (i, (port, t)) in model.inputs.iter().zip(given).enumerate() {
+        // SAFETY: each descriptor's pointers are valid, and a state's data writable
+        // (caller's contract).
+        match states.contains(&i) {
+            true => lent.insert(port.name.clone(), unsafe { state_buffer(port, t) }?),
+            false => feeds
+                .insert(port.name.clone(), unsafe { input_tensor(port, t) }?)
+                .map(|_| unreachable!("inputs have distinct names")),
+        };
     }
-    let (results, _) = model.program.run(&feeds).map_err(|e| e.to_string())?;
+    let (results, _) = match in_place {
+        true => model.program.run_in_place(&feeds, &mut lent),
+        false => model.program.run(&feeds),
+    }
+    .map_err(|e| e.to_string())?;
     Ok(outputs_of(results))
+}
+
+/// The status of a run ([`run`]), with its outputs stored in `*outputs` or its error in
+/// `error`.
+///
+/// # Safety
+/// As [`kiln_run`] (and [`kiln_run_in_place`] with `in_place`).
+unsafe fn run_status(
+    model: *const kiln_model,
+    inputs: *const kiln_tensor,
+    input_count: usize,
+    outputs: *mut *mut kiln_outputs,
+    error: *mut c_char,
+    error_size: usize,
+    in_place: bool,
+) -> c_int {
+    if !outputs.is_null() {
+        // SAFETY: writable (caller's contract).
+        unsafe { *outputs = ptr::null_mut() };
+    }
+    let result = if outputs.is_null() {
+        Err("outputs is NULL".to_string())
+    } else {
+        // SAFETY: the caller's contract.
+        guarded(|| unsafe { run(model, inputs, input_count, in_place) })
+    };
+    match result {
+        Ok(out) => {
+            // SAFETY: non-NULL and writable (caller's contract).
+            unsafe { *outputs = Box::into_raw(Box::new(out)) };
+            0
+        }
+        Err(e) => {
+            // SAFETY: the caller's contract on `error`.
+            unsafe { set_error(error, error_size, &e) };
+            1
+        }
+    }
 }
 
 /// Runs `model` on `input_count` inputs (in `model.h` order); 0 on success with the outputs
@@ -469,28 +557,53 @@ pub unsafe extern "C" fn kiln_run(
     error: *mut c_char,
     error_size: usize,
 ) -> c_int {
-    if !outputs.is_null() {
-        // SAFETY: writable (caller's contract).
-        unsafe { *outputs = ptr::null_mut() };
+    // SAFETY: the caller's contract.
+    unsafe {
+        run_status(
+            model,
+            inputs,
+            input_count,
+            outputs,
+            error,
+            error_size,
+            false,
+        )
     }
-    let result = if outputs.is_null() {
-        Err("outputs is NULL".to_string())
-    } else {
-        // SAFETY: the caller's contract.
-        guarded(|| unsafe { run(model, inputs, input_count) })
+}
+
+/// [`kiln_run`] with every state input (a KV cache: [`kiln_input_is_state`]) updated in the
+/// caller's buffer, in place; the outputs are the others.
+///
+/// # Safety
+/// As [`kiln_run`], and each state input's `data` points to writable memory of its shape
+/// that nothing else reads or writes during the call.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_run_in_place(
+    model: *const kiln_model,
+    inputs: *const kiln_tensor,
+    input_count: usize,
+    outputs: *mut *mut kiln_outputs,
+    error: *mut c_char,
+    error_size: usize,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { run_status(model, inputs, input_count, outputs, error, error_size, true) }
+}
+
+/// 1 if input `index` is a state (an input the model also outputs under its name, such as a
+/// KV cache), which [`kiln_run_in_place`] updates in place; 0 if not, or if `model` is NULL
+/// or `index` out of range.
+///
+/// # Safety
+/// `model` is NULL or a live model from [`kiln_load`].
+#[no_mangle]
+pub unsafe extern "C" fn kiln_input_is_state(model: *const kiln_model, index: usize) -> c_int {
+    // SAFETY: the caller's contract.
+    let Some(model) = (unsafe { model_ref(model) }) else {
+        return 0;
     };
-    match result {
-        Ok(out) => {
-            // SAFETY: non-NULL and writable (caller's contract).
-            unsafe { *outputs = Box::into_raw(Box::new(out)) };
-            0
-        }
-        Err(e) => {
-            // SAFETY: the caller's contract on `error`.
-            unsafe { set_error(error, error_size, &e) };
-            1
-        }
-    }
+    let states = model.program.plan().states();
+    c_int::from(states.iter().any(|&(i, _)| i == index))
 }
 
 /// The number of tensors in `outputs` (0 if NULL).

@@ -640,3 +640,161 @@ fn the_runtime_library_holds_no_compiler() {
         assert!(!has(part), "libkiln_runtime.so contains `{part}`");
     }
 }
+
+/// Loads the artefact in `dir` through the C entry points.
+fn load(dir: &Path) -> *mut kiln_model {
+    let dir = CString::new(dir.to_str().unwrap()).unwrap();
+    let mut e = ErrorBuf::new();
+    // SAFETY: valid string and buffer.
+    let model = unsafe { kiln_load(dir.as_ptr(), 1, e.ptr(), 256) };
+    assert!(!model.is_null(), "{}", e.text());
+    model
+}
+
+/// Runs `model` in place on ids and a mask of `columns` ones, with `cache` (one buffer per
+/// state input, in input order, of `capacity` positions) lent: the logits, or the error.
+fn run_in_place(
+    model: *const kiln_model,
+    names: &[String],
+    ids: &[i64],
+    columns: usize,
+    cache: &mut [Vec<f32>],
+    capacity: usize,
+) -> Result<Tensor, String> {
+    let ids_shape = [1i64, ids.len() as i64];
+    let mask = vec![1i64; columns];
+    let mask_shape = [1i64, columns as i64];
+    let cache_shape = [1i64, 2, capacity as i64, 16];
+    let mut states = cache.iter_mut();
+    let inputs: Vec<kiln_tensor> = names
+        .iter()
+        .map(|name| match name.as_str() {
+            "input_ids" => view(KILN_I64, &ids_shape, ids),
+            "attention_mask" => view(KILN_I64, &mask_shape, &mask),
+            _ => view(KILN_F32, &cache_shape, states.next().unwrap()),
+        })
+        .collect();
+    let mut outputs = ptr::null_mut();
+    let mut e = ErrorBuf::new();
+    // SAFETY (this block): valid pointers; each state's buffer is writable and lent only here.
+    unsafe {
+        let status = kiln_run_in_place(
+            model,
+            inputs.as_ptr(),
+            inputs.len(),
+            &mut outputs,
+            e.ptr(),
+            256,
+        );
+        if status != 0 {
+            assert!(outputs.is_null());
+            return Err(e.text());
+        }
+        assert_eq!(
+            kiln_outputs_count(outputs),
+            1,
+            "only the logits: states stay put"
+        );
+        let t = &*kiln_outputs_get(outputs, 0);
+        let shape: Vec<usize> = std::slice::from_raw_parts(t.shape, t.rank)
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        let len = shape.iter().product();
+        let data = std::slice::from_raw_parts(t.data.cast::<f32>(), len).to_vec();
+        kiln_outputs_free(outputs);
+        Ok(Tensor::from_vec(&shape, data).unwrap())
+    }
+}
+
+/// Prefill and token-by-token decode through `kiln_run_in_place` with one KV cache the
+/// caller allocated once: the logits match the reference, the cache is never returned, and
+/// a cache too small for the run, or a state with no data, is an error status and message.
+#[test]
+fn the_kv_cache_is_updated_in_place_through_c() {
+    let (prefill, decode) = (llama(Entry::Prefill), llama(Entry::Decode));
+    let (p, d) = (load(&prefill.dir), load(&decode.dir));
+    let ids = io("llama", "b1_s16", "input_ids").to_i64_vec();
+    let want = io("llama", "b1_s16", "output").to_f32_array();
+    let n = ids.len();
+    let states: Vec<usize> = (0..prefill.inputs.len())
+        // SAFETY: a live model.
+        .filter(|&i| unsafe { kiln_input_is_state(p, i) } == 1)
+        .collect();
+    assert_eq!(
+        states.len(),
+        prefill.inputs.len() - 2,
+        "{:?}",
+        prefill.inputs
+    );
+    // SAFETY: NULL and out-of-range arguments are allowed.
+    unsafe {
+        assert_eq!(kiln_input_is_state(p, 0), 0);
+        assert_eq!(kiln_input_is_state(p, prefill.inputs.len()), 0);
+        assert_eq!(kiln_input_is_state(ptr::null(), 2), 0);
+    }
+    let capacity = n + 3;
+    let mut cache = vec![vec![0f32; 2 * capacity * 16]; states.len()];
+    let t = 9;
+    let logits = run_in_place(p, &prefill.inputs, &ids[..t], t, &mut cache, capacity).unwrap();
+    let mut worst = 0f32;
+    let mut check = |logits: &Tensor, at: std::ops::Range<usize>| {
+        let want = Tensor::F32(want.slice(ndarray::s![.., at, ..]).to_owned().into_dyn());
+        worst = worst.max(max_abs_diff(logits, &want));
+    };
+    check(&logits, 0..t);
+    for pos in t..n {
+        let step = run_in_place(
+            d,
+            &decode.inputs,
+            &ids[pos..pos + 1],
+            pos + 1,
+            &mut cache,
+            capacity,
+        )
+        .unwrap();
+        check(&step, pos..pos + 1);
+    }
+    println!("llama in place (C API): max abs error {worst:.3e}");
+    assert!(worst <= 1e-4, "{worst}");
+    // A decode step past the capacity: 2 new tokens after `capacity - 1`.
+    let err = run_in_place(
+        d,
+        &decode.inputs,
+        &ids[..2],
+        capacity + 1,
+        &mut cache,
+        capacity,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("cache of capacity") || err.contains("cache of"),
+        "{err}"
+    );
+    let small = run_in_place(p, &prefill.inputs, &ids, n, &mut cache, n - 1);
+    assert!(small.is_err(), "a prefill longer than the cache ran");
+    // A state with no data.
+    let cache_shape = [1i64, 2, capacity as i64, 16];
+    let ids_shape = [1i64, 1];
+    let mask = [1i64];
+    let mut inputs: Vec<kiln_tensor> = prefill
+        .inputs
+        .iter()
+        .map(|_| view(KILN_F32, &cache_shape, &[0f32; 0]))
+        .collect();
+    inputs[0] = view(KILN_I64, &ids_shape, &ids[..1]);
+    inputs[1] = view(KILN_I64, &ids_shape, &mask);
+    inputs[2].data = ptr::null();
+    let mut outputs = ptr::null_mut();
+    let mut e = ErrorBuf::new();
+    // SAFETY: valid pointers but for the NULL data, which the API reports.
+    let status =
+        unsafe { kiln_run_in_place(p, inputs.as_ptr(), inputs.len(), &mut outputs, e.ptr(), 256) };
+    assert_ne!(status, 0);
+    assert!(e.text().contains("data is NULL"), "{}", e.text());
+    // SAFETY: live models.
+    unsafe {
+        kiln_free(p);
+        kiln_free(d);
+    }
+}
