@@ -134,7 +134,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
                 state_bytes as f64 / 1048576.0
             );
             format!(
-                " tokens_per_s={tokens:.2} read_gb_per_s={:.3}",
+                " tokens_per_s={tokens:.2} read_gb_per_s={:.3} weight_bytes={weight_bytes} state_bytes={state_bytes}",
                 read / (median / 1e3) / 1e9
             )
         }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# LLM decode at the speed of memory (issue 14), in one run: the DRAM read-bandwidth probe
+# (`runtime/examples/read_bandwidth.rs`: a sum over 1 GiB at 1 and 2 threads), then kiln's
+# decode step of the SmolLM2-135M-shaped f32 checkpoint (`bench/make_checkpoint.py`, LLVM
+# artefacts, the KV cache lent in place) at past 128 and 2048, and its prefill of 128 tokens,
+# each at 1 and 2 threads. Writes bench/results-decode.md: medians, tokens/s, the weights'
+# and caches' read rate and its share of the probe's.
+#
+#   bash bench/decode.sh [CHECKPOINT_DIR]     (default /tmp/kiln-smollm2-135m-random)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ckpt=${1:-/tmp/kiln-smollm2-135m-random}
+[ -f "$ckpt/model.safetensors" ] || python3 bench/make_checkpoint.py "$ckpt"
+cargo build --release -q
+cargo build --release -q -p kiln-rt --example read_bandwidth
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+./target/release/kiln compile "$ckpt" --backend llvm -o "$work/aot" --no-cache >/dev/null
+
+declare -A probe
+while read -r _ threads rate _; do
+    probe[${threads#threads=}]=${rate#gb_per_s=}
+done < <(./target/release/examples/read_bandwidth)
+
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+bench() { ./target/release/kiln bench "$@" --runs 30 | grep '^BENCH'; }
+
+out=bench/results-decode.md
+{
+    echo "# Decode at the speed of memory"
+    echo
+    echo "\`bash bench/decode.sh\` at $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d)."
+    echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores."
+    echo "Checkpoint: the SmolLM2-135M-shaped f32 one of \`bench/make_checkpoint.py\`, compiled"
+    echo "with LLVM; each run lends the same KV cache (capacity past + 1), written in place."
+    echo "Read rate: the bytes of the weights and of the cache one step reads, over its median."
+    echo
+    echo "Probe (sum over 1 GiB): ${probe[1]} GB/s at 1 thread, ${probe[2]} GB/s at 2."
+    echo
+    echo "| step | threads | median ms | tokens/s | weights GB/s | % of probe | weights + cache GB/s |"
+    echo "|---|---|---|---|---|---|---|"
+    for past in 128 2048; do
+        for threads in 1 2; do
+            line=$(bench "$work/aot/decode" --seq 1 --past "$past" --threads "$threads")
+            ms=$(field "$line" median_ms)
+            weights=$(field "$line" weight_bytes)
+            gbs=$(python3 -c "print(f'{$weights / ($ms / 1e3) / 1e9:.1f}')")
+            share=$(python3 -c "print(f'{100 * $gbs / ${probe[$threads]}:.0f}')")
+            echo "| decode, past $past | $threads | $ms | $(field "$line" tokens_per_s) | $gbs | $share% | $(field "$line" read_gb_per_s) |"
+        done
+    done
+    for threads in 1 2; do
+        line=$(bench "$work/aot/prefill" --seq 128 --threads "$threads")
+        echo "| prefill, 128 tokens | $threads | $(field "$line" median_ms) | $(field "$line" tokens_per_s) | | | |"
+    done
+} >"$out"
+cat "$out"
