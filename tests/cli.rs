@@ -1010,14 +1010,42 @@ fn compiled_artifacts_run_and_reject_tampering() {
     assert!(llama.join("weights.bin").is_file(), "one weights file");
     assert!(!llama.join("prefill/weights.bin").exists());
     let prompt = ids(&[1, 5]);
-    let inputs = input_args(&[
-        ("input_ids", &npy(&dir, "prompt.npy", &prompt)),
+    // The KV cache (2 layers, 2 KV heads of 16) is a state: given, and written back as an
+    // output of the same name.
+    let cache = Tensor::from_vec(&[1, 2, 8, 16], vec![0f32; 256]).unwrap();
+    let cache = npy(&dir, "cache.npy", &cache);
+    let names = [
+        "cache_key.0",
+        "cache_value.0",
+        "cache_key.1",
+        "cache_value.1",
+    ];
+    let mut pairs = vec![
+        ("input_ids", npy(&dir, "prompt.npy", &prompt)),
         (
             "attention_mask",
-            &npy(&dir, "prompt_mask.npy", &mask(&[1, 5])),
+            npy(&dir, "prompt_mask.npy", &mask(&[1, 5])),
         ),
-    ]);
-    success(&run_model(&llama.join("prefill"), &inputs, &dir));
+    ];
+    pairs.extend(names.iter().map(|n| (*n, cache.clone())));
+    let pairs: Vec<(&str, &Path)> = pairs.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let out = success(&run_model(
+        &llama.join("prefill"),
+        &input_args(&pairs),
+        &dir,
+    ));
+    assert!(out.contains("cache_key.1"), "{out}");
+    // A cache too small for the prompt is an error naming it.
+    let small = Tensor::from_vec(&[1, 2, 4, 16], vec![0f32; 128]).unwrap();
+    let small = npy(&dir, "small.npy", &small);
+    let mut pairs = pairs.clone();
+    for pair in &mut pairs[2..] {
+        pair.1 = &small;
+    }
+    let out = run_model(&llama.join("prefill"), &input_args(&pairs), &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("into the cache `cache_"), "{err}");
     // Greedy generation from the artefacts gives the tokens generation from the checkpoint
     // gives.
     let generate = |model: &str| {
@@ -1109,7 +1137,7 @@ fn compiled_artifacts_run_and_reject_tampering() {
     };
     failure(
         &resealed("format", &|p| {
-            p.replacen("\"format\":1,", "\"format\":99,", 1)
+            p.replacen("\"format\":2,", "\"format\":99,", 1)
         }),
         &["plan.json", "format 99", "kiln compile"],
     );

@@ -166,7 +166,8 @@ fn reference(model: &str) -> (HashMap<String, Tensor>, Tensor) {
 
 /// The first output of `graph` on the interpreter.
 fn interpret(graph: &kiln_ir::Graph, feeds: &HashMap<String, Tensor>) -> Result<Tensor, String> {
-    let mut out = interp::run(graph, feeds).map_err(|e| e.to_string())?;
+    let feeds = common::with_empty_states(graph, feeds);
+    let mut out = interp::run(graph, &feeds).map_err(|e| e.to_string())?;
     Ok(out.swap_remove(0).1)
 }
 
@@ -869,7 +870,8 @@ fn compiled_matches(
     want: &Tensor,
 ) -> Result<(), String> {
     let options = common::options(1, kiln_codegen::Backend::cranelift());
-    let out = common::run_compiled(graph, feeds, &options)?;
+    let feeds = common::with_empty_states(graph, feeds);
+    let out = common::run_compiled(graph, &feeds, &options)?;
     let err = common::max_abs_diff(&out[0].1, want)?;
     if err > 1e-4 {
         return Err(format!("compiled differs from the interpreter by {err}"));

@@ -35,22 +35,28 @@ fn runners(graph: &kiln_ir::Graph) -> Vec<(&'static str, Runner)> {
         &common::options(2, kiln_codegen::Backend::cranelift()),
     )
     .unwrap();
+    // A causal model's KV cache, when not given, is an empty one as long as the input.
+    let g = graph.clone();
+    let states = move |f: &HashMap<String, Tensor>| common::with_empty_states(&g, f);
+    let (s1, s2, s3) = (states.clone(), states.clone(), states.clone());
     vec![
         (
             "ahead of time",
-            Box::new(move |f: &HashMap<String, Tensor>| artifact.run(f).unwrap().0),
+            Box::new(move |f: &HashMap<String, Tensor>| artifact.run(&states(f)).unwrap().0),
         ),
         (
             "interpreter",
-            Box::new(move |f: &HashMap<String, Tensor>| interp::run(&interp_graph, f).unwrap()),
+            Box::new(move |f: &HashMap<String, Tensor>| {
+                interp::run(&interp_graph, &s1(f)).unwrap()
+            }),
         ),
         (
             "compiled",
-            Box::new(move |f: &HashMap<String, Tensor>| program.run(f).unwrap().0),
+            Box::new(move |f: &HashMap<String, Tensor>| program.run(&s2(f)).unwrap().0),
         ),
         (
             "compiled by LLVM",
-            Box::new(move |f: &HashMap<String, Tensor>| llvm.run(f).unwrap().0),
+            Box::new(move |f: &HashMap<String, Tensor>| llvm.run(&s3(f)).unwrap().0),
         ),
     ]
 }
@@ -79,33 +85,6 @@ fn checkpoints_match_the_reference_outputs() {
     }
 }
 
-/// The KV cache of `graph` (its states: inputs named like outputs) for one sequence of
-/// `capacity` positions, zeroed.
-fn empty_cache(graph: &kiln_ir::Graph, capacity: usize) -> Vec<(String, Tensor)> {
-    let bindings = [
-        ("batch".to_string(), 1),
-        ("capacity".to_string(), capacity as i64),
-    ]
-    .into();
-    graph
-        .inputs()
-        .map(|v| graph.value(v))
-        .filter(|v| graph.outputs().iter().any(|(name, _)| *name == v.name))
-        .map(|v| {
-            let shape: Vec<usize> =
-                v.ty.shape
-                    .iter()
-                    .map(|d| d.eval(&bindings).unwrap() as usize)
-                    .collect();
-            let n = shape.iter().product();
-            (
-                v.name.clone(),
-                Tensor::from_vec(&shape, vec![0f32; n]).unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// Prefill on the first `t` tokens, then decode the rest one by one: every step's logits
 /// match the full-sequence reference at that position.
 #[test]
@@ -128,7 +107,7 @@ fn decode_with_the_kv_cache_matches_full_sequence_logits() {
                 ("input_ids", slice(0, t)),
                 ("attention_mask", ones(t)),
             ]);
-            inputs.extend(empty_cache(&prefill_graph, n + 1));
+            inputs.extend(common::empty_states(&prefill_graph, 1, n + 1));
             let out = prefill(&inputs);
             let check = |logits: &Tensor, positions: std::ops::Range<usize>| {
                 let got = logits.to_f32_array();
@@ -431,14 +410,14 @@ fn sliding_window_checkpoints_match_transformers_in_prefill_and_decode() {
         for ((backend, prefill), (_, decode)) in prefills.iter().zip(&decodes) {
             let all = Tensor::I64(ids.clone());
             let mut inputs = feeds(vec![("input_ids", all), ("attention_mask", ones(n))]);
-            inputs.extend(empty_cache(&prefill_graph, n));
+            inputs.extend(common::empty_states(&prefill_graph, 1, n));
             let out = prefill(&inputs);
             let err = max_err(&out[0].1, prefill_want.view());
             assert!(err <= 1e-4, "{model} prefill ({backend}): {err}");
             // Token by token: one token of prefill, then a decode step per token.
             let token = |p: usize| Tensor::I64(ids.slice(s![.., p..p + 1]).to_owned().into_dyn());
             let mut inputs = feeds(vec![("input_ids", token(0)), ("attention_mask", ones(1))]);
-            inputs.extend(empty_cache(&prefill_graph, n));
+            inputs.extend(common::empty_states(&prefill_graph, 1, n));
             let mut out = prefill(&inputs);
             let mut worst = max_err(&out[0].1, decode_want.slice(s![0..1, ..]).into_dyn());
             for pos in 1..n {

@@ -751,7 +751,7 @@ impl Program {
         let (low, high) = (eval(&check.low)?, eval(&check.high)?);
         match indices.iter().find(|&&i| i < low || i >= high) {
             Some(bad) => Err(RunError(format!(
-                "`{name}`: index {bad} is out of range for {}",
+                "`{name}`: index {bad} is out of range for {} (the range here is {low}..{high})",
                 check.what
             ))),
             None => Ok(()),

@@ -99,7 +99,6 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         stats = run()?.1;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    drop(run);
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let min = times[0];

@@ -125,3 +125,50 @@ pub fn load_ahead_of_time(
     kiln::pipeline::Pipeline::new(options.clone()).write_artifacts(&[(graph, "")], dir.path())?;
     kiln_rt::artifact::load(dir.path(), options.threads)
 }
+
+/// Zeroed states of `graph` (inputs named like outputs: a causal checkpoint's KV cache) for
+/// `batch` rows and `capacity` positions, in input order.
+pub fn empty_states(
+    graph: &kiln_ir::Graph,
+    batch: usize,
+    capacity: usize,
+) -> Vec<(String, Tensor)> {
+    let bindings = [
+        ("batch".to_string(), batch as i64),
+        ("capacity".to_string(), capacity as i64),
+    ]
+    .into();
+    graph
+        .inputs()
+        .map(|v| graph.value(v))
+        .filter(|v| graph.outputs().iter().any(|(name, _)| *name == v.name))
+        .map(|v| {
+            let shape: Vec<usize> =
+                v.ty.shape
+                    .iter()
+                    .map(|d| d.eval(&bindings).unwrap() as usize)
+                    .collect();
+            let n = shape.iter().product();
+            (
+                v.name.clone(),
+                Tensor::from_vec(&shape, vec![0f32; n]).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `feeds` with zeroed states for every state of `graph` they lack, as large as
+/// `input_ids` (batch rows, a position per token).
+pub fn with_empty_states(
+    graph: &kiln_ir::Graph,
+    feeds: &std::collections::HashMap<String, Tensor>,
+) -> std::collections::HashMap<String, Tensor> {
+    let mut feeds = feeds.clone();
+    if let Some(ids) = feeds.get("input_ids") {
+        let (batch, seq) = (ids.shape()[0], ids.shape()[1]);
+        for (name, t) in empty_states(graph, batch, seq) {
+            feeds.entry(name).or_insert(t);
+        }
+    }
+    feeds
+}

@@ -395,7 +395,11 @@ fn lower_scatter(
             movement::ScatterMode::Linear => &(capacity - rows) + &Dim::known(1),
             movement::ScatterMode::Circular => Dim::known(i64::MAX),
         },
-        what: format!("writing {rows} rows into a cache of {capacity}"),
+        what: format!(
+            "writing `{}` ({rows} rows) into the cache `{}` ({capacity} rows)",
+            graph.value(update).name,
+            graph.value(cache).name
+        ),
     });
     let graph_name = &graph.value(cache).name;
     let is_state = matches!(graph.node(cache.node).kind, NodeKind::Input)
@@ -633,7 +637,10 @@ fn lower_attention(
             input: 4,
             low: Dim::known(0),
             high: &skv + &Dim::known(1),
-            what: format!("the lengths of a cache of {skv} keys"),
+            what: format!(
+                "the lengths of the cache `{}` ({skv} keys)",
+                graph.value(keys).name
+            ),
         }),
         in_place: None,
     });
