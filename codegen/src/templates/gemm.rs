@@ -191,6 +191,7 @@ pub fn matmul(spec: &MatMulSpec, schedule: &Schedule) -> Result<Built, String> {
         residual,
         alpha: e.alpha,
         activation: e.activation,
+        prefetch: params.prefetch,
     };
     if shape.few_rows() && spec.b_constant.is_none() {
         geo = geo.few_rows_in_place();
@@ -228,6 +229,13 @@ const PACK_MIN_ROWS: i64 = 16;
 /// an input B, read in place.
 const FEW_ROWS_TILE: (usize, i64) = (2, 16);
 
+/// The default prefetch distance in bytes (the `prefetch` parameter).
+const PREFETCH: i64 = 2048;
+
+/// Tiles of at most this many rows prefetch packed B: they stream it from memory (decoding)
+/// rather than reuse it from L1.
+const PREFETCH_MAX_ROWS: usize = 8;
+
 /// Kernel buffer of A.
 const A: usize = 0;
 /// Kernel buffer of B (the input, or the packed constant).
@@ -243,13 +251,15 @@ struct Params {
     unroll: i64,
     mc: i64,
     over_rows: bool,
+    /// Prefetch distance in f32 elements (0: none).
+    prefetch: i64,
 }
 
 /// The template's parameters (the module documentation says what each does).
 pub fn space() -> Space {
     Space {
         template: "gemm",
-        version: 1,
+        version: 2,
         params: vec![
             Param {
                 name: "lanes",
@@ -290,6 +300,12 @@ pub fn space() -> Space {
                 values: |_| vec![0, 1],
                 default: |_| 0,
             },
+            Param {
+                name: "prefetch",
+                doc: "bytes ahead in packed B that tiles of few rows prefetch (0: none)",
+                values: |_| vec![0, 256, 512, 1024, 2048, 4096, 8192],
+                default: |_| PREFETCH,
+            },
         ],
     }
 }
@@ -304,6 +320,7 @@ impl Params {
             unroll: s.value("unroll"),
             mc: s.value("mc"),
             over_rows: s.value("parallel") == 1,
+            prefetch: s.value("prefetch") / 4,
         };
         // Cache blocks of whole register tiles.
         p.mc = (p.mc as usize).div_ceil(p.mr) as i64 * p.mr as i64;
@@ -539,6 +556,8 @@ struct Geo {
     residual: Option<usize>,
     alpha: f32,
     activation: Activation,
+    /// Prefetch distance in f32 elements (0: none).
+    prefetch: i64,
 }
 
 impl Geo {
@@ -758,7 +777,7 @@ impl Gen {
             .collect();
         let counter = Index::Loop(t.depth);
         let unrolled = geo.k.clone() / Index::Const(unroll);
-        let steps = (0..unroll)
+        let mut steps: Vec<Stmt> = (0..unroll)
             .flat_map(|u| {
                 let step = KStep {
                     counter: counter.clone(),
@@ -769,6 +788,12 @@ impl Gen {
                 k_step(geo, item, t, &step, (set, &b, a))
             })
             .collect();
+        let first = KStep {
+            counter: counter.clone(),
+            scale: unroll,
+            u: 0,
+        };
+        steps.extend(prefetches(geo, t, &first, unroll));
         body.push(Stmt::for_range(0.into(), unrolled.clone(), steps));
         if !matches!(geo.k, Index::Const(k) if k % unroll == 0) {
             let step = KStep {
@@ -830,6 +855,31 @@ fn k_step(
         }
     }
     stmts
+}
+
+/// The prefetches of one unrolled K iteration from `k` (`unroll` steps) of a tile of few
+/// rows reading packed B: one per cache line of the `unroll * width` elements it reads,
+/// [`Geo::prefetch`] elements further on. Packed panels follow one another in the order
+/// the chunk reads them, so the prefetches run ahead across panel (and page) boundaries.
+fn prefetches(geo: &Geo, t: &Tile, k: &KStep, unroll: i64) -> Vec<Stmt> {
+    let buffer = match geo.b {
+        BSource::Constant => B,
+        BSource::Scratch(scratch) => scratch,
+        BSource::Direct => return vec![],
+    };
+    if geo.prefetch == 0 || t.rows > PREFETCH_MAX_ROWS {
+        return vec![];
+    }
+    let c = Index::Const;
+    let w = t.panel.width;
+    let row = t.panel.c0.clone() * geo.k.clone() + k.first() * c(w);
+    // 16 f32 elements per 64-byte line.
+    (0..(unroll * w + 15) / 16)
+        .map(|line| Stmt::Prefetch {
+            buffer,
+            index: row.clone() + c(geo.prefetch + 16 * line),
+        })
+        .collect()
 }
 
 /// The element (or vector) of B at column `j` of `panel` in K step `k`.
