@@ -230,7 +230,7 @@ const PACK_MIN_ROWS: i64 = 16;
 const FEW_ROWS_TILE: (usize, i64) = (2, 16);
 
 /// The default prefetch distance in bytes (the `prefetch` parameter).
-const PREFETCH: i64 = 2048;
+const PREFETCH: i64 = 512;
 
 /// Tiles of at most this many rows prefetch packed B: they stream it from memory (decoding)
 /// rather than reuse it from L1.
