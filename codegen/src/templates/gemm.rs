@@ -96,7 +96,15 @@
 //! 576→192 22.8 → 21.7, 576→1536 19.0 → 22.6, 1536→576 23.0 → 21.5, lm head 20.2 → 23.0
 //! (92% of the probe); M = 8 576→1536 14.1 → 20.4, 1536→576 16.6 → 17.9. Separate runs of
 //! the same binary vary by ±15% here; the paired ratios above are the reliable figures.
-//! Two threads gained nothing measurable on the loaded machine (the second core was busy),
+//! In a quieter moment (13:32, load average 1.2; probe 29.0 / 30.2 GB/s), M = 1 after, median
+//! [best] % of the probe at 1 thread / 2 threads: 576→576 73 [89] / 71 [79], 576→192 59 [80]
+//! / 92 [97], 576→1536 88 [91] / 58 [92], 1536→576 88 [91] / 92 [101], lm head 77 [86] / 74
+//! [94]; the paired prefetch gain then was 1.05-1.10 at 1 and 2 threads, 1.00 on the lm head.
+//! The best 2-thread runs reach the probe, the medians do not: another process had a core
+//! most of the time, so whether the 2-thread split reaches 85% on a quiet machine is not
+//! established here. Prefill is unchanged within the noise (`--example gemm_bench llvm
+//! prefetch=0` vs the default, alternated twice: 128×384×1536, 128×1536×384, 512×768×768 at
+//! 92-107 GFLOP/s either way). Two threads gained nothing measurable on the loaded machine,
 //! before or after; the fixed cost of a kernel step (1×16×16) went from 0.10-0.14 / 0.28-0.69
 //! µs to 0.07-0.12 / 0.12-0.18 µs at 1 / 2 threads (`runtime/src/launch.rs`: no allocation
 //! per call, `rayon::join` instead of a scope).
