@@ -287,6 +287,8 @@ impl Lower<'_> {
                     self.b.switch_to_block(join);
                     self.b.seal_block(join);
                 }
+                // Cranelift has no prefetch instruction: the hint is dropped.
+                Stmt::Prefetch { .. } => {}
             }
         }
         Ok(())

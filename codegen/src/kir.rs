@@ -61,7 +61,7 @@ fn visit_stores(stmts: &[Stmt], f: &mut impl FnMut(usize, u8)) {
                 visit_stores(then, f);
                 visit_stores(otherwise, f);
             }
-            Stmt::Set { .. } => {}
+            Stmt::Set { .. } | Stmt::Prefetch { .. } => {}
         }
     }
 }
@@ -325,6 +325,15 @@ pub enum Stmt {
         then: Vec<Stmt>,
         /// Taken otherwise.
         otherwise: Vec<Stmt>,
+    },
+    /// A hint that the cache line holding `buffer[index]` will be read soon (a software
+    /// prefetch into every cache level). It never faults and has no effect on the results,
+    /// so `index` may lie outside the buffer; a backend may ignore it (Cranelift does).
+    Prefetch {
+        /// The buffer.
+        buffer: usize,
+        /// Element index (f32 elements) of the address.
+        index: Index,
     },
 }
 

@@ -447,8 +447,34 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
                     then,
                     otherwise,
                 } => self.branch(lhs, *cmp, rhs, then, otherwise)?,
+                Stmt::Prefetch { buffer, index } => self.prefetch(*buffer, index)?,
             }
         }
+        Ok(())
+    }
+
+    /// `llvm.prefetch` (read, high locality, data cache) of the address of `buffer[index]`,
+    /// computed without `inbounds` as it may lie outside the buffer.
+    fn prefetch(&mut self, buffer: usize, index: &Index) -> Lowered<()> {
+        let base = *self
+            .buffers
+            .get(buffer)
+            .ok_or_else(|| format!("buffer {buffer} does not exist"))?;
+        let i = self.index(index)?;
+        // SAFETY: the address is only a hint to the prefetch, never dereferenced.
+        let at = unsafe { self.b.build_gep(self.cx.f32_type(), base, &[i], "")? };
+        let ptr = self.cx.ptr_type(AddressSpace::default());
+        let function = Intrinsic::find("llvm.prefetch")
+            .and_then(|i| i.get_declaration(self.module, &[ptr.into()]))
+            .ok_or("LLVM has no intrinsic llvm.prefetch")?;
+        let i32t = self.cx.i32_type();
+        let args = [
+            at.into(),
+            i32t.const_int(0, false).into(),
+            i32t.const_int(3, false).into(),
+            i32t.const_int(1, false).into(),
+        ];
+        self.b.build_call(function, &args, "")?;
         Ok(())
     }
 

@@ -1,10 +1,29 @@
 //! Calling one kernel step: its sizes evaluated from the bound symbols, its scratch space
 //! allocated, and its parallel axis split into ranges run on the current rayon pool.
+//!
+//! A decode step launches hundreds of kernels of a few microseconds each, so the fixed cost
+//! of a launch matters: the sizes and buffer pointers live on the stack (no allocation for
+//! kernels of up to [`INLINE`] of each), scratch space is reused from a per-thread pool (still
+//! zeroed for each call), and two ranges are run by one `rayon::join` (this thread runs the
+//! first, another the second if it steals it) rather than by jobs spawned into a scope.
 
 use crate::native::NativeKernel;
 use crate::plan::{Binding, KernelStep};
 use kiln_ir::interp::Bindings;
 use kiln_ir::Dim;
+use std::cell::RefCell;
+
+/// Buffers and sizes a launch keeps on the stack; kernels with more use the heap.
+const INLINE: usize = 24;
+
+/// The most f32 elements of scratch space a thread keeps between calls (16 MiB); larger
+/// buffers are freed after their call.
+const KEEP_SCRATCH: usize = 4 << 20;
+
+thread_local! {
+    /// Scratch buffers kept for this thread's next launches.
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A raw pointer that may cross to the worker threads of one call.
 #[derive(Clone, Copy)]
@@ -14,6 +33,90 @@ struct SendPtr(*mut u8);
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
+
+/// A slice of up to [`INLINE`] values on the stack, or on the heap beyond.
+enum Small<T: Copy> {
+    Inline([T; INLINE], usize),
+    Heap(Vec<T>),
+}
+
+impl<T: Copy> Small<T> {
+    fn new(fill: T, capacity: usize) -> Small<T> {
+        if capacity <= INLINE {
+            Small::Inline([fill; INLINE], 0)
+        } else {
+            Small::Heap(Vec::with_capacity(capacity))
+        }
+    }
+
+    fn push(&mut self, v: T) {
+        match self {
+            Small::Inline(values, len) if *len < INLINE => {
+                values[*len] = v;
+                *len += 1;
+            }
+            Small::Inline(values, len) => {
+                let mut heap = values[..*len].to_vec();
+                heap.push(v);
+                *self = Small::Heap(heap);
+            }
+            Small::Heap(values) => values.push(v),
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Small::Inline(values, len) => &values[..*len],
+            Small::Heap(values) => values,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        match self {
+            Small::Inline(values, len) => &mut values[..*len],
+            Small::Heap(values) => values,
+        }
+    }
+}
+
+/// Zeroed scratch buffers for one call, taken from this thread's pool and given back (the
+/// small ones) when dropped.
+struct ScratchSpace(Vec<Vec<f32>>);
+
+impl ScratchSpace {
+    /// A zeroed buffer of `len` elements that lives as long as `self`.
+    fn buffer(&mut self, len: usize) -> *mut u8 {
+        let reused = (len <= KEEP_SCRATCH)
+            .then(|| SCRATCH.with(|pool| pool.borrow_mut().pop()))
+            .flatten();
+        let buffer = match reused {
+            Some(mut b) => {
+                b.clear();
+                b.resize(len, 0.0);
+                b
+            }
+            None => vec![0.0; len],
+        };
+        self.0.push(buffer);
+        self.0.last_mut().expect("just pushed").as_mut_ptr().cast()
+    }
+}
+
+impl Drop for ScratchSpace {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        SCRATCH.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            for b in self.0.drain(..) {
+                if b.capacity() <= KEEP_SCRATCH && pool.len() < 8 {
+                    pool.push(b);
+                }
+            }
+        });
+    }
+}
 
 impl KernelStep {
     /// Runs `kernel` with `pointers` bound to its buffers (one per [`KernelStep::args`]; `None`
@@ -35,7 +138,13 @@ impl KernelStep {
                 .filter(|v| *v >= 0)
                 .ok_or_else(|| format!("node {}: kernel size `{d}` is not bound", self.node))
         };
-        let sizes: Vec<i64> = self.sizes.iter().map(eval).collect::<Result<_, _>>()?;
+        // Size arguments 0 and 1 are the range, set per chunk.
+        let mut sizes = Small::new(0i64, 2 + self.sizes.len());
+        sizes.push(0);
+        sizes.push(0);
+        for d in &self.sizes {
+            sizes.push(eval(d)?);
+        }
         let extent = eval(&self.parallel)?;
         if pointers.len() != self.args.len() {
             return Err(format!(
@@ -45,14 +154,11 @@ impl KernelStep {
                 self.args.len()
             ));
         }
-        let mut scratch: Vec<Vec<f32>> = vec![];
-        let mut buffers = Vec::with_capacity(self.args.len());
+        let mut scratch = ScratchSpace(vec![]);
+        let mut buffers = Small::new(SendPtr(std::ptr::null_mut()), self.args.len());
         for (arg, p) in self.args.iter().zip(pointers) {
             let p = match (arg, p) {
-                (Binding::Scratch(d), _) => {
-                    scratch.push(vec![0.0; eval(d)? as usize]);
-                    scratch.last_mut().expect("just pushed").as_mut_ptr().cast()
-                }
+                (Binding::Scratch(d), _) => scratch.buffer(eval(d)? as usize),
                 (_, Some(p)) => *p,
                 (_, None) => return Err(format!("node {}: a buffer is not bound", self.node)),
             };
@@ -60,24 +166,36 @@ impl KernelStep {
         }
         let chunks = (chunks.max(1) as i64).min(extent.max(1));
         let run = |lo: i64, hi: i64| {
-            let mut args = vec![lo, hi];
-            args.extend_from_slice(&sizes);
-            let raw: Vec<*mut u8> = buffers.iter().map(|p| p.0).collect();
+            let mut args = match &sizes {
+                Small::Inline(values, len) => Small::Inline(*values, *len),
+                Small::Heap(values) => Small::Heap(values.clone()),
+            };
+            let range = args.as_mut_slice();
+            (range[0], range[1]) = (lo, hi);
+            let mut raw = Small::new(std::ptr::null_mut(), buffers.as_slice().len());
+            for p in buffers.as_slice() {
+                raw.push(p.0);
+            }
             // SAFETY: the caller guarantees the buffers; ranges are disjoint.
-            unsafe { kernel.call(&raw, &args) };
+            unsafe { kernel.call(raw.as_slice(), args.as_slice()) };
         };
-        if chunks <= 1 {
-            run(0, extent);
-        } else {
-            let bounds: Vec<i64> = (0..=chunks).map(|c| extent * c / chunks).collect();
-            rayon::scope(|s| {
-                for w in bounds.windows(2) {
-                    let (lo, hi) = (w[0], w[1]);
-                    let run = &run;
-                    s.spawn(move |_| run(lo, hi));
-                }
-            });
-        }
+        run_chunks(&run, extent, 0, chunks, chunks);
         Ok(())
     }
+}
+
+/// Runs chunks `[first, first + count)` of `total`, chunk `c` covering `[extent * c / total,
+/// extent * (c + 1) / total)`: one here, more split in two halves by `rayon::join` (this
+/// thread runs the first half; another thread of the current pool may steal the second).
+fn run_chunks(run: &(impl Fn(i64, i64) + Sync), extent: i64, first: i64, count: i64, total: i64) {
+    let bound = |c: i64| extent * c / total;
+    if count <= 1 {
+        run(bound(first), bound(first + count));
+        return;
+    }
+    let half = count / 2;
+    rayon::join(
+        || run_chunks(run, extent, first, half, total),
+        || run_chunks(run, extent, first + half, count - half, total),
+    );
 }

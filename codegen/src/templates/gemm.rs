@@ -41,6 +41,14 @@
 //! (placed at their use, so the broadcast loads fold into `vbroadcastss`) and hoisting
 //! loop-invariant index arithmetic; see the figures below.
 //!
+//! *Prefetch* (decoding). Tiles of at most [`PREFETCH_MAX_ROWS`] rows reading packed B
+//! (constant or scratch) stream it from memory rather than reuse it from L1, so each unrolled
+//! K iteration issues one software prefetch (`Stmt::Prefetch`, `prefetcht0` in LLVM, dropped
+//! by Cranelift) per cache line it reads, `prefetch` bytes further on. A chunk's panels are
+//! contiguous and read in order, so the prefetches run ahead across panel and page
+//! boundaries, where the hardware prefetchers stop. Tiles of more rows (prefill) do not
+//! prefetch.
+//!
 //! *Loop nest.* `[batch] > [packing of the chunk's panels] > blocks of mc rows > column
 //! panels > row tiles > K`: one packed B panel (`K * nr * 4` bytes) stays in L1 while the row
 //! tiles of a cache block of A pass over it.
@@ -56,7 +64,8 @@
 //!   in 4..=`4 * lanes`;
 //! - `unroll`: 2 — K-loop unroll factor, 1..=16;
 //! - `mc`: 96 — rows per cache block, rounded up to a multiple of `mr` (0 = no blocking);
-//! - `parallel`: 0 — the parallel axis: 0 = columns, 1 = rows.
+//! - `parallel`: 0 — the parallel axis: 0 = columns, 1 = rows;
+//! - `prefetch`: 512 — bytes ahead in packed B that tiles of few rows prefetch (0 = none).
 //!
 //! Batching: A may have any leading dims with a 2-D B (or a B whose leading dims are all 1),
 //! which folds the batch into M; A and B with equal leading dims loop over the batch. Other
@@ -70,6 +79,35 @@
 //! backend's pure loads the 512×768×768 figure is 26, without its loop-invariant hoisting 33.
 //! With LLVM and 16 lanes (`--features llvm --example gemm_bench llvm`, AVX-512): 150–163
 //! GFLOP/s at 128×384×1536 and 128×1536×384, 135 at 512×768×768, 100 at 1024³ (one thread).
+//!
+//! Decode GEMVs (`cargo run --release -p kiln-codegen --features llvm --example gemv_bench
+//! llvm`; AMD EPYC Zen 5 VM, 2 cores, 32 MiB L3, shared with another developer's builds
+//! throughout, so every 2-thread figure had a busy second core): the weights of each shape
+//! are rotated over ≥ 256 MiB of copies so that every call reads them from DRAM. Memory
+//! placement matters on this VM: the same kernel over two sets of copies differs by up to
+//! 35%, so kernels are compared on the same weights in one process (`b.prefetch=N`, paired
+//! passes, medians of the ratios). Prefetching 512 bytes ahead against none: +5 to +15% at
+//! M = 1 (576→576 1.06, 576→192 1.08, 576→1536 1.12, 1536→576 1.05, lm head 576→49152
+//! 1.03) and +11 to +25% at M = 8; 256 bytes is equal at M = 1 and 4% slower at M = 8;
+//! 1024 is 10-16% slower than 512; 2048 and 4096 are 3-11% slower than none at M = 1
+//! (presumably lines fetched into L1 that early are evicted before their use). One run (13:18, load average 3.4; probe = the faster of a 1 GiB AVX-512 sum
+//! and this template's 1×4096×65536 GEMV, best runs, 25.0 / 25.6 GB/s at 1 / 2 threads
+//! then), GB/s at 1 thread before → after (this version): M = 1 576→576 15.4 → 16.4,
+//! 576→192 22.8 → 21.7, 576→1536 19.0 → 22.6, 1536→576 23.0 → 21.5, lm head 20.2 → 23.0
+//! (92% of the probe); M = 8 576→1536 14.1 → 20.4, 1536→576 16.6 → 17.9. Separate runs of
+//! the same binary vary by ±15% here; the paired ratios above are the reliable figures.
+//! In a quieter moment (13:32, load average 1.2; probe 29.0 / 30.2 GB/s), M = 1 after, median
+//! [best] % of the probe at 1 thread / 2 threads: 576→576 73 [89] / 71 [79], 576→192 59 [80]
+//! / 92 [97], 576→1536 88 [91] / 58 [92], 1536→576 88 [91] / 92 [101], lm head 77 [86] / 74
+//! [94]; the paired prefetch gain then was 1.05-1.10 at 1 and 2 threads, 1.00 on the lm head.
+//! The best 2-thread runs reach the probe, the medians do not: another process had a core
+//! most of the time, so whether the 2-thread split reaches 85% on a quiet machine is not
+//! established here. Prefill is unchanged within the noise (`--example gemm_bench llvm
+//! prefetch=0` vs the default, alternated twice: 128×384×1536, 128×1536×384, 512×768×768 at
+//! 92-107 GFLOP/s either way). Two threads gained nothing measurable on the loaded machine,
+//! before or after; the fixed cost of a kernel step (1×16×16) went from 0.10-0.14 / 0.28-0.69
+//! µs to 0.07-0.12 / 0.12-0.18 µs at 1 / 2 threads (`runtime/src/launch.rs`: no allocation
+//! per call, `rayon::join` instead of a scope).
 
 use super::activation::activation;
 use super::{f32_bytes, Arg, Built, ConstantBytes, ConstantData, Sizes};
@@ -191,6 +229,7 @@ pub fn matmul(spec: &MatMulSpec, schedule: &Schedule) -> Result<Built, String> {
         residual,
         alpha: e.alpha,
         activation: e.activation,
+        prefetch: params.prefetch,
     };
     if shape.few_rows() && spec.b_constant.is_none() {
         geo = geo.few_rows_in_place();
@@ -228,6 +267,13 @@ const PACK_MIN_ROWS: i64 = 16;
 /// an input B, read in place.
 const FEW_ROWS_TILE: (usize, i64) = (2, 16);
 
+/// The default prefetch distance in bytes (the `prefetch` parameter).
+const PREFETCH: i64 = 512;
+
+/// Tiles of at most this many rows prefetch packed B: they stream it from memory (decoding)
+/// rather than reuse it from L1.
+const PREFETCH_MAX_ROWS: usize = 8;
+
 /// Kernel buffer of A.
 const A: usize = 0;
 /// Kernel buffer of B (the input, or the packed constant).
@@ -243,13 +289,15 @@ struct Params {
     unroll: i64,
     mc: i64,
     over_rows: bool,
+    /// Prefetch distance in f32 elements (0: none).
+    prefetch: i64,
 }
 
 /// The template's parameters (the module documentation says what each does).
 pub fn space() -> Space {
     Space {
         template: "gemm",
-        version: 1,
+        version: 2,
         params: vec![
             Param {
                 name: "lanes",
@@ -290,6 +338,12 @@ pub fn space() -> Space {
                 values: |_| vec![0, 1],
                 default: |_| 0,
             },
+            Param {
+                name: "prefetch",
+                doc: "bytes ahead in packed B that tiles of few rows prefetch (0: none)",
+                values: |_| vec![0, 256, 512, 1024, 2048, 4096, 8192],
+                default: |_| PREFETCH,
+            },
         ],
     }
 }
@@ -304,6 +358,7 @@ impl Params {
             unroll: s.value("unroll"),
             mc: s.value("mc"),
             over_rows: s.value("parallel") == 1,
+            prefetch: s.value("prefetch") / 4,
         };
         // Cache blocks of whole register tiles.
         p.mc = (p.mc as usize).div_ceil(p.mr) as i64 * p.mr as i64;
@@ -539,6 +594,8 @@ struct Geo {
     residual: Option<usize>,
     alpha: f32,
     activation: Activation,
+    /// Prefetch distance in f32 elements (0: none).
+    prefetch: i64,
 }
 
 impl Geo {
@@ -758,7 +815,7 @@ impl Gen {
             .collect();
         let counter = Index::Loop(t.depth);
         let unrolled = geo.k.clone() / Index::Const(unroll);
-        let steps = (0..unroll)
+        let mut steps: Vec<Stmt> = (0..unroll)
             .flat_map(|u| {
                 let step = KStep {
                     counter: counter.clone(),
@@ -769,6 +826,12 @@ impl Gen {
                 k_step(geo, item, t, &step, (set, &b, a))
             })
             .collect();
+        let first = KStep {
+            counter: counter.clone(),
+            scale: unroll,
+            u: 0,
+        };
+        steps.extend(prefetches(geo, t, &first, unroll));
         body.push(Stmt::for_range(0.into(), unrolled.clone(), steps));
         if !matches!(geo.k, Index::Const(k) if k % unroll == 0) {
             let step = KStep {
@@ -830,6 +893,31 @@ fn k_step(
         }
     }
     stmts
+}
+
+/// The prefetches of one unrolled K iteration from `k` (`unroll` steps) of a tile of few
+/// rows reading packed B: one per cache line of the `unroll * width` elements it reads,
+/// [`Geo::prefetch`] elements further on. Packed panels follow one another in the order
+/// the chunk reads them, so the prefetches run ahead across panel (and page) boundaries.
+fn prefetches(geo: &Geo, t: &Tile, k: &KStep, unroll: i64) -> Vec<Stmt> {
+    let buffer = match geo.b {
+        BSource::Constant => B,
+        BSource::Scratch(scratch) => scratch,
+        BSource::Direct => return vec![],
+    };
+    if geo.prefetch == 0 || t.rows > PREFETCH_MAX_ROWS {
+        return vec![];
+    }
+    let c = Index::Const;
+    let w = t.panel.width;
+    let row = t.panel.c0.clone() * geo.k.clone() + k.first() * c(w);
+    // 16 f32 elements per 64-byte line.
+    (0..(unroll * w + 15) / 16)
+        .map(|line| Stmt::Prefetch {
+            buffer,
+            index: row.clone() + c(geo.prefetch + 16 * line),
+        })
+        .collect()
 }
 
 /// The element (or vector) of B at column `j` of `panel` in K step `k`.
