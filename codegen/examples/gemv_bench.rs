@@ -13,9 +13,9 @@
 //! only kernels compared on the same memory tell small gains apart.
 //!
 //! It prints, at 1 and 2 threads:
-//! - the probe: a plain Rust f32 sum over a 1 GiB buffer (AVX-512; halves on two rayon
-//!   threads, best of 5), and the template's own 1×4096 @ 4096×65536 GEMV (1 GiB of weights,
-//!   best run); percentages are of the faster of the two;
+//! - the probe: the template's own 1×4096 @ 4096×65536 GEMV (1 GiB of weights, best run),
+//!   of which the percentages are (the machine's plain read bandwidth, a sum over 1 GiB, is
+//!   `cargo run --release -p kiln-rt --example read_bandwidth`);
 //! - for each decode shape of a SmolLM2-135M-shaped model (K→N: 576→576 q/o, 576→192 k/v,
 //!   576→1536 gate/up, 1536→576 down, 576→49152 lm head) and M = 1, 4, 8, the GB/s at which
 //!   the weights stream. Each shape rotates through enough distinct copies of its weights
@@ -60,21 +60,11 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut probe = [f64::NAN; 2];
     if only.probe {
-        probe = self::probe(&pool);
-        println!(
-            "probe, Rust f32 sum over 1 GiB: 1 thread {:.1} GB/s | 2 threads {:.1} GB/s",
-            probe[0], probe[1]
-        );
         let big = Gemv::new(1, 4096, 65536, 1, &[&schedule], &backend)?;
-        let rates = [1, 2].map(|threads| big.rate(&pool, threads).1);
+        probe = [1, 2].map(|threads| big.rate(&pool, threads).1);
         println!(
-            "probe, template GEMV 1x4096x65536 (1 GiB, best run): 1 thread {:.1} GB/s | 2 threads {:.1} GB/s",
-            rates[0], rates[1],
-        );
-        probe = [0, 1].map(|t| probe[t].max(rates[t]));
-        println!(
-            "probe (the faster of the two, the 100% below): 1 thread {:.1} GB/s | 2 threads {:.1} GB/s",
-            probe[0], probe[1]
+            "probe, template GEMV 1x4096x65536 (1 GiB, best run; the 100% below): 1 thread {:.1} GB/s | 2 threads {:.1} GB/s",
+            probe[0], probe[1],
         );
     }
     for (k, n) in SHAPES {
@@ -127,40 +117,6 @@ fn main() -> Result<(), String> {
     Ok(())
 }
 
-/// The read bandwidth in GB/s of a plain f32 sum over 1 GiB at 1 and 2 threads (best of 5).
-fn probe(pool: &rayon::ThreadPool) -> [f64; 2] {
-    let data: Vec<f32> = (0..(1usize << 28)).map(|i| (i % 7) as f32).collect();
-    let bytes = (data.len() * 4) as f64;
-    let mut rates = [0f64; 2];
-    for _ in 0..5 {
-        let start = Instant::now();
-        std::hint::black_box(sum(&data));
-        rates[0] = rates[0].max(bytes / start.elapsed().as_secs_f64() / 1e9);
-        let start = Instant::now();
-        let (lo, hi) = data.split_at(data.len() / 2);
-        std::hint::black_box(pool.install(|| rayon::join(|| sum(lo), || sum(hi))));
-        rates[1] = rates[1].max(bytes / start.elapsed().as_secs_f64() / 1e9);
-    }
-    rates
-}
-
-/// A sum of `data`: with AVX-512 where the CPU has it (4 chains of 16 lanes), else 32
-/// independent lanes that the compiler vectorises.
-fn sum(data: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { sum_avx512(data) };
-    }
-    let mut acc = [0f32; 32];
-    for chunk in data.chunks_exact(32) {
-        for (a, x) in acc.iter_mut().zip(chunk) {
-            *a += x;
-        }
-    }
-    acc.iter().sum()
-}
-
 /// Which measurements to make.
 struct Only {
     /// K×N shapes (empty: all).
@@ -171,24 +127,6 @@ struct Only {
     probe: bool,
     /// The schedule compared with the first (`b.name=value` arguments).
     versus: Option<Schedule>,
-}
-
-/// [`sum`] in 512-bit vectors: 4 chains of 16 lanes, 256 bytes per iteration.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn sum_avx512(data: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let chunks = data.chunks_exact(64);
-    let rest: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (j, a) in acc.iter_mut().enumerate() {
-            // SAFETY: the chunk holds 64 elements, 16 from 16 * j.
-            *a = _mm512_add_ps(*a, unsafe { _mm512_loadu_ps(chunk.as_ptr().add(16 * j)) });
-        }
-    }
-    let total = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(total) + rest
 }
 
 /// The backend (`llvm`, else Cranelift), the schedule given as `name=value` arguments
