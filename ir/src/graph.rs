@@ -233,6 +233,16 @@ impl Graph {
         &self.outputs
     }
 
+    /// The states: inputs that an output of the same name gives the new value of (a causal
+    /// model's KV cache), in input order. Compiled plans keep the same rule
+    /// (`kiln_rt::plan::Plan::states`).
+    pub fn states(&self) -> impl Iterator<Item = ValueId> + '_ {
+        self.inputs().filter(|&v| {
+            let name = &self.value(v).name;
+            self.outputs.iter().any(|(n, _)| n == name)
+        })
+    }
+
     /// All node ids, in insertion order.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.dag.node_indices()

@@ -32,11 +32,7 @@ impl Runner {
     /// The states (inputs that are also outputs: the KV cache), with their declared types.
     fn states(&self) -> Vec<&Value> {
         match self {
-            Runner::Interp(g) => g
-                .inputs()
-                .map(|v| g.value(v))
-                .filter(|v| g.outputs().iter().any(|(name, _)| *name == v.name))
-                .collect(),
+            Runner::Interp(g) => g.states().map(|v| g.value(v)).collect(),
             Runner::Compiled(p) => {
                 let plan = p.plan();
                 let states = plan.states();

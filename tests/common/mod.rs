@@ -139,9 +139,8 @@ pub fn empty_states(
     ]
     .into();
     graph
-        .inputs()
+        .states()
         .map(|v| graph.value(v))
-        .filter(|v| graph.outputs().iter().any(|(name, _)| *name == v.name))
         .map(|v| {
             let shape: Vec<usize> =
                 v.ty.shape

@@ -113,7 +113,15 @@ fn constant_b(graph: &Graph, v: ValueId) -> Option<ConstantB> {
 
 /// Requires every input of `node` that is present to be f32.
 fn require_f32(graph: &Graph, node: &Node) -> Result<(), String> {
-    for v in node.inputs.iter().flatten() {
+    require_f32_values(graph, node.inputs.iter().flatten())
+}
+
+/// An error naming the first of `values` that is not f32.
+fn require_f32_values<'a>(
+    graph: &Graph,
+    values: impl IntoIterator<Item = &'a ValueId>,
+) -> Result<(), String> {
+    for v in values {
         let value = graph.value(*v);
         if value.ty.dtype != DType::F32 {
             return Err(format!(
@@ -359,9 +367,7 @@ fn lower_scatter(
     let [Some(cache), Some(update)] = node.inputs[..2] else {
         return Err("TensorScatter takes a cache and an update".into());
     };
-    if graph.value(cache).ty.dtype != DType::F32 {
-        return Err("kernels write f32 caches".into());
-    }
+    require_f32_values(graph, [&cache, &update])?;
     let indices = node.inputs.get(2).copied().flatten();
     if indices.is_some_and(|i| graph.value(i).ty.dtype != DType::I64) {
         return Err("write indices must be i64".into());
@@ -543,15 +549,7 @@ fn lower_attention(
     let id = node_id(group);
     let op = node.op().expect("attention groups are op nodes");
     // All but nonpad_kv_seqlen (input 6, the i64 key counts).
-    for v in node.inputs.iter().take(6).flatten() {
-        let value = graph.value(*v);
-        if value.ty.dtype != DType::F32 {
-            return Err(format!(
-                "`{}` is {}, kernels take f32",
-                value.name, value.ty.dtype
-            ));
-        }
-    }
+    require_f32_values(graph, node.inputs.iter().take(6).flatten())?;
     let past = match node.inputs.get(4..6) {
         None | Some([None, None]) => None,
         Some(&[Some(pk), Some(pv)]) if node.outputs.len() == 3 => Some((pk, pv)),
