@@ -309,14 +309,15 @@ impl Vars {
 /// loop of one iteration, which the backend keeps in a register or a stack slot instead of
 /// recomputing it (divisions included) in every inner iteration, and which keeps the inner
 /// address arithmetic to `base + counter * stride + constant`.
-struct Lets {
-    depth: usize,
+pub(super) struct Lets {
+    /// The nesting depth inside the bindings.
+    pub(super) depth: usize,
     values: Vec<Index>,
 }
 
 impl Lets {
     /// Bindings whose first loop is at nesting depth `depth`.
-    fn at(depth: usize) -> Lets {
+    pub(super) fn at(depth: usize) -> Lets {
         Lets {
             depth,
             values: vec![],
@@ -325,14 +326,14 @@ impl Lets {
 
     /// Binds `value` (which may use the earlier bindings); the result names it inside
     /// [`Lets::wrap`].
-    fn bind(&mut self, value: Index) -> Index {
+    pub(super) fn bind(&mut self, value: Index) -> Index {
         self.values.push(value);
         self.depth += 1;
         Index::Loop(self.depth - 1)
     }
 
     /// `body`, built for loop depth `self.depth`, inside the bindings.
-    fn wrap(self, body: Vec<Stmt>) -> Vec<Stmt> {
+    pub(super) fn wrap(self, body: Vec<Stmt>) -> Vec<Stmt> {
         self.values.into_iter().rev().fold(body, |body, value| {
             vec![Stmt::for_range(value.clone(), value + c(1), body)]
         })
@@ -388,7 +389,7 @@ struct Keys {
     depth: usize,
 }
 
-fn c(v: i64) -> Index {
+pub(super) fn c(v: i64) -> Index {
     Index::Const(v)
 }
 
@@ -396,32 +397,18 @@ fn c(v: i64) -> Index {
 /// parameters). Group inputs: Q, K, V, mask?; output 0: Y `[B, Hq, Sq, Dv]`. Errors name
 /// the shape or parameter the template does not support.
 pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, String> {
-    let [b, hq, sq, d] = dims4(&spec.q, "Q")?;
-    let [kb, hkv, skv, kd] = dims4(&spec.k, "K")?;
-    let [vb, vh, vs, dv] = dims4(&spec.v, "V")?;
-    if kb != b || vb != b {
-        return Err(format!("batch sizes differ: Q {b}, K {kb}, V {vb}"));
-    }
-    if kd != d || vh != hkv || vs != skv {
-        return Err(format!(
-            "K {:?} and V {:?} do not match Q {:?}",
-            spec.k, spec.v, spec.q
-        ));
-    }
-    let known = |x: &Dim, what: &str| {
-        x.as_known()
-            .filter(|&v| v > 0)
-            .ok_or_else(|| format!("{what} must be a known positive size, got {x}"))
-    };
-    let (hq_n, hkv_n) = (known(&hq, "Q heads")?, known(&hkv, "K/V heads")?);
-    let (d_n, dv_n) = (known(&d, "head size")?, known(&dv, "V head size")?);
-    if hq_n % hkv_n != 0 {
-        return Err(format!("{hq_n} query heads are not a multiple of {hkv_n}"));
-    }
-    let scale = spec.scale.unwrap_or(1.0 / (d_n as f32).sqrt());
-    if !(scale >= 0.0 && scale.is_finite()) {
-        return Err(format!("scale {scale} must be finite and non-negative"));
-    }
+    let Checked {
+        b,
+        hq,
+        sq,
+        hkv: _,
+        skv,
+        hq_n,
+        hkv_n,
+        d_n,
+        dv_n,
+        scale,
+    } = check(spec)?;
     let tiling = tiling(schedule)?;
     let past = spec.causal.clone().unwrap_or(Dim::known(0));
     let mut sizes = vec![sq.clone(), skv.clone(), past];
@@ -445,11 +432,7 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         dv: dv_n,
         scale,
         causal: spec.causal.is_some(),
-        window: match (&spec.causal, spec.window) {
-            (_, None) => None,
-            (Some(_), Some(w)) => Some(w as i64),
-            (None, Some(_)) => return Err("a sliding window needs causal attention".into()),
-        },
+        window: window(spec)?,
         mask: spec.mask.as_ref().map(|_| 3),
         mask_rows,
         y: args.len(),
@@ -488,6 +471,75 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         sizes,
         parallel: heads,
     })
+}
+
+/// The shapes of an attention, checked: Q `[B, Hq, Sq, D]`, K `[B, Hkv, Skv, D]` and V
+/// `[B, Hkv, Skv, Dv]` with known head counts and sizes, `Hq` a multiple of `Hkv`.
+pub(super) struct Checked {
+    /// `B`, `Hq`, `Sq`, `Hkv` and `Skv`.
+    pub b: Dim,
+    pub hq: Dim,
+    pub sq: Dim,
+    pub hkv: Dim,
+    pub skv: Dim,
+    /// `Hq`, `Hkv`, `D` and `Dv`, which are known.
+    pub hq_n: i64,
+    pub hkv_n: i64,
+    pub d_n: i64,
+    pub dv_n: i64,
+    /// The factor of `Q Kᵀ` (the spec's, or `1 / sqrt(D)`).
+    pub scale: f32,
+}
+
+/// Checks the shapes and scale of `spec`; errors name what the templates do not support.
+pub(super) fn check(spec: &AttentionSpec) -> Result<Checked, String> {
+    let [b, hq, sq, d] = dims4(&spec.q, "Q")?;
+    let [kb, hkv, skv, kd] = dims4(&spec.k, "K")?;
+    let [vb, vh, vs, dv] = dims4(&spec.v, "V")?;
+    if kb != b || vb != b {
+        return Err(format!("batch sizes differ: Q {b}, K {kb}, V {vb}"));
+    }
+    if kd != d || vh != hkv || vs != skv {
+        return Err(format!(
+            "K {:?} and V {:?} do not match Q {:?}",
+            spec.k, spec.v, spec.q
+        ));
+    }
+    let known = |x: &Dim, what: &str| {
+        x.as_known()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("{what} must be a known positive size, got {x}"))
+    };
+    let (hq_n, hkv_n) = (known(&hq, "Q heads")?, known(&hkv, "K/V heads")?);
+    let (d_n, dv_n) = (known(&d, "head size")?, known(&dv, "V head size")?);
+    if hq_n % hkv_n != 0 {
+        return Err(format!("{hq_n} query heads are not a multiple of {hkv_n}"));
+    }
+    let scale = spec.scale.unwrap_or(1.0 / (d_n as f32).sqrt());
+    if !(scale >= 0.0 && scale.is_finite()) {
+        return Err(format!("scale {scale} must be finite and non-negative"));
+    }
+    Ok(Checked {
+        b,
+        hq,
+        sq,
+        hkv,
+        skv,
+        hq_n,
+        hkv_n,
+        d_n,
+        dv_n,
+        scale,
+    })
+}
+
+/// The left window of `spec`, which needs causal masking.
+pub(super) fn window(spec: &AttentionSpec) -> Result<Option<i64>, String> {
+    match (&spec.causal, spec.window) {
+        (_, None) => Ok(None),
+        (Some(_), Some(w)) => Ok(Some(w as i64)),
+        (None, Some(_)) => Err("a sliding window needs causal attention".into()),
+    }
 }
 
 /// The template's parameters (the module documentation says what each does and why the
@@ -595,7 +647,7 @@ fn dims4(shape: &[Dim], what: &str) -> Result<[Dim; 4], String> {
 
 /// The size parameters of a mask of shape `mask` broadcast to `full` = `[B, Hq, Sq, Skv]`:
 /// its last dim and its element strides over batch, head and query (0 where it broadcasts).
-fn mask_sizes(mask: &[Dim], full: [&Dim; 4]) -> Result<[Dim; 4], String> {
+pub(super) fn mask_sizes(mask: &[Dim], full: [&Dim; 4]) -> Result<[Dim; 4], String> {
     if mask.is_empty() || mask.len() > 4 {
         return Err(format!("mask has shape {mask:?}; expected rank 1 to 4"));
     }
@@ -1288,8 +1340,9 @@ fn value_block(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::templates::decode_attention::decode_attention;
     use crate::templates::elementwise::tests::Rng;
     use crate::templates::testing::run;
     use kiln_ir::interp::{eval_op, Bindings};
@@ -1299,30 +1352,39 @@ mod tests {
     /// One attention problem. `mask` is a pattern over `b`, `h`, `q`, `k` and `1` giving the
     /// mask's shape (`"b11k"` is `[B, 1, 1, Skv]`); `mask_len` overrides the size of its `k`.
     #[derive(Clone, Debug)]
-    struct Case {
-        b: usize,
-        hq: usize,
-        hkv: usize,
-        sq: usize,
-        skv: usize,
-        d: usize,
-        dv: usize,
-        causal: bool,
+    pub(in crate::templates) struct Case {
+        pub b: usize,
+        pub hq: usize,
+        pub hkv: usize,
+        pub sq: usize,
+        pub skv: usize,
+        pub d: usize,
+        pub dv: usize,
+        pub causal: bool,
         /// Keys of the cache before the first query (with `causal`).
-        past: usize,
+        pub past: usize,
         /// The left window (with `causal`).
-        window: Option<usize>,
-        scale: Option<f32>,
-        mask: Option<&'static str>,
-        mask_len: Option<usize>,
+        pub window: Option<usize>,
+        pub scale: Option<f32>,
+        pub mask: Option<&'static str>,
+        pub mask_len: Option<usize>,
         /// Each batch item's filled keys (ONNX `nonpad_kv_seqlen`); the keys beyond are junk.
-        lengths: Option<Vec<usize>>,
-        symbolic: bool,
-        schedule: Schedule,
+        pub lengths: Option<Vec<usize>>,
+        pub symbolic: bool,
+        pub schedule: Schedule,
+        /// Whether the kernels checked are the decode template's ([`super::super::decode_attention`]).
+        pub decode: bool,
     }
 
     impl Case {
-        fn new(b: usize, hq: usize, hkv: usize, sq: usize, skv: usize, d: usize) -> Case {
+        pub(in crate::templates) fn new(
+            b: usize,
+            hq: usize,
+            hkv: usize,
+            sq: usize,
+            skv: usize,
+            d: usize,
+        ) -> Case {
             Case {
                 b,
                 hq,
@@ -1340,6 +1402,7 @@ mod tests {
                 lengths: None,
                 symbolic: false,
                 schedule: Schedule::default(),
+                decode: false,
             }
         }
 
@@ -1451,8 +1514,7 @@ mod tests {
         }
 
         /// Checks the kernel against the interpreter on `inputs`, with 1 and 3 chunks.
-        fn check_on(&self, inputs: &[Tensor]) {
-            let built = attention(&self.spec(), &self.schedule).unwrap();
+        pub(in crate::templates) fn check_on(&self, inputs: &[Tensor]) {
             let mut attrs = Attrs::default();
             attrs.set("is_causal", Attr::Int(self.causal as i64));
             if let Some(s) = self.scale {
@@ -1503,16 +1565,8 @@ mod tests {
                 eval_op(&op, &args, &Bindings::new()).unwrap().remove(0)
             };
             let want = want.to_f32_array();
-            let shape = vec![self.b, self.hq, self.sq, self.dv];
             for chunks in [1, 3] {
-                let got = run(
-                    &built,
-                    inputs,
-                    std::slice::from_ref(&shape),
-                    &self.bindings(),
-                    chunks,
-                );
-                let got = got[0].to_f32_array();
+                let got = self.run(inputs, chunks).to_f32_array();
                 for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
                     let ok = if w.is_nan() {
                         g.is_nan()
@@ -1524,13 +1578,32 @@ mod tests {
             }
         }
 
-        fn check(&self, rng: &mut Rng) {
+        /// Y from the kernels under test on `chunks` chunks: the flash kernel, or the decode
+        /// template's partial and combine kernels in turn.
+        fn run(&self, inputs: &[Tensor], chunks: usize) -> Tensor {
+            let y = vec![self.b, self.hq, self.sq, self.dv];
+            let (spec, bindings) = (self.spec(), self.bindings());
+            if !self.decode {
+                let built = attention(&spec, &self.schedule).unwrap();
+                return run(&built, inputs, &[y], &bindings, chunks).remove(0);
+            }
+            let kernels = decode_attention(&spec, &self.schedule).unwrap();
+            let partials: Vec<usize> = kernels
+                .partials
+                .iter()
+                .map(|d| d.eval(&bindings).unwrap() as usize)
+                .collect();
+            let partials = run(&kernels.partial, inputs, &[partials], &bindings, chunks);
+            run(&kernels.combine, &partials, &[y], &bindings, chunks).remove(0)
+        }
+
+        pub(in crate::templates) fn check(&self, rng: &mut Rng) {
             self.check_on(&self.inputs(rng));
         }
     }
 
     /// The vector widths to test: 4 (Cranelift's), and with the LLVM backend 8 and 16.
-    fn widths() -> Vec<i64> {
+    pub(in crate::templates) fn widths() -> Vec<i64> {
         if cfg!(feature = "llvm") {
             vec![4, 8, 16]
         } else {
@@ -1568,7 +1641,7 @@ mod tests {
     }
 
     /// A random problem with a random schedule of `lanes` lanes.
-    fn random_case(rng: &mut Rng, seqs: &[usize], lanes: i64) -> Case {
+    pub(in crate::templates) fn random_case(rng: &mut Rng, seqs: &[usize], lanes: i64) -> Case {
         let (hq, hkv) = rng.pick(&[(1, 1), (2, 2), (4, 2), (4, 1), (3, 3)]);
         let d = rng.pick(&[1, 3, 8, 64]);
         let mut case = Case::new(

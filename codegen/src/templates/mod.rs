@@ -13,6 +13,7 @@
 
 mod activation;
 pub mod attention;
+pub mod decode_attention;
 pub mod elementwise;
 pub mod gemm;
 pub mod movement;
