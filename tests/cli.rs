@@ -1046,6 +1046,9 @@ fn compiled_artifacts_run_and_reject_tampering() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("into the cache `cache_"), "{err}");
+    // Its sizes are this run's, not the symbols'.
+    assert!(err.contains("(5 rows) into the cache"), "{err}");
+    assert!(err.contains("(4 rows)"), "{err}");
     // Greedy generation from the artefacts gives the tokens generation from the checkpoint
     // gives.
     let generate = |model: &str| {
@@ -1137,7 +1140,7 @@ fn compiled_artifacts_run_and_reject_tampering() {
     };
     failure(
         &resealed("format", &|p| {
-            p.replacen("\"format\":2,", "\"format\":99,", 1)
+            p.replacen("\"format\":3,", "\"format\":99,", 1)
         }),
         &["plan.json", "format 99", "kiln compile"],
     );

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The plan format this kiln reads and writes; bumped whenever the meaning of a field changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The index of a value in [`Plan::values`].
 pub type ValueIndex = usize;
@@ -174,8 +174,40 @@ pub struct IndexCheck {
     pub low: Dim,
     /// One past the largest index allowed.
     pub high: Dim,
-    /// What the indices address, named in the error (`a table of 50257 rows`).
-    pub what: String,
+    /// What the indices address, named in the error (`a table of 50257 rows`), its sizes
+    /// evaluated for the run.
+    pub what: Vec<Phrase>,
+}
+
+/// A piece of a description that names sizes: text, or a size written as its value for the
+/// run (`capacity` as `129`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Phrase {
+    /// Words.
+    Text(String),
+    /// A size, evaluated with the run's bindings (written as it is where a symbol is unbound).
+    Size(Dim),
+}
+
+/// `phrases` written out with the sizes of `bindings`.
+///
+/// ```
+/// use kiln_ir::Dim;
+/// use kiln_rt::plan::{describe, Phrase};
+/// let what = [Phrase::Text("a cache of ".into()), Phrase::Size(Dim::sym("capacity"))];
+/// let bindings = [("capacity".to_string(), 129)].into_iter().collect();
+/// assert_eq!(describe(&what, &bindings), "a cache of 129");
+/// ```
+pub fn describe(phrases: &[Phrase], bindings: &kiln_ir::interp::Bindings) -> String {
+    phrases
+        .iter()
+        .map(|p| match p {
+            Phrase::Text(t) => t.clone(),
+            Phrase::Size(d) => d
+                .eval(bindings)
+                .map_or_else(|| d.to_string(), |v| v.to_string()),
+        })
+        .collect()
 }
 
 /// What a kernel buffer is bound to.

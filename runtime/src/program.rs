@@ -10,7 +10,8 @@
 use crate::memory::{plan as plan_arena, Lifetime};
 use crate::native::NativeKernel;
 use crate::plan::{
-    Binding, CompileStats, IndexCheck, InterpStep, KernelStep, Plan, Report, Step, ValueIndex,
+    describe, Binding, CompileStats, IndexCheck, InterpStep, KernelStep, Plan, Report, Step,
+    ValueIndex,
 };
 use crate::weights::Weights;
 use kiln_ir::interp::{bind_given_shapes, check_results_fit, eval_op, Bindings, RunError};
@@ -752,7 +753,7 @@ impl Program {
         match indices.iter().find(|&&i| i < low || i >= high) {
             Some(bad) => Err(RunError(format!(
                 "`{name}`: index {bad} is out of range for {} (the range here is {low}..{high})",
-                check.what
+                describe(&check.what, bindings)
             ))),
             None => Ok(()),
         }

@@ -4,13 +4,15 @@
 
 use super::group::{Group, GroupKind};
 use crate::templates::attention::{self, AttentionSpec};
+use crate::templates::decode_attention;
 use crate::templates::elementwise::{self, Expr};
 use crate::templates::gemm::{self, Bias, ConstantB, Epilogue, MatMulSpec};
 use crate::templates::movement;
 use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
 use crate::templates::Built;
 use crate::Schedule;
-use kiln_ir::{DType, Dim, Graph, Node, NodeKind, OpKind, ValueId};
+use kiln_ir::{DType, Dim, Graph, Node, NodeKind, OpKind, Value, ValueId, ValueType};
+use kiln_rt::plan::Phrase;
 
 /// A group lowered to a kernel.
 #[derive(Clone, Debug)]
@@ -26,6 +28,12 @@ pub(super) struct Lowered {
     pub index_check: Option<IndexRange>,
     /// `(output, input)`: the kernel's output is the input's buffer, updated in place.
     pub in_place: Option<(usize, usize)>,
+    /// For a kernel besides the group's main one: its kind and what it does, as reported
+    /// (`kiln explain`); `None` for the main kernel.
+    pub helper: Option<(GroupKind, &'static str)>,
+    /// Values this kernel writes for the group's next kernels that the graph does not have
+    /// (decode attention's partials), numbered as outputs of the group's node after its own.
+    pub temps: Vec<(ValueId, Value)>,
 }
 
 /// The range `low..high` the elements of an i64 input must lie in, and what they address.
@@ -38,7 +46,7 @@ pub(super) struct IndexRange {
     /// One past the largest.
     pub high: Dim,
     /// What the indices address, for the error (`a table of 50257 rows`).
-    pub what: String,
+    pub what: Vec<Phrase>,
 }
 
 /// Lowers `group` with the template for its kind: usually one kernel; attention with a KV
@@ -73,6 +81,11 @@ pub(super) fn lower(
         other => Err(format!("no {} template yet", other.name())),
     };
     one.map(|l| vec![l])
+}
+
+/// Words of a description.
+fn text(words: impl Into<String>) -> Phrase {
+    Phrase::Text(words.into())
 }
 
 /// The node of a single-node group.
@@ -231,6 +244,8 @@ fn lower_rows(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lower
         outputs,
         index_check: None,
         in_place: None,
+        helper: None,
+        temps: vec![],
     })
 }
 
@@ -271,6 +286,8 @@ fn simple(built: Built, inputs: Vec<ValueId>, output: ValueId) -> Lowered {
         outputs: vec![Some(output)],
         index_check: None,
         in_place: None,
+        helper: None,
+        temps: vec![],
     }
 }
 
@@ -401,11 +418,16 @@ fn lower_scatter(
             movement::ScatterMode::Linear => &(capacity - rows) + &Dim::known(1),
             movement::ScatterMode::Circular => Dim::known(i64::MAX),
         },
-        what: format!(
-            "writing `{}` ({rows} rows) into the cache `{}` ({capacity} rows)",
-            graph.value(update).name,
-            graph.value(cache).name
-        ),
+        what: vec![
+            text(format!("writing `{}` (", graph.value(update).name)),
+            Phrase::Size(rows.clone()),
+            text(format!(
+                " rows) into the cache `{}` (",
+                graph.value(cache).name
+            )),
+            Phrase::Size(capacity.clone()),
+            text(" rows)"),
+        ],
     });
     let graph_name = &graph.value(cache).name;
     let is_state = matches!(graph.node(cache.node).kind, NodeKind::Input)
@@ -421,6 +443,8 @@ fn lower_scatter(
         outputs: vec![Some(out)],
         index_check,
         in_place: Some((0, 0)),
+        helper: None,
+        temps: vec![],
     };
     if is_state {
         return Ok(vec![write]);
@@ -466,9 +490,11 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                     input: 1,
                     low: Dim::known(-rows),
                     high: Dim::known(rows),
-                    what: format!("a table of {rows} rows"),
+                    what: vec![text(format!("a table of {rows} rows"))],
                 }),
                 in_place: None,
+                helper: None,
+                temps: vec![],
             })
         }
         OpKind::Transpose => {
@@ -500,6 +526,8 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                     .collect(),
                 index_check: None,
                 in_place: None,
+                helper: None,
+                temps: vec![],
             })
         }
         OpKind::Slice => {
@@ -605,44 +633,95 @@ fn lower_attention(
                     return Err("a KV cache of rank other than 4".into());
                 }
                 let built = movement::concat("Concat", &shapes, 2, &cache_copy)?;
-                steps.push(simple(built, vec![cache, new], present(output)));
+                steps.push(Lowered {
+                    helper: Some((GroupKind::Movement, "cache concatenation")),
+                    ..simple(built, vec![cache, new], present(output))
+                });
             }
             (present(1), present(2), shape(graph, pk)[2].clone())
         }
     };
-    let built = attention::attention(
-        &AttentionSpec {
-            q: shape(graph, q),
-            k: shape(graph, keys),
-            v: shape(graph, values),
-            mask: mask.map(|m| shape(graph, m)),
-            scale,
-            causal: causal.then_some(cached),
-            window,
-            lengths: lengths.is_some(),
-        },
-        schedule,
-    )?;
+    let spec = AttentionSpec {
+        q: shape(graph, q),
+        k: shape(graph, keys),
+        v: shape(graph, values),
+        mask: mask.map(|m| shape(graph, m)),
+        scale,
+        causal: causal.then_some(cached),
+        window,
+        lengths: lengths.is_some(),
+    };
     let skv = shape(graph, keys)[2].clone();
-    steps.push(Lowered {
-        built,
-        inputs: vec![Some(q), Some(keys), Some(values), mask, lengths],
-        outputs: vec![Some(ValueId {
-            node: id,
-            output: 0,
-        })],
-        index_check: lengths.map(|_| IndexRange {
-            input: 4,
-            low: Dim::known(0),
-            high: &skv + &Dim::known(1),
-            what: format!(
-                "the lengths of the cache `{}` ({skv} keys)",
+    let index_check = lengths.map(|_| IndexRange {
+        input: 4,
+        low: Dim::known(0),
+        high: &skv + &Dim::known(1),
+        what: vec![
+            text(format!(
+                "the lengths of the cache `{}` (",
                 graph.value(keys).name
-            ),
-        }),
+            )),
+            Phrase::Size(skv.clone()),
+            text(" keys)"),
+        ],
+    });
+    let y = ValueId {
+        node: id,
+        output: 0,
+    };
+    let inputs = vec![Some(q), Some(keys), Some(values), mask, lengths];
+    if !decodes(graph, group) {
+        steps.push(Lowered {
+            built: attention::attention(&spec, schedule)?,
+            inputs,
+            outputs: vec![Some(y)],
+            index_check,
+            in_place: None,
+            helper: None,
+            temps: vec![],
+        });
+        return Ok(steps);
+    }
+    let kernels = decode_attention::decode_attention(&spec, schedule)?;
+    let partials = ValueId {
+        node: id,
+        output: node.outputs.len(),
+    };
+    let temp = Value {
+        name: format!("{}.partials", node.name),
+        ty: ValueType {
+            dtype: DType::F32,
+            shape: kernels.partials,
+            sym: None,
+        },
+    };
+    steps.push(Lowered {
+        built: kernels.partial,
+        inputs,
+        outputs: vec![Some(partials)],
+        index_check,
         in_place: None,
+        helper: None,
+        temps: vec![(partials, temp)],
+    });
+    steps.push(Lowered {
+        helper: Some((GroupKind::Attention, "combine of the key splits")),
+        ..simple(kernels.combine, vec![partials], y)
     });
     Ok(steps)
+}
+
+/// Whether an attention group lowers to the decode template ([`decode_attention::suits`]:
+/// few queries, or a cache read to its filled lengths) rather than the flash kernel.
+pub(super) fn decodes(graph: &Graph, group: &Group) -> bool {
+    let node = sole_node(graph, group);
+    let lengths = node.inputs.get(6).copied().flatten().is_some();
+    match node.inputs.first().copied().flatten() {
+        Some(q) => shape(graph, q)
+            .get(2)
+            .is_some_and(|queries| decode_attention::suits(queries, lengths)),
+        None => false,
+    }
 }
 
 /// A GEMM and the bias add, activation and residual add grouped after it.
@@ -766,5 +845,7 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
         outputs: vec![Some(prev)],
         index_check: None,
         in_place: None,
+        helper: None,
+        temps: vec![],
     })
 }

@@ -4,15 +4,16 @@
 //! the KIR of its distinct kernels.
 
 use super::group::{group, single, Group, GroupKind};
-use super::lower::{lower, Lowered};
+use super::lower::{decodes, lower, Lowered};
 use crate::kir::Kernel;
 use crate::schedule::{ScheduleRequest, ScheduleSource, Space};
 use crate::templates::{
-    attention, elementwise, gemm, movement, rows, Arg, ConstantBytes, ConstantIdentity,
+    attention, decode_attention, elementwise, gemm, movement, rows, Arg, ConstantBytes,
+    ConstantIdentity,
 };
 use crate::{Backend, Schedule};
 use kiln_ir::infer::fmt_shape;
-use kiln_ir::{Graph, NodeId, NodeKind, ValueId};
+use kiln_ir::{Graph, NodeId, NodeKind, Value, ValueId};
 use kiln_rt::plan::{
     Binding, CompileStats, Constant, IndexCheck, InterpStep, KernelInfo, Plan, Report, Step,
     ValueIndex, DENSE,
@@ -135,7 +136,16 @@ impl Chosen {
     }
 }
 
-/// The declared parameters of the template that lowers groups of `kind`, if it has one.
+/// The declared parameters of the template that lowers group `g`, if it has one.
+fn space_for(graph: &Graph, g: &Group) -> Option<Space> {
+    match g.kind {
+        GroupKind::Attention if decodes(graph, g) => Some(decode_attention::space()),
+        kind => space_of(kind),
+    }
+}
+
+/// The declared parameters of the template that lowers groups of `kind`, if it has one
+/// (attention: the flash kernel's, see [`space_for`]).
 fn space_of(kind: GroupKind) -> Option<Space> {
     match kind {
         GroupKind::MatMul => Some(gemm::space()),
@@ -156,7 +166,7 @@ fn choose(
     lanes: u8,
     source: &dyn ScheduleSource,
 ) -> Result<Chosen, String> {
-    let space = space_of(g.kind).ok_or_else(|| format!("no {} template", g.kind.name()))?;
+    let space = space_for(graph, g).ok_or_else(|| format!("no {} template", g.kind.name()))?;
     let shape = |v: &ValueId| fmt_shape(&graph.value(*v).ty.shape);
     let shapes = format!(
         "{} -> {}",
@@ -341,16 +351,19 @@ fn lower_group(
     });
     match lowered {
         Ok(list) => {
-            let last = list.len() - 1;
-            for (i, mut lowered) in list.into_iter().enumerate() {
-                // Kernels before the group's main one (a KV cache's present key and value)
-                // are reported as the data movement they are.
-                let (kind, nodes, schedule) = match i == last {
-                    true => (g.kind, nodes.clone(), chosen.clone()),
-                    false => (
-                        GroupKind::Movement,
-                        vec![format!("{} (cache concatenation)", nodes[0])],
-                        Chosen::defaults(GroupKind::Movement, lanes)?,
+            for mut lowered in list {
+                // Kernels besides the group's main one are reported as what they are: a KV
+                // cache's concatenations as data movement, the combine of a split attention
+                // as part of its template.
+                let (kind, nodes, schedule) = match lowered.helper {
+                    None => (g.kind, nodes.clone(), chosen.clone()),
+                    Some((kind, what)) => (
+                        kind,
+                        vec![format!("{} ({what})", nodes[0])],
+                        match kind == g.kind {
+                            true => chosen.clone(),
+                            false => Chosen::defaults(kind, lanes)?,
+                        },
                     ),
                 };
                 let kernel = table.intern(&mut lowered.built.kernel);
@@ -468,6 +481,8 @@ struct PlanBuilder<'g> {
     constants: Vec<ConstantBytes>,
     kernels: Vec<Kernel>,
     values: HashMap<ValueId, ValueIndex>,
+    /// The values kernels pass to each other that the graph does not have ([`Lowered::temps`]).
+    temps: HashMap<ValueId, Value>,
     /// The kernels the steps call, and the plan's index of those it has added.
     table: KernelTable,
     in_plan: HashMap<usize, usize>,
@@ -484,6 +499,7 @@ impl<'g> PlanBuilder<'g> {
             constants: vec![],
             kernels: vec![],
             values: HashMap::new(),
+            temps: HashMap::new(),
             table,
             in_plan: HashMap::new(),
         };
@@ -504,7 +520,11 @@ impl<'g> PlanBuilder<'g> {
             return i;
         }
         let i = self.plan.values.len();
-        self.plan.values.push(self.graph.value(v).clone());
+        let value = match self.temps.get(&v) {
+            Some(temp) => temp.clone(),
+            None => self.graph.value(v).clone(),
+        };
+        self.plan.values.push(value);
         self.values.insert(v, i);
         if let NodeKind::Constant(data) = &self.graph.node(v.node).kind {
             self.plan.constants.push(Constant {
@@ -581,6 +601,7 @@ impl<'g> PlanBuilder<'g> {
                 kernel,
             } => {
                 let chosen = p.schedule.as_ref().expect("kernel steps have a schedule");
+                self.temps.extend(lowered.temps.iter().cloned());
                 let kernel = self.kernel(kernel, chosen);
                 let bound = |v: Option<ValueId>| v.expect("checked: every buffer is bound");
                 let mut step = lowered.built.step(

@@ -30,11 +30,10 @@
 //! which made seq 2048 10% faster non-causal and 35% causal than one chain of the
 //! NaN-propagating `Max`.
 //! The last group of a head may be partial: its missing queries compute on zeros and are
-//! never stored, and a decode step (`Sq = 1`) processes one group: L times the FMAs its one
-//! query needs. With L = 4 that makes decode attention about 1.5× slower than a kernel with
-//! one query per row would be (measured with `attention_bench`: 0.27 against 0.17 ms over 512
-//! keys and 12 heads); a decode step's time goes to the weight products, not attention. With
-//! L = 16 a decode step takes about as long as with L = 4, and prefill is about 4× faster
+//! never stored, and a decode step (`Sq = 1`) would process one group: L times the FMAs its
+//! one query needs, and each KV head's keys once per query head. Lowering therefore gives
+//! attentions of few queries to [`super::decode_attention`] (flash decoding) instead. With
+//! L = 16 prefill is about 4× faster than with L = 4
 //! (`attention_bench llvm`: LLVM on AVX-512, one thread, 12 heads of 64, Sq = Skv = 512: 6.8
 //! against 25.5 ms for L = 4 with Cranelift, 118 against 32 GFLOP/s; seq 2048: 106 against
 //! 397 ms, before `pair`; 97 ms with it).

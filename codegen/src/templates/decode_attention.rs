@@ -119,16 +119,11 @@ pub fn space() -> Space {
     }
 }
 
-/// Whether the decode kernels are the ones for an attention of `spec`: when it reads a cache
-/// filled to a length (a decode entry point, whatever its number of new tokens) or has at
-/// most 8 queries per head.
-pub fn suits(spec: &AttentionSpec) -> bool {
-    spec.lengths
-        || spec
-            .q
-            .get(2)
-            .and_then(Dim::as_known)
-            .is_some_and(|s| s <= 8)
+/// Whether the decode kernels are the ones for an attention of `queries` queries per head
+/// (Q's dim 2) that reads its keys `lengths` deep or not: when it reads a cache filled to a
+/// length (a decode entry point, whatever its number of new tokens) or has at most 8 queries.
+pub fn suits(queries: &Dim, lengths: bool) -> bool {
+    lengths || queries.as_known().is_some_and(|s| s <= 8)
 }
 
 /// Consecutive pieces `(offset, lanes)` covering `n` elements: vectors of `lanes`, then
@@ -791,21 +786,10 @@ mod tests {
 
     #[test]
     fn suits_decode_steps_and_few_queries() {
-        let dims = |sq: Dim| vec![Dim::known(1), Dim::known(4), sq, Dim::known(8)];
-        let spec = |sq: Dim, lengths| AttentionSpec {
-            q: dims(sq),
-            k: dims(Dim::sym("t")),
-            v: dims(Dim::sym("t")),
-            mask: None,
-            scale: None,
-            causal: None,
-            window: None,
-            lengths,
-        };
-        assert!(suits(&spec(Dim::known(1), false)));
-        assert!(suits(&spec(Dim::known(8), false)));
-        assert!(!suits(&spec(Dim::known(9), false)));
-        assert!(!suits(&spec(Dim::sym("s"), false)));
-        assert!(suits(&spec(Dim::sym("s"), true)));
+        assert!(suits(&Dim::known(1), false));
+        assert!(suits(&Dim::known(8), false));
+        assert!(!suits(&Dim::known(9), false));
+        assert!(!suits(&Dim::sym("s"), false));
+        assert!(suits(&Dim::sym("s"), true));
     }
 }
