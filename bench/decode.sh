@@ -6,9 +6,12 @@
 # decode step of the SmolLM2-135M-shaped f32 checkpoint (`bench/make_checkpoint.py`, LLVM
 # artefacts, the KV cache lent in place) at past 128 and 2048, and its prefill of 128 tokens,
 # each at 1 and 2 threads. Writes bench/results-decode.md: medians, tokens/s, the weights'
-# and caches' read rate and its share of the probe's.
+# and caches' read rate and its share of the probe's, and the rate at which attention reads
+# the cache (the cache's bytes over the median time of the attention kernels, `--profile`).
+# With BASELINE=COMMIT, kiln at that commit (built in a worktree under target/) times its
+# prefill in the same run, alternated with this one's.
 #
-#   bash bench/decode.sh [CHECKPOINT_DIR]     (default /tmp/kiln-smollm2-135m-random)
+#   [BASELINE=COMMIT] bash bench/decode.sh [CHECKPOINT_DIR]   (default /tmp/kiln-smollm2-135m-random)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ckpt=${1:-/tmp/kiln-smollm2-135m-random}
@@ -19,6 +22,14 @@ cargo build --release -q -p kiln-codegen --features llvm --example gemv_bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ./target/release/kiln compile "$ckpt" --backend llvm -o "$work/aot" >/dev/null
+if [ -n "${BASELINE:-}" ]; then
+    base=target/bench-baseline
+    [ -d "$base" ] || git worktree add --detach "$base" "$BASELINE" >/dev/null
+    git -C "$base" checkout -q --detach "$BASELINE"
+    (cd "$base" && CARGO_TARGET_DIR="$PWD/../bench-baseline-target" cargo build --release -q -p kiln)
+    old=target/bench-baseline-target/release/kiln
+    "$old" compile "$ckpt" --backend llvm -o "$work/baseline" >/dev/null
+fi
 
 declare -A sum gemv probe
 while read -r _ threads rate _; do
@@ -48,21 +59,28 @@ out=bench/results-decode.md
     echo "Probes: sum over 1 GiB ${sum[1]} / ${sum[2]} GB/s, GEMV over 1 GiB ${gemv[1]} / ${gemv[2]} GB/s"
     echo "at 1 / 2 threads; the faster, ${probe[1]} / ${probe[2]} GB/s, is the 100% below."
     echo
-    echo "| step | threads | median ms | tokens/s | weights GB/s | % of probe | weights + cache GB/s |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| step | threads | median ms | tokens/s | weights GB/s | % of probe | attention ms | cache GB/s | % of probe |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     for past in 128 2048; do
         for threads in 1 2; do
-            line=$(bench "$work/aot/decode" --seq 1 --past "$past" --threads "$threads")
+            line=$(bench "$work/aot/decode" --seq 1 --past "$past" --threads "$threads" --profile)
             ms=$(field "$line" median_ms)
             weights=$(field "$line" weight_bytes)
             gbs=$(python3 -c "print(f'{$weights / ($ms / 1e3) / 1e9:.1f}')")
             share=$(python3 -c "print(f'{100 * $gbs / ${probe[$threads]}:.0f}')")
-            echo "| decode, past $past | $threads | $ms | $(field "$line" tokens_per_s) | $gbs | $share% | $(field "$line" read_gb_per_s) |"
+            att=$(field "$line" attention_ms)
+            cache=$(python3 -c "print(f'{$(field "$line" state_bytes) / ($att / 1e3) / 1e9:.1f}')")
+            cshare=$(python3 -c "print(f'{100 * $cache / ${probe[$threads]}:.0f}')")
+            echo "| decode, past $past | $threads | $ms | $(field "$line" tokens_per_s) | $gbs | $share% | $att | $cache | $cshare% |"
         done
     done
     for threads in 1 2; do
         line=$(bench "$work/aot/prefill" --seq 128 --threads "$threads")
-        echo "| prefill, 128 tokens | $threads | $(field "$line" median_ms) | $(field "$line" tokens_per_s) | | | |"
+        echo "| prefill, 128 tokens | $threads | $(field "$line" median_ms) | $(field "$line" tokens_per_s) | | | | | |"
+        if [ -n "${BASELINE:-}" ]; then
+            line=$("$old" bench "$work/baseline/prefill" --seq 128 --threads "$threads" --runs 30 | grep '^BENCH')
+            echo "| prefill, 128 tokens, kiln at $BASELINE | $threads | $(field "$line" median_ms) | $(field "$line" tokens_per_s) | | | | | |"
+        fi
     done
 } >"$out"
 cat "$out"

@@ -7,6 +7,7 @@ use crate::inputs::{random_feeds, read_feeds, RandomSizes};
 use clap::Args;
 use kiln::pipeline::Program;
 use kiln_rt::StateBuffer;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,7 +37,8 @@ pub struct BenchArgs {
     /// Compile the graph as exported, without the rewrite rules (to measure what fusion buys).
     #[arg(long)]
     unfused: bool,
-    /// Also print the slowest kernels and fallbacks (time per step of the last run).
+    /// Also time each step: the median time per group kind over the runs (BENCH keys
+    /// `KIND_ms`) and the slowest steps of the last run.
     #[arg(long)]
     profile: bool,
     /// Timed runs (after 3 warm-up runs).
@@ -94,11 +96,25 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         stats = run()?.1;
     }
     let mut times = Vec::with_capacity(args.runs as usize);
+    let mut kinds: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..args.runs {
         let start = Instant::now();
         stats = run()?.1;
         times.push(start.elapsed().as_secs_f64() * 1e3);
+        if args.profile {
+            for (kind, s) in time_by_kind(&program, &stats.step_seconds) {
+                kinds.entry(kind).or_default().push(s * 1e3);
+            }
+        }
     }
+    // Per kind, the median over the runs (milliseconds).
+    let kinds: BTreeMap<String, f64> = kinds
+        .into_iter()
+        .map(|(kind, mut ms)| {
+            ms.sort_by(f64::total_cmp);
+            (kind, ms[ms.len() / 2])
+        })
+        .collect();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let min = times[0];
@@ -138,11 +154,15 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             )
         }
     };
+    let mut by_kind = String::new();
     if args.profile {
-        print_profile(&program, &stats.step_seconds);
+        print_profile(&program, &stats.step_seconds, &kinds);
+        for (kind, ms) in &kinds {
+            by_kind += &format!(" {kind}_ms={ms:.4}");
+        }
     }
     println!(
-        "BENCH median_ms={median:.4} min_ms={min:.4} compile_s={:.4} arena_peak_bytes={} arena_total_bytes={}{rates}",
+        "BENCH median_ms={median:.4} min_ms={min:.4} compile_s={:.4} arena_peak_bytes={} arena_total_bytes={}{rates}{by_kind}",
         c.seconds, stats.arena_peak, stats.arena_total
     );
     Ok(())
@@ -184,32 +204,39 @@ fn peak_rss() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The 15 slowest groups of one run, and the time per group kind.
-fn print_profile(program: &Program, seconds: &[f64]) {
-    let reports = program.reports();
-    let mut by_kind: std::collections::BTreeMap<&str, f64> = Default::default();
-    for (r, s) in reports.iter().zip(seconds) {
-        let kind = if r.fallback.is_some() {
-            "interp"
-        } else {
-            r.kind.as_str()
-        };
-        *by_kind.entry(kind).or_default() += s;
+/// The seconds of one run's steps summed by the kind of their group (`interp` for the
+/// interpreter's).
+fn time_by_kind(program: &Program, seconds: &[f64]) -> BTreeMap<String, f64> {
+    let mut by_kind = BTreeMap::new();
+    for (r, s) in program.reports().iter().zip(seconds) {
+        *by_kind.entry(step_kind(r).to_string()).or_default() += s;
     }
-    println!("time by kind (last run):");
-    for (kind, s) in &by_kind {
-        println!("  {kind:<12} {:>9.3} ms", s * 1e3);
+    by_kind
+}
+
+/// The kind a step is reported as.
+fn step_kind(r: &kiln_rt::plan::Report) -> &str {
+    if r.fallback.is_some() {
+        "interp"
+    } else {
+        r.kind.as_str()
+    }
+}
+
+/// The time per group kind (`kinds`: medians over the runs, in ms) and the 15 slowest steps
+/// of the last run.
+fn print_profile(program: &Program, seconds: &[f64], kinds: &BTreeMap<String, f64>) {
+    let reports = program.reports();
+    println!("time by kind (median of the runs):");
+    for (kind, ms) in kinds {
+        println!("  {kind:<12} {ms:>9.3} ms");
     }
     let mut order: Vec<usize> = (0..seconds.len().min(reports.len())).collect();
     order.sort_by(|&a, &b| seconds[b].total_cmp(&seconds[a]));
-    println!("slowest steps:");
+    println!("slowest steps (last run):");
     for &i in order.iter().take(15) {
         let r = &reports[i];
-        let kind = if r.fallback.is_some() {
-            "interp"
-        } else {
-            r.kind.as_str()
-        };
+        let kind = step_kind(r);
         println!(
             "  {:>9.3} ms  {kind:<12} {}",
             seconds[i] * 1e3,
