@@ -119,19 +119,22 @@ pub struct AttentionSpec {
     pub lengths: bool,
 }
 
-const Q: usize = 0;
-const K: usize = 1;
-const V: usize = 2;
+// The buffers Q, K and V, and the size parameters (the parallel range, then `Sq`, `Skv`,
+// `past`, the mask's last dim and its strides), of this kernel and of the decode template's
+// partial kernel.
+pub(super) const Q: usize = 0;
+pub(super) const K: usize = 1;
+pub(super) const V: usize = 2;
 
-const LO: usize = 0;
-const HI: usize = 1;
-const SQ: usize = 2;
-const SKV: usize = 3;
-const PAST: usize = 4;
-const MASK_LEN: usize = 5;
-const MASK_SB: usize = 6;
-const MASK_SH: usize = 7;
-const MASK_SQ: usize = 8;
+pub(super) const LO: usize = 0;
+pub(super) const HI: usize = 1;
+pub(super) const SQ: usize = 2;
+pub(super) const SKV: usize = 3;
+pub(super) const PAST: usize = 4;
+pub(super) const MASK_LEN: usize = 5;
+pub(super) const MASK_SB: usize = 6;
+pub(super) const MASK_SH: usize = 7;
+pub(super) const MASK_SQ: usize = 8;
 
 /// The largest register tile of a pair of groups, in keys or columns: two accumulators per key
 /// or column, two vector operands and a broadcast fit AVX-512's 32 vector registers.
@@ -400,13 +403,13 @@ pub fn attention(spec: &AttentionSpec, schedule: &Schedule) -> Result<Built, Str
         b,
         hq,
         sq,
-        hkv: _,
         skv,
         hq_n,
         hkv_n,
         d_n,
         dv_n,
         scale,
+        ..
     } = check(spec)?;
     let tiling = tiling(schedule)?;
     let past = spec.causal.clone().unwrap_or(Dim::known(0));

@@ -52,7 +52,10 @@
 //! the mask's last dim and strides), its parallel range `B · Hkv · splits`; the combine's are
 //! partials and Y, size parameter 2 is `Sq`, its range `B · Hq · Sq`.
 
-use super::attention::{self, c, AttentionSpec, Checked, Lets};
+use super::attention::{
+    self, c, AttentionSpec, Checked, Lets, HI, K, LO, MASK_LEN, MASK_SB, MASK_SH, MASK_SQ, PAST, Q,
+    SKV, SQ, V,
+};
 use super::{Arg, Built};
 use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
 use crate::schedule::{range, Param, Space};
@@ -70,20 +73,6 @@ pub struct DecodeAttention {
     /// The shape of the partials, `[B, Hkv, splits, Sq, G, Dv + 2]`.
     pub partials: Vec<Dim>,
 }
-
-const Q: usize = 0;
-const K: usize = 1;
-const V: usize = 2;
-
-const LO: usize = 0;
-const HI: usize = 1;
-const SQ: usize = 2;
-const SKV: usize = 3;
-const PAST: usize = 4;
-const MASK_LEN: usize = 5;
-const MASK_SB: usize = 6;
-const MASK_SH: usize = 7;
-const MASK_SQ: usize = 8;
 
 /// The template's parameters (the module documentation says what each does).
 pub fn space() -> Space {
