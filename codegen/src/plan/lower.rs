@@ -238,15 +238,7 @@ fn lower_rows(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lower
             (o == 0 || (o == 3 && sum_output)).then_some(v)
         })
         .collect();
-    Ok(Lowered {
-        built,
-        inputs: node.inputs.clone(),
-        outputs,
-        index_check: None,
-        in_place: None,
-        helper: None,
-        temps: vec![],
-    })
+    Ok(kernel(built, node.inputs.clone(), outputs))
 }
 
 fn node_id(group: &Group) -> kiln_ir::NodeId {
@@ -280,10 +272,20 @@ fn trailing_reduce_axis(node: &Node, rank: usize) -> Result<usize, String> {
 
 /// A lowering with the node's own inputs and first output.
 fn simple(built: Built, inputs: Vec<ValueId>, output: ValueId) -> Lowered {
+    kernel(
+        built,
+        inputs.into_iter().map(Some).collect(),
+        vec![Some(output)],
+    )
+}
+
+/// The main kernel of a group with its inputs and outputs bound: no index check, nothing
+/// updated in place, no values of its own.
+fn kernel(built: Built, inputs: Vec<Option<ValueId>>, outputs: Vec<Option<ValueId>>) -> Lowered {
     Lowered {
         built,
-        inputs: inputs.into_iter().map(Some).collect(),
-        outputs: vec![Some(output)],
+        inputs,
+        outputs,
         index_check: None,
         in_place: None,
         helper: None,
@@ -438,13 +440,13 @@ fn lower_scatter(
         && graph.users(cache.node).len() == 1;
     let target = if is_state { cache } else { out };
     let write = Lowered {
-        built,
-        inputs: vec![Some(target), Some(update), indices],
-        outputs: vec![Some(out)],
         index_check,
         in_place: Some((0, 0)),
-        helper: None,
-        temps: vec![],
+        ..kernel(
+            built,
+            vec![Some(target), Some(update), indices],
+            vec![Some(out)],
+        )
     };
     if is_state {
         return Ok(vec![write]);
@@ -483,18 +485,13 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                 .and_then(Dim::as_known)
                 .ok_or("the gathered axis must have a known size")?;
             Ok(Lowered {
-                built,
-                inputs: vec![Some(data), Some(indices)],
-                outputs: vec![Some(out)],
                 index_check: Some(IndexRange {
                     input: 1,
                     low: Dim::known(-rows),
                     high: Dim::known(rows),
                     what: vec![text(format!("a table of {rows} rows"))],
                 }),
-                in_place: None,
-                helper: None,
-                temps: vec![],
+                ..simple(built, vec![data, indices], out)
             })
         }
         OpKind::Transpose => {
@@ -518,17 +515,10 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
             let a = axis.rem_euclid(x.len().max(1) as i64) as usize;
             let parts: Vec<Dim> = node.outputs.iter().map(|v| v.ty.shape[a].clone()).collect();
             let built = movement::split(name, &x, axis, &parts, schedule)?;
-            Ok(Lowered {
-                built,
-                inputs: vec![Some(data)],
-                outputs: (0..node.outputs.len())
-                    .map(|output| Some(ValueId { node: id, output }))
-                    .collect(),
-                index_check: None,
-                in_place: None,
-                helper: None,
-                temps: vec![],
-            })
+            let outputs = (0..node.outputs.len())
+                .map(|output| Some(ValueId { node: id, output }))
+                .collect();
+            Ok(kernel(built, vec![Some(data)], outputs))
         }
         OpKind::Slice => {
             let starts = constant_ints(graph, node.inputs[1])?.ok_or("starts are missing")?;
@@ -671,14 +661,10 @@ fn lower_attention(
     };
     let inputs = vec![Some(q), Some(keys), Some(values), mask, lengths];
     if !decodes(graph, group) {
+        let built = attention::attention(&spec, schedule)?;
         steps.push(Lowered {
-            built: attention::attention(&spec, schedule)?,
-            inputs,
-            outputs: vec![Some(y)],
             index_check,
-            in_place: None,
-            helper: None,
-            temps: vec![],
+            ..kernel(built, inputs, vec![Some(y)])
         });
         return Ok(steps);
     }
@@ -696,13 +682,9 @@ fn lower_attention(
         },
     };
     steps.push(Lowered {
-        built: kernels.partial,
-        inputs,
-        outputs: vec![Some(partials)],
         index_check,
-        in_place: None,
-        helper: None,
         temps: vec![(partials, temp)],
+        ..kernel(kernels.partial, inputs, vec![Some(partials)])
     });
     steps.push(Lowered {
         helper: Some((GroupKind::Attention, "combine of the key splits")),
@@ -839,13 +821,5 @@ fn lower_matmul(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Low
     if let Some(r) = residual {
         inputs.push(Some(r));
     }
-    Ok(Lowered {
-        built,
-        inputs,
-        outputs: vec![Some(prev)],
-        index_check: None,
-        in_place: None,
-        helper: None,
-        temps: vec![],
-    })
+    Ok(kernel(built, inputs, vec![Some(prev)]))
 }
