@@ -1,5 +1,5 @@
-//! Calling one kernel step: its sizes evaluated from the bound symbols, its scratch space
-//! allocated, and its parallel axis split into ranges run on the current rayon pool.
+//! Calling one kernel step: its sizes taken from the run's ([`crate::sizes`]), its scratch
+//! space allocated, and its parallel axis split into ranges run on the current rayon pool.
 //!
 //! A decode step launches hundreds of kernels of a few microseconds each, so the fixed cost
 //! of a launch matters: the sizes and buffer pointers live on the stack (no allocation for
@@ -9,8 +9,8 @@
 
 use crate::native::NativeKernel;
 use crate::plan::{Binding, KernelStep};
+use crate::sizes::{KernelSizes, SizeId, SizeTable, Sizes};
 use kiln_ir::interp::Bindings;
-use kiln_ir::Dim;
 use std::cell::RefCell;
 
 /// Buffers and sizes a launch keeps on the stack; kernels with more use the heap.
@@ -121,11 +121,11 @@ impl Drop for ScratchSpace {
 impl KernelStep {
     /// Runs `kernel` with `pointers` bound to its buffers (one per [`KernelStep::args`]; `None`
     /// for scratch buffers, which this call allocates), `bindings` giving the symbols, the
-    /// parallel axis split into at most `chunks` ranges run on the current rayon pool.
+    /// parallel axis split into at most `chunks` ranges run on the current rayon pool: the
+    /// step alone, outside a program (which evaluates its steps' sizes once per run).
     ///
     /// # Safety
-    /// `kernel` must be the step's kernel, and every pointer valid for the buffer the kernel
-    /// expects at these sizes; outputs must not alias inputs unless the kernel allows it.
+    /// As for [`KernelStep::launch_sized`].
     pub unsafe fn launch(
         &self,
         kernel: &NativeKernel,
@@ -133,19 +133,40 @@ impl KernelStep {
         bindings: &Bindings,
         chunks: usize,
     ) -> Result<(), String> {
-        let eval = |d: &Dim| {
-            d.eval(bindings)
-                .filter(|v| *v >= 0)
-                .ok_or_else(|| format!("node {}: kernel size `{d}` is not bound", self.node))
+        let table = SizeTable::of_step(self);
+        let sizes = table.kernel(0).expect("the table of one kernel step");
+        // SAFETY: the caller's contract.
+        unsafe { self.launch_sized(kernel, pointers, sizes, &table.evaluate(bindings), chunks) }
+    }
+
+    /// As [`KernelStep::launch`], with the step's sizes (`step`, in the table of `run`) taken
+    /// from the run's.
+    ///
+    /// # Safety
+    /// `kernel` must be the step's kernel, and every pointer valid for the buffer the kernel
+    /// expects at these sizes; outputs must not alias inputs unless the kernel allows it.
+    pub(crate) unsafe fn launch_sized(
+        &self,
+        kernel: &NativeKernel,
+        pointers: &[Option<*mut u8>],
+        step: &KernelSizes,
+        run: &Sizes,
+        chunks: usize,
+    ) -> Result<(), String> {
+        let eval = |d: SizeId| {
+            run.value(d).filter(|v| *v >= 0).ok_or_else(|| {
+                let d = run.table().dim(d);
+                format!("node {}: kernel size `{d}` is not bound", self.node)
+            })
         };
         // Size arguments 0 and 1 are the range, set per chunk.
-        let mut sizes = Small::new(0i64, 2 + self.sizes.len());
+        let mut sizes = Small::new(0i64, 2 + step.sizes.len());
         sizes.push(0);
         sizes.push(0);
-        for d in &self.sizes {
+        for &d in &step.sizes {
             sizes.push(eval(d)?);
         }
-        let extent = eval(&self.parallel)?;
+        let extent = eval(step.parallel)?;
         if pointers.len() != self.args.len() {
             return Err(format!(
                 "node {}: {} buffers for a kernel of {}",
@@ -156,11 +177,11 @@ impl KernelStep {
         }
         let mut scratch = ScratchSpace(vec![]);
         let mut buffers = Small::new(SendPtr(std::ptr::null_mut()), self.args.len());
-        for (arg, p) in self.args.iter().zip(pointers) {
-            let p = match (arg, p) {
-                (Binding::Scratch(d), _) => scratch.buffer(eval(d)? as usize),
-                (_, Some(p)) => *p,
-                (_, None) => return Err(format!("node {}: a buffer is not bound", self.node)),
+        for ((arg, p), len) in self.args.iter().zip(pointers).zip(&step.scratch) {
+            let p = match (arg, p, len) {
+                (Binding::Scratch(_), _, Some(len)) => scratch.buffer(eval(*len)? as usize),
+                (_, Some(p), _) => *p,
+                _ => return Err(format!("node {}: a buffer is not bound", self.node)),
             };
             buffers.push(SendPtr(p));
         }

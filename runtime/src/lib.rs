@@ -12,6 +12,7 @@
 //! # let _ = outputs;
 //! ```
 
+mod arena;
 pub mod artifact;
 pub mod cpu;
 mod launch;
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod native;
 pub mod plan;
 mod program;
+mod sizes;
 pub mod weights;
 
 pub use program::{Program, RunStats, StateBuffer};

@@ -7,12 +7,13 @@
 //! constants are read in place from the weights (memory-mapped for artefacts); parallel
 //! loops run on a rayon pool of the requested size.
 
-use crate::memory::{plan as plan_arena, Lifetime};
+use crate::arena::{Arena, ArenaValues};
 use crate::native::NativeKernel;
 use crate::plan::{
     describe, Binding, CompileStats, IndexCheck, InterpStep, KernelStep, Plan, Report, Step,
     ValueIndex,
 };
+use crate::sizes::{SizeId, SizeTable, Sizes};
 use crate::weights::Weights;
 use kiln_ir::interp::{bind_given_shapes, check_results_fit, eval_op, Bindings, RunError};
 use kiln_ir::{DType, Tensor, TensorData, Value};
@@ -91,7 +92,11 @@ pub struct Program {
     stats: CompileStats,
     pool: Option<rayon::ThreadPool>,
     threads: usize,
-    arena: Mutex<Vec<f32>>,
+    /// The plan's size expressions, evaluated once per run.
+    sizes: SizeTable,
+    /// The values that live in the arena, and when.
+    arena_values: ArenaValues,
+    arena: Mutex<Arena>,
 }
 
 /// Where a value lives during a run.
@@ -171,6 +176,8 @@ impl Program {
         };
         Ok(Program {
             constant_tensors: plan.constants.iter().map(|_| OnceLock::new()).collect(),
+            sizes: SizeTable::of(&plan),
+            arena_values: ArenaValues::of(&plan),
             plan,
             weights,
             kernels,
@@ -286,21 +293,16 @@ impl Program {
             given.insert(inputs[i].name.as_str(), (dtype, shape));
         }
         let bindings = bind_given_shapes(&inputs, &given)?;
-        let (offsets, mut stats) = self.plan_arena(&bindings)?;
+        let sizes = self.sizes.evaluate(&bindings);
         // The arena is reused across runs (runs of one program take turns).
         let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
-        if arena.len() < stats.arena_peak / 4 + 16 {
-            let what = "the run's intermediates (the arena)";
-            kiln_ir::host::check_fits(Some(stats.arena_peak), what).map_err(RunError)?;
-            // Written, not just reserved (`vec![0.0; n]` maps untouched pages), so that the
-            // memory checks of later allocations see the arena as taken.
-            arena.clear();
-            arena.shrink_to_fit();
-            arena.resize(stats.arena_peak / 4 + 16, 0.0);
-        }
-        let shift = arena.as_ptr().align_offset(64);
-        // SAFETY: `shift` < 16 elements and the arena has 16 spare elements.
-        let base = unsafe { arena.as_mut_ptr().add(shift) }.cast::<u8>();
+        let (arena_peak, arena_total) = arena.prepare(&self.arena_values, plan, &sizes)?;
+        let mut stats = RunStats {
+            arena_peak,
+            arena_total,
+            step_seconds: Vec::with_capacity(plan.steps.len()),
+        };
+        let base = arena.base();
         let mut live: Vec<Option<Live>> = vec![None; plan.values.len()];
         for (s, &(i, _)) in states.iter().enumerate() {
             let shape = buffers[s].1.to_vec();
@@ -333,7 +335,7 @@ impl Program {
                 });
             }
         }
-        for step in &plan.steps {
+        for (s, step) in plan.steps.iter().enumerate() {
             let started = Instant::now();
             match step {
                 Step::View {
@@ -341,7 +343,7 @@ impl Program {
                     output,
                     node,
                 } => {
-                    let shape = self.concrete(*output, &bindings)?;
+                    let shape = self.concrete(*output, &sizes)?;
                     let from = self.live_value(&live, *input, node)?;
                     let have: usize = from.shape.iter().product();
                     let want: usize = shape.iter().product();
@@ -357,7 +359,12 @@ impl Program {
                 }
                 Step::Interp(step) => self.interpret(step, &bindings, base, &buffers, &mut live)?,
                 Step::Kernel(step) => {
-                    self.launch(step, &bindings, &offsets, base, &buffers, &mut live)?
+                    let at = Placement {
+                        arena: &arena,
+                        base,
+                        states: &buffers,
+                    };
+                    self.launch(s, step, &sizes, &bindings, &at, &mut live)?
                 }
             }
             stats.step_seconds.push(started.elapsed().as_secs_f64());
@@ -376,19 +383,24 @@ impl Program {
         Ok((outputs, stats))
     }
 
-    /// Runs one kernel step.
+    /// Runs kernel step `s`.
     fn launch<'a>(
         &self,
+        s: usize,
         step: &KernelStep,
+        sizes: &Sizes,
         bindings: &Bindings,
-        offsets: &HashMap<ValueIndex, usize>,
-        base: *mut u8,
-        states: &States,
+        at: &Placement,
         live: &mut [Option<Live<'a>>],
     ) -> Result<(), RunError> {
-        if let Some(check) = &step.index_check {
+        let (base, states) = (at.base, at.states);
+        let step_sizes = self
+            .sizes
+            .kernel(s)
+            .ok_or_else(|| RunError(format!("node {}: step {s} has no kernel sizes", step.node)))?;
+        if let (Some(check), Some(range)) = (&step.index_check, step_sizes.index_range) {
             let l = self.live_value(live, check.value, &step.node)?;
-            self.check_indices(check, l, bindings)?;
+            self.check_indices(check, range, l, sizes, bindings)?;
         }
         let plan = &self.plan;
         let mut pointers = Vec::with_capacity(step.args.len());
@@ -396,8 +408,8 @@ impl Program {
             pointers.push(match arg {
                 Binding::Read(v) => {
                     let l = self.live_value(live, *v, &step.node)?;
-                    let want = self.concrete(*v, bindings)?;
-                    if l.shape.iter().product::<usize>() != want.iter().product::<usize>() {
+                    if Some(l.shape.iter().product::<usize>()) != sizes.elements(*v) {
+                        let want = self.concrete(*v, sizes)?;
                         return Err(RunError(format!(
                             "value `{}` is {:?} but the compiled kernel expects {want:?}",
                             plan.values[*v].name, l.shape
@@ -406,15 +418,15 @@ impl Program {
                     Some(self.pointer(l, base, states))
                 }
                 Binding::Write(v) => {
-                    let shape = self.concrete(*v, bindings)?;
-                    let offset = offsets.get(v).ok_or_else(|| {
+                    let shape = self.concrete(*v, sizes)?;
+                    let offset = at.arena.offset(&self.arena_values, *v).ok_or_else(|| {
                         RunError(format!(
                             "node {}: no arena slot was planned for `{}`",
                             step.node, plan.values[*v].name
                         ))
                     })?;
                     let l = Live {
-                        slot: Slot::Arena(*offset),
+                        slot: Slot::Arena(offset),
                         shape,
                     };
                     let p = self.pointer(&l, base, states);
@@ -429,7 +441,7 @@ impl Program {
                             step.node, plan.values[*input].name
                         )));
                     }
-                    let want = self.concrete(*output, bindings)?;
+                    let want = self.concrete(*output, sizes)?;
                     if l.shape != want {
                         return Err(RunError(format!(
                             "node {}: `{}` is {:?} but the compiled kernel updates {want:?}",
@@ -447,8 +459,16 @@ impl Program {
         let chunks = if self.pool.is_some() { self.threads } else { 1 };
         // SAFETY: every buffer was checked against (or allocated for) the shapes the kernel
         // was built for, evaluated with these bindings; the kernel is the plan's.
-        unsafe { step.launch(&self.kernels[step.kernel], &pointers, bindings, chunks) }
-            .map_err(RunError)
+        unsafe {
+            step.launch_sized(
+                &self.kernels[step.kernel],
+                &pointers,
+                step_sizes,
+                sizes,
+                chunks,
+            )
+        }
+        .map_err(RunError)
     }
 
     /// Runs one node on the interpreter.
@@ -505,91 +525,6 @@ impl Program {
         Ok(())
     }
 
-    /// Places every kernel-produced value in the arena by liveness, for these bindings.
-    fn plan_arena(
-        &self,
-        bindings: &Bindings,
-    ) -> Result<(HashMap<ValueIndex, usize>, RunStats), RunError> {
-        let plan = &self.plan;
-        // Views share their input's buffer: resolve each value to the value that owns it.
-        let mut owner: HashMap<ValueIndex, ValueIndex> = HashMap::new();
-        let mut lifetimes: Vec<(ValueIndex, Lifetime)> = vec![];
-        let mut index: HashMap<ValueIndex, usize> = HashMap::new();
-        let root = |owner: &HashMap<ValueIndex, ValueIndex>, v| *owner.get(&v).unwrap_or(&v);
-        let touch =
-            |v, step: usize, index: &HashMap<_, usize>, lifetimes: &mut Vec<(_, Lifetime)>| {
-                if let Some(&i) = index.get(&v) {
-                    lifetimes[i].1.last = lifetimes[i].1.last.max(step);
-                }
-            };
-        for (s, step) in plan.steps.iter().enumerate() {
-            match step {
-                Step::View { input, output, .. } => {
-                    let r = root(&owner, *input);
-                    owner.insert(*output, r);
-                    touch(r, s, &index, &mut lifetimes);
-                }
-                Step::Interp(i) => {
-                    for v in i.inputs.iter().flatten() {
-                        touch(root(&owner, *v), s, &index, &mut lifetimes);
-                    }
-                }
-                Step::Kernel(k) => {
-                    for arg in &k.args {
-                        match arg {
-                            Binding::Read(v) => touch(root(&owner, *v), s, &index, &mut lifetimes),
-                            // The updated buffer is the input's, under the output's name.
-                            Binding::Update { input, output } => {
-                                let r = root(&owner, *input);
-                                if output != input {
-                                    owner.insert(*output, r);
-                                }
-                                touch(r, s, &index, &mut lifetimes);
-                            }
-                            _ => {}
-                        }
-                    }
-                    for arg in &k.args {
-                        let Binding::Write(v) = arg else { continue };
-                        let shape = self.concrete(*v, bindings)?;
-                        let bytes = kiln_ir::host::bytes_of(&shape, 4);
-                        let what = format!("value `{}` {shape:?}", plan.values[*v].name);
-                        kiln_ir::host::check_fits(bytes, &what).map_err(RunError)?;
-                        let bytes = bytes.unwrap_or_default();
-                        index.insert(*v, lifetimes.len());
-                        lifetimes.push((
-                            *v,
-                            Lifetime {
-                                bytes,
-                                first: s,
-                                last: s,
-                            },
-                        ));
-                    }
-                }
-            }
-        }
-        let end = plan.steps.len();
-        for (_, v) in &plan.outputs {
-            touch(root(&owner, *v), end, &index, &mut lifetimes);
-        }
-        let buffers: Vec<Lifetime> = lifetimes.iter().map(|(_, l)| *l).collect();
-        let p = plan_arena(&buffers);
-        let offsets = lifetimes
-            .iter()
-            .zip(&p.offsets)
-            .map(|((v, _), &o)| (*v, o))
-            .collect();
-        Ok((
-            offsets,
-            RunStats {
-                arena_peak: p.peak,
-                arena_total: p.total,
-                step_seconds: Vec::with_capacity(plan.steps.len()),
-            },
-        ))
-    }
-
     /// The live value `v` that the step of node `user` reads; an error naming both when no
     /// earlier step produced it (a defect of the plan, reported instead of a panic).
     fn live_value<'l, 'a>(
@@ -606,21 +541,14 @@ impl Program {
         })
     }
 
-    /// The concrete shape of `v` under `bindings`.
-    fn concrete(&self, v: ValueIndex, bindings: &Bindings) -> Result<Vec<usize>, RunError> {
-        let value = &self.plan.values[v];
-        value
-            .ty
-            .shape
-            .iter()
-            .map(|d| d.eval(bindings).and_then(|x| usize::try_from(x).ok()))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| {
-                RunError(format!(
-                    "value `{}`: its shape is not determined by the inputs",
-                    value.name
-                ))
-            })
+    /// The concrete shape of `v` in this run.
+    fn concrete(&self, v: ValueIndex, sizes: &Sizes) -> Result<Vec<usize>, RunError> {
+        sizes.shape(v).ok_or_else(|| {
+            RunError(format!(
+                "value `{}`: its shape is not determined by the inputs",
+                self.plan.values[v].name
+            ))
+        })
     }
 
     /// The data pointer of a live value.
@@ -730,7 +658,9 @@ impl Program {
     fn check_indices(
         &self,
         check: &IndexCheck,
+        (low, high): (SizeId, SizeId),
         l: &Live,
+        sizes: &Sizes,
         bindings: &Bindings,
     ) -> Result<(), RunError> {
         let indices: Cow<[i64]> = match &l.slot {
@@ -745,11 +675,12 @@ impl Program {
             _ => return Ok(()),
         };
         let name = &self.plan.values[check.value].name;
-        let eval = |d: &kiln_ir::Dim| {
-            d.eval(bindings)
+        let eval = |d: SizeId| {
+            sizes
+                .value(d)
                 .ok_or_else(|| RunError(format!("`{name}`: the range of its indices is not bound")))
         };
-        let (low, high) = (eval(&check.low)?, eval(&check.high)?);
+        let (low, high) = (eval(low)?, eval(high)?);
         match indices.iter().find(|&&i| i < low || i >= high) {
             Some(bad) => Err(RunError(format!(
                 "`{name}`: index {bad} is out of range for {} (the range here is {low}..{high})",
@@ -763,6 +694,13 @@ impl Program {
 /// The buffers of a run's states: pointer, shape and dtype, by their position in
 /// [`Plan::states`].
 type States<'b> = [(*mut u8, &'b [usize], DType)];
+
+/// Where a run's buffers are: its arena (prepared for the run) at `base`, and its states.
+struct Placement<'r> {
+    arena: &'r Arena,
+    base: *mut u8,
+    states: &'r States<'r>,
+}
 
 /// `t` in row-major standard layout (kernels read dense buffers).
 fn standard(t: Tensor) -> Tensor {
