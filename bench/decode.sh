@@ -7,7 +7,9 @@
 # artefacts, the KV cache lent in place) at past 128 and 2048, and its prefill of 128 tokens,
 # each at 1 and 2 threads. Writes bench/results-decode.md: medians, tokens/s, the weights'
 # and caches' read rate and its share of the probe's, and the rate at which attention reads
-# the cache (the cache's bytes over the median time of the attention kernels, `--profile`).
+# the cache (the cache's bytes over the median time of the attention kernels, `--profile`),
+# and the fixed cost of a step: the decode step of the same model at tiny widths (`--tiny`:
+# the same kernel steps on 7 MB of weights, which stay in the cache).
 # With BASELINE=COMMIT, kiln at that commit (built in a worktree under target/) times its
 # prefill in the same run, alternated with this one's.
 #
@@ -22,6 +24,9 @@ cargo build --release -q -p kiln-codegen --features llvm --example gemv_bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ./target/release/kiln compile "$ckpt" --backend llvm -o "$work/aot" >/dev/null
+python3 bench/make_checkpoint.py "$work/tiny" --tiny
+./target/release/kiln compile "$work/tiny" --backend llvm -o "$work/tiny-aot" >/dev/null
+steps=$(./target/release/kiln explain "$work/tiny-aot/decode" | sed -nE '1s/^kernels \([a-z]+\): ([0-9]+) kernels.*/\1/p')
 if [ -n "${BASELINE:-}" ]; then
     base=target/bench-baseline
     [ -d "$base" ] || git worktree add --detach "$base" "$BASELINE" >/dev/null
@@ -73,6 +78,12 @@ out=bench/results-decode.md
             cshare=$(python3 -c "print(f'{100 * $cache / ${probe[$threads]}:.0f}')")
             echo "| decode, past $past | $threads | $ms | $(field "$line" tokens_per_s) | $gbs | $share% | $att | $cache | $cshare% |"
         done
+    done
+    for threads in 1 2; do
+        line=$(bench "$work/tiny-aot/decode" --seq 1 --past 128 --threads "$threads")
+        ms=$(field "$line" median_ms)
+        per=$(python3 -c "print(f'{1e3 * $ms / $steps:.2f}')")
+        echo "| fixed cost: decode of the tiny model, past 128 ($steps kernel steps, $per µs each) | $threads | $ms | $(field "$line" tokens_per_s) | | | | | |"
     done
     for threads in 1 2; do
         line=$(bench "$work/aot/prefill" --seq 128 --threads "$threads")

@@ -1,6 +1,8 @@
 """Writes a random-weight LLaMA-architecture checkpoint (config.json + model.safetensors) with
 SmolLM2-135M's shape: 30 layers, hidden 576, 9 heads, 3 kv heads, FFN 1536, vocab 49152, tied
-embeddings. Usage: python3 bench/make_checkpoint.py OUT_DIR"""
+embeddings. With --tiny, the same 30 layers, heads and kernels at hidden 72, FFN 192 and vocab
+512 (about 5 MB of weights, which stay in the cache: a decode step of it is the fixed cost of
+the big one's kernel steps). Usage: python3 bench/make_checkpoint.py OUT_DIR [--tiny]"""
 
 import json
 import os
@@ -18,9 +20,13 @@ CONFIG = {
 }
 
 
-def tensors():
+TINY = {"hidden_size": 72, "intermediate_size": 192, "vocab_size": 512}
+
+
+def tensors(config):
     rng = np.random.default_rng(0)
-    h, kv, d, f, v = 576, 3, 64, 1536, 49152
+    h, f, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    kv, d = config["num_key_value_heads"], h // config["num_attention_heads"]
     w = lambda *shape: (rng.standard_normal(shape, dtype=np.float32) * 0.02)
     yield "model.embed_tokens.weight", w(v, h)
     for l in range(30):
@@ -37,11 +43,12 @@ def tensors():
     yield "model.norm.weight", np.ones(h, np.float32)
 
 
-def main(out):
+def main(out, tiny):
+    config = {**CONFIG, **(TINY if tiny else {})}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as fh:
-        json.dump(CONFIG, fh)
-    items = list(tensors())
+        json.dump(config, fh)
+    items = list(tensors(config))
     header, offset = {}, 0
     for name, t in items:
         header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
@@ -56,4 +63,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--tiny" in sys.argv[2:])

@@ -205,6 +205,19 @@ impl KernelStep {
     }
 }
 
+/// Kernels that read and write fewer bytes than this run on one thread: handing half of the
+/// work to another thread costs about a microsecond, which a kernel this small (a decode
+/// step's norms, rotations, cache writes and softmax combines) does not repay.
+const SERIAL_BELOW_BYTES: usize = 64 << 10;
+
+/// The ranges to split a kernel that touches `bytes` bytes into, on `threads` threads.
+pub(crate) fn chunks_for(bytes: usize, threads: usize) -> usize {
+    match bytes < SERIAL_BELOW_BYTES {
+        true => 1,
+        false => threads,
+    }
+}
+
 /// Runs chunks `[first, first + count)` of `total`, chunk `c` covering `[extent * c / total,
 /// extent * (c + 1) / total)`: one here, more split in two halves by `rayon::join` (this
 /// thread runs the first half; another thread of the current pool may steal the second).

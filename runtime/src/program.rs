@@ -8,6 +8,7 @@
 //! loops run on a rayon pool of the requested size.
 
 use crate::arena::{Arena, ArenaValues};
+use crate::launch::chunks_for;
 use crate::native::NativeKernel;
 use crate::plan::{
     describe, Binding, CompileStats, IndexCheck, InterpStep, KernelStep, Plan, Report, Step,
@@ -404,11 +405,15 @@ impl Program {
         }
         let plan = &self.plan;
         let mut pointers = Vec::with_capacity(step.args.len());
+        // The bytes the kernel reads and writes whole (not the buffers it updates in part).
+        let mut bytes = 0usize;
         for arg in &step.args {
             pointers.push(match arg {
                 Binding::Read(v) => {
                     let l = self.live_value(live, *v, &step.node)?;
-                    if Some(l.shape.iter().product::<usize>()) != sizes.elements(*v) {
+                    let elements = l.shape.iter().product::<usize>();
+                    bytes = bytes.saturating_add(elements * plan.values[*v].ty.dtype.size());
+                    if Some(elements) != sizes.elements(*v) {
                         let want = self.concrete(*v, sizes)?;
                         return Err(RunError(format!(
                             "value `{}` is {:?} but the compiled kernel expects {want:?}",
@@ -419,6 +424,8 @@ impl Program {
                 }
                 Binding::Write(v) => {
                     let shape = self.concrete(*v, sizes)?;
+                    let elements = shape.iter().product::<usize>();
+                    bytes = bytes.saturating_add(elements * plan.values[*v].ty.dtype.size());
                     let offset = at.arena.offset(&self.arena_values, *v).ok_or_else(|| {
                         RunError(format!(
                             "node {}: no arena slot was planned for `{}`",
@@ -452,11 +459,18 @@ impl Program {
                     live[*output] = Some(l);
                     Some(p)
                 }
-                Binding::Constant(c) => Some(self.weights.get(*c).as_ptr() as *mut u8),
+                Binding::Constant(c) => {
+                    let weights = self.weights.get(*c);
+                    bytes = bytes.saturating_add(weights.len());
+                    Some(weights.as_ptr() as *mut u8)
+                }
                 Binding::Scratch(_) => None,
             });
         }
-        let chunks = if self.pool.is_some() { self.threads } else { 1 };
+        let chunks = match &self.pool {
+            Some(_) => chunks_for(bytes, self.threads),
+            None => 1,
+        };
         // SAFETY: every buffer was checked against (or allocated for) the shapes the kernel
         // was built for, evaluated with these bindings; the kernel is the plan's.
         unsafe {
