@@ -71,10 +71,16 @@ fn check(model: &Path, dir: &Path, case: &str, inputs: &[&str], output: &str) ->
 }
 
 fn check_fixture(name: &str) {
+    check_export(name, "model.onnx");
+}
+
+/// The fixture `name` in the form `file` holds (the dynamo export, `model.onnx`, or the legacy
+/// one, `model.legacy.onnx`), on both io cases.
+fn check_export(name: &str, file: &str) {
     let dir = common::model_dir(name);
     for case in ["b1_s16", "b2_s33"] {
         check(
-            &dir.join("model.onnx"),
+            &dir.join(file),
             &dir.join("io"),
             case,
             &["input_ids", "attention_mask"],
@@ -114,6 +120,15 @@ fn phi_matches_reference() {
 #[test]
 fn distilbert_matches_reference() {
     check_fixture("distilbert");
+}
+
+/// torch's legacy (TorchScript) exports of the same weights (`scripts/make_legacy_fixtures.py`):
+/// eager attention, LayerNorm written out (opset 14), shapes built from `Shape` chains.
+#[test]
+fn legacy_exports_match_reference() {
+    for name in ["bert", "distilbert", "llama", "gpt2"] {
+        check_export(name, "model.legacy.onnx");
+    }
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The built-in rules on real models: every attention block becomes one FusedAttention, every
 //! decomposed norm and activation is recognised, and the optimised graph still matches the
-//! reference outputs within 1e-4 on the interpreter.
+//! reference outputs within 1e-4 on the interpreter. Each fixture is checked in both export
+//! forms it ships: torch's dynamo export (`model.onnx`) and its legacy TorchScript export
+//! (`model.legacy.onnx`, `scripts/make_legacy_fixtures.py`).
 
 mod common;
 
@@ -59,10 +61,14 @@ fn count(g: &Graph, kind: OpKind) -> usize {
     g.op_histogram().get(&kind).copied().unwrap_or(0)
 }
 
-fn fixture(name: &str) -> (Graph, Graph) {
+/// The export forms of a fixture: torch's dynamo exporter and its legacy one.
+const EXPORTS: [&str; 2] = ["model.onnx", "model.legacy.onnx"];
+
+/// The fixture `name` in its `export` form, before and after optimisation.
+fn fixture(name: &str, export: &str) -> (Graph, Graph) {
     let dir = common::model_dir(name);
     check(
-        &dir.join("model.onnx"),
+        &dir.join(export),
         &dir.join("io"),
         &["b1_s16", "b2_s33"],
         &["input_ids", "attention_mask"],
@@ -72,7 +78,20 @@ fn fixture(name: &str) -> (Graph, Graph) {
 
 #[test]
 fn bert_attention_and_gelu_fuse() {
-    let (before, after) = fixture("bert");
+    for export in EXPORTS {
+        bert_family_fuses("bert", export);
+    }
+}
+
+#[test]
+fn distilbert_attention_and_gelu_fuse() {
+    for export in EXPORTS {
+        bert_family_fuses("distilbert", export);
+    }
+}
+
+fn bert_family_fuses(name: &str, export: &str) {
+    let (before, after) = fixture(name, export);
     assert_eq!(
         count(&after, OpKind::FusedAttention),
         count(&before, OpKind::Softmax)
@@ -81,9 +100,15 @@ fn bert_attention_and_gelu_fuse() {
         count(&after, OpKind::Softmax) + count(&after, OpKind::Erf),
         0
     );
+    // The legacy export (opset 14) writes each LayerNorm out, with two ReduceMeans.
     let norms =
         count(&after, OpKind::LayerNormalization) + count(&after, OpKind::SkipLayerNormalization);
-    assert_eq!(norms, count(&before, OpKind::LayerNormalization));
+    let decomposed = count(&before, OpKind::ReduceMean) / 2;
+    assert_eq!(
+        norms,
+        count(&before, OpKind::LayerNormalization) + decomposed
+    );
+    assert_eq!(count(&after, OpKind::ReduceMean), 0, "{name} {export}");
     assert!(
         count(&after, OpKind::SkipLayerNormalization) >= 4,
         "residual adds fuse into the norms"
@@ -92,7 +117,13 @@ fn bert_attention_and_gelu_fuse() {
 
 #[test]
 fn gpt2_attention_and_gelu_tanh_fuse() {
-    let (before, after) = fixture("gpt2");
+    for export in EXPORTS {
+        gpt2_fuses(export);
+    }
+}
+
+fn gpt2_fuses(export: &str) {
+    let (before, after) = fixture("gpt2", export);
     assert_eq!(
         count(&after, OpKind::FusedAttention),
         count(&before, OpKind::Softmax)
@@ -114,7 +145,13 @@ fn gpt2_attention_and_gelu_tanh_fuse() {
 
 #[test]
 fn llama_attention_rmsnorm_swiglu_rope_fuse() {
-    let (before, after) = fixture("llama");
+    for export in EXPORTS {
+        llama_fuses(export);
+    }
+}
+
+fn llama_fuses(export: &str) {
+    let (before, after) = fixture("llama", export);
     assert_eq!(
         count(&after, OpKind::FusedAttention),
         count(&before, OpKind::Softmax)

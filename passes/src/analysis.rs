@@ -44,8 +44,17 @@ impl ClassData {
 }
 
 impl KilnAnalysis {
-    /// Adds a constant and returns its e-node.
+    /// Adds a constant and returns its e-node. A small constant (at most
+    /// [`MAX_CONSTANT_VALUES`] elements) equal to one added before is that one's node, so
+    /// that the many copies of `0`, `1` or `[-1]` an exporter writes (torch's legacy exporter
+    /// gives every `Slice` its own `axes` and `steps`) are one class, as a pattern that names
+    /// a value twice needs.
     pub fn add_constant(&mut self, name: &str, data: TensorData) -> Node {
+        if data.len() <= MAX_CONSTANT_VALUES {
+            if let Some(c) = self.constants.iter().position(|(_, d)| *d == data) {
+                return Node::Const(c as u32);
+            }
+        }
         self.constants.push((name.to_string(), data));
         Node::Const(self.constants.len() as u32 - 1)
     }
