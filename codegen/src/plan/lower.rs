@@ -194,7 +194,8 @@ fn lower_rows(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lower
                 OpKind::ReduceMax => ReduceKind::Max,
                 _ => ReduceKind::Min,
             };
-            (RowOp::Reduce { kind }, trailing_reduce_axis(node, rank)?)
+            let (axis, kept) = reduced_block(node, rank)?;
+            (RowOp::Reduce { kind, kept }, axis)
         }
         other => return Err(format!("{other} is not a row op")),
     };
@@ -245,8 +246,9 @@ fn node_id(group: &Group) -> kiln_ir::NodeId {
     group.nodes[0]
 }
 
-/// The first reduced axis of a reduction over trailing axes (`keepdims` either way).
-fn trailing_reduce_axis(node: &Node, rank: usize) -> Result<usize, String> {
+/// The first reduced axis of a reduction over one block of adjacent axes, and the number of
+/// dims after the block (`keepdims` either way).
+fn reduced_block(node: &Node, rank: usize) -> Result<(usize, usize), String> {
     let op = node.op().expect("an op node");
     if node.inputs.get(1).is_some_and(|v| v.is_some()) {
         return Err("axes given at run time".into());
@@ -263,11 +265,14 @@ fn trailing_reduce_axis(node: &Node, rank: usize) -> Result<usize, String> {
     };
     axes.sort_unstable();
     axes.dedup();
-    let first = *axes.first().ok_or("no axes")?;
-    if axes != (first..rank).collect::<Vec<_>>() {
-        return Err(format!("axes {axes:?} are not the trailing axes"));
+    let (first, last) = match (axes.first(), axes.last()) {
+        (Some(&first), Some(&last)) => (first, last),
+        _ => return Err("no axes".into()),
+    };
+    if axes != (first..=last).collect::<Vec<_>>() {
+        return Err(format!("axes {axes:?} are not one block of adjacent axes"));
     }
-    Ok(first)
+    Ok((first, rank - 1 - last))
 }
 
 /// A lowering with the node's own inputs and first output.

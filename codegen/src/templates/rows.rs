@@ -15,7 +15,11 @@
 //! - RMSNorm: mean of squares; `Y` (2 passes).
 //! - Skip variants: the first pass forms `s = input + skip (+ bias)`, stores it into Y (and into
 //!   the sum output when requested) and accumulates; the later passes read and rewrite Y.
-//! - Reduce: one pass, one value per row.
+//! - Reduce: one pass, one value per row. A reduction over a block of axes that the last
+//!   `kept` dims follow (sentence-transformers' mean pooling sums over the sequence of
+//!   `[batch, seq, hidden]`) views X as `rows x cols x inner` instead: per row, the `inner`
+//!   outputs are computed `lanes` at a time, each a vector accumulator summing the `cols`
+//!   contiguous vectors above it (then a scalar tail).
 //!
 //! Schedule parameters:
 //! - `lanes` (default 4): 4, 8 or 16 runs the passes on vectors of that many lanes with a
@@ -70,11 +74,14 @@ pub enum RowOp {
         /// RMS normalisation (no centring, no beta).
         rms: bool,
     },
-    /// ReduceSum / Mean / Max / Min over the axes `axis..rank`: input X; output 0 holds one
-    /// value per row (its `keepdims` shape is the caller's concern).
+    /// ReduceSum / Mean / Max / Min over the axes `axis..rank - kept`: input X; output 0
+    /// holds, per row, one value for each element of the last `kept` dims, row-major (its
+    /// `keepdims` shape is the caller's concern).
     Reduce {
         /// Which reduction.
         kind: ReduceKind,
+        /// The trailing dims after the reduced ones (0: the reduction is over the last dims).
+        kept: usize,
     },
 }
 
@@ -178,7 +185,12 @@ pub fn rows(spec: &RowSpec, schedule: &Schedule) -> Result<Built, String> {
             };
             (name, k.normalize(&norm, Some(&skip))?)
         }
-        RowOp::Reduce { kind } => ("rows_reduce", k.reduce(kind)?),
+        RowOp::Reduce { kind, kept: 0 } => ("rows_reduce", k.reduce(kind)?),
+        RowOp::Reduce { kind, kept } => {
+            let x = input_spec(spec, 0)?.ok_or("input X is missing")?;
+            let inner = product(&x.shape[k.rank - kept..]);
+            ("rows_reduce_columns", k.reduce_columns(kind, &inner)?)
+        }
     };
     Ok(k.finish(name, body))
 }
@@ -309,7 +321,17 @@ impl<'a> RowKernel<'a> {
                 x.shape
             ));
         }
-        let cols_dim = product(&x.shape[axis..]);
+        // The reduced dims, which trailing kept dims of a reduction may follow.
+        let end = match spec.op {
+            RowOp::Reduce { kept, .. } if axis + kept < rank => rank - kept,
+            RowOp::Reduce { kept, .. } => {
+                return Err(format!(
+                    "{kept} kept dims after axis {axis} of a rank-{rank} input"
+                ))
+            }
+            _ => rank,
+        };
+        let cols_dim = product(&x.shape[axis..end]);
         let mut k = RowKernel {
             spec,
             rank,
@@ -683,11 +705,7 @@ impl<'a> RowKernel<'a> {
     fn reduce(&mut self, kind: ReduceKind) -> Result<Vec<Stmt>, String> {
         let (x, _) = self.required(0, "X")?;
         let out = self.output(0);
-        let op = match kind {
-            ReduceKind::Sum | ReduceKind::Mean => Binary::Add,
-            ReduceKind::Max => Binary::Max,
-            ReduceKind::Min => Binary::Min,
-        };
+        let op = reduce_op(kind);
         let mut body = vec![];
         let [total] = self.reduce_pass(&mut body, [op], |a| {
             let v = Value::load(x, a.elem.clone());
@@ -699,6 +717,67 @@ impl<'a> RowKernel<'a> {
         };
         body.push(Stmt::store(out, Index::Loop(0), value, 1));
         Ok(body)
+    }
+}
+
+impl RowKernel<'_> {
+    /// A reduction over the middle of X, `rows x cols x inner` (the module documentation
+    /// says how), `inner` the product of the kept trailing dims.
+    fn reduce_columns(&mut self, kind: ReduceKind, inner: &Dim) -> Result<Vec<Stmt>, String> {
+        let (x, _) = self.required(0, "X")?;
+        let out = self.output(0);
+        let op = reduce_op(kind);
+        let identity = Fold {
+            op,
+            lanes: 1,
+            vectors: vec![],
+            scalar: 0,
+        }
+        .identity();
+        let (cols, inner) = (self.cols.clone(), self.size(inner));
+        let row = Index::Loop(0);
+        let mut body = vec![];
+        let mut done = Index::Const(0);
+        let widths = match self.lanes {
+            1 => vec![1],
+            lanes => vec![lanes, 1],
+        };
+        for lanes in widths {
+            let acc = self.var(lanes);
+            let width = Index::Const(i64::from(lanes));
+            // Loop 1 walks the outputs `lanes` at a time, loop 2 the reduced elements.
+            let at = done.clone() + Index::Loop(1) * width.clone();
+            let elem = (row.clone() * cols.clone() + Index::Loop(2)) * inner.clone() + at.clone();
+            let total = match kind {
+                ReduceKind::Mean => Value::Var(acc) / self.cols_value(),
+                _ => Value::Var(acc),
+            };
+            let count = (inner.clone() - done.clone()) / width.clone();
+            let one_output = vec![
+                Stmt::set(acc, Value::Const(identity)),
+                Stmt::for_range(
+                    0.into(),
+                    cols.clone(),
+                    vec![Stmt::set(
+                        acc,
+                        Value::Var(acc).binary(op, Value::load(x, elem)),
+                    )],
+                ),
+                Stmt::store(out, row.clone() * inner.clone() + at, total, lanes),
+            ];
+            body.push(Stmt::for_range(0.into(), count.clone(), one_output));
+            done = done + count * width;
+        }
+        Ok(body)
+    }
+}
+
+/// The binary op a reduction folds with.
+fn reduce_op(kind: ReduceKind) -> Binary {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Mean => Binary::Add,
+        ReduceKind::Max => Binary::Max,
+        ReduceKind::Min => Binary::Min,
     }
 }
 
@@ -882,8 +961,9 @@ mod tests {
                     },
                     vec![("epsilon", Attr::Float(epsilon))],
                 ),
-                RowOp::Reduce { kind } => {
-                    let axes = (self.axis as i64..self.x_shape().len() as i64).collect();
+                RowOp::Reduce { kind, kept } => {
+                    let end = self.x_shape().len() - kept;
+                    let axes = (self.axis as i64..end as i64).collect();
                     let kind = match kind {
                         ReduceKind::Sum => OpKind::ReduceSum,
                         ReduceKind::Mean => OpKind::ReduceMean,
@@ -1046,15 +1126,19 @@ mod tests {
             },
             RowOp::Reduce {
                 kind: ReduceKind::Sum,
+                kept: 0,
             },
             RowOp::Reduce {
                 kind: ReduceKind::Mean,
+                kept: 0,
             },
             RowOp::Reduce {
                 kind: ReduceKind::Max,
+                kept: 0,
             },
             RowOp::Reduce {
                 kind: ReduceKind::Min,
+                kept: 0,
             },
         ];
         let mut rng = Rng(7);
@@ -1115,11 +1199,50 @@ mod tests {
             ReduceKind::Max,
             ReduceKind::Min,
         ] {
-            let op = RowOp::Reduce { kind };
+            let op = RowOp::Reduce { kind, kept: 0 };
             Case::new(op, 1, vec![Some(x.clone())]).check(&Schedule::default(), 2, 1e-6);
             let mut case = Case::new(op, 1, vec![Some(empty.clone())]);
             case.symbols = vec![(1, "c")];
             case.check(&Schedule::default(), 1, 0.0);
+        }
+    }
+
+    /// Reductions over a block of middle axes (mean pooling's sum over the sequence), with
+    /// kept dims that no vector width divides, symbolic dims, NaN and empty blocks.
+    #[test]
+    fn reductions_over_middle_axes_match_the_interpreter() {
+        let mut rng = Rng(11);
+        let kinds = [
+            ReduceKind::Sum,
+            ReduceKind::Mean,
+            ReduceKind::Max,
+            ReduceKind::Min,
+        ];
+        // (shape, first reduced axis, kept trailing dims)
+        let shapes: [(&[usize], usize, usize); 5] = [
+            (&[2, 7, 37], 1, 1),
+            (&[3, 5, 16], 1, 1),
+            (&[1, 4, 3, 2, 19], 1, 2),
+            (&[6, 2, 3], 0, 2),
+            (&[2, 0, 5], 1, 1),
+        ];
+        for kind in kinds {
+            for (shape, axis, kept) in shapes {
+                let mut x = rng.tensor(shape, 0.5);
+                if kind == ReduceKind::Max && shape[1] > 0 {
+                    // A NaN in one column only: the kernel keeps it to that output.
+                    let mut values = x.to_f32_array().iter().copied().collect::<Vec<_>>();
+                    values[3] = f32::NAN;
+                    x = Tensor::from_vec(shape, values).unwrap();
+                }
+                let op = RowOp::Reduce { kind, kept };
+                let mut case = Case::new(op, axis, vec![Some(x)]);
+                for schedule in schedules() {
+                    case.check(&schedule, 2, 1e-5);
+                }
+                case.symbols = vec![(0, "b"), (axis + 1, "s")];
+                case.check(&Schedule::default(), 3, 1e-5);
+            }
         }
     }
 
@@ -1162,6 +1285,7 @@ mod tests {
                 Case::new(
                     RowOp::Reduce {
                         kind: ReduceKind::Mean,
+                        kept: 0,
                     },
                     1,
                     vec![x.clone()],
@@ -1169,6 +1293,7 @@ mod tests {
                 Case::new(
                     RowOp::Reduce {
                         kind: ReduceKind::Sum,
+                        kept: 0,
                     },
                     1,
                     vec![x.clone()],

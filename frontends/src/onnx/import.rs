@@ -260,6 +260,10 @@ impl Importer {
                 return self.chain(name, kind, inputs, &outputs);
             }
             ("" | "ai.onnx", "Sum") => return self.chain(name, OpKind::Add, inputs, &outputs),
+            ("" | "ai.onnx", "ReduceSumSquare" | "ReduceL2") => {
+                let root = op_type == "ReduceL2";
+                return self.sum_of_squares(name, root, attrs, inputs, &outputs);
+            }
             ("com.microsoft", "Gelu") => OpKind::Gelu,
             ("com.microsoft", "FastGelu") => {
                 attrs.set("approximate", Attr::Str("tanh".into()));
@@ -300,6 +304,41 @@ impl Importer {
         let inputs = self.normalise(kind, &mut attrs, inputs, outputs.len())?;
         let op = Op::new(kind, attrs);
         self.emit(name, op, inputs, &outputs).map(drop)
+    }
+
+    /// `ReduceSumSquare` as `ReduceSum(x · x)` and, with `root`, `ReduceL2` as its square
+    /// root: ONNX's definitions, written with the ops the rules and kernels know (the L2
+    /// normalisation sentence-transformers exports ends in a `ReduceL2`).
+    fn sum_of_squares(
+        &mut self,
+        name: &str,
+        root: bool,
+        mut attrs: Attrs,
+        mut inputs: Vec<Option<ValueId>>,
+        outputs: &[String],
+    ) -> Res<()> {
+        let x = inputs
+            .first()
+            .copied()
+            .flatten()
+            .ok_or("input 0 is missing")?;
+        let square = self.emit(
+            &format!("{name}/square"),
+            Op::plain(OpKind::Mul),
+            vec![Some(x), Some(x)],
+            &[format!("{name}:square")],
+        )?;
+        inputs[0] = Some(square[0]);
+        let inputs = self.normalise(OpKind::ReduceSum, &mut attrs, inputs, 1)?;
+        let sum = Op::new(OpKind::ReduceSum, attrs);
+        if !root {
+            return self.emit(name, sum, inputs, outputs).map(drop);
+        }
+        let sum_name = format!("{name}:sum_of_squares");
+        let total = self.emit(&format!("{name}/sum"), sum, inputs, &[sum_name])?;
+        let sqrt = Op::plain(OpKind::Sqrt);
+        self.emit(name, sqrt, vec![Some(total[0])], outputs)
+            .map(drop)
     }
 
     fn unsupported(&self, domain: &str, op_type: &str) -> String {

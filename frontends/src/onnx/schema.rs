@@ -184,7 +184,8 @@ fn lookup(domain: &str, op_type: &str, opset: i64) -> Option<Schema> {
                 ],
             ),
             // ReduceSum took its axes as an input from opset 13, the others from opset 18.
-            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceSumSquare"
+            | "ReduceL2" => {
                 if opset >= if op == "ReduceSum" { 13 } else { 18 } {
                     schema(
                         1..=2,
