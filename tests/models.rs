@@ -131,6 +131,41 @@ fn legacy_exports_match_reference() {
     }
 }
 
+/// sentence-transformers' pooling after the legacy-exported bert encoder: mean over the
+/// unmasked positions and L2 normalisation (`ReduceL2`). Every op whose work grows with
+/// batch × seq runs as a kernel: the sums over the sequence are rows kernels.
+#[test]
+fn pooled_legacy_bert_matches_reference_with_pooling_in_kernels() {
+    let dir = common::model_dir("bert");
+    let model = dir.join("model.pooled.legacy.onnx");
+    for case in ["b1_s16", "b2_s33"] {
+        let inputs = ["input_ids", "attention_mask"];
+        check(&model, &dir.join("io"), case, &inputs, "sentence_embedding");
+    }
+    let graph = load_model(&model).unwrap();
+    let options = common::options(1, Backend::cranelift());
+    let program = kiln::pipeline::Pipeline::new(options)
+        .compile(&graph)
+        .unwrap();
+    let reductions: Vec<&kiln_rt::plan::Report> = program
+        .reports()
+        .iter()
+        .filter(|r| r.nodes.iter().any(|n| n.ends_with("(ReduceSum)")))
+        .collect();
+    assert_eq!(
+        reductions.len(),
+        3,
+        "two sums over the sequence and the L2 norm's"
+    );
+    for r in reductions {
+        assert_eq!(
+            r.kind, "rows",
+            "{:?} runs on the interpreter: {:?}",
+            r.nodes, r.fallback
+        );
+    }
+}
+
 #[test]
 fn minilm_int8_matches_onnxruntime() {
     let dir = common::require_test_data("minilm");
