@@ -166,6 +166,23 @@ fn pooled_legacy_bert_matches_reference_with_pooling_in_kernels() {
     }
 }
 
+/// The attention forms of older exports (`tests/models/forms`) against onnxruntime's outputs.
+#[test]
+fn older_attention_forms_match_onnxruntime() {
+    let forms = common::model_dir("forms");
+    for (form, inputs) in [
+        ("bert_div", &["x", "attention_mask"][..]),
+        ("bert_min", &["x", "attention_mask"]),
+        ("bert_scaled_q", &["x", "attention_mask"]),
+        ("t5", &["x", "attention_mask", "position_bias"]),
+    ] {
+        let io = forms.join(format!("{form}.io"));
+        for case in ["b1_s16", "b2_s33"] {
+            check(&forms.join(format!("{form}.onnx")), &io, case, inputs, "y");
+        }
+    }
+}
+
 #[test]
 fn minilm_int8_matches_onnxruntime() {
     let dir = common::require_test_data("minilm");

@@ -182,6 +182,26 @@ fn llama_fuses(export: &str) {
     }
 }
 
+/// Attention forms of older exports (`scripts/make_form_fixtures.py`): `Div` by √d, the mask
+/// times -10000 or `finfo.min`, Q scaled before `Q Kᵀ`, and T5's unscaled attention with a
+/// position bias in the mask. Each is one block and fuses into one FusedAttention.
+#[test]
+fn older_attention_forms_fuse() {
+    let forms = common::model_dir("forms");
+    for (form, inputs) in [
+        ("bert_div", &["x", "attention_mask"][..]),
+        ("bert_min", &["x", "attention_mask"]),
+        ("bert_scaled_q", &["x", "attention_mask"]),
+        ("t5", &["x", "attention_mask", "position_bias"]),
+    ] {
+        let model = forms.join(format!("{form}.onnx"));
+        let io = forms.join(format!("{form}.io"));
+        let (_, after) = check(&model, &io, &["b1_s16", "b2_s33"], inputs, "y");
+        assert_eq!(count(&after, OpKind::FusedAttention), 1, "{form}");
+        assert_eq!(count(&after, OpKind::Softmax), 0, "{form}");
+    }
+}
+
 #[test]
 fn minilm_int8_attention_and_gelu_fuse() {
     let dir = common::require_test_data("minilm");
