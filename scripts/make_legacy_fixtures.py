@@ -5,7 +5,7 @@ each already has: `tests/models/<name>/model.legacy.onnx`.
 
 Run once by hand (needs torch and transformers; CI does not run it):
 
-    python3 scripts/make_legacy_fixtures.py [NAME ...]     # default: bert, distilbert, llama, gpt2
+    python3 scripts/make_legacy_fixtures.py [NAME ...]     # default: all six below
 
 Each model is loaded from its `config.json` + `model.safetensors` with eager attention (the
 attention code older transformers versions had: `MatMul(Q, Kᵀ) / √d + mask → Softmax →
@@ -29,7 +29,7 @@ import torch
 import transformers
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "models"
-DEFAULT = ["bert", "distilbert", "llama", "gpt2"]
+DEFAULT = ["bert", "distilbert", "llama", "gpt2", "gptneox", "phi"]
 OPSET = 14
 
 

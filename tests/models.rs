@@ -126,7 +126,7 @@ fn distilbert_matches_reference() {
 /// eager attention, LayerNorm written out (opset 14), shapes built from `Shape` chains.
 #[test]
 fn legacy_exports_match_reference() {
-    for name in ["bert", "distilbert", "llama", "gpt2"] {
+    for name in ["bert", "distilbert", "llama", "gpt2", "gptneox", "phi"] {
         check_export(name, "model.legacy.onnx");
     }
 }

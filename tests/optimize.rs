@@ -182,6 +182,50 @@ fn llama_fuses(export: &str) {
     }
 }
 
+/// Every fixture's legacy export fuses into the same ops as its dynamo export, and no
+/// decomposed softmax, norm, activation or rotation is left in either.
+#[test]
+fn legacy_exports_fuse_as_dynamo_exports_do() {
+    let fused = [
+        OpKind::FusedAttention,
+        OpKind::FusedMatMul,
+        OpKind::Gelu,
+        OpKind::SwiGlu,
+        OpKind::LayerNormalization,
+        OpKind::SkipLayerNormalization,
+        OpKind::RMSNormalization,
+        OpKind::SkipSimplifiedLayerNormalization,
+        OpKind::RopeRotateHalf,
+    ];
+    let left = [
+        OpKind::Softmax,
+        OpKind::Erf,
+        OpKind::Tanh,
+        OpKind::Pow,
+        OpKind::Sqrt,
+        OpKind::ReduceMean,
+        OpKind::Neg,
+        OpKind::Sigmoid,
+    ];
+    for name in ["bert", "distilbert", "llama", "gpt2", "gptneox", "phi"] {
+        let [dynamo, legacy] = EXPORTS.map(|export| fixture(name, export).1);
+        for kind in fused {
+            let (d, l) = (count(&dynamo, kind), count(&legacy, kind));
+            assert_eq!(
+                d, l,
+                "{name}: {kind} {d} in the dynamo export, {l} in the legacy one"
+            );
+        }
+        for kind in left {
+            assert_eq!(
+                count(&legacy, kind),
+                0,
+                "{name}: {kind} left in the legacy export"
+            );
+        }
+    }
+}
+
 /// Attention forms of older exports (`scripts/make_form_fixtures.py`): `Div` by √d, the mask
 /// times -10000 or `finfo.min`, Q scaled before `Q Kᵀ`, and T5's unscaled attention with a
 /// position bias in the mask. Each is one block and fuses into one FusedAttention.
