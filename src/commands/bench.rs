@@ -160,6 +160,10 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         for (kind, ms) in &kinds {
             by_kind += &format!(" {kind}_ms={ms:.4}");
         }
+        let interp = kinds.get("interp").copied().unwrap_or(0.0);
+        let share = 100.0 * interp / median;
+        println!("interpreter: {interp:.3} ms of the {median:.3} ms median run ({share:.1}%)");
+        by_kind += &format!(" interp_share_pct={share:.2}");
     }
     println!(
         "BENCH median_ms={median:.4} min_ms={min:.4} compile_s={:.4} arena_peak_bytes={} arena_total_bytes={}{rates}{by_kind}",
