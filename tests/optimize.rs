@@ -355,13 +355,15 @@ fn every_builtin_rule_is_covered() {
     let small = kiln_ir::text::parse(concat!(
         "kiln graph v1\n",
         "input %x: f32[2, 6]\ninput %h: f16[3]\ninput %b: bf16[3]\ninput %i: i32[3]\n",
-        "const %s1: i64[2] = [3, 4]\nconst %s2: i64[1] = [12]\n",
+        "input %m: i64[2, 1]\n",
+        "const %s1: i64[2] = [3, 4]\nconst %s2: i64[1] = [12]\nconst %s3: i64[2] = [2, 6]\n",
+        "%me = Expand(%m, %s3)\n%mf = Cast[to=\"f32\"](%me)\n",
         "%c = Cast[to=\"f32\"](%x)\n%r1 = Reshape[allowzero=0](%c, %s1)\n",
         "%r2 = Reshape[allowzero=1](%r1, %s2)\n",
         "%h1 = Cast[to=\"f32\"](%h)\n%h2 = Cast[to=\"f16\"](%h1)\n",
         "%b1 = Cast[to=\"f32\"](%b)\n%b2 = Cast[to=\"bf16\"](%b1)\n",
         "%i1 = Cast[to=\"i64\"](%i)\n%i2 = Cast[to=\"i32\"](%i1)\n",
-        "output y = %r2\noutput h = %h2\noutput b = %b2\noutput i = %i2\n",
+        "output y = %r2\noutput h = %h2\noutput b = %b2\noutput i = %i2\noutput m = %mf\n",
     ))
     .unwrap();
     let (optimized, report) = optimize(&small, &rules, &Limits::default()).unwrap();
@@ -385,6 +387,10 @@ fn every_builtin_rule_is_covered() {
         (
             "i".to_string(),
             Tensor::from_vec(&[3], vec![1i32, -7, 1 << 30]).unwrap(),
+        ),
+        (
+            "m".to_string(),
+            Tensor::from_vec(&[2, 1], vec![1i64, 0]).unwrap(),
         ),
     ]);
     assert_eq!(

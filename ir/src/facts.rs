@@ -114,7 +114,7 @@ fn class(kind: OpKind) -> OpClass {
         | ReduceMax
         | ReduceMin => OpClass::Rows,
         Attention | FusedAttention => OpClass::Attention,
-        Gather | Transpose | Concat | Slice | Split | TensorScatter | RopeRotateHalf => {
+        Gather | Transpose | Concat | Slice | Split | Expand | TensorScatter | RopeRotateHalf => {
             OpClass::Movement
         }
         Reshape | Flatten | Squeeze | Unsqueeze | Identity | Dropout => OpClass::View,

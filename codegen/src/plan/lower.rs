@@ -508,6 +508,10 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
             let built = movement::transpose(name, &shape(graph, data), &perm, schedule)?;
             Ok(simple(built, vec![data], out))
         }
+        OpKind::Expand => {
+            let built = movement::expand(name, &shape(graph, data), &shape(graph, out), schedule)?;
+            Ok(simple(built, vec![data], out))
+        }
         OpKind::Concat => {
             require_f32(graph, node)?;
             let shapes: Vec<Vec<Dim>> = present.iter().map(|&v| shape(graph, v)).collect();

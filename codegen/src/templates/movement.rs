@@ -1,5 +1,5 @@
-//! Data-movement templates: gather (embedding lookup), transpose, concat, split, slice and
-//! the in-place cache write of `TensorScatter`.
+//! Data-movement templates: gather (embedding lookup), transpose, concat, split, slice,
+//! expand (broadcast) and the in-place cache write of `TensorScatter`.
 //! Each moves f32 elements between dense row-major buffers; contiguous runs are copied as
 //! vectors of the schedule's `lanes` (`unroll` per iteration) with a scalar tail, a transpose
 //! that moves the last axis goes by square tiles of `tile` elements, and shapes may hold
@@ -575,6 +575,65 @@ pub fn slice(
     Ok(finish(name, args, vec![], body, sizes, parallel))
 }
 
+/// A kernel for `Expand`: `input` (shape `input`, right-aligned to `output` as in numpy)
+/// broadcast to `output`. Each axis either keeps its extent or is 1 in the input (a symbolic
+/// input dim must equal the output's: it could be 1 at run time, which the kernel cannot
+/// tell). Rows along the last axis are copied as vectors, or, where the input's last dim is
+/// 1, filled with its one value.
+///
+/// Buffers: input (group input 0), output.
+pub fn expand(
+    name: &str,
+    input: &[Dim],
+    output: &[Dim],
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?);
+    check_dims(input)?;
+    check_dims(output)?;
+    if input.len() > output.len() {
+        return Err(format!("{input:?} has more dims than {output:?}"));
+    }
+    let mut aligned = vec![Dim::known(1); output.len() - input.len()];
+    aligned.extend(input.iter().cloned());
+    // Per axis: whether the input repeats along it (its dim is 1, the output's not).
+    let mut repeated = vec![];
+    for (a, (i, o)) in aligned.iter().zip(output).enumerate() {
+        match (i == o, i.is(1)) {
+            (true, _) => repeated.push(false),
+            (false, true) => repeated.push(true),
+            (false, false) => {
+                return Err(format!(
+                    "axis {a} of {input:?} neither matches {output:?} nor is 1"
+                ))
+            }
+        }
+    }
+    let (last, outer) = output.split_last().ok_or("cannot expand a scalar")?;
+    let mut sizes = Sizes::default();
+    let args = vec![Arg::Input(0), Arg::Output(0)];
+    let (body, parallel) = nest(&mut sizes, outer, |sizes, coords, depth| {
+        let src = sum(coords.iter().enumerate().map(|(a, c)| {
+            let stride = sizes.product(&aligned[a + 1..]);
+            match repeated[a] {
+                true => Index::Const(0),
+                false => mul(c.clone(), stride),
+            }
+        }));
+        let dst = row_major_offset(sizes, output, coords);
+        let len = sizes.index(last);
+        match repeated[output.len() - 1] {
+            false => copy_run(depth, (1, &dst), (0, &src), &len, run),
+            true => {
+                let j = Index::Loop(depth);
+                let fill = Stmt::store(1, add(dst, j), Value::load(0, src), 1);
+                Ok(vec![Stmt::for_range(Index::Const(0), len, vec![fill])])
+            }
+        }
+    })?;
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
 /// One axis of a slice: output extent, input extent, first index taken.
 type Span = (Dim, Dim, Dim);
 
@@ -928,6 +987,40 @@ mod tests {
         }
         let d = Schedule::default();
         assert!(split("s", &dims(&[2, 5]), 1, &dims(&[2, 2]), &d).is_err());
+    }
+
+    #[test]
+    fn expand_matches_the_interpreter() {
+        let mut rng = Rng::new(16);
+        for _ in 0..60 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(4);
+            let output = random_shape(&mut rng, rank, "e", &mut b);
+            // The input: a suffix of the output's dims, each kept or 1.
+            let dropped = rng.below(rank);
+            let input: Vec<Dim> = output[dropped..]
+                .iter()
+                .map(|d| match rng.below(2) {
+                    0 => Dim::known(1),
+                    _ => d.clone(),
+                })
+                .collect();
+            let schedule = any_schedule(&mut rng);
+            let what = format!("expand {input:?} to {output:?}, {b:?}, {schedule:?}");
+            let built = expand("e", &input, &output, &schedule).expect(&what);
+            let x = rng.tensor(&concrete(&input, &b));
+            let shape: Vec<i64> = concrete(&output, &b).iter().map(|&d| d as i64).collect();
+            let want = reference(&Op::plain(OpKind::Expand), &[&x, &ints(&shape)], 0);
+            check(&built, &[x], &want, &b, &what);
+        }
+        let d = Schedule::default();
+        let (s, t) = (Dim::sym("s"), Dim::sym("t"));
+        assert!(
+            expand("e", std::slice::from_ref(&s), &[t], &d).is_err(),
+            "s may be 1 at run time"
+        );
+        assert!(expand("e", &[Dim::known(2)], &[Dim::known(3)], &d).is_err());
+        assert!(expand("e", &[s.clone(), s.clone()], &[s], &d).is_err());
     }
 
     #[test]
