@@ -27,6 +27,7 @@ import numpy as np
 import onnxruntime
 import torch
 import transformers
+from make_fixtures import Wrapper
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "models"
 DEFAULT = ["bert", "distilbert", "llama", "gpt2", "gptneox", "phi"]
@@ -45,19 +46,6 @@ class Pooled(torch.nn.Module):
         m = attention_mask.unsqueeze(-1).expand(h.size()).float()
         mean = torch.sum(h * m, 1) / torch.clamp(m.sum(1), min=1e-9)
         return torch.nn.functional.normalize(mean, p=2, dim=1)
-
-
-class Wrapper(torch.nn.Module):
-    """The model with a single output: logits for the causal models, last_hidden_state else."""
-
-    def __init__(self, model, causal):
-        super().__init__()
-        self.model, self.causal = model, causal
-
-    def forward(self, input_ids, attention_mask):
-        if self.causal:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def export(name, pooled=False):

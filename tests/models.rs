@@ -184,12 +184,7 @@ fn pooled_legacy_bert_matches_reference_with_pooling_in_kernels() {
 #[test]
 fn older_attention_forms_match_onnxruntime() {
     let forms = common::model_dir("forms");
-    for (form, inputs) in [
-        ("bert_div", &["x", "attention_mask"][..]),
-        ("bert_min", &["x", "attention_mask"]),
-        ("bert_scaled_q", &["x", "attention_mask"]),
-        ("t5", &["x", "attention_mask", "position_bias"]),
-    ] {
+    for (form, inputs) in common::ATTENTION_FORMS {
         let io = forms.join(format!("{form}.io"));
         for case in ["b1_s16", "b2_s33"] {
             check(&forms.join(format!("{form}.onnx")), &io, case, inputs, "y");

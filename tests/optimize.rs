@@ -232,12 +232,7 @@ fn legacy_exports_fuse_as_dynamo_exports_do() {
 #[test]
 fn older_attention_forms_fuse() {
     let forms = common::model_dir("forms");
-    for (form, inputs) in [
-        ("bert_div", &["x", "attention_mask"][..]),
-        ("bert_min", &["x", "attention_mask"]),
-        ("bert_scaled_q", &["x", "attention_mask"]),
-        ("t5", &["x", "attention_mask", "position_bias"]),
-    ] {
+    for (form, inputs) in common::ATTENTION_FORMS {
         let model = forms.join(format!("{form}.onnx"));
         let io = forms.join(format!("{form}.io"));
         let (_, after) = check(&model, &io, &["b1_s16", "b2_s33"], inputs, "y");

@@ -28,6 +28,15 @@ pub fn require_test_data(sub: &str) -> PathBuf {
     dir
 }
 
+/// The attention forms of older exports in `tests/models/forms`
+/// (`scripts/make_form_fixtures.py`): each form's name and its inputs.
+pub const ATTENTION_FORMS: [(&str, &[&str]); 4] = [
+    ("bert_div", &["x", "attention_mask"]),
+    ("bert_min", &["x", "attention_mask"]),
+    ("bert_scaled_q", &["x", "attention_mask"]),
+    ("t5", &["x", "attention_mask", "position_bias"]),
+];
+
 /// The repo's copy of a reference model (tests/models/<name>).
 pub fn model_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
