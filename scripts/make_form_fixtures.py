@@ -14,6 +14,7 @@ merged the same way and an output projection. The forms:
   `Unsqueeze`/`Cast`/`Sub`/`Mul`;
 - `bert_min`: the same with the mask times `finfo(f32).min`;
 - `bert_scaled_q`: Q multiplied by `1/√d` before `MatMul(Q, Kᵀ)` (no division after);
+- `bert_scaled_k`: K multiplied by `1/√d` before it is transposed;
 - `t5`: no scale at all, and the position bias added to the mask (T5's encoder attention).
 
 Weights are random (seed 1234). `<form>.io/<case>.{x,attention_mask,position_bias}.npy` are the
@@ -72,6 +73,8 @@ def model(form):
     q, k, v = (g.heads(g.linear("x"), b, s) for _ in range(3))
     if form == "bert_scaled_q":
         q = g.op("Mul", [q, g.const(1 / np.sqrt(HEAD))])
+    if form == "bert_scaled_k":
+        k = g.op("Mul", [k, g.const(1 / np.sqrt(HEAD))])
     scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])
     if form in ("bert_div", "bert_min"):
         scores = g.op("Div", [scores, g.const(np.sqrt(HEAD))])
@@ -115,7 +118,7 @@ def cases(form):
 
 
 def main():
-    for form in ["bert_div", "bert_min", "bert_scaled_q", "t5"]:
+    for form in ["bert_div", "bert_min", "bert_scaled_q", "bert_scaled_k", "t5"]:
         m = model(form)
         OUT.mkdir(parents=True, exist_ok=True)
         path = OUT / f"{form}.onnx"

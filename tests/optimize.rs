@@ -227,7 +227,7 @@ fn legacy_exports_fuse_as_dynamo_exports_do() {
 }
 
 /// Attention forms of older exports (`scripts/make_form_fixtures.py`): `Div` by √d, the mask
-/// times -10000 or `finfo.min`, Q scaled before `Q Kᵀ`, and T5's unscaled attention with a
+/// times -10000 or `finfo.min`, Q or K scaled before `Q Kᵀ`, and T5's unscaled attention with a
 /// position bias in the mask. Each is one block and fuses into one FusedAttention.
 #[test]
 fn older_attention_forms_fuse() {

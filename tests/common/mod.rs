@@ -30,10 +30,11 @@ pub fn require_test_data(sub: &str) -> PathBuf {
 
 /// The attention forms of older exports in `tests/models/forms`
 /// (`scripts/make_form_fixtures.py`): each form's name and its inputs.
-pub const ATTENTION_FORMS: [(&str, &[&str]); 4] = [
+pub const ATTENTION_FORMS: [(&str, &[&str]); 5] = [
     ("bert_div", &["x", "attention_mask"]),
     ("bert_min", &["x", "attention_mask"]),
     ("bert_scaled_q", &["x", "attention_mask"]),
+    ("bert_scaled_k", &["x", "attention_mask"]),
     ("t5", &["x", "attention_mask", "position_bias"]),
 ];
 
