@@ -27,6 +27,7 @@ const UNCHECKED_BUILTINS: &[(&str, &str)] = &[
     ("attention-sdpa-core", "shape input"),
     ("rope-rotate-half", "shape input"),
     ("reshape-chain", "shape input"),
+    ("cast-before-expand", "shape input"),
     ("residual-layernorm", "multi-pattern"),
     ("residual-rmsnorm", "multi-pattern"),
 ];
