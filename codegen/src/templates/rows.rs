@@ -186,11 +186,7 @@ pub fn rows(spec: &RowSpec, schedule: &Schedule) -> Result<Built, String> {
             (name, k.normalize(&norm, Some(&skip))?)
         }
         RowOp::Reduce { kind, kept: 0 } => ("rows_reduce", k.reduce(kind)?),
-        RowOp::Reduce { kind, kept } => {
-            let x = input_spec(spec, 0)?.ok_or("input X is missing")?;
-            let inner = product(&x.shape[k.rank - kept..]);
-            ("rows_reduce_columns", k.reduce_columns(kind, &inner)?)
-        }
+        RowOp::Reduce { kind, kept } => ("rows_reduce_columns", k.reduce_columns(kind, kept)?),
     };
     Ok(k.finish(name, body))
 }
@@ -246,11 +242,7 @@ struct Fold {
 
 impl Fold {
     fn identity(&self) -> f32 {
-        match self.op {
-            Binary::Max => f32::NEG_INFINITY,
-            Binary::Min => f32::INFINITY,
-            _ => 0.0,
-        }
+        identity(self.op)
     }
 
     /// Every accumulator set to the identity of the reduction.
@@ -718,23 +710,15 @@ impl<'a> RowKernel<'a> {
         body.push(Stmt::store(out, Index::Loop(0), value, 1));
         Ok(body)
     }
-}
 
-impl RowKernel<'_> {
     /// A reduction over the middle of X, `rows x cols x inner` (the module documentation
-    /// says how), `inner` the product of the kept trailing dims.
-    fn reduce_columns(&mut self, kind: ReduceKind, inner: &Dim) -> Result<Vec<Stmt>, String> {
-        let (x, _) = self.required(0, "X")?;
+    /// says how), `inner` the product of the `kept` trailing dims.
+    fn reduce_columns(&mut self, kind: ReduceKind, kept: usize) -> Result<Vec<Stmt>, String> {
+        let (x, spec) = self.required(0, "X")?;
         let out = self.output(0);
         let op = reduce_op(kind);
-        let identity = Fold {
-            op,
-            lanes: 1,
-            vectors: vec![],
-            scalar: 0,
-        }
-        .identity();
-        let (cols, inner) = (self.cols.clone(), self.size(inner));
+        let inner = product(&spec.shape[self.rank - kept..]);
+        let (cols, inner) = (self.cols.clone(), self.size(&inner));
         let row = Index::Loop(0);
         let mut body = vec![];
         let mut done = Index::Const(0);
@@ -754,7 +738,7 @@ impl RowKernel<'_> {
             };
             let count = (inner.clone() - done.clone()) / width.clone();
             let one_output = vec![
-                Stmt::set(acc, Value::Const(identity)),
+                Stmt::set(acc, Value::Const(identity(op))),
                 Stmt::for_range(
                     0.into(),
                     cols.clone(),
@@ -769,6 +753,15 @@ impl RowKernel<'_> {
             done = done + count * width;
         }
         Ok(body)
+    }
+}
+
+/// The identity of a reduction folding with `op`.
+fn identity(op: Binary) -> f32 {
+    match op {
+        Binary::Max => f32::NEG_INFINITY,
+        Binary::Min => f32::INFINITY,
+        _ => 0.0,
     }
 }
 
