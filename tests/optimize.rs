@@ -61,6 +61,29 @@ fn count(g: &Graph, kind: OpKind) -> usize {
     g.op_histogram().get(&kind).copied().unwrap_or(0)
 }
 
+/// The input lists of `g`'s ops of `kind`, the first `n` inputs of each, sorted.
+fn operands(g: &Graph, kind: OpKind, n: usize) -> Vec<Vec<Option<kiln_ir::ValueId>>> {
+    g.topo_order()
+        .into_iter()
+        .map(|id| g.node(id))
+        .filter(|node| node.op().is_some_and(|op| op.kind == kind))
+        .map(|node| {
+            let mut inputs: Vec<_> = node.inputs.iter().take(n).copied().collect();
+            inputs.sort();
+            inputs
+        })
+        .collect()
+}
+
+/// No `Add` of `g` adds what one of its residual norms (`norm`) adds: the norm's sum output
+/// is the residual stream, not a second kernel beside it.
+fn no_add_beside_skip_norms(g: &Graph, norm: OpKind) {
+    let adds = operands(g, OpKind::Add, 2);
+    for inputs in operands(g, norm, 2) {
+        assert!(!adds.contains(&inputs), "an Add beside a {norm}");
+    }
+}
+
 /// The export forms of a fixture: torch's dynamo exporter and its legacy one.
 const EXPORTS: [&str; 2] = ["model.onnx", "model.legacy.onnx"];
 
@@ -113,6 +136,13 @@ fn bert_family_fuses(name: &str, export: &str) {
         count(&after, OpKind::SkipLayerNormalization) >= 4,
         "residual adds fuse into the norms"
     );
+    no_add_beside_skip_norms(&after, OpKind::SkipLayerNormalization);
+    // Q, K and V of a layer read one input: extraction takes the merged projection.
+    assert_eq!(
+        count(&after, OpKind::Split),
+        count(&after, OpKind::FusedAttention),
+        "{name} {export}"
+    );
 }
 
 #[test]
@@ -163,6 +193,7 @@ fn llama_fuses(export: &str) {
         count(&after, OpKind::SkipSimplifiedLayerNormalization) >= 4,
         "residual adds fuse into the norms"
     );
+    no_add_beside_skip_norms(&after, OpKind::SkipSimplifiedLayerNormalization);
     assert_eq!(
         count(&after, OpKind::SwiGlu),
         count(&before, OpKind::Sigmoid)
@@ -317,6 +348,12 @@ fn projection_merge_fires_and_keeps_values() {
     )
     .unwrap();
     let feeds = HashMap::from([("x".to_string(), x)]);
+    assert_eq!(
+        count(&optimized, OpKind::MatMul),
+        1,
+        "the merged product is extracted"
+    );
+    assert_eq!(count(&optimized, OpKind::Split), 1);
     assert_eq!(
         interp::run(&optimized, &feeds).unwrap(),
         interp::run(&graph, &feeds).unwrap()

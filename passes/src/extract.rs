@@ -45,6 +45,10 @@ pub struct Extraction {
     pub choice: HashMap<Id, Node>,
     /// The cost of the extracted graph in seconds ([`total_cost`]: each class once).
     pub cost: f64,
+    /// The cost of the greedy solve's graph, before the local search improved it.
+    pub greedy_cost: f64,
+    /// Moves the local search kept (each lowered the cost).
+    pub moves: usize,
 }
 
 /// The own cost of one e-node, in seconds: [`op_cost`] for an op (inputs typed by its children's
@@ -195,7 +199,7 @@ pub fn extract(
     // Each round either ends or adds at least one constraint, of which there are finitely many.
     for _round in 0..10_000 {
         let state = problem.solve(mode);
-        let reached = match problem.walk(&state, &roots_idx) {
+        let reached = match problem.walk(&state.choice, &roots_idx) {
             Ok(reached) => reached,
             Err(_) if mode == Mode::Dag => {
                 // Stale cost sets can hide a cycle; tree costs strictly grow along chosen edges.
@@ -232,10 +236,15 @@ pub fn extract(
             }
             continue;
         }
+        let mut chosen = state.choice;
+        let greedy_cost = problem
+            .evaluate(&chosen, &roots_idx)
+            .map_or(f64::INFINITY, |(cost, _)| cost);
+        let (reached, moves) = problem.refine(&mut chosen, &roots_idx, reached);
         let choice: HashMap<Id, Node> = reached
             .iter()
             .map(|&c| {
-                let node = problem.cands[c as usize][state.choice[c as usize] as usize].node;
+                let node = problem.cands[c as usize][chosen[c as usize] as usize].node;
                 (
                     problem.ids[c as usize],
                     node.clone().map_children(|x| egraph.find(x)),
@@ -243,7 +252,12 @@ pub fn extract(
             })
             .collect();
         let cost = total_cost(egraph, &choice, roots, target, bindings);
-        return Ok(Extraction { choice, cost });
+        return Ok(Extraction {
+            choice,
+            cost,
+            greedy_cost,
+            moves,
+        });
     }
     Err("extraction did not settle the multi-output constraints".into())
 }
@@ -602,7 +616,7 @@ impl<'a> Problem<'a> {
 
     /// The classes the roots reach through the choices, children before parents; errs on a
     /// class without a choice or a cycle.
-    fn walk(&self, st: &State, roots: &[u32]) -> Result<Vec<u32>, WalkError> {
+    fn walk(&self, choice: &[u32], roots: &[u32]) -> Result<Vec<u32>, WalkError> {
         // 0 unvisited, 1 on the stack, 2 done.
         let mut color = vec![0u8; self.ids.len()];
         let mut order = vec![];
@@ -613,7 +627,7 @@ impl<'a> Problem<'a> {
             let mut stack: Vec<(u32, usize)> = vec![(root, 0)];
             color[root as usize] = 1;
             while let Some(&(c, next)) = stack.last() {
-                let k = st.choice[c as usize];
+                let k = choice[c as usize];
                 if k == NONE {
                     return Err(WalkError::Missing(c));
                 }
@@ -638,6 +652,124 @@ impl<'a> Problem<'a> {
             }
         }
         Ok(order)
+    }
+}
+
+/// Passes of [`Problem::refine`] over the extracted classes at most.
+const REFINE_PASSES: usize = 4;
+
+impl Problem<'_> {
+    /// The cost of the graph `choice` describes from `roots`, each reached class once, and the
+    /// classes reached (children first); None if it is cyclic, misses a choice, or reads an
+    /// output through a `Get` that its class's choice does not provide.
+    fn evaluate(&self, choice: &[u32], roots: &[u32]) -> Option<(f64, Vec<u32>)> {
+        let reached = self.walk(choice, roots).ok()?;
+        let mut cost = 0.0;
+        for &c in &reached {
+            let cand = &self.cands[c as usize][choice[c as usize] as usize];
+            if let Node::Get(i, _) = cand.node {
+                let x = cand.children[0];
+                if !self.satisfies(x, choice[x as usize], *i) {
+                    return None;
+                }
+            }
+            cost += cand.own;
+        }
+        Some((cost, reached))
+    }
+
+    /// Improves an extraction by local search on the whole graph's cost, which the greedy
+    /// solve cannot see: it costs a class by the classes *its* choice reaches, so a fused node
+    /// that re-reads inputs another consumer needs anyway (`SkipRMSNorm(a, b)` beside the
+    /// `a + b` the residual stream keeps) looks cheaper than the node that reuses the shared
+    /// value (`RMSNorm(a + b)`), and a merged projection looks dearer than each projection
+    /// alone until all its readers switch to it.
+    ///
+    /// A move sets one reached class to another of its candidates, then switches each reached
+    /// class that has a candidate reading the moved class or a class the move newly reaches
+    /// (`Get(1, Split(merged MatMul))` once the first projection's class chose the `Split`) to
+    /// that candidate wherever this lowers the cost; a move is kept when the
+    /// graph's cost drops. Passes over the reached classes (children first, candidates in
+    /// `Node` order) repeat until one keeps no move, at most [`REFINE_PASSES`] times, so the
+    /// result is deterministic and never costs more than the greedy one. Returns the classes
+    /// the final choice reaches and the number of moves kept.
+    fn refine(&self, choice: &mut [u32], roots: &[u32], reached: Vec<u32>) -> (Vec<u32>, usize) {
+        let Some((mut best, mut reached)) = self.evaluate(choice, roots) else {
+            return (reached, 0);
+        };
+        let mut moves = 0;
+        let better = |cost: f64, than: f64| cost < than - 1e-9 * than.abs();
+        let mut in_reached = vec![false; self.ids.len()];
+        for _pass in 0..REFINE_PASSES {
+            let mut kept = false;
+            for c in reached.clone() {
+                in_reached.iter_mut().for_each(|r| *r = false);
+                for &r in &reached {
+                    in_reached[r as usize] = true;
+                }
+                if !in_reached[c as usize] {
+                    continue;
+                }
+                let current = choice[c as usize];
+                for k in 0..self.cands[c as usize].len() as u32 {
+                    if k == current || !self.choosable(choice, c, k) {
+                        continue;
+                    }
+                    let mut trial = choice.to_vec();
+                    trial[c as usize] = k;
+                    let Some((mut cost, mut now)) = self.evaluate(&trial, roots) else {
+                        continue;
+                    };
+                    // The moved class (a Split now providing the merged outputs) and the
+                    // classes the move newly reaches.
+                    let new: Vec<u32> = std::iter::once(c)
+                        .chain(now.iter().copied().filter(|&n| !in_reached[n as usize]))
+                        .collect();
+                    for n in new {
+                        for &p in &self.parents[n as usize] {
+                            if p == c || !now.contains(&p) {
+                                continue;
+                            }
+                            for kk in 0..self.cands[p as usize].len() as u32 {
+                                let reads =
+                                    self.cands[p as usize][kk as usize].distinct.contains(&n);
+                                if !reads
+                                    || trial[p as usize] == kk
+                                    || !self.choosable(&trial, p, kk)
+                                {
+                                    continue;
+                                }
+                                let mut next = trial.clone();
+                                next[p as usize] = kk;
+                                if let Some((c2, r2)) = self.evaluate(&next, roots) {
+                                    if better(c2, cost) {
+                                        (trial, cost, now) = (next, c2, r2);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if better(cost, best) {
+                        choice.copy_from_slice(&trial);
+                        (best, reached) = (cost, now);
+                        kept = true;
+                        moves += 1;
+                        break;
+                    }
+                }
+            }
+            if !kept {
+                break;
+            }
+        }
+        (reached, moves)
+    }
+
+    /// Whether candidate `k` of class `c` may be chosen given `choice`: it provides the outputs
+    /// the class's `Get` readers need and all its children have a choice.
+    fn choosable(&self, choice: &[u32], c: u32, k: u32) -> bool {
+        let cand = &self.cands[c as usize][k as usize];
+        cand.allowed && cand.distinct.iter().all(|&d| choice[d as usize] != NONE)
     }
 }
 
@@ -754,6 +886,73 @@ mod tests {
             .collect();
         rows.sort();
         format!("{}|{}", rows.join(";"), ex.cost.to_bits())
+    }
+
+    /// Costs are bytes moved (1 B/s, no launch cost): extraction minimises memory traffic.
+    fn per_byte() -> Target {
+        Target {
+            peak_flops: 1e300,
+            bandwidth_bytes: 1.0,
+            launch_overhead_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_fused_op_that_rereads_a_value_another_consumer_keeps_loses_to_reusing_it() {
+        // n = Neg(x + y) or, fused, Mul(x, y) (a stand-in for SkipRMSNorm(x, y)); the sum is
+        // also a root (the residual stream). Per class the fused node looks cheaper (192 B
+        // against 128 B plus the sum's 192 B), but the sum is written anyway.
+        let (mut eg, v) = egraph(&[("x", f32s(&[4, 4])), ("y", f32s(&[4, 4]))]);
+        let sum = op(&mut eg, OpKind::Add, &[v[0], v[1]]);
+        let n = op(&mut eg, OpKind::Neg, &[sum]);
+        let fused = op(&mut eg, OpKind::Mul, &[v[0], v[1]]);
+        eg.union(n, fused);
+        eg.rebuild();
+        let ex = extract(&eg, &[n, sum], &per_byte(), &default_bindings()).unwrap();
+        assert_eq!(chosen_kind(&eg, &ex, n), Some(OpKind::Neg));
+        // Add 3 × 64 B, Neg 2 × 64 B; the greedy solve's Mul + Add move 6 × 64 B.
+        assert_eq!(ex.cost, 320.0);
+        assert_eq!(ex.greedy_cost, 384.0);
+        assert_eq!(ex.moves, 1);
+        assert_eq!(
+            ex.cost,
+            total_cost(&eg, &ex.choice, &[n, sum], &per_byte(), &default_bindings())
+        );
+    }
+
+    #[test]
+    fn projections_switch_to_a_merged_product_together() {
+        // p_i = Neg(x_i) or Get(i, Split(Concat(x_1, x_2, x_3))) (a stand-in for the
+        // Split of a merged projection): with a launch cost per op, three Negs cost 3 and the
+        // merged form 2, but only once all three readers take it.
+        let (mut eg, v) = egraph(&[
+            ("a", f32s(&[4, 4])),
+            ("b", f32s(&[4, 4])),
+            ("c", f32s(&[4, 4])),
+        ]);
+        let mut axis = Attrs::default();
+        axis.set("axis", Attr::Int(1));
+        let concat = op_with(&mut eg, Op::new(OpKind::Concat, axis.clone()), &v);
+        let mut thirds = axis;
+        thirds.set("num_outputs", Attr::Int(3));
+        let split = op_with(&mut eg, Op::new(OpKind::Split, thirds), &[concat]);
+        let mut roots = vec![];
+        for (i, &x) in v.iter().enumerate() {
+            let p = op(&mut eg, OpKind::Neg, &[x]);
+            let merged = if i == 0 {
+                split
+            } else {
+                eg.add(Node::Get(i as u32, [split]))
+            };
+            eg.union(p, merged);
+            roots.push(p);
+        }
+        eg.rebuild();
+        let ex = extract(&eg, &roots, &per_kernel(), &default_bindings()).unwrap();
+        assert_eq!(chosen_kind(&eg, &ex, roots[0]), Some(OpKind::Split));
+        assert!(matches!(ex.choice[&eg.find(roots[1])], Node::Get(1, _)));
+        assert!(matches!(ex.choice[&eg.find(roots[2])], Node::Get(2, _)));
+        assert_eq!(ex.cost, 2.0);
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct Report {
     pub cost_before: f64,
     /// Estimated cost of the optimised graph.
     pub cost_after: f64,
+    /// Estimated cost of the greedy extraction, before its local search.
+    pub cost_greedy: f64,
+    /// Moves the extraction's local search kept.
+    pub extraction_moves: usize,
 }
 
 /// Optimises `graph` with `rules`; the result computes the same outputs under the same names.
@@ -124,6 +128,8 @@ pub fn optimize(graph: &Graph, rules: &[Rule], limits: &Limits) -> Result<(Graph
         extract_time: start.elapsed(),
         cost_before,
         cost_after: extraction.cost,
+        cost_greedy: extraction.greedy_cost,
+        extraction_moves: extraction.moves,
     };
     Ok((optimized, report))
 }

@@ -161,6 +161,12 @@ pub fn explain(args: &ExplainArgs) -> Result<(), String> {
         report.cost_after * 1e3,
         report.cost_before / report.cost_after.max(f64::MIN_POSITIVE)
     );
+    println!(
+        "extraction objective: {:.1} µs from the greedy solve, {:.1} µs after {} local moves",
+        report.cost_greedy * 1e6,
+        report.cost_after * 1e6,
+        report.extraction_moves
+    );
     print_kernels(&optimized, &args.code.backend)?;
     if let Some(dot) = &args.dot {
         std::fs::write(dot, kiln_ir::dot::to_dot(&optimized))
