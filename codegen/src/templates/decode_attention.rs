@@ -19,9 +19,12 @@
 //! allow to balance (SmolLM2: 3 KV heads on 2 cores). Here the head dimension is in the lanes
 //! (`D / L` vectors per row, then narrower pieces where `L` does not divide it):
 //! - `Q Kᵀ`: per key, the key's row is loaded once into `D / L` vectors, and each of the
-//!   block's query rows (`rows` query heads of one query position, their `Q · scale` in the
-//!   scratch) multiplies it and sums the products horizontally into one score, stored to the
-//!   scratch (`[rows][k_tile]`); keys past the tile's end are stored as -inf;
+//!   block's query rows (`rows` query heads of one query position, their `Q · scale` loaded
+//!   into registers once per block) multiplies it and sums the products horizontally into one
+//!   score, stored to the scratch (`[rows][k_tile]`); keys past the tile's end are stored as
+//!   -inf. (Reloaded from the scratch for every key instead, the SmolLM2-shaped decode step at
+//!   past 2048 spent about 6% more in attention at 1 thread: median of 10 paired runs 0.946;
+//!   at 2 threads the difference was within the noise);
 //! - the online softmax runs on whole vectors of `L` scores of a row: the tile's maximum, the
 //!   rescale factor `e^(m_old - m_new)` of the row's accumulators, the probabilities (stored
 //!   over the scores) and their sum;
@@ -78,7 +81,7 @@ pub struct DecodeAttention {
 pub fn space() -> Space {
     Space {
         template: "attention_decode",
-        version: 1,
+        version: 2,
         params: vec![
             Param {
                 name: "lanes",
@@ -156,15 +159,9 @@ impl Plan {
         self.shapes.dv_n + 2
     }
 
-    /// Offset in an iteration's scratch of the block's scores, `[rows][k_tile]` (after the
-    /// rows' `Q · scale`, `[rows][D]`).
-    fn scores(&self) -> i64 {
-        self.rows * self.shapes.d_n
-    }
-
-    /// f32 slots of an iteration's scratch.
+    /// f32 slots of an iteration's scratch: the block's scores, `[rows][k_tile]`.
     fn region(&self) -> i64 {
-        self.scores() + self.rows * self.tk
+        self.rows * self.tk
     }
 }
 
@@ -174,6 +171,8 @@ struct Vars {
     lanes: Vec<u8>,
     /// The pieces of a key row.
     key: Vec<usize>,
+    /// `query[r]`: the pieces of row `r`'s `Q · scale`, loaded once per block.
+    query: Vec<Vec<usize>>,
     /// The pieces of a value row.
     value: Vec<usize>,
     /// `acc[r]`: the pieces of row `r`'s accumulator.
@@ -206,6 +205,14 @@ impl Vars {
             .map(|p| var(p.1))
             .collect();
         let rows = plan.rows.min(plan.group) as usize;
+        let query = (0..rows)
+            .map(|_| {
+                pieces(plan.shapes.d_n, l)
+                    .iter()
+                    .map(|p| var(p.1))
+                    .collect()
+            })
+            .collect();
         let acc = (0..rows)
             .map(|_| {
                 pieces(plan.shapes.dv_n, l)
@@ -220,6 +227,7 @@ impl Vars {
         let (new_max, safe_max, alpha) = (var(1), var(1), var(1));
         Vars {
             key,
+            query,
             value,
             acc,
             max,
@@ -311,9 +319,10 @@ pub fn decode_attention(
     })
 }
 
-/// `a · b` as pieces: the full-width ones summed lanewise and reduced once, the narrower ones
-/// reduced each; `b(offset)` is the other operand's element at `offset` of the row.
-fn dot(key: &[usize], parts: &[(i64, u8)], b: impl Fn(i64) -> Value) -> Value {
+/// `a · b` over the row pieces `parts` (offset, width), both operands held in variables
+/// piece by piece: the full-width pieces summed lanewise and reduced once, the narrower ones
+/// reduced each.
+fn dot(a: &[usize], b: &[usize], parts: &[(i64, u8)]) -> Value {
     let mut total: Option<Value> = None;
     let mut add = |v: Value| {
         total = Some(match total.take() {
@@ -323,8 +332,8 @@ fn dot(key: &[usize], parts: &[(i64, u8)], b: impl Fn(i64) -> Value) -> Value {
     };
     let widest = parts.first().map_or(1, |p| p.1);
     let mut lanewise: Option<Value> = None;
-    for (&var, &(offset, width)) in key.iter().zip(parts) {
-        let (k, x) = (Value::Var(var), b(offset));
+    for ((&x, &y), &(_, width)) in a.iter().zip(b).zip(parts) {
+        let (k, x) = (Value::Var(x), Value::Var(y));
         if width == widest && width > 1 {
             lanewise = Some(match lanewise.take() {
                 Some(acc) => k.fma(x, acc),
@@ -457,14 +466,13 @@ fn block(plan: &Plan, vars: &Vars, at: &Item, first: i64, rows: i64) -> Vec<Stmt
     let q_parts = pieces(d, l);
     let v_parts = pieces(dv, l);
     let rows_u = rows as usize;
-    let q_at = |r: i64| at.scratch.clone() + c(r * d);
-    let score_at = |r: i64| at.scratch.clone() + c(plan.scores() + r * tk);
+    let score_at = |r: i64| at.scratch.clone() + c(r * tk);
     let mut out = vec![];
     for r in 0..rows {
         let row = at.q_row.clone() + c(first + r) * Index::Size(SQ) + query.clone();
-        for &(offset, width) in &q_parts {
+        for (&var, &(offset, _)) in vars.query[r as usize].iter().zip(&q_parts) {
             let x = Value::load(Q, row.clone() * c(d) + c(offset)) * Value::Const(sh.scale);
-            out.push(Stmt::store(plan.scratch, q_at(r) + c(offset), x, width));
+            out.push(Stmt::set(var, x));
         }
     }
     for r in 0..rows_u {
@@ -488,8 +496,7 @@ fn block(plan: &Plan, vars: &Vars, at: &Item, first: i64, rows: i64) -> Vec<Stmt
         scores.push(Stmt::set(var, k));
     }
     for r in 0..rows {
-        let q = |offset: i64| Value::load(plan.scratch, q_at(r) + c(offset));
-        let mut s = dot(&vars.key, &q_parts, q);
+        let mut s = dot(&vars.key, &vars.query[r as usize], &q_parts);
         if let (Some(buffer), Some(m)) = (plan.mask, &mask_keys) {
             let head = c(r) * Index::Size(MASK_SH);
             s = s + Value::load(buffer, m.clone() + head + key.clone());
