@@ -658,6 +658,12 @@ impl<'a> Problem<'a> {
 /// Passes of [`Problem::refine`] over the extracted classes at most.
 const REFINE_PASSES: usize = 4;
 
+/// Whether a cost is lower than another beyond rounding (a relative 1e-9), so the local
+/// search never cycles between equal choices.
+fn better(cost: f64, than: f64) -> bool {
+    cost < than - 1e-9 * than.abs()
+}
+
 impl Problem<'_> {
     /// The cost of the graph `choice` describes from `roots`, each reached class once, and the
     /// classes reached (children first); None if it is cyclic, misses a choice, or reads an
@@ -698,15 +704,10 @@ impl Problem<'_> {
             return (reached, 0);
         };
         let mut moves = 0;
-        let better = |cost: f64, than: f64| cost < than - 1e-9 * than.abs();
-        let mut in_reached = vec![false; self.ids.len()];
+        let mut in_reached = self.membership(&reached);
         for _pass in 0..REFINE_PASSES {
             let mut kept = false;
             for c in reached.clone() {
-                in_reached.iter_mut().for_each(|r| *r = false);
-                for &r in &reached {
-                    in_reached[r as usize] = true;
-                }
                 if !in_reached[c as usize] {
                     continue;
                 }
@@ -717,41 +718,15 @@ impl Problem<'_> {
                     }
                     let mut trial = choice.to_vec();
                     trial[c as usize] = k;
-                    let Some((mut cost, mut now)) = self.evaluate(&trial, roots) else {
+                    let Some(moved) = self.evaluate(&trial, roots) else {
                         continue;
                     };
-                    // The moved class (a Split now providing the merged outputs) and the
-                    // classes the move newly reaches.
-                    let new: Vec<u32> = std::iter::once(c)
-                        .chain(now.iter().copied().filter(|&n| !in_reached[n as usize]))
-                        .collect();
-                    for n in new {
-                        for &p in &self.parents[n as usize] {
-                            if p == c || !now.contains(&p) {
-                                continue;
-                            }
-                            for kk in 0..self.cands[p as usize].len() as u32 {
-                                let reads =
-                                    self.cands[p as usize][kk as usize].distinct.contains(&n);
-                                if !reads
-                                    || trial[p as usize] == kk
-                                    || !self.choosable(&trial, p, kk)
-                                {
-                                    continue;
-                                }
-                                let mut next = trial.clone();
-                                next[p as usize] = kk;
-                                if let Some((c2, r2)) = self.evaluate(&next, roots) {
-                                    if better(c2, cost) {
-                                        (trial, cost, now) = (next, c2, r2);
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    let (trial, (cost, now)) =
+                        self.switch_readers(c, trial, moved, &in_reached, roots);
                     if better(cost, best) {
                         choice.copy_from_slice(&trial);
                         (best, reached) = (cost, now);
+                        in_reached = self.membership(&reached);
                         kept = true;
                         moves += 1;
                         break;
@@ -763,6 +738,58 @@ impl Problem<'_> {
             }
         }
         (reached, moves)
+    }
+
+    /// The second half of a move of class `c` (see [`Problem::refine`]): switches each class
+    /// `trial` reaches that has a candidate reading `c` or a class the move newly reaches (not
+    /// in `before`) to that candidate wherever this lowers the cost. `evaluated` is `trial`'s
+    /// cost and reached classes; returns the improved choice with its own.
+    fn switch_readers(
+        &self,
+        c: u32,
+        mut trial: Vec<u32>,
+        evaluated: (f64, Vec<u32>),
+        before: &[bool],
+        roots: &[u32],
+    ) -> (Vec<u32>, (f64, Vec<u32>)) {
+        let (mut cost, mut now) = evaluated;
+        let mut in_now = self.membership(&now);
+        // The moved class (a Split now providing the merged outputs) and the classes the move
+        // newly reaches.
+        let new: Vec<u32> = std::iter::once(c)
+            .chain(now.iter().copied().filter(|&n| !before[n as usize]))
+            .collect();
+        for n in new {
+            for &p in &self.parents[n as usize] {
+                if p == c || !in_now[p as usize] {
+                    continue;
+                }
+                for kk in 0..self.cands[p as usize].len() as u32 {
+                    let reads = self.cands[p as usize][kk as usize].distinct.contains(&n);
+                    if !reads || trial[p as usize] == kk || !self.choosable(&trial, p, kk) {
+                        continue;
+                    }
+                    let mut next = trial.clone();
+                    next[p as usize] = kk;
+                    if let Some((c2, r2)) = self.evaluate(&next, roots) {
+                        if better(c2, cost) {
+                            in_now = self.membership(&r2);
+                            (trial, cost, now) = (next, c2, r2);
+                        }
+                    }
+                }
+            }
+        }
+        (trial, (cost, now))
+    }
+
+    /// Which classes `classes` holds, as a flag per class index.
+    fn membership(&self, classes: &[u32]) -> Vec<bool> {
+        let mut member = vec![false; self.ids.len()];
+        for &c in classes {
+            member[c as usize] = true;
+        }
+        member
     }
 
     /// Whether candidate `k` of class `c` may be chosen given `choice`: it provides the outputs

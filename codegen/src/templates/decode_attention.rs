@@ -196,31 +196,14 @@ impl Vars {
             lanes.len() - 1
         };
         let l = plan.lanes;
-        let key = pieces(plan.shapes.d_n, l)
-            .iter()
-            .map(|p| var(p.1))
-            .collect();
-        let value: Vec<usize> = pieces(plan.shapes.dv_n, l)
-            .iter()
-            .map(|p| var(p.1))
-            .collect();
+        let (d, dv) = (plan.shapes.d_n, plan.shapes.dv_n);
+        // A row of `n` elements, as one variable per piece.
+        let mut row = |n: i64| -> Vec<usize> { pieces(n, l).iter().map(|p| var(p.1)).collect() };
+        let key = row(d);
+        let value = row(dv);
         let rows = plan.rows.min(plan.group) as usize;
-        let query = (0..rows)
-            .map(|_| {
-                pieces(plan.shapes.d_n, l)
-                    .iter()
-                    .map(|p| var(p.1))
-                    .collect()
-            })
-            .collect();
-        let acc = (0..rows)
-            .map(|_| {
-                pieces(plan.shapes.dv_n, l)
-                    .iter()
-                    .map(|p| var(p.1))
-                    .collect()
-            })
-            .collect();
+        let query = (0..rows).map(|_| row(d)).collect();
+        let acc = (0..rows).map(|_| row(dv)).collect();
         let max = (0..rows).map(|_| var(1)).collect();
         let sum = (0..rows).map(|_| var(1)).collect();
         let (tile_max, tile_sum) = (var(l as u8), var(l as u8));
