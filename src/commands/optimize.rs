@@ -6,7 +6,7 @@ use kiln::pipeline::load_model;
 use kiln_codegen::Backend;
 use kiln_ir::OpKind;
 use kiln_passes::optimize::{optimize, Limits, Report};
-use kiln_passes::rules::{builtin_rules, load_rule_file, Rule};
+use kiln_passes::rules::{load_rule_file, Rule};
 use std::path::PathBuf;
 
 /// Options shared by `optimize` and `explain`.
@@ -45,24 +45,11 @@ pub struct ExplainArgs {
 }
 
 fn rules(args: &PassArgs) -> Result<Vec<Rule>, String> {
-    let mut rules = if args.no_builtin {
-        vec![]
-    } else {
-        builtin_rules()
-    };
+    let mut extra = vec![];
     for file in &args.rules {
-        rules.extend(load_rule_file(file)?);
+        extra.extend(load_rule_file(file)?);
     }
-    let mut names = std::collections::BTreeSet::new();
-    for r in &rules {
-        if !names.insert(r.name.as_str()) {
-            return Err(format!(
-                "{}: rule `{}` is already defined",
-                r.origin, r.name
-            ));
-        }
-    }
-    Ok(rules)
+    kiln::rule_set::rule_set(!args.no_builtin, extra)
 }
 
 fn run(args: &PassArgs) -> Result<(kiln_ir::Graph, kiln_ir::Graph, Report), String> {
