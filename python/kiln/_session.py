@@ -11,8 +11,11 @@ ignored: kiln runs on the CPU with its own kernels.
 
 import os
 import tempfile
+from typing import Any, Dict, List, Optional, Sequence
 
-from kiln._kiln import BadInputError, compile as _compile
+import numpy as np
+
+from kiln._kiln import BadInputError, Model, compile as _compile
 
 # onnxruntime's names of the element types kiln's models declare.
 _ONNX_TYPES = {
@@ -30,12 +33,12 @@ _ONNX_TYPES = {
 class NodeArg:
     """An input or output as onnxruntime describes it: ``name``, ``type`` and ``shape``."""
 
-    def __init__(self, info):
+    def __init__(self, info: Any):
         self.name = info.name
         self.type = _ONNX_TYPES[info.dtype]
         self.shape = list(info.shape)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
 
 
@@ -43,7 +46,7 @@ class SessionOptions:
     """The options kiln reads from onnxruntime's ``SessionOptions`` (an onnxruntime
     ``SessionOptions`` works as well): ``intra_op_num_threads`` (0: every core)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.intra_op_num_threads = 0
 
 
@@ -72,23 +75,24 @@ class InferenceSession:
         self._output_names = [o.name for o in self._outputs]
 
     @property
-    def model(self):
+    def model(self) -> "Model":
         """The :class:`kiln.Model` this session runs."""
         return self._model
 
-    def get_inputs(self):
+    def get_inputs(self) -> List[NodeArg]:
         """The model's inputs, in declaration order."""
         return list(self._inputs)
 
-    def get_outputs(self):
+    def get_outputs(self) -> List[NodeArg]:
         """The model's outputs, in declaration order."""
         return list(self._outputs)
 
-    def get_providers(self):
+    def get_providers(self) -> List[str]:
         """The providers the session runs on (kiln's kernels run on the CPU)."""
         return ["CPUExecutionProvider"]
 
-    def run(self, output_names, input_feed, run_options=None):
+    def run(self, output_names: Optional[Sequence[str]], input_feed: Dict[str, np.ndarray],
+            run_options: Any = None) -> List[np.ndarray]:
         """Runs the model on ``input_feed`` (``{name: numpy array}``) and returns the outputs
         named in ``output_names`` (None or empty: all of them) as a list of numpy arrays."""
         if not isinstance(input_feed, dict):

@@ -10,25 +10,25 @@ use pyo3::exceptions::PyException;
 use pyo3::PyErr;
 
 create_exception!(
-    _kiln,
+    kiln,
     KilnError,
     PyException,
     "An error of kiln: its message is the one line the command line would print."
 );
 create_exception!(
-    _kiln,
+    kiln,
     BadModelError,
     KilnError,
     "The model (ONNX file, checkpoint, artefact or rule file) cannot be read or is invalid."
 );
 create_exception!(
-    _kiln,
+    kiln,
     UnsupportedOpError,
     KilnError,
     "The model uses an op, dtype or feature that kiln does not implement."
 );
 create_exception!(
-    _kiln,
+    kiln,
     BadInputError,
     KilnError,
     "The arrays or names given to a call do not match the model."
