@@ -550,6 +550,34 @@ fn input_with_the_wrong_dtype() {
     );
 }
 
+/// An id beyond the vocabulary names the model input it came in by, not the value the
+/// embedding reads (GPT-2's export reshapes `input_ids` into a view named `view` first).
+#[test]
+fn token_id_beyond_the_vocabulary() {
+    let dir = TempDir::new("vocab");
+    let gpt2 = common::model_dir("gpt2").join("model.onnx");
+    let mut big = ids(&[1, 16]);
+    if let Tensor::I64(a) = &mut big {
+        a[[0, 3]] = 1_000_000;
+    }
+    let inputs = input_args(&[
+        ("input_ids", &npy(&dir, "ids.npy", &big)),
+        ("attention_mask", &npy(&dir, "mask.npy", &mask(&[1, 16]))),
+    ]);
+    for backend in kiln_codegen::backends() {
+        let mut args = inputs.clone();
+        args.extend([
+            "--backend".into(),
+            backend.name().into(),
+            "--no-cache".into(),
+        ]);
+        failure(
+            &run_model(&gpt2, &args, &dir),
+            &["`input_ids`", "index 1000000 is out of range"],
+        );
+    }
+}
+
 #[test]
 fn input_with_the_wrong_rank() {
     let dir = TempDir::new("rank");

@@ -65,7 +65,7 @@ def test_token_out_of_range_is_an_error(gpt2):
     feeds, _ = case("gpt2", "b1_s16")
     ids = feeds["input_ids"].copy()
     ids[0, 3] = 10**6
-    raises(kiln.BadInputError, lambda: gpt2.run({**feeds, "input_ids": ids}), "1000000", "out of range")
+    raises(kiln.BadInputError, lambda: gpt2.run({**feeds, "input_ids": ids}), "`input_ids`", "1000000", "out of range")
 
 
 def test_fixed_dims_are_checked(tmp_path):

@@ -688,7 +688,7 @@ impl Program {
             }
             _ => return Ok(()),
         };
-        let name = &self.plan.values[check.value].name;
+        let name = self.source_name(check.value);
         let eval = |d: SizeId| {
             sizes
                 .value(d)
@@ -701,6 +701,25 @@ impl Program {
                 describe(&check.what, bindings)
             ))),
             None => Ok(()),
+        }
+    }
+}
+
+impl Program {
+    /// The name errors give value `v`: the model input it is a view of (a reshape of
+    /// `input_ids`, say), else its own.
+    fn source_name(&self, v: ValueIndex) -> &str {
+        let mut value = v;
+        while let Some(input) = self.plan.steps.iter().find_map(|s| match s {
+            Step::View { input, output, .. } if *output == value => Some(*input),
+            _ => None,
+        }) {
+            value = input;
+        }
+        let name = |v: ValueIndex| self.plan.values[v].name.as_str();
+        match self.plan.inputs.contains(&value) {
+            true => name(value),
+            false => name(v),
         }
     }
 }
