@@ -57,8 +57,9 @@ typedef enum kiln_dtype {
 
 /* A dense row-major tensor: `shape` has `rank` entries (ignored when `rank` is 0, a
  * scalar), `data` holds shape[0] * ... * shape[rank-1] elements of `dtype`. As an input it
- * is only read during kiln_run (which copies it); as an output it is owned by its
- * kiln_outputs. */
+ * is only read, in place, during kiln_run (the caller keeps ownership and must not change it
+ * until kiln_run returns; data not aligned for its dtype is copied first); as an output it is
+ * owned by its kiln_outputs. */
 typedef struct kiln_tensor {
     int32_t dtype;        /* a kiln_dtype value */
     size_t rank;          /* number of dimensions */
@@ -111,9 +112,9 @@ size_t kiln_output_count(const kiln_model *model);
 const char *kiln_output_name(const kiln_model *model, size_t index);
 
 /* Runs the model on `input_count` inputs (KILN_MODEL_INPUTS of them, in model.h order; each
- * is copied, so the caller keeps ownership). On success returns 0 and stores the outputs in
- * `*outputs` (free them with kiln_outputs_free). On failure (a NULL pointer, the wrong number
- * of inputs, an input of the wrong dtype or rank or with a negative or wrong dim, a symbolic
+ * is read in place during the call and stays the caller's). On success returns 0 and stores
+ * the outputs in `*outputs` (free them with kiln_outputs_free). On failure (a NULL pointer,
+ * the wrong number of inputs, an input of the wrong dtype or rank or with a negative or wrong dim, a symbolic
  * dim given two different sizes, ...) returns nonzero, sets `*outputs` to NULL (if `outputs`
  * is not NULL) and puts a message naming the input in `error`. A model may be run from
  * several threads at once; the runs take turns. */

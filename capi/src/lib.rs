@@ -12,7 +12,7 @@
 
 use kiln_ir::infer::fmt_shape;
 use kiln_ir::{DType, Dim, Tensor, TensorData};
-use kiln_rt::{Program, StateBuffer};
+use kiln_rt::{Input, InputBytes, Program, StateBuffer};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -334,25 +334,39 @@ pub unsafe extern "C" fn kiln_output_name(model: *const kiln_model, index: usize
         .map_or(ptr::null(), |p| p.c_name.as_ptr())
 }
 
-/// Copies the C tensor fed to input `port` into a [`Tensor`], checking everything the C side
-/// can get wrong before reading any memory beyond the descriptor.
+/// The C tensor fed to input `port`, read where it is (copied only when its data is not
+/// aligned for its dtype), checking everything the C side can get wrong before reading any
+/// memory beyond the descriptor.
 ///
 /// # Safety
 /// `t.shape` points to `t.rank` readable `i64`s (if `t.rank` > 0) and `t.data` to the
-/// elements the shape and dtype describe (if there are any).
-unsafe fn input_tensor(port: &Port, t: &kiln_tensor) -> Result<Tensor, String> {
+/// elements the shape and dtype describe (if there are any), unchanged during the run.
+unsafe fn input_of<'a>(port: &Port, t: &'a kiln_tensor) -> Result<Fed<'a>, String> {
     // SAFETY: the caller's contract.
     let (dtype, shape, data) = unsafe { input_bytes(port, t) }?;
+    if data.as_ptr().align_offset(dtype.size()) == 0 {
+        let bytes = InputBytes::new(dtype, shape, data)
+            .map_err(|e| format!("input `{}`: {e}", port.name))?;
+        return Ok(Fed::InPlace(bytes));
+    }
     let stored = TensorData::new(dtype, shape, data.to_vec().into())
         .map_err(|e| format!("input `{}`: {e}", port.name))?;
-    Ok(Tensor::from_data(&stored))
+    Ok(Fed::Copied(Tensor::from_data(&stored)))
+}
+
+/// An input of a C caller as a run reads it.
+enum Fed<'a> {
+    /// The caller's aligned bytes, in place.
+    InPlace(InputBytes<'a>),
+    /// A copy of misaligned bytes.
+    Copied(Tensor),
 }
 
 /// The buffer of state input `port` (a KV cache) that `t` describes, lent to the run, which
 /// writes the state's new value into it.
 ///
 /// # Safety
-/// As [`input_tensor`], and `t.data` points to writable memory no one else uses during the
+/// As [`input_of`], and `t.data` points to writable memory no one else uses during the
 /// run.
 unsafe fn state_buffer<'a>(port: &Port, t: &'a kiln_tensor) -> Result<StateBuffer<'a>, String> {
     // SAFETY: the caller's contract.
@@ -366,7 +380,7 @@ unsafe fn state_buffer<'a>(port: &Port, t: &'a kiln_tensor) -> Result<StateBuffe
 /// port's dtype and rank.
 ///
 /// # Safety
-/// As [`input_tensor`].
+/// As [`input_of`].
 unsafe fn input_bytes<'a>(
     port: &Port,
     t: &'a kiln_tensor,
@@ -482,21 +496,31 @@ unsafe fn run(
             .collect(),
         false => vec![],
     };
-    let mut feeds = HashMap::new();
+    let mut fed = Vec::with_capacity(given.len());
     let mut lent = HashMap::new();
     for (i, (port, t)) in model.inputs.iter().zip(given).enumerate() {
         // SAFETY: each descriptor's pointers are valid, and a state's data writable
         // (caller's contract).
         match states.contains(&i) {
-            true => lent.insert(port.name.clone(), unsafe { state_buffer(port, t) }?),
-            false => feeds
-                .insert(port.name.clone(), unsafe { input_tensor(port, t) }?)
-                .map(|_| unreachable!("inputs have distinct names")),
+            true => {
+                lent.insert(port.name.clone(), unsafe { state_buffer(port, t) }?);
+            }
+            false => fed.push((port.name.as_str(), unsafe { input_of(port, t) }?)),
         };
     }
+    let feeds: HashMap<&str, Input> = fed
+        .iter()
+        .map(|(name, f)| {
+            let input = match f {
+                Fed::InPlace(bytes) => Input::Bytes(bytes.clone()),
+                Fed::Copied(t) => Input::Tensor(t),
+            };
+            (*name, input)
+        })
+        .collect();
     let (results, _) = match in_place {
-        true => model.program.run_in_place(&feeds, &mut lent),
-        false => model.program.run(&feeds),
+        true => model.program.run_inputs_in_place(&feeds, &mut lent),
+        false => model.program.run_inputs(&feeds),
     }
     .map_err(|e| e.to_string())?;
     Ok(outputs_of(results))

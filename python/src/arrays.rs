@@ -1,8 +1,10 @@
-//! numpy arrays to kiln tensors and back: each input checked against the model's declaration
-//! (dtype, rank, fixed dims) with a message naming it, outputs handed to numpy without a copy.
+//! numpy arrays to kiln's inputs and back: each input checked against the model's declaration
+//! (dtype, rank, fixed dims) with a message naming it and read in place where its layout
+//! allows; outputs handed to numpy without a copy.
 
 use crate::errors::input_error;
 use kiln_ir::{DType, Tensor, Value};
+use kiln_rt::{Input, InputBytes};
 use numpy::{
     Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
 };
@@ -95,12 +97,46 @@ fn copy_of<T: Element + kiln_ir::tensor::Element>(array: &Bound<'_, PyUntypedArr
     T::wrap(view.as_array().as_standard_layout().into_owned())
 }
 
-/// The numpy array fed to input `value`, checked against its declaration and copied into a
-/// tensor (any strides; read-only arrays are fine).
-pub fn input_tensor(value: &Value, object: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+/// An input array as a run reads it: in place, or copied.
+pub enum Fed<'py> {
+    /// A C-contiguous, aligned array of the declared dtype, read where it is.
+    InPlace(Bound<'py, PyUntypedArray>, DType),
+    /// Any other layout (strided, misaligned) or a bool array, copied into a row-major tensor.
+    Copied(Tensor),
+}
+
+impl Fed<'_> {
+    /// The input of a run over this array.
+    pub fn input(&self) -> Input<'_> {
+        match self {
+            Fed::Copied(t) => Input::Tensor(t),
+            Fed::InPlace(array, dtype) => {
+                // SAFETY: a C-contiguous array's bytes, kept alive by `self` for the borrow;
+                // a run only reads its inputs.
+                let bytes = unsafe { array_bytes(array) };
+                Input::Bytes(
+                    InputBytes::new(*dtype, array.shape().to_vec(), bytes)
+                        .expect("checked C-contiguous and aligned for the dtype"),
+                )
+            }
+        }
+    }
+}
+
+/// The numpy array fed to input `value`, checked against its declaration: read in place when
+/// it is C-contiguous and aligned, else copied (any strides; read-only arrays are fine). Bool
+/// arrays are always copied, so that every element read is 0 or 1.
+pub fn fed<'py>(value: &Value, object: &Bound<'py, PyAny>) -> PyResult<Fed<'py>> {
     let array = as_array(&value.name, object)?;
     check_declared(value, &array)?;
-    Ok(match value.ty.dtype {
+    let dtype = value.ty.dtype;
+    // SAFETY: only the data pointer's address is read.
+    let data = unsafe { (*array.as_array_ptr()).data };
+    let aligned = data.align_offset(dtype.size()) == 0 || array.is_empty();
+    if array.is_c_contiguous() && aligned && dtype != DType::Bool {
+        return Ok(Fed::InPlace(array, dtype));
+    }
+    Ok(Fed::Copied(match dtype {
         DType::F32 => copy_of::<f32>(&array),
         DType::F16 => copy_of::<half::f16>(&array),
         DType::I8 => copy_of::<i8>(&array),
@@ -109,7 +145,7 @@ pub fn input_tensor(value: &Value, object: &Bound<'_, PyAny>) -> PyResult<Tensor
         DType::I64 => copy_of::<i64>(&array),
         DType::Bool => copy_of::<bool>(&array),
         DType::BF16 => unreachable!("descr rejected bfloat16"),
-    })
+    }))
 }
 
 /// The numpy array lent for state `value` (a KV cache), which the run overwrites with the
@@ -137,19 +173,18 @@ pub fn state_array<'py>(
     Ok(array)
 }
 
-/// The bytes of a state array checked by [`state_array`] (writable, C-contiguous), lent to
-/// a run that writes the state's new value into them.
+/// The bytes of a C-contiguous array, for as long as the caller says.
 ///
 /// # Safety
-/// Nothing may read or write the array until the borrow ends (the caller holds the array and
-/// lends it to one run).
-pub unsafe fn state_bytes<'a>(array: &Bound<'_, PyUntypedArray>) -> &'a mut [u8] {
+/// The array is C-contiguous and lives, unresized, for `'a`; a mutable borrow (a state's,
+/// checked writable by [`state_array`]) must be the only access to it for `'a`.
+pub unsafe fn array_bytes<'a>(array: &Bound<'_, PyUntypedArray>) -> &'a mut [u8] {
     let n = array.len() * array.dtype().itemsize();
     if n == 0 {
         return &mut [];
     }
     // SAFETY: a C-contiguous array's `n` bytes start at its data pointer; the caller's
-    // contract keeps them unshared.
+    // contract covers their lifetime and sharing.
     unsafe { std::slice::from_raw_parts_mut((*array.as_array_ptr()).data.cast::<u8>(), n) }
 }
 

@@ -1,11 +1,11 @@
 //! `kiln.compile`, `kiln.load` and [`Model`]: a compiled model run from numpy arrays.
 
-use crate::arrays::{input_tensor, numpy_name, state_array, state_bytes, to_numpy};
+use crate::arrays::{array_bytes, fed, numpy_name, state_array, to_numpy, Fed};
 use crate::errors::{input_error, model_error};
 use kiln::cache::PlanCache;
 use kiln::pipeline::{load_model, Entry, Options, Pipeline};
 use kiln_ir::Value;
-use kiln_rt::{Program, StateBuffer};
+use kiln_rt::{Input, Program, StateBuffer};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
@@ -225,10 +225,11 @@ impl Model {
         feeds: &Bound<'py, PyDict>,
         outputs: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let tensors = self.tensors(feeds, &[])?;
+        let fed = self.fed(feeds, &[])?;
+        let inputs = inputs_of(&fed);
         let wanted = self.wanted(outputs, true)?;
         let (results, _) = py
-            .allow_threads(|| self.program.run(&tensors))
+            .allow_threads(|| self.program.run_inputs(&inputs))
             .map_err(|e| input_error(e.0))?;
         results_dict(py, results, wanted.as_deref())
     }
@@ -254,7 +255,8 @@ impl Model {
             .map(|&(i, _)| inputs[i])
             .collect();
         let state_names: Vec<&str> = state_values.iter().map(|v| v.name.as_str()).collect();
-        let tensors = self.tensors(feeds, &state_names)?;
+        let fed = self.fed(feeds, &state_names)?;
+        let inputs = inputs_of(&fed);
         for key in states.keys() {
             let key: String = key.extract()?;
             if !state_names.contains(&key.as_str()) {
@@ -278,19 +280,29 @@ impl Model {
                     )));
                 }
             }
+            for (name, given) in &fed {
+                if let Fed::InPlace(input, _) = given {
+                    if shares_memory(input, &array)? {
+                        return Err(input_error(format!(
+                            "state `{}` shares memory with input `{name}`, which the run reads while it writes the state",
+                            value.name
+                        )));
+                    }
+                }
+            }
             arrays.push((value, array));
         }
         let mut lent: HashMap<String, StateBuffer> = HashMap::new();
         for (value, array) in &arrays {
             // SAFETY: the caller lends the array to this run; no two states share memory.
-            let bytes = unsafe { state_bytes(array) };
+            let bytes = unsafe { array_bytes(array) };
             let buffer = StateBuffer::new(value.ty.dtype, array.shape().to_vec(), bytes)
                 .map_err(|e| input_error(format!("state `{}`: {e}", value.name)))?;
             lent.insert(value.name.clone(), buffer);
         }
         let wanted = self.wanted(outputs, false)?;
         let (results, _) = py
-            .allow_threads(|| self.program.run_in_place(&tensors, &mut lent))
+            .allow_threads(|| self.program.run_inputs_in_place(&inputs, &mut lent))
             .map_err(|e| input_error(e.0))?;
         drop(lent);
         results_dict(py, results, wanted.as_deref())
@@ -329,15 +341,15 @@ impl Model {
 }
 
 impl Model {
-    /// The feeds as tensors, each checked against its input's declaration; every input but
-    /// those in `skip` (states lent separately) must be given, and nothing else.
-    fn tensors(
+    /// The feeds, each checked against its input's declaration; every input but those in
+    /// `skip` (states lent separately) must be given, and nothing else.
+    fn fed<'py>(
         &self,
-        feeds: &Bound<'_, PyDict>,
+        feeds: &Bound<'py, PyDict>,
         skip: &[&str],
-    ) -> PyResult<HashMap<String, kiln_ir::Tensor>> {
+    ) -> PyResult<Vec<(String, Fed<'py>)>> {
         let inputs: Vec<&Value> = self.program.inputs().collect();
-        let mut tensors = HashMap::with_capacity(inputs.len());
+        let mut given: Vec<(String, Fed<'py>)> = Vec::with_capacity(inputs.len());
         for (key, object) in feeds.iter() {
             let key: String = key
                 .extract()
@@ -356,14 +368,15 @@ impl Model {
                         list(&names)
                     ))
                 })?;
-            tensors.insert(key, input_tensor(value, &object)?);
+            given.push((key, fed(value, &object)?));
         }
         for value in &inputs {
-            if !skip.contains(&value.name.as_str()) && !tensors.contains_key(&value.name) {
-                return Err(input_error(format!("missing input `{}`", value.name)));
+            let name = value.name.as_str();
+            if !skip.contains(&name) && !given.iter().any(|(n, _)| n == name) {
+                return Err(input_error(format!("missing input `{name}`")));
             }
         }
-        Ok(tensors)
+        Ok(given)
     }
 
     /// The outputs a run returns: `outputs` checked against the model's (and its states'
@@ -397,6 +410,13 @@ impl Model {
         }
         Ok(Some(outputs))
     }
+}
+
+/// A run's inputs over the fed arrays.
+fn inputs_of<'a>(fed: &'a [(String, Fed<'_>)]) -> HashMap<&'a str, Input<'a>> {
+    fed.iter()
+        .map(|(name, f)| (name.as_str(), f.input()))
+        .collect()
 }
 
 /// `names` as `a, b, c` (or `none`).

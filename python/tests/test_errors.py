@@ -110,6 +110,14 @@ def test_state_buffers_must_be_writable_and_contiguous():
     raises(kiln.BadInputError, lambda: model.run_in_place(feeds, missing), "`cache_key.1`")
     raises(kiln.BadInputError, lambda: model.run_in_place(feeds, {**caches, "cache": caches["cache_key.1"]}),
            "`cache` is not a state")
+    # A state written over an input the run reads: its mask inside the key cache's bytes.
+    buffer = np.zeros(1 * 2 * 16 * 16 * 4, np.uint8)
+    overlapping_mask = buffer[:128].view(np.int64).reshape(1, 16)
+    overlapping_mask[:] = 1
+    overlapping = {**caches, "cache_key.0": buffer.view(np.float32).reshape(1, 2, 16, 16)}
+    raises(kiln.BadInputError,
+           lambda: model.run_in_place({**feeds, "attention_mask": overlapping_mask}, overlapping),
+           "`cache_key.0`", "`attention_mask`")
     small = {**caches, "cache_key.0": np.zeros((1, 2, 8, 16), np.float32)}
     raises(kiln.BadInputError, lambda: model.run_in_place(feeds, small), "cache_key.0")
 

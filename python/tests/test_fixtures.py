@@ -71,8 +71,25 @@ def test_strided_and_read_only_inputs_give_the_same_outputs():
     frozen = {k: v.copy() for k, v in feeds.items()}
     for v in frozen.values():
         v.setflags(write=False)
-    for given in (wide, frozen):
+    # Misaligned: int64 elements one byte into a buffer (numpy allows it; kiln copies them).
+    misaligned = {}
+    for k, v in feeds.items():
+        raw = np.zeros(v.nbytes + 1, np.uint8)
+        raw[1:] = v.view(np.uint8).ravel()
+        misaligned[k] = np.frombuffer(raw.data, dtype=np.int64, offset=1).reshape(v.shape)
+        assert not misaligned[k].flags.aligned
+    for given in (wide, frozen, misaligned):
         assert max_abs(model.run(given)["output"], expected) <= TOLERANCE
+
+
+def test_inputs_are_read_in_place_and_left_unchanged():
+    model = kiln.compile(MODELS / "gpt2" / "model.onnx", threads=1)
+    feeds, expected = case("gpt2", "b2_s33")
+    kept = {k: v.copy() for k, v in feeds.items()}
+    for _ in range(3):
+        assert max_abs(model.run(feeds)["output"], expected) <= TOLERANCE
+    for k, v in feeds.items():
+        np.testing.assert_array_equal(v, kept[k])
 
 
 @pytest.mark.parametrize("name", ["bert", "llama"])

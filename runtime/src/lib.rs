@@ -23,4 +23,4 @@ mod program;
 mod sizes;
 pub mod weights;
 
-pub use program::{Program, RunStats, StateBuffer};
+pub use program::{Input, InputBytes, Program, RunStats, StateBuffer};

@@ -82,6 +82,67 @@ impl<'a> StateBuffer<'a> {
     }
 }
 
+/// An input of a run, held by the caller and read in place: a tensor, or the row-major bytes
+/// of an array the caller owns ([`InputBytes`]: a numpy array's, a C caller's).
+pub enum Input<'a> {
+    /// A tensor (copied first only if it is not row-major).
+    Tensor(&'a Tensor),
+    /// Row-major bytes of a dtype and shape.
+    Bytes(InputBytes<'a>),
+}
+
+/// The row-major bytes of an input of `dtype` and `shape`, borrowed for a run and never
+/// copied unless an interpreter step reads them.
+#[derive(Clone, Debug)]
+pub struct InputBytes<'a> {
+    dtype: DType,
+    shape: Vec<usize>,
+    bytes: &'a [u8],
+}
+
+impl<'a> InputBytes<'a> {
+    /// An input of `dtype` and `shape` in `bytes`; an error unless they hold exactly that many
+    /// elements, aligned for the dtype.
+    ///
+    /// ```
+    /// use kiln_ir::DType;
+    /// let data = [1.0f32, 2.0, 3.0];
+    /// let bytes: &[u8] = bytemuck::cast_slice(&data);
+    /// assert!(kiln_rt::InputBytes::new(DType::F32, vec![3], bytes).is_ok());
+    /// assert!(kiln_rt::InputBytes::new(DType::F32, vec![4], bytes).is_err());
+    /// ```
+    pub fn new(dtype: DType, shape: Vec<usize>, bytes: &'a [u8]) -> Result<Self, String> {
+        let want = kiln_ir::host::bytes_of(&shape, dtype.size());
+        if want != Some(bytes.len()) {
+            return Err(format!("{} bytes for {dtype}{shape:?}", bytes.len()));
+        }
+        if bytes.as_ptr().align_offset(dtype.size()) != 0 && !bytes.is_empty() {
+            return Err(format!("bytes not aligned for {dtype}"));
+        }
+        Ok(InputBytes {
+            dtype,
+            shape,
+            bytes,
+        })
+    }
+}
+
+impl Input<'_> {
+    fn dtype(&self) -> DType {
+        match self {
+            Input::Tensor(t) => t.dtype(),
+            Input::Bytes(b) => b.dtype,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Input::Tensor(t) => t.shape(),
+            Input::Bytes(b) => &b.shape,
+        }
+    }
+}
+
 /// A compiled model, ready to run; runs of one program may come from several threads (they
 /// take turns on its arena).
 pub struct Program {
@@ -109,6 +170,8 @@ enum Slot<'a> {
     Owned(Arc<Tensor>),
     /// In a tensor the caller holds (an input): never copied.
     Held(&'a Tensor),
+    /// In bytes the caller holds (an input): never copied.
+    Lent(&'a InputBytes<'a>),
     /// In the caller's buffer of state `i` (a KV cache), written in place.
     State(usize),
     /// A constant of the plan, in the weights.
@@ -224,20 +287,31 @@ impl Program {
         &self,
         feeds: &HashMap<String, Tensor>,
     ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        self.run_inputs(&tensor_inputs(feeds))
+    }
+
+    /// [`Program::run`] on inputs the caller holds as tensors or as bytes ([`Input`]), read
+    /// in place (the states are copied, as there).
+    pub fn run_inputs(
+        &self,
+        feeds: &HashMap<&str, Input>,
+    ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
         let states = self.plan.states();
         let mut copies: Vec<(usize, String, Tensor)> = Vec::with_capacity(states.len());
         for &(i, o) in &states {
             let name = &self.plan.values[self.plan.inputs[i]].name;
-            let t = feeds
-                .get(name)
-                .ok_or_else(|| RunError(format!("missing input `{name}`")))?;
-            copies.push((o, name.clone(), standard(t.clone())));
+            let copy = match feeds.get(name.as_str()) {
+                Some(Input::Tensor(t)) => standard((*t).clone()),
+                Some(Input::Bytes(b)) => tensor_of_bytes(b.bytes, b.dtype, &b.shape, &b.shape),
+                None => return Err(RunError(format!("missing input `{name}`"))),
+            };
+            copies.push((o, name.clone(), copy));
         }
         let mut lent: HashMap<String, StateBuffer> = copies
             .iter_mut()
             .map(|(_, name, t)| (name.clone(), StateBuffer::of_tensor(t)))
             .collect();
-        let (mut outputs, stats) = self.run_in_place(feeds, &mut lent)?;
+        let (mut outputs, stats) = self.run_inputs_in_place(feeds, &mut lent)?;
         drop(lent);
         for (o, name, t) in copies {
             outputs.insert(o.min(outputs.len()), (name, t));
@@ -255,15 +329,25 @@ impl Program {
         feeds: &HashMap<String, Tensor>,
         states: &mut HashMap<String, StateBuffer>,
     ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        self.run_inputs_in_place(&tensor_inputs(feeds), states)
+    }
+
+    /// [`Program::run_in_place`] on inputs the caller holds as tensors or as bytes
+    /// ([`Input`]), read in place.
+    pub fn run_inputs_in_place(
+        &self,
+        feeds: &HashMap<&str, Input>,
+        states: &mut HashMap<String, StateBuffer>,
+    ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
         match &self.pool {
             Some(pool) => pool.install(|| self.run_here(feeds, states)),
             None => self.run_here(feeds, states),
         }
     }
 
-    fn run_here(
+    fn run_here<'f>(
         &self,
-        feeds: &HashMap<String, Tensor>,
+        feeds: &'f HashMap<&str, Input<'f>>,
         lent: &mut HashMap<String, StateBuffer>,
     ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
         let plan = &self.plan;
@@ -288,7 +372,7 @@ impl Program {
         }
         let mut given: HashMap<&str, (DType, &[usize])> = feeds
             .iter()
-            .map(|(name, t)| (name.as_str(), (t.dtype(), t.shape())))
+            .map(|(name, t)| (*name, (t.dtype(), t.shape())))
             .collect();
         for (&(i, _), &(_, shape, dtype)) in states.iter().zip(&buffers) {
             given.insert(inputs[i].name.as_str(), (dtype, shape));
@@ -316,15 +400,17 @@ impl Program {
             if live[v].is_some() {
                 continue;
             }
-            let t = feeds
-                .get(&input.name)
+            let given = feeds
+                .get(input.name.as_str())
                 .ok_or_else(|| RunError(format!("missing input `{}`", input.name)))?;
-            let dense = kiln_ir::with_array!(t, a => a.is_standard_layout());
-            let slot = match dense {
-                true => Slot::Held(t),
-                false => Slot::Owned(Arc::new(standard(t.clone()))),
+            let slot = match given {
+                Input::Tensor(t) if kiln_ir::with_array!(t, a => a.is_standard_layout()) => {
+                    Slot::Held(t)
+                }
+                Input::Tensor(t) => Slot::Owned(Arc::new(standard((*t).clone()))),
+                Input::Bytes(b) => Slot::Lent(b),
             };
-            let shape = t.shape().to_vec();
+            let shape = given.shape().to_vec();
             live[v] = Some(Live { slot, shape });
         }
         for (c, constant) in plan.constants.iter().enumerate() {
@@ -573,6 +659,7 @@ impl Program {
         match &l.slot {
             Slot::Owned(t) => kiln_ir::with_array!(&**t, a => a.as_ptr() as *mut u8),
             Slot::Held(t) => kiln_ir::with_array!(t, a => a.as_ptr() as *mut u8),
+            Slot::Lent(b) => b.bytes.as_ptr() as *mut u8,
             Slot::Constant(c) => self.weights.get(*c).as_ptr() as *mut u8,
             Slot::State(s) => states[*s].0,
             // SAFETY: the offset lies inside the arena (planned from the same sizes).
@@ -602,7 +689,7 @@ impl Program {
             Slot::Owned(t) => Some(t),
             Slot::Held(t) => Some(t),
             Slot::Constant(c) => Some(self.constant_tensor(*c)),
-            Slot::Arena(_) | Slot::State(_) => None,
+            Slot::Arena(_) | Slot::State(_) | Slot::Lent(_) => None,
         };
         match held {
             Some(t) if t.shape() == l.shape.as_slice() => Cow::Borrowed(t),
@@ -629,13 +716,9 @@ impl Program {
                 let bytes = kiln_ir::host::bytes_of(shape, dtype.size()).unwrap_or_default();
                 // SAFETY: the lent buffer holds `bytes` bytes (checked by `StateBuffer`).
                 let data = unsafe { std::slice::from_raw_parts(p, bytes) };
-                let data =
-                    TensorData::new(dtype, shape.to_vec(), bytes::Bytes::copy_from_slice(data))
-                        .expect("a state buffer holds its shape");
-                Tensor::from_data(&data)
-                    .reshape(&l.shape)
-                    .expect("views keep the element count")
+                tensor_of_bytes(data, dtype, shape, &l.shape)
             }
+            Slot::Lent(b) => tensor_of_bytes(b.bytes, b.dtype, &b.shape, &l.shape),
         }
     }
 
@@ -683,6 +766,9 @@ impl Program {
                 _ => return Ok(()),
             },
             Slot::Held(Tensor::I64(a)) => Cow::Owned(a.iter().copied().collect()),
+            Slot::Lent(b) if b.dtype == DType::I64 => {
+                Cow::Owned(bytemuck::pod_collect_to_vec(b.bytes))
+            }
             Slot::Constant(c) if self.plan.constants[*c].dtype == DType::I64 => {
                 Cow::Owned(bytemuck::pod_collect_to_vec(self.weights.get(*c)))
             }
@@ -733,6 +819,24 @@ struct Placement<'r> {
     arena: &'r Arena,
     base: *mut u8,
     states: &'r States<'r>,
+}
+
+/// Tensors fed by name as a run's inputs.
+fn tensor_inputs(feeds: &HashMap<String, Tensor>) -> HashMap<&str, Input<'_>> {
+    feeds
+        .iter()
+        .map(|(name, t)| (name.as_str(), Input::Tensor(t)))
+        .collect()
+}
+
+/// A copy of row-major `bytes` of `dtype` and `shape` as a tensor of shape `view` (the same
+/// element count).
+fn tensor_of_bytes(bytes: &[u8], dtype: DType, shape: &[usize], view: &[usize]) -> Tensor {
+    let data = TensorData::new(dtype, shape.to_vec(), bytes::Bytes::copy_from_slice(bytes))
+        .expect("lent bytes hold their shape (checked when lent)");
+    Tensor::from_data(&data)
+        .reshape(view)
+        .expect("views keep the element count")
 }
 
 /// `t` in row-major standard layout (kernels read dense buffers).
