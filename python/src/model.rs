@@ -68,7 +68,7 @@ impl TensorInfo {
     }
 }
 
-/// Where a model came from, for [`Model::compile_to`].
+/// Where a model came from, for `Model.compile_to`.
 enum Origin {
     /// A model file, or an entry point of a checkpoint, compiled by this pipeline.
     Compiled(PathBuf, Pipeline, Entry),
@@ -158,7 +158,7 @@ pub fn compile(
     })
 }
 
-/// Loads an artefact directory written by `kiln compile` or [`Model::compile_to`], to run on
+/// Loads an artefact directory written by `kiln compile` or `Model.compile_to`, to run on
 /// `threads` threads (0: every core).
 #[pyfunction]
 #[pyo3(signature = (artifact, threads = 0))]
@@ -217,7 +217,7 @@ impl Model {
     /// Runs the model on `feeds` (input name to numpy array of the declared dtype) and
     /// returns `{output name: array}` in declaration order, or only the outputs named in
     /// `outputs`. A state input (a KV cache) is read from `feeds` and its new value returned
-    /// under its name; [`Model::run_in_place`] updates it in place instead.
+    /// under its name; `Model.run_in_place` updates it in place instead.
     #[pyo3(signature = (feeds, outputs = None))]
     fn run<'py>(
         &self,
@@ -237,7 +237,7 @@ impl Model {
     /// Runs the model with each state input (a KV cache) in a caller's array that the run
     /// overwrites with the state's new value, in place: `states` maps each state's name to a
     /// writable, C-contiguous array of its dtype; `feeds` holds the other inputs. Returns the
-    /// other outputs as [`Model::run`] does.
+    /// other outputs as `Model.run` does.
     #[pyo3(signature = (feeds, states, outputs = None))]
     fn run_in_place<'py>(
         &self,
@@ -309,7 +309,7 @@ impl Model {
     }
 
     /// Writes the model as an artefact directory (plan, kernels, weights) that
-    /// [`load`] and the C API load without compiling.
+    /// `kiln.load` and the C API load without compiling.
     fn compile_to(&self, py: Python<'_>, directory: PathBuf) -> PyResult<()> {
         match &self.origin {
             Origin::Compiled(path, pipeline, entry) => py.allow_threads(|| {
