@@ -246,14 +246,7 @@ impl Model {
         states: &Bound<'py, PyDict>,
         outputs: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let inputs: Vec<&Value> = self.program.inputs().collect();
-        let state_values: Vec<&Value> = self
-            .program
-            .plan()
-            .states()
-            .iter()
-            .map(|&(i, _)| inputs[i])
-            .collect();
+        let state_values = self.state_inputs();
         let state_names: Vec<&str> = state_values.iter().map(|v| v.name.as_str()).collect();
         let fed = self.fed(feeds, &state_names)?;
         let inputs = inputs_of(&fed);
@@ -341,6 +334,13 @@ impl Model {
 }
 
 impl Model {
+    /// The state inputs (KV caches), in [`kiln_rt::plan::Plan::states`] order.
+    fn state_inputs(&self) -> Vec<&Value> {
+        let inputs: Vec<&Value> = self.program.inputs().collect();
+        let states = self.program.plan().states();
+        states.iter().map(|&(i, _)| inputs[i]).collect()
+    }
+
     /// The feeds, each checked against its input's declaration; every input but those in
     /// `skip` (states lent separately) must be given, and nothing else.
     fn fed<'py>(
@@ -389,16 +389,9 @@ impl Model {
         let Some(outputs) = outputs else {
             return Ok(None);
         };
-        let inputs: Vec<&Value> = self.program.inputs().collect();
         let mut known: Vec<&str> = self.program.outputs().map(|(n, _)| n).collect();
         if with_states {
-            known.extend(
-                self.program
-                    .plan()
-                    .states()
-                    .iter()
-                    .map(|&(i, _)| inputs[i].name.as_str()),
-            );
+            known.extend(self.state_inputs().iter().map(|v| v.name.as_str()));
         }
         for name in &outputs {
             if !known.contains(&name.as_str()) {

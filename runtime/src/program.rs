@@ -46,16 +46,7 @@ impl<'a> StateBuffer<'a> {
     /// A state of `dtype` and `shape` in `bytes`; an error unless they hold exactly that many
     /// elements, aligned for the dtype.
     pub fn new(dtype: DType, shape: Vec<usize>, bytes: &'a mut [u8]) -> Result<Self, String> {
-        let want = kiln_ir::host::bytes_of(&shape, dtype.size());
-        if want != Some(bytes.len()) {
-            return Err(format!(
-                "a state buffer of {} bytes for {dtype}{shape:?}",
-                bytes.len()
-            ));
-        }
-        if bytes.as_ptr().align_offset(dtype.size()) != 0 {
-            return Err(format!("a state buffer not aligned for {dtype}"));
-        }
+        check_bytes("a state buffer", dtype, &shape, bytes)?;
         Ok(StateBuffer {
             dtype,
             shape,
@@ -80,6 +71,21 @@ impl<'a> StateBuffer<'a> {
             bytes,
         }
     }
+}
+
+/// Checks that `bytes` (described as `what` in errors) hold exactly the elements of `dtype`
+/// and `shape`, aligned for the dtype (an empty buffer may sit anywhere).
+fn check_bytes(what: &str, dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<(), String> {
+    if kiln_ir::host::bytes_of(shape, dtype.size()) != Some(bytes.len()) {
+        return Err(format!(
+            "{what} of {} bytes for {dtype}{shape:?}",
+            bytes.len()
+        ));
+    }
+    if !bytes.is_empty() && bytes.as_ptr().align_offset(dtype.size()) != 0 {
+        return Err(format!("{what} not aligned for {dtype}"));
+    }
+    Ok(())
 }
 
 /// An input of a run, held by the caller and read in place: a tensor, or the row-major bytes
@@ -112,13 +118,7 @@ impl<'a> InputBytes<'a> {
     /// assert!(kiln_rt::InputBytes::new(DType::F32, vec![4], bytes).is_err());
     /// ```
     pub fn new(dtype: DType, shape: Vec<usize>, bytes: &'a [u8]) -> Result<Self, String> {
-        let want = kiln_ir::host::bytes_of(&shape, dtype.size());
-        if want != Some(bytes.len()) {
-            return Err(format!("{} bytes for {dtype}{shape:?}", bytes.len()));
-        }
-        if bytes.as_ptr().align_offset(dtype.size()) != 0 && !bytes.is_empty() {
-            return Err(format!("bytes not aligned for {dtype}"));
-        }
+        check_bytes("input bytes", dtype, &shape, bytes)?;
         Ok(InputBytes {
             dtype,
             shape,
