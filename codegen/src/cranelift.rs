@@ -4,7 +4,7 @@
 //! (Cranelift's x86-64 vectors are 128-bit).
 
 use crate::intrinsics::{self, Math};
-use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::kir::{Binary, Compare, Index, Int, Kernel, Stmt, Unary, Value};
 use crate::CodeGenerator;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type};
@@ -255,6 +255,22 @@ impl Lower<'_> {
                     let (addr, offset) = self.address(*buffer, index, 4)?;
                     self.b.ins().store(MemFlagsData::trusted(), v, addr, offset);
                 }
+                Stmt::StoreInt {
+                    int,
+                    buffer,
+                    index,
+                    value,
+                } => {
+                    let v = self.index(value)?;
+                    let ty = int_type(*int);
+                    let v = if ty == types::I64 {
+                        v
+                    } else {
+                        self.b.ins().ireduce(ty, v)
+                    };
+                    let (addr, offset) = self.address(*buffer, index, int.bytes())?;
+                    self.b.ins().store(MemFlagsData::trusted(), v, addr, offset);
+                }
                 Stmt::Set { var, value } => {
                     let &(variable, ty) = self
                         .vars
@@ -364,10 +380,23 @@ impl Lower<'_> {
                 let (x, y) = (self.index(x)?, self.index(y)?);
                 self.b.ins().smax(x, y)
             }
-            Index::Load(buffer, index) => {
-                let (addr, offset) = self.address(*buffer, index, 8)?;
+            Index::Load(int, buffer, index) => {
+                let (addr, offset) = self.address(*buffer, index, int.bytes())?;
                 let flags = self.load_flags(*buffer);
-                self.b.ins().load(types::I64, flags, addr, offset)
+                let ty = int_type(*int);
+                let v = self.b.ins().load(ty, flags, addr, offset);
+                match int {
+                    Int::I64 => v,
+                    Int::U8 => self.b.ins().uextend(types::I64, v),
+                    _ => self.b.ins().sextend(types::I64, v),
+                }
+            }
+            Index::Select(cmp, operands) => {
+                let [a, b, then, otherwise] = &**operands;
+                let (a, b) = (self.index(a)?, self.index(b)?);
+                let c = self.b.ins().icmp(int_cc(*cmp), a, b);
+                let (then, otherwise) = (self.index(then)?, self.index(otherwise)?);
+                self.b.ins().select(c, then, otherwise)
             }
         })
     }
@@ -447,7 +476,9 @@ impl Lower<'_> {
             }
             Value::FromIndex(i) => {
                 let i = self.index(i)?;
-                let x = self.b.ins().fcvt_from_sint(types::F32, i);
+                // Through f64, as the interpreter's Cast rounds (exact up to 2^53).
+                let wide = self.b.ins().fcvt_from_sint(types::F64, i);
+                let x = self.b.ins().fdemote(types::F32, wide);
                 self.widen(x, ty)
             }
             Value::Unary(op, x) => {
@@ -541,6 +572,15 @@ fn split_offset(index: &Index, width: i64) -> (&Index, i32) {
 /// Little-endian memory flags for lane-preserving bitcasts.
 fn little() -> MemFlagsData {
     MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+/// The Cranelift type of `int` elements.
+fn int_type(int: Int) -> Type {
+    match int {
+        Int::I64 => types::I64,
+        Int::I32 => types::I32,
+        Int::I8 | Int::U8 => types::I8,
+    }
 }
 
 fn int_cc(cmp: Compare) -> IntCC {

@@ -8,7 +8,8 @@
 //! Typing is by context: a [`Value`] is computed at the width of the statement that uses it
 //! (a store's `lanes`, a variable's declared lanes); [`Value::Splat`] and [`Value::Reduce`]
 //! cross between scalar and vector. Buffers are untyped pointers: [`Value::Load`] reads f32
-//! elements, [`Index::Load`] reads i64 elements.
+//! elements; [`Index::Load`] reads integer elements of an [`Int`] type (i64 indices, bool
+//! masks) and [`Stmt::StoreInt`] writes them, one at a time.
 
 /// The vector widths KIR has, in f32 lanes (1 is a scalar).
 pub const LANES: [u8; 4] = [1, 4, 8, 16];
@@ -54,6 +55,7 @@ fn visit_stores(stmts: &[Stmt], f: &mut impl FnMut(usize, u8)) {
     for s in stmts {
         match s {
             Stmt::Store { buffer, lanes, .. } => f(*buffer, *lanes),
+            Stmt::StoreInt { buffer, .. } => f(*buffer, 1),
             Stmt::Loop { body, .. } => visit_stores(body, f),
             Stmt::If {
                 then, otherwise, ..
@@ -66,7 +68,37 @@ fn visit_stores(stmts: &[Stmt], f: &mut impl FnMut(usize, u8)) {
     }
 }
 
-/// An index expression (i64).
+/// The integer element types a buffer may hold for [`Index::Load`] and [`Stmt::StoreInt`]
+/// (a bool is a `U8` of 0 or 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int {
+    /// 64-bit signed.
+    I64,
+    /// 32-bit signed.
+    I32,
+    /// 8-bit signed.
+    I8,
+    /// 8-bit unsigned (and bool).
+    U8,
+}
+
+impl Int {
+    /// Bytes per element.
+    pub fn bytes(self) -> i64 {
+        match self {
+            Int::I64 => 8,
+            Int::I32 => 4,
+            Int::I8 | Int::U8 => 1,
+        }
+    }
+
+    /// Whether a load sign-extends (else it zero-extends) to i64.
+    pub fn signed(self) -> bool {
+        self != Int::U8
+    }
+}
+
+/// An index expression (i64). Arithmetic wraps on overflow.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Index {
     /// A constant.
@@ -89,8 +121,11 @@ pub enum Index {
     Min(Box<Index>, Box<Index>),
     /// The larger of two indices.
     Max(Box<Index>, Box<Index>),
-    /// The i64 element `buffer[index]` (gather indices, token ids).
-    Load(usize, Box<Index>),
+    /// The element `buffer[index]` of the given type, extended to i64 (gather indices, token
+    /// ids, masks).
+    Load(Int, usize, Box<Index>),
+    /// `if a <cmp> b { then } else { otherwise }` (signed), as `[a, b, then, otherwise]`.
+    Select(Compare, Box<[Index; 4]>),
 }
 
 impl Index {
@@ -106,7 +141,17 @@ impl Index {
 
     /// The i64 element `buffer[index]`.
     pub fn load(buffer: usize, index: Index) -> Index {
-        Index::Load(buffer, Box::new(index))
+        Index::Load(Int::I64, buffer, Box::new(index))
+    }
+
+    /// The `int` element `buffer[index]`, extended to i64.
+    pub fn load_as(int: Int, buffer: usize, index: Index) -> Index {
+        Index::Load(int, buffer, Box::new(index))
+    }
+
+    /// `if a <cmp> b { then } else { otherwise }` (signed).
+    pub fn select(cmp: Compare, a: Index, b: Index, then: Index, otherwise: Index) -> Index {
+        Index::Select(cmp, Box::new([a, b, then, otherwise]))
     }
 }
 
@@ -167,7 +212,8 @@ pub enum Value {
     /// Horizontal reduction with `Add`, `Max` or `Min` of a value computed at the given
     /// width (4, 8 or 16 lanes) to a scalar.
     Reduce(Binary, u8, Box<Value>),
-    /// An index converted to f32 (positions in masks and rotary tables).
+    /// An index converted to f32 (positions in masks and rotary tables, integer casts): to f64,
+    /// then rounded to f32, as the interpreter's `Cast` does.
     FromIndex(Index),
     /// A unary operation.
     Unary(Unary, Box<Value>),
@@ -306,6 +352,18 @@ pub enum Stmt {
         /// Elements per operation: one of [`LANES`].
         lanes: u8,
     },
+    /// `buffer[index] = value` for an integer buffer: the value truncated to the element type
+    /// (one element at a time).
+    StoreInt {
+        /// The element type of the buffer.
+        int: Int,
+        /// Destination buffer.
+        buffer: usize,
+        /// Element index.
+        index: Index,
+        /// Stored value.
+        value: Index,
+    },
     /// `var = value`, computed at the variable's width.
     Set {
         /// The variable.
@@ -346,6 +404,16 @@ impl Stmt {
     /// `var = value`.
     pub fn set(var: usize, value: Value) -> Stmt {
         Stmt::Set { var, value }
+    }
+
+    /// A store of one `int` element.
+    pub fn store_int(int: Int, buffer: usize, index: Index, value: Index) -> Stmt {
+        Stmt::StoreInt {
+            int,
+            buffer,
+            index,
+            value,
+        }
     }
 
     /// A store of `lanes` elements.

@@ -7,7 +7,7 @@
 //! ([`emit_object`]); [`compile_all`] links it into a shared library and loads it.
 
 use crate::intrinsics::{self, Math};
-use crate::kir::{self, Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::kir::{self, Binary, Compare, Index, Int, Kernel, Stmt, Unary, Value};
 use crate::native;
 use crate::{CodeGenerator, CpuLevel};
 use inkwell::attributes::{Attribute, AttributeLoc};
@@ -19,7 +19,7 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
 };
-use inkwell::types::{BasicTypeEnum, VectorType};
+use inkwell::types::{BasicTypeEnum, IntType, VectorType};
 use inkwell::values::{
     BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatMathValue, FunctionValue,
     InstructionValue, InstructionValueError, IntValue, MetadataValue, PointerValue, ValueKind,
@@ -232,6 +232,15 @@ impl From<InstructionValueError> for Error {
 }
 
 /// An error for operands of unexpected LLVM types (a bug in the lowering, not in the kernel).
+/// The signed integer predicate of a comparison.
+fn int_predicate(cmp: Compare) -> IntPredicate {
+    match cmp {
+        Compare::Lt => IntPredicate::SLT,
+        Compare::Le => IntPredicate::SLE,
+        Compare::Eq => IntPredicate::EQ,
+    }
+}
+
 fn mismatch(what: &str) -> Error {
     Error(format!("internal error: {what} of unexpected LLVM type"))
 }
@@ -435,6 +444,12 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
                     value,
                     lanes,
                 } => self.store(*buffer, index, value, *lanes)?,
+                Stmt::StoreInt {
+                    int,
+                    buffer,
+                    index,
+                    value,
+                } => self.store_int(*int, *buffer, index, value)?,
                 Stmt::Set { var, value } => {
                     let (slot, lanes) = self.var(*var)?;
                     let v = self.value(value, lanes)?;
@@ -488,6 +503,26 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
         self.aliasing.tag_store(store)
     }
 
+    /// `buffer[index] = value` truncated to `int`.
+    fn store_int(&mut self, int: Int, buffer: usize, index: &Index, value: &Index) -> Lowered<()> {
+        let v = self.index(value)?;
+        let ty = self.int_type(int);
+        let v = self.b.build_int_truncate_or_bit_cast(v, ty, "")?;
+        let at = self.element(buffer, index, ty.into())?;
+        let store = self.b.build_store(at, v)?;
+        store.set_alignment(int.bytes() as u32)?;
+        self.aliasing.tag_store(store)
+    }
+
+    /// The LLVM type of `int` elements.
+    fn int_type(&self, int: Int) -> IntType<'ctx> {
+        match int {
+            Int::I64 => self.cx.i64_type(),
+            Int::I32 => self.cx.i32_type(),
+            Int::I8 | Int::U8 => self.cx.i8_type(),
+        }
+    }
+
     /// `if lhs <cmp> rhs { then } else { otherwise }`.
     fn branch(
         &mut self,
@@ -498,12 +533,7 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
         otherwise: &[Stmt],
     ) -> Lowered<()> {
         let (l, r) = (self.index(lhs)?, self.index(rhs)?);
-        let predicate = match cmp {
-            Compare::Lt => IntPredicate::SLT,
-            Compare::Le => IntPredicate::SLE,
-            Compare::Eq => IntPredicate::EQ,
-        };
-        let c = self.b.build_int_compare(predicate, l, r, "")?;
+        let c = self.b.build_int_compare(int_predicate(cmp), l, r, "")?;
         let then_block = self.cx.append_basic_block(self.function, "then");
         let else_block = self.cx.append_basic_block(self.function, "else");
         let join = self.cx.append_basic_block(self.function, "join");
@@ -594,9 +624,22 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
             }
             Index::Min(x, y) => self.index_extremum(IntPredicate::SLT, x, y)?,
             Index::Max(x, y) => self.index_extremum(IntPredicate::SGT, x, y)?,
-            Index::Load(buffer, index) => {
-                let v = self.load(i64t.into(), i64t.into(), *buffer, index, 8)?;
-                typed(v, "i64 load")?
+            Index::Load(int, buffer, index) => {
+                let ty = self.int_type(*int);
+                let v = self.load(ty.into(), ty.into(), *buffer, index, int.bytes() as u32)?;
+                let v: IntValue = typed(v, "integer load")?;
+                match int {
+                    Int::I64 => v,
+                    Int::U8 => self.b.build_int_z_extend(v, i64t, "")?,
+                    _ => self.b.build_int_s_extend(v, i64t, "")?,
+                }
+            }
+            Index::Select(cmp, operands) => {
+                let [a, b, then, otherwise] = &**operands;
+                let (a, b) = (self.index(a)?, self.index(b)?);
+                let c = self.b.build_int_compare(int_predicate(*cmp), a, b, "")?;
+                let (then, otherwise) = (self.index(then)?, self.index(otherwise)?);
+                typed(self.b.build_select(c, then, otherwise, "")?, "select")?
             }
         })
     }
@@ -671,9 +714,11 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
             }
             Value::FromIndex(i) => {
                 let i = self.index(i)?;
-                let x = self
+                // Through f64, as the interpreter's Cast rounds (exact up to 2^53).
+                let wide = self
                     .b
-                    .build_signed_int_to_float(i, self.cx.f32_type(), "")?;
+                    .build_signed_int_to_float(i, self.cx.f64_type(), "")?;
+                let x = self.b.build_float_trunc(wide, self.cx.f32_type(), "")?;
                 self.widen(x.into(), lanes)
             }
             Value::Unary(op, x) => {

@@ -22,8 +22,9 @@ pub enum OpClass {
     MatMul,
     /// An elementwise op: fused with its elementwise neighbours into one loop.
     Elementwise,
-    /// A comparison that an elementwise kernel computes only as a `Where` condition (its bool
-    /// result is never stored).
+    /// A comparison: of f32 values, an elementwise kernel computes it only as a `Where`
+    /// condition (its bool result is never stored); of integers, it is an elementwise op whose
+    /// bool result may be stored.
     Condition,
     /// Softmax, a normalisation or a reduction: a kernel over rows.
     Rows,
@@ -98,9 +99,8 @@ fn class(kind: OpKind) -> OpClass {
     match kind {
         MatMul | Gemm | FusedMatMul => OpClass::MatMul,
         Add | Sub | Mul | Div | Max | Min | Neg | Abs | Sqrt | Reciprocal | Exp | Erf | Tanh
-        | Sigmoid | Relu | Floor | Ceil | Silu | Gelu | Pow | SwiGlu | Clip | Where => {
-            OpClass::Elementwise
-        }
+        | Sigmoid | Relu | Floor | Ceil | Silu | Gelu | Pow | SwiGlu | Clip | Where | And | Or
+        | Xor | Not | Cast => OpClass::Elementwise,
         IsNaN | Equal | Less | LessOrEqual | Greater | GreaterOrEqual => OpClass::Condition,
         Softmax
         | LogSoftmax

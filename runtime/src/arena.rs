@@ -93,7 +93,8 @@ impl Arena {
     ) -> Result<(usize, usize), RunError> {
         let mut bytes = Vec::with_capacity(values.buffers.len());
         for &(v, _, _) in &values.buffers {
-            let b = sizes.elements(v).and_then(|n| n.checked_mul(4));
+            let element = plan.values[v].ty.dtype.size();
+            let b = sizes.elements(v).and_then(|n| n.checked_mul(element));
             // The value is named only when it does not fit (this runs for every buffer of
             // every run).
             if b.is_none() || kiln_ir::host::check_fits(b, "").is_err() {

@@ -705,11 +705,11 @@ impl Program {
             Slot::Held(t) => reshaped(t),
             Slot::Constant(c) => reshaped(self.constant_tensor(*c)),
             Slot::Arena(o) => {
-                debug_assert_eq!(self.plan.values[v].ty.dtype, DType::F32);
-                let n = l.shape.iter().product();
-                // SAFETY: kernels wrote `n` f32 elements at this arena offset.
-                let data = unsafe { std::slice::from_raw_parts(base.add(*o).cast::<f32>(), n) };
-                Tensor::from_vec(&l.shape, data.to_vec()).expect("element count matches the shape")
+                let dtype = self.plan.values[v].ty.dtype;
+                let n = l.shape.iter().product::<usize>() * dtype.size();
+                // SAFETY: kernels wrote `n` bytes of `dtype` elements at this arena offset.
+                let data = unsafe { std::slice::from_raw_parts(base.add(*o), n) };
+                tensor_of_bytes(data, dtype, &l.shape, &l.shape)
             }
             Slot::State(s) => {
                 let (p, shape, dtype) = states[*s];

@@ -187,13 +187,17 @@ pub fn group(graph: &Graph) -> Vec<Group> {
     }
 
     // Elementwise trees: a node whose only reader is an elementwise group joins it; a
-    // condition joins only the group of the `Where` that reads it.
+    // comparison of f32 values joins only the group of the `Where` that reads it (the kernel
+    // computes it inline as the condition; compared integers are stored as bools).
     for &n in order.iter().rev() {
-        let condition = op_kind(n).is_some_and(|k| facts(k).class == OpClass::Condition);
-        if owner.contains_key(&n)
-            || kind_of(graph, n) != GroupKind::Elementwise
-            || (!produces_f32(graph, n) && !condition)
-        {
+        let condition = op_kind(n).is_some_and(|k| facts(k).class == OpClass::Condition)
+            && graph
+                .node(n)
+                .inputs
+                .iter()
+                .flatten()
+                .any(|v| graph.value(*v).ty.dtype == DType::F32);
+        if owner.contains_key(&n) || kind_of(graph, n) != GroupKind::Elementwise {
             continue;
         }
         let reader = uses.sole_reader(out(n));

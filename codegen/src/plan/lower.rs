@@ -314,12 +314,20 @@ fn lower_elementwise(graph: &Graph, group: &Group, schedule: &Schedule) -> Resul
     let mut inputs: Vec<ValueId> = vec![];
     let expr = expression(graph, group, root, &mut inputs)?;
     let shapes: Vec<Vec<Dim>> = inputs.iter().map(|&v| shape(graph, v)).collect();
+    let dtypes: Vec<DType> = inputs.iter().map(|&v| graph.value(v).ty.dtype).collect();
     let out = ValueId {
         node: root,
         output: 0,
     };
-    let built =
-        elementwise::elementwise("elementwise", &expr, &shapes, &shape(graph, out), schedule)?;
+    let built = elementwise::typed_elementwise(
+        "elementwise",
+        &expr,
+        &shapes,
+        &dtypes,
+        &shape(graph, out),
+        graph.value(out).ty.dtype,
+        schedule,
+    )?;
     Ok(simple(built, inputs, out))
 }
 
@@ -342,21 +350,16 @@ fn expression(
             }),
             None => return Err(format!("{} input {port} is absent", op.kind)),
             Some(v) if group.nodes.contains(&v.node) => expression(graph, group, v.node, inputs)?,
-            Some(v) => {
-                if graph.value(*v).ty.dtype != DType::F32 {
-                    return Err(format!("`{}` is not f32", graph.value(*v).name));
+            Some(v) => match scalar_constant(graph, *v) {
+                Some(c) => Expr::Const(c),
+                None => {
+                    let i = inputs.iter().position(|x| x == v).unwrap_or_else(|| {
+                        inputs.push(*v);
+                        inputs.len() - 1
+                    });
+                    Expr::Input(i)
                 }
-                match scalar_constant(graph, *v) {
-                    Some(c) => Expr::Const(c),
-                    None => {
-                        let i = inputs.iter().position(|x| x == v).unwrap_or_else(|| {
-                            inputs.push(*v);
-                            inputs.len() - 1
-                        });
-                        Expr::Input(i)
-                    }
-                }
-            }
+            },
         };
         args.push(arg);
     }

@@ -18,9 +18,9 @@
 
 use super::activation::activation;
 use super::{Arg, Built, Sizes};
-use crate::kir::{Binary, Compare, Index, Kernel, Stmt, Unary, Value};
+use crate::kir::{Binary, Compare, Index, Int, Kernel, Stmt, Unary, Value};
 use crate::schedule::{lanes_or_scalar, range, Param, Schedule, Space};
-use kiln_ir::{Activation, Dim, Op, OpKind};
+use kiln_ir::{Activation, DType, Dim, Op, OpKind};
 
 /// The parameters of the elementwise template (`elementwise.lanes`, `elementwise.unroll`):
 /// how its innermost run is vectorised ([`Vectors`]).
@@ -90,11 +90,11 @@ impl Expr {
     }
 }
 
-/// A kernel computing `expr` over inputs of `input_shapes` (input `i` of the group is
-/// `Expr::Input(i)`), broadcast with numpy rules to `output_shape`: an input dim statically 1
-/// (or a missing leading axis) broadcasts, any other dim is taken to equal the output dim
-/// (checked when both are known; a symbolic input dim that is 1 at run time while the output
-/// dim is not is outside the contract: give it as a static 1).
+/// A kernel computing `expr` over f32 inputs of `input_shapes` (input `i` of the group is
+/// `Expr::Input(i)`), broadcast with numpy rules to the f32 `output_shape`: an input dim
+/// statically 1 (or a missing leading axis) broadcasts, any other dim is taken to equal the
+/// output dim (checked when both are known; a symbolic input dim that is 1 at run time while
+/// the output dim is not is outside the contract: give it as a static 1).
 ///
 /// Ops: Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Erf, Tanh, Sigmoid, Relu, Floor, Ceil,
 /// Silu, Gelu (`approximate` none or tanh), Add, Sub, Mul, Div, Max, Min, SwiGlu, Pow with a
@@ -115,11 +115,76 @@ pub fn elementwise(
     output_shape: &[Dim],
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?);
+    let dtypes = vec![DType::F32; input_shapes.len()];
+    typed_elementwise(
+        name,
+        expr,
+        input_shapes,
+        &dtypes,
+        output_shape,
+        DType::F32,
+        schedule,
+    )
+}
+
+/// [`elementwise`] over inputs and an output of any of the dtypes f32, i64, i32, i8, u8 and
+/// bool (`input_dtypes[i]` is input `i`'s). Besides the f32 ops, the integer and boolean ops
+/// that build attention masks and position ids: the comparisons Equal, Less, LessOrEqual,
+/// Greater, GreaterOrEqual of integers (stored as bool), And, Or, Xor and Not of bools, Where
+/// with a bool condition (and branches of one dtype), Add, Sub, Mul, Max, Min, Neg, Abs and
+/// Identity of integers (wrapping, as the interpreter does), and Cast from bool or an integer
+/// to bool, an integer or f32 (an integer through f64, as the interpreter rounds). A kernel
+/// that reads or writes anything but f32 runs one element at a time (the integer arithmetic
+/// is scalar), so the vector lanes of the schedule apply only to all-f32 kernels.
+///
+/// ```
+/// use kiln_codegen::templates::elementwise::{typed_elementwise, Expr};
+/// use kiln_codegen::Schedule;
+/// use kiln_ir::{DType, Dim, OpKind};
+/// // The causal mask `j <= i` of two position vectors, stored as bool.
+/// let le = Expr::op(OpKind::LessOrEqual, vec![Expr::Input(0), Expr::Input(1)]);
+/// let (row, col) = (vec![Dim::sym("s"), Dim::known(1)], vec![Dim::sym("s")]);
+/// let out = [Dim::sym("s"), Dim::sym("s")];
+/// let dtypes = [DType::I64, DType::I64];
+/// let built = typed_elementwise("mask", &le, &[col, row], &dtypes, &out, DType::Bool,
+///     &Schedule::default()).unwrap();
+/// assert_eq!(built.kernel.buffers, 3);
+/// ```
+pub fn typed_elementwise(
+    name: &str,
+    expr: &Expr,
+    input_shapes: &[Vec<Dim>],
+    input_dtypes: &[DType],
+    output_shape: &[Dim],
+    output_dtype: DType,
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let mut run = Vectors::of(&space().resolve(schedule)?);
     for shape in input_shapes.iter().map(Vec::as_slice).chain([output_shape]) {
         check_dims(shape)?;
     }
     check_inputs(expr, input_shapes.len())?;
+    if input_dtypes.len() != input_shapes.len() {
+        return Err(format!(
+            "{} input dtypes for {} inputs",
+            input_dtypes.len(),
+            input_shapes.len()
+        ));
+    }
+    if input_dtypes
+        .iter()
+        .chain([&output_dtype])
+        .any(|&d| d != DType::F32)
+    {
+        run = Vectors {
+            lanes: 1,
+            unroll: 1,
+        };
+    }
+    let types = Types {
+        inputs: input_dtypes,
+        output: output_dtype,
+    };
     let layout = Layout::new(input_shapes, output_shape, false)?;
     let output = input_shapes.len();
     let mut sizes = Sizes::default();
@@ -138,7 +203,7 @@ pub fn elementwise(
                     .collect(),
             };
             let body = vector_run(0, &Index::Size(0), &Index::Size(1), run, |j, lanes| {
-                rows.store(expr, output, &Index::Const(0), &j, lanes, &mut vars)
+                rows.store(expr, &types, &Index::Const(0), &j, lanes, &mut vars)
             })?;
             (body, n)
         }
@@ -147,7 +212,7 @@ pub fn elementwise(
             let out_base = row_major_offset(sizes, &layout.dims, coords);
             let end = sizes.index(inner);
             vector_run(depth, &Index::Const(0), &end, run, |j, lanes| {
-                rows.store(expr, output, &out_base, &j, lanes, &mut vars)
+                rows.store(expr, &types, &out_base, &j, lanes, &mut vars)
             })
         })?,
     };
@@ -327,12 +392,20 @@ impl Rows {
         }
     }
 
+    /// Input `i`, integer elements of `int`, at position `j` of the row (scalar).
+    fn load_int(&self, i: usize, int: Int, j: &Index) -> Index {
+        match self.varies[i] {
+            true => Index::load_as(int, i, add(self.bases[i].clone(), j.clone())),
+            false => Index::load_as(int, i, self.bases[i].clone()),
+        }
+    }
+
     /// Statements storing `lanes` elements of `expr` at position `j` of the output row that
-    /// starts at `out_base` (output buffer `output`).
+    /// starts at `out_base` (the output buffer follows the inputs).
     fn store(
         &self,
         expr: &Expr,
-        output: usize,
+        types: &Types,
         out_base: &Index,
         j: &Index,
         lanes: u8,
@@ -343,17 +416,101 @@ impl Rows {
             lanes,
             stmts: vec![],
             load: &|i| self.load(i, j),
+            load_int: &|i, int| self.load_int(i, int, j),
+            dtypes: types.inputs,
         };
-        let value = lower.expr(expr)?;
+        let value = lower.scalar(expr)?;
         let mut stmts = lower.stmts;
-        stmts.push(Stmt::store(
-            output,
-            add(out_base.clone(), j.clone()),
-            value,
-            lanes,
-        ));
+        let (output, at) = (types.inputs.len(), add(out_base.clone(), j.clone()));
+        stmts.push(match (types.output, value) {
+            (DType::F32, Scalar::F32(v)) => Stmt::store(output, at, v, lanes),
+            (DType::F32, Scalar::Int(_)) => {
+                return Err("the f32 output is computed as an integer".into())
+            }
+            (dtype, Scalar::Int(v)) => Stmt::store_int(int_of(dtype)?, output, at, v),
+            (dtype, Scalar::F32(_)) => {
+                return Err(format!("the {dtype} output is computed as f32"))
+            }
+        });
         Ok(stmts)
     }
+}
+
+/// The dtypes of a typed elementwise kernel's inputs and output.
+struct Types<'a> {
+    inputs: &'a [DType],
+    output: DType,
+}
+
+/// The KIR integer type of elements of `dtype` (bool is a byte of 0 or 1).
+fn int_of(dtype: DType) -> Result<Int, String> {
+    Ok(match dtype {
+        DType::I64 => Int::I64,
+        DType::I32 => Int::I32,
+        DType::I8 => Int::I8,
+        DType::U8 | DType::Bool => Int::U8,
+        other => return Err(format!("{other} has no elementwise kernel")),
+    })
+}
+
+/// A computed operand: an f32 value, or an integer (a bool is 0 or 1) as an index.
+enum Scalar {
+    F32(Value),
+    Int(Index),
+}
+
+impl Scalar {
+    /// The f32 value, or an error if it is an integer.
+    fn f32(self) -> Result<Value, String> {
+        match self {
+            Scalar::F32(v) => Ok(v),
+            Scalar::Int(_) => Err("an integer operand of an f32 op".into()),
+        }
+    }
+
+    /// The integer, or an error if it is f32.
+    fn int(self) -> Result<Index, String> {
+        match self {
+            Scalar::Int(i) => Ok(i),
+            Scalar::F32(_) => Err("an f32 operand of an integer op".into()),
+        }
+    }
+}
+
+/// The dtype of `expr`'s value, given the dtypes of the inputs.
+fn dtype_of(expr: &Expr, inputs: &[DType]) -> Result<DType, String> {
+    use OpKind::*;
+    Ok(match expr {
+        Expr::Input(i) => *inputs
+            .get(*i)
+            .ok_or_else(|| format!("input {i} does not exist"))?,
+        Expr::Const(_) => DType::F32,
+        Expr::Op(op, args) => match op.kind {
+            Equal | Less | LessOrEqual | Greater | GreaterOrEqual | IsNaN | And | Or | Xor
+            | Not => DType::Bool,
+            Cast => op.attrs.str("to")?.parse()?,
+            Where => dtype_of(args.get(1).ok_or("Where needs 3 inputs")?, inputs)?,
+            _ => dtype_of(
+                args.first()
+                    .ok_or_else(|| format!("{} has no inputs", op.kind))?,
+                inputs,
+            )?,
+        },
+    })
+}
+
+/// `x` wrapped to the range of `int`, as a cast to it wraps (two's complement).
+fn wrap_to(int: Int, x: Index) -> Index {
+    let (modulus, low) = match int {
+        Int::I64 => return x,
+        Int::I32 => (1i64 << 32, -(1i64 << 31)),
+        Int::I8 => (256, -128),
+        Int::U8 => (256, 0),
+    };
+    // ((x - low) mod m + m) mod m + low, with `%` the truncating remainder.
+    let m = Index::Const(modulus);
+    let r = (sub(x, Index::Const(low)) % m.clone() + m.clone()) % m;
+    add(r, Index::Const(low))
 }
 
 /// Lowers an [`Expr`] to a KIR value at one width; operands used more than once are computed
@@ -363,15 +520,187 @@ struct Lowering<'a> {
     lanes: u8,
     stmts: Vec<Stmt>,
     load: &'a dyn Fn(usize) -> Value,
+    load_int: &'a dyn Fn(usize, Int) -> Index,
+    dtypes: &'a [DType],
 }
 
 impl Lowering<'_> {
+    /// The f32 value of `expr`.
     fn expr(&mut self, expr: &Expr) -> Result<Value, String> {
+        self.scalar(expr)?.f32()
+    }
+
+    /// The value of `expr`, f32 or integer as its dtype is.
+    fn scalar(&mut self, expr: &Expr) -> Result<Scalar, String> {
         match expr {
-            Expr::Input(i) => Ok((self.load)(*i)),
-            Expr::Const(c) => Ok(Value::Const(*c)),
-            Expr::Op(op, args) => self.op(op, args),
+            Expr::Input(i) => Ok(match self.dtypes.get(*i).copied().unwrap_or(DType::F32) {
+                DType::F32 => Scalar::F32((self.load)(*i)),
+                dtype => Scalar::Int((self.load_int)(*i, int_of(dtype)?)),
+            }),
+            Expr::Const(c) => Ok(Scalar::F32(Value::Const(*c))),
+            Expr::Op(op, args) if self.is_f32_op(op, args)? => Ok(Scalar::F32(self.op(op, args)?)),
+            Expr::Op(op, args) => self.typed_op(op, args),
         }
+    }
+
+    /// Whether `op` of `args` is an f32 op of f32 operands (a `Where` whose condition is a
+    /// comparison of f32 expressions included), which [`Lowering::op`] computes.
+    fn is_f32_op(&self, op: &Op, args: &[Expr]) -> Result<bool, String> {
+        let f32 = |e: &Expr| dtype_of(e, self.dtypes).map(|d| d == DType::F32);
+        let result = dtype_of(&Expr::Op(op.clone(), args.to_vec()), self.dtypes)?;
+        if result != DType::F32 {
+            return Ok(false);
+        }
+        if op.kind == OpKind::Cast {
+            return Ok(false);
+        }
+        for (k, a) in args.iter().enumerate() {
+            let inline_condition = op.kind == OpKind::Where
+                && k == 0
+                && matches!(a, Expr::Op(c, operands)
+                    if kiln_ir::facts::facts(c.kind).class == kiln_ir::facts::OpClass::Condition
+                        && operands.iter().all(|o| f32(o).unwrap_or(false)));
+            if !inline_condition && !f32(a)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The integer, boolean and casting ops (see [`typed_elementwise`]).
+    fn typed_op(&mut self, op: &Op, args: &[Expr]) -> Result<Scalar, String> {
+        use OpKind::*;
+        let kind = op.kind;
+        let dtype = |e: &Expr| dtype_of(e, self.dtypes);
+        let arity = |n: usize| -> Result<(), String> {
+            match args.len() == n {
+                true => Ok(()),
+                false => Err(format!("{kind} takes {n} inputs, got {}", args.len())),
+            }
+        };
+        let result = dtype(&Expr::Op(op.clone(), args.to_vec()))?;
+        let one = || Index::Const(1);
+        let zero = || Index::Const(0);
+        Ok(match kind {
+            Cast => {
+                arity(1)?;
+                let from = dtype(&args[0])?;
+                let x = self.scalar(&args[0])?;
+                match (from, result) {
+                    (a, b) if a == b => x,
+                    (DType::F32, _) => return Err(format!("a cast of f32 to {result}")),
+                    (_, DType::F32) => Scalar::F32(Value::FromIndex(x.int()?)),
+                    (_, DType::Bool) => {
+                        Scalar::Int(Index::select(Compare::Eq, x.int()?, zero(), zero(), one()))
+                    }
+                    (_, to) => Scalar::Int(wrap_to(int_of(to)?, x.int()?)),
+                }
+            }
+            Not | And | Or | Xor => {
+                for a in args {
+                    if dtype(a)? != DType::Bool {
+                        return Err(format!("{kind} of {}", dtype(a)?));
+                    }
+                }
+                let mut v = vec![];
+                for a in args {
+                    v.push(self.scalar(a)?.int()?);
+                }
+                match (kind, v.as_slice()) {
+                    (Not, [x]) => Scalar::Int(one() - x.clone()),
+                    (And, [x, y]) => Scalar::Int(x.clone().min(y.clone())),
+                    (Or, [x, y]) => Scalar::Int(x.clone().max(y.clone())),
+                    (Xor, [x, y]) => Scalar::Int(Index::select(
+                        Compare::Eq,
+                        x.clone(),
+                        y.clone(),
+                        zero(),
+                        one(),
+                    )),
+                    _ => {
+                        return Err(format!(
+                            "{kind} takes {} inputs",
+                            if kind == Not { 1 } else { 2 }
+                        ))
+                    }
+                }
+            }
+            Equal | Less | LessOrEqual | Greater | GreaterOrEqual => {
+                arity(2)?;
+                let (da, db) = (dtype(&args[0])?, dtype(&args[1])?);
+                if da != db || da == DType::F32 || !(da.is_int() || da == DType::Bool) {
+                    return Err(format!("{kind} of {da} and {db} stored as bool"));
+                }
+                let (x, y) = (self.scalar(&args[0])?.int()?, self.scalar(&args[1])?.int()?);
+                let (cmp, a, b) = match kind {
+                    Equal => (Compare::Eq, x, y),
+                    Less => (Compare::Lt, x, y),
+                    LessOrEqual => (Compare::Le, x, y),
+                    Greater => (Compare::Lt, y, x),
+                    _ => (Compare::Le, y, x),
+                };
+                Scalar::Int(Index::select(cmp, a, b, one(), zero()))
+            }
+            Where => {
+                arity(3)?;
+                if dtype(&args[0])? != DType::Bool || dtype(&args[1])? != dtype(&args[2])? {
+                    return Err("Where needs a bool condition and branches of one dtype".into());
+                }
+                let c = self.scalar(&args[0])?.int()?;
+                match (self.scalar(&args[1])?, self.scalar(&args[2])?) {
+                    (Scalar::Int(then), Scalar::Int(otherwise)) => {
+                        Scalar::Int(Index::select(Compare::Eq, c, zero(), otherwise, then))
+                    }
+                    (then, otherwise) => Scalar::F32(Value::select(
+                        Compare::Eq,
+                        Value::FromIndex(c),
+                        Value::Const(0.0),
+                        otherwise.f32()?,
+                        then.f32()?,
+                    )),
+                }
+            }
+            Identity | Neg | Abs | Add | Sub | Mul | Max | Min => {
+                let int = int_of(result).ok().filter(|_| result != DType::Bool);
+                let int = int.ok_or_else(|| format!("{kind} of {result}"))?;
+                let mut v = vec![];
+                for a in args {
+                    if dtype(a)? != result {
+                        return Err(format!("{kind} of {} and {result}", dtype(a)?));
+                    }
+                    v.push(self.scalar(a)?.int()?);
+                }
+                let y = match (kind, v.as_slice()) {
+                    (Identity, [x]) => x.clone(),
+                    (Neg, [x]) => zero() - x.clone(),
+                    (Abs, [x]) => Index::select(
+                        Compare::Lt,
+                        x.clone(),
+                        zero(),
+                        zero() - x.clone(),
+                        x.clone(),
+                    ),
+                    (Add, [x, y]) => x.clone() + y.clone(),
+                    (Sub, [x, y]) => x.clone() - y.clone(),
+                    (Mul, [x, y]) => x.clone() * y.clone(),
+                    (Max, [x, y]) => x.clone().max(y.clone()),
+                    (Min, [x, y]) => x.clone().min(y.clone()),
+                    _ => {
+                        return Err(format!(
+                            "{kind} takes {} inputs, got {}",
+                            if matches!(kind, Identity | Neg | Abs) {
+                                1
+                            } else {
+                                2
+                            },
+                            v.len()
+                        ))
+                    }
+                };
+                Scalar::Int(wrap_to(int, y))
+            }
+            other => return Err(format!("{other} of {result} has no elementwise kernel")),
+        })
     }
 
     /// `v`, or a variable holding it when it is not a cheap load or constant.
@@ -709,7 +1038,7 @@ pub(crate) fn finish(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::templates::testing::run;
+    use crate::templates::testing::{run, run_on_every_backend};
     use kiln_ir::interp::{eval_op, Bindings};
     use kiln_ir::{Attr, Attrs, Tensor};
 
@@ -789,12 +1118,14 @@ pub(crate) mod tests {
         shape.iter().map(|&d| Dim::from(d)).collect()
     }
 
-    /// Asserts `got` equals `want` within 1e-4 relative to max(1, |want|) (NaN equals NaN).
+    /// Asserts `got` equals `want` within 1e-4 relative to max(1, |want|) (NaN equals NaN,
+    /// an infinity only itself).
     pub(crate) fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
         assert_eq!(got.shape(), want.shape(), "{what}: shape");
         let (g, w) = (got.to_f32_array(), want.to_f32_array());
         for (i, (g, w)) in g.iter().zip(w.iter()).enumerate() {
-            let same = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-4 * w.abs().max(1.0);
+            let same =
+                (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-4 * w.abs().max(1.0);
             assert!(same, "{what}: element {i}: got {g}, want {w}");
         }
     }
@@ -1134,5 +1465,203 @@ pub(crate) mod tests {
         let d = Schedule::default();
         assert!(rope_rotate_half("rope", &dims(&[3, 5]), &dims(&[5]), &dims(&[5]), &d).is_err());
         assert!(rope_rotate_half("rope", &[], &[], &[], &d).is_err());
+    }
+
+    /// A random tensor of `dtype` and `shape`: integers mostly small (both signs), some near
+    /// the type's limits, so that wrapping and rounding show; bools at random.
+    fn typed_tensor(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        let int = |rng: &mut Rng| -> i64 {
+            match rng.below(8) {
+                0 => i64::MAX - rng.below(3) as i64,
+                1 => i64::MIN + rng.below(3) as i64,
+                2 => (1i64 << 60) + (rng.next() >> 4) as i64,
+                _ => rng.below(9) as i64 - 4,
+            }
+        };
+        match dtype {
+            DType::F32 => rng.tensor(shape),
+            DType::Bool => {
+                Tensor::from_vec(shape, (0..n).map(|_| rng.below(2) == 1).collect()).unwrap()
+            }
+            DType::I64 => Tensor::from_vec(shape, (0..n).map(|_| int(rng)).collect()).unwrap(),
+            other => Tensor::from_vec(shape, (0..n).map(|_| int(rng)).collect::<Vec<i64>>())
+                .unwrap()
+                .cast(other),
+        }
+    }
+
+    fn cast(to: &str, x: Expr) -> Expr {
+        let attrs = Attrs::from_pairs(&[("to", Attr::Str(to.into()))]);
+        Expr::Op(Op::new(OpKind::Cast, attrs), vec![x])
+    }
+
+    /// Input shapes, the output shape and the bindings of one test layout.
+    type Layout3<'b> = (Vec<Vec<Dim>>, Vec<Dim>, &'b Bindings);
+
+    #[test]
+    fn integer_and_boolean_ops_match_the_interpreter() {
+        use DType::{Bool, F32, I32, I64, I8, U8};
+        use Expr::Input;
+        let (a, b, c) = (Input(0), Input(1), Input(2));
+        let mut cases: Vec<(Expr, Vec<DType>, DType)> = vec![];
+        for k in [
+            OpKind::Equal,
+            OpKind::Less,
+            OpKind::LessOrEqual,
+            OpKind::Greater,
+            OpKind::GreaterOrEqual,
+        ] {
+            for t in [I64, I32, U8, Bool] {
+                cases.push((op(k, vec![a.clone(), b.clone()]), vec![t, t], Bool));
+            }
+        }
+        for k in [OpKind::And, OpKind::Or, OpKind::Xor] {
+            cases.push((op(k, vec![a.clone(), b.clone()]), vec![Bool, Bool], Bool));
+        }
+        cases.push((op(OpKind::Not, vec![a.clone()]), vec![Bool], Bool));
+        for k in [
+            OpKind::Add,
+            OpKind::Sub,
+            OpKind::Mul,
+            OpKind::Max,
+            OpKind::Min,
+        ] {
+            for t in [I64, I32, I8] {
+                cases.push((op(k, vec![a.clone(), b.clone()]), vec![t, t], t));
+            }
+        }
+        for k in [OpKind::Neg, OpKind::Abs, OpKind::Identity] {
+            for t in [I64, I32, U8] {
+                cases.push((op(k, vec![a.clone()]), vec![t], t));
+            }
+        }
+        for (from, to) in [
+            (I64, "bool"),
+            (I64, "i32"),
+            (I64, "i8"),
+            (I64, "u8"),
+            (I64, "f32"),
+            (I32, "i64"),
+            (I32, "f32"),
+            (U8, "i8"),
+            (Bool, "f32"),
+            (Bool, "i64"),
+            (F32, "f32"),
+        ] {
+            let to_dtype: DType = to.parse().unwrap();
+            cases.push((cast(to, a.clone()), vec![from], to_dtype));
+        }
+        // A wrapped intermediate: a cast to i8 compared with an i8 input.
+        let narrowed = cast("i8", a.clone());
+        cases.push((
+            op(OpKind::Less, vec![narrowed, b.clone()]),
+            vec![I64, I8],
+            Bool,
+        ));
+        for t in [I64, I32, Bool, F32] {
+            cases.push((
+                op(OpKind::Where, vec![a.clone(), b.clone(), c.clone()]),
+                vec![Bool, t, t],
+                t,
+            ));
+        }
+        // The mask of a dynamo export: (j <= i) & padding, then 0 or -inf as f32.
+        let causal = op(OpKind::LessOrEqual, vec![a.clone(), b.clone()]);
+        let masked = op(OpKind::And, vec![causal, c.clone()]);
+        let f = |v: f32| Expr::Const(v);
+        let mask = op(OpKind::Where, vec![masked, f(0.0), f(f32::NEG_INFINITY)]);
+        cases.push((mask.clone(), vec![I64, I64, Bool], F32));
+        // f32 arithmetic over an integer cast and a bool-selected branch.
+        let sum = op(
+            OpKind::Add,
+            vec![
+                cast("f32", a.clone()),
+                op(OpKind::Where, vec![c.clone(), b.clone(), f(1.5)]),
+            ],
+        );
+        cases.push((sum, vec![I64, F32, Bool], F32));
+
+        let mut rng = Rng::new(11);
+        let (s, none) = (Dim::sym("s"), Bindings::new());
+        let with_s = Bindings::from([("s".to_string(), 5)]);
+        for (expr, dtypes, out_dtype) in &cases {
+            // Same shapes; a column against a row (broadcast both ways); symbolic.
+            let layouts: Vec<Layout3> = vec![
+                (vec![dims(&[3, 4]); dtypes.len()], dims(&[3, 4]), &none),
+                (
+                    (0..dtypes.len())
+                        .map(|i| if i == 0 { dims(&[4, 1]) } else { dims(&[5]) })
+                        .collect(),
+                    dims(&[4, 5]),
+                    &none,
+                ),
+                (
+                    (0..dtypes.len())
+                        .map(|i| {
+                            if i == 1 {
+                                vec![s.clone(), Dim::known(1)]
+                            } else {
+                                vec![s.clone()]
+                            }
+                        })
+                        .collect(),
+                    vec![s.clone(), s.clone()],
+                    &with_s,
+                ),
+            ];
+            for (shapes, output, bindings) in layouts {
+                let schedule = rng.pick(&vector_schedules());
+                let what = format!("{expr:?} of {dtypes:?} on {shapes:?}, {schedule:?}");
+                let built =
+                    typed_elementwise("k", expr, &shapes, dtypes, &output, *out_dtype, &schedule)
+                        .expect(&what);
+                let inputs: Vec<Tensor> = shapes
+                    .iter()
+                    .zip(dtypes)
+                    .map(|(s, &t)| typed_tensor(&mut rng, t, &concrete(s, bindings)))
+                    .collect();
+                let want = interpret(expr, &inputs, &concrete(&output, bindings));
+                assert_eq!(want.dtype(), *out_dtype, "{what}");
+                for chunks in [1, 3] {
+                    let blank = Tensor::zeros(*out_dtype, want.shape());
+                    let got = run_on_every_backend(&built, &inputs, vec![blank], bindings, chunks);
+                    if *out_dtype == F32 {
+                        assert_close(&got[0], &want, &what);
+                    } else {
+                        assert_eq!(got[0], want, "{what}, chunks {chunks}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn typed_kernels_refuse_what_they_cannot_compute() {
+        use DType::{Bool, F16, F32, I64};
+        use Expr::Input;
+        let (a, b) = (Input(0), Input(1));
+        let shape = [dims(&[3]), dims(&[3])];
+        let d = Schedule::default();
+        let refused = |e: &Expr, t: &[DType], out: DType| {
+            typed_elementwise("k", e, &shape[..t.len()], t, &dims(&[3]), out, &d).unwrap_err()
+        };
+        // A comparison of f32 values stored as bool, integer division, f16, f32 to int.
+        let lt = op(OpKind::Less, vec![a.clone(), b.clone()]);
+        assert!(refused(&lt, &[F32, F32], Bool).contains("stored as bool"));
+        assert!(refused(
+            &op(OpKind::Div, vec![a.clone(), b.clone()]),
+            &[I64, I64],
+            I64
+        )
+        .contains("Div"));
+        assert!(refused(&op(OpKind::Neg, vec![a.clone()]), &[F16], F16).contains("f16"));
+        assert!(refused(&cast("i64", a.clone()), &[F32], I64).contains("f32"));
+        assert!(refused(
+            &op(OpKind::And, vec![a.clone(), b.clone()]),
+            &[I64, I64],
+            Bool
+        )
+        .contains("And"));
     }
 }

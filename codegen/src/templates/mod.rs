@@ -344,10 +344,10 @@ pub(crate) mod testing {
     use super::Built;
     use crate::kir::Kernel;
     use kiln_ir::interp::Bindings;
-    use kiln_ir::{DType, Tensor};
+    use kiln_ir::{DType, Tensor, TensorData};
     use kiln_rt::native::NativeKernel;
 
-    /// Compiles `built` and runs it on `inputs` (f32 tensors, or i64 for index inputs),
+    /// Compiles `built` and runs it on `inputs` (tensors of the dtypes the kernel reads),
     /// producing f32 outputs of `output_shapes`, with the parallel axis split into `chunks`
     /// ranges. Outputs start as NaN so that an element the kernel forgets shows up.
     pub fn run(
@@ -364,8 +364,9 @@ pub(crate) mod testing {
         run_updating(built, inputs, outputs, bindings, chunks)
     }
 
-    /// [`run`] with the outputs' buffers holding `outputs` before the call: for kernels that
-    /// update a buffer in place.
+    /// [`run`] with the outputs' buffers holding `outputs` before the call (their dtypes are
+    /// the ones the kernel writes): for kernels that update a buffer in place, and for
+    /// outputs of other dtypes than f32.
     pub fn run_updating(
         built: &Built,
         inputs: &[Tensor],
@@ -374,36 +375,87 @@ pub(crate) mod testing {
         chunks: usize,
     ) -> Vec<Tensor> {
         let kernel = compile(&built.kernel);
-        let mut f32_inputs: Vec<Vec<f32>> = vec![];
-        let mut i64_inputs: Vec<Vec<i64>> = vec![];
-        for t in inputs {
-            match t.dtype() {
-                DType::I64 => i64_inputs.push(t.to_i64_vec()),
-                _ => f32_inputs.push(t.to_f32_array().iter().copied().collect()),
+        run_compiled(built, &kernel, inputs, outputs, bindings, chunks)
+    }
+
+    /// [`run_updating`] with every backend this build has (Cranelift only for kernels of at
+    /// most its 4 lanes), asserting that they agree exactly; returns the outputs.
+    pub fn run_on_every_backend(
+        built: &Built,
+        inputs: &[Tensor],
+        outputs: Vec<Tensor>,
+        bindings: &Bindings,
+        chunks: usize,
+    ) -> Vec<Tensor> {
+        let mut results = vec![];
+        for generator in crate::backends() {
+            let backend = generator.name();
+            if backend == "cranelift" && built.kernel.widest_lanes() > 4 {
+                continue;
+            }
+            let kernel = generator
+                .compile_all(std::slice::from_ref(&built.kernel))
+                .expect("compiles")
+                .remove(0);
+            let got = run_compiled(built, &kernel, inputs, outputs.clone(), bindings, chunks);
+            results.push((backend, got));
+        }
+        let (first, want) = results.first().cloned().expect("a backend");
+        for (backend, got) in &results[1..] {
+            assert_eq!(got, &want, "{backend} and {first} disagree");
+        }
+        want
+    }
+
+    fn run_compiled(
+        built: &Built,
+        kernel: &NativeKernel,
+        inputs: &[Tensor],
+        outputs: Vec<Tensor>,
+        bindings: &Bindings,
+        chunks: usize,
+    ) -> Vec<Tensor> {
+        let mut inputs: Vec<Buffer> = inputs.iter().map(Buffer::of).collect();
+        let mut outputs: Vec<Buffer> = outputs.iter().map(Buffer::of).collect();
+        let input_ptrs: Vec<*mut u8> = inputs.iter_mut().map(Buffer::ptr).collect();
+        let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(Buffer::ptr).collect();
+        // SAFETY: the buffers have the shapes the test built the template for.
+        unsafe { built.call(kernel, &input_ptrs, &output_ptrs, bindings, chunks) }
+            .expect("sizes bound");
+        outputs.iter().map(Buffer::tensor).collect()
+    }
+
+    /// A tensor's row-major bytes in 8-byte aligned memory, for a kernel to read or write.
+    struct Buffer {
+        words: Vec<u64>,
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: usize,
+    }
+
+    impl Buffer {
+        fn of(t: &Tensor) -> Buffer {
+            let data = t.to_data();
+            let bytes = data.bytes();
+            let mut words = vec![0u64; bytes.len().div_ceil(8) + 1];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+            Buffer {
+                words,
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+                bytes: bytes.len(),
             }
         }
-        let (mut fi, mut ii) = (f32_inputs.iter_mut(), i64_inputs.iter_mut());
-        let input_ptrs: Vec<*mut u8> = inputs
-            .iter()
-            .map(|t| match t.dtype() {
-                DType::I64 => ii.next().unwrap().as_mut_ptr().cast(),
-                _ => fi.next().unwrap().as_mut_ptr().cast(),
-            })
-            .collect();
-        let output_shapes: Vec<Vec<usize>> = outputs.iter().map(|t| t.shape().to_vec()).collect();
-        let mut outputs: Vec<Vec<f32>> = outputs
-            .iter()
-            .map(|t| t.to_f32_array().iter().copied().collect())
-            .collect();
-        let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|o| o.as_mut_ptr().cast()).collect();
-        // SAFETY: the buffers have the shapes the test built the template for.
-        unsafe { built.call(&kernel, &input_ptrs, &output_ptrs, bindings, chunks) }
-            .expect("sizes bound");
-        outputs
-            .into_iter()
-            .zip(&output_shapes)
-            .map(|(o, s)| Tensor::from_vec(s, o).unwrap())
-            .collect()
+
+        fn ptr(&mut self) -> *mut u8 {
+            self.words.as_mut_ptr().cast()
+        }
+
+        fn tensor(&self) -> Tensor {
+            let bytes = &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.bytes];
+            let data = TensorData::new(self.dtype, self.shape.clone(), bytes.to_vec().into());
+            Tensor::from_data(&data.unwrap())
+        }
     }
 
     /// Compiles `kernel` with Cranelift, or with LLVM when it has vectors wider than
