@@ -579,6 +579,7 @@ fn int_type(int: Int) -> Type {
     match int {
         Int::I64 => types::I64,
         Int::I32 => types::I32,
+        Int::I16 => types::I16,
         Int::I8 | Int::U8 => types::I8,
     }
 }

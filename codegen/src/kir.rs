@@ -76,6 +76,8 @@ pub enum Int {
     I64,
     /// 32-bit signed.
     I32,
+    /// 16-bit signed (f16 and bf16 bits, moved).
+    I16,
     /// 8-bit signed.
     I8,
     /// 8-bit unsigned (and bool).
@@ -88,6 +90,7 @@ impl Int {
         match self {
             Int::I64 => 8,
             Int::I32 => 4,
+            Int::I16 => 2,
             Int::I8 | Int::U8 => 1,
         }
     }

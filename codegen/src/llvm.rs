@@ -519,6 +519,7 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
         match int {
             Int::I64 => self.cx.i64_type(),
             Int::I32 => self.cx.i32_type(),
+            Int::I16 => self.cx.i16_type(),
             Int::I8 | Int::U8 => self.cx.i8_type(),
         }
     }

@@ -459,7 +459,7 @@ fn lower_scatter(
     if is_state {
         return Ok(vec![write]);
     }
-    let copy = movement::concat("Copy", &[cache_shape], 0, schedule)?;
+    let copy = movement::concat("Copy", &[cache_shape], 0, DType::F32, schedule)?;
     Ok(vec![simple(copy, vec![cache], out), write])
 }
 
@@ -474,8 +474,13 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
     };
     let present: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
     let data = present.first().copied().ok_or("no input")?;
-    if graph.value(data).ty.dtype != DType::F32 || graph.value(out).ty.dtype != DType::F32 {
-        return Err("kernels move f32 data".into());
+    let dtype = graph.value(out).ty.dtype;
+    if graph.value(data).ty.dtype != dtype {
+        return Err(format!(
+            "`{}` is {}, its output {dtype}",
+            graph.value(data).name,
+            graph.value(data).ty.dtype
+        ));
     }
     let name = op.kind.name();
     match op.kind {
@@ -486,8 +491,14 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
             }
             let axis = op.attrs.int("axis")?;
             let data_shape = shape(graph, data);
-            let built =
-                movement::gather(name, &data_shape, &shape(graph, indices), axis, schedule)?;
+            let built = movement::gather(
+                name,
+                &data_shape,
+                &shape(graph, indices),
+                axis,
+                dtype,
+                schedule,
+            )?;
             let rows = data_shape
                 .get(axis.rem_euclid(data_shape.len().max(1) as i64) as usize)
                 .and_then(Dim::as_known)
@@ -508,17 +519,25 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                 Some(_) => op.attrs.ints("perm")?.iter().map(|&p| p as usize).collect(),
                 None => (0..rank).rev().collect(),
             };
-            let built = movement::transpose(name, &shape(graph, data), &perm, schedule)?;
+            let built = movement::transpose(name, &shape(graph, data), &perm, dtype, schedule)?;
             Ok(simple(built, vec![data], out))
         }
         OpKind::Expand => {
-            let built = movement::expand(name, &shape(graph, data), &shape(graph, out), schedule)?;
+            let built = movement::expand(
+                name,
+                &shape(graph, data),
+                &shape(graph, out),
+                dtype,
+                schedule,
+            )?;
             Ok(simple(built, vec![data], out))
         }
         OpKind::Concat => {
-            require_f32(graph, node)?;
+            if let Some(v) = present.iter().find(|v| graph.value(**v).ty.dtype != dtype) {
+                return Err(format!("`{}` is not {dtype}", graph.value(*v).name));
+            }
             let shapes: Vec<Vec<Dim>> = present.iter().map(|&v| shape(graph, v)).collect();
-            let built = movement::concat(name, &shapes, op.attrs.int("axis")?, schedule)?;
+            let built = movement::concat(name, &shapes, op.attrs.int("axis")?, dtype, schedule)?;
             Ok(simple(built, present, out))
         }
         OpKind::Split => {
@@ -526,7 +545,7 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
             let x = shape(graph, data);
             let a = axis.rem_euclid(x.len().max(1) as i64) as usize;
             let parts: Vec<Dim> = node.outputs.iter().map(|v| v.ty.shape[a].clone()).collect();
-            let built = movement::split(name, &x, axis, &parts, schedule)?;
+            let built = movement::split(name, &x, axis, &parts, dtype, schedule)?;
             let outputs = (0..node.outputs.len())
                 .map(|output| Some(ValueId { node: id, output }))
                 .collect();
@@ -545,6 +564,7 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                 &ends,
                 axes.as_deref(),
                 steps.as_deref(),
+                dtype,
                 schedule,
             )?;
             Ok(simple(built, vec![data], out))
@@ -634,7 +654,7 @@ fn lower_attention(
                 if shapes.iter().any(|s| s.len() != 4) {
                     return Err("a KV cache of rank other than 4".into());
                 }
-                let built = movement::concat("Concat", &shapes, 2, &cache_copy)?;
+                let built = movement::concat("Concat", &shapes, 2, DType::F32, &cache_copy)?;
                 steps.push(Lowered {
                     helper: Some((GroupKind::Movement, "cache concatenation")),
                     ..simple(built, vec![cache, new], present(output))

@@ -52,14 +52,17 @@ pub(crate) fn vector_params() -> Vec<Param> {
     ]
 }
 
-/// How a run of contiguous f32 positions is vectorised: `unroll` vectors of `lanes` per
-/// iteration, then single vectors, then a scalar tail.
+/// How a run of contiguous positions is vectorised: `unroll` vectors of `lanes` per
+/// iteration, then single vectors, then a scalar tail; and what a copy moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Vectors {
     /// f32 lanes per vector (1: scalar).
     pub lanes: u8,
     /// Vectors per iteration of the main loop.
     pub unroll: u8,
+    /// The elements a copy moves: `None` for 4-byte elements (f32, or i32 bits, moved as
+    /// f32 vectors), else an integer type moved one element at a time.
+    pub int: Option<Int>,
 }
 
 impl Vectors {
@@ -68,6 +71,39 @@ impl Vectors {
         Vectors {
             lanes: schedule.value("lanes") as u8,
             unroll: schedule.value("unroll") as u8,
+            int: None,
+        }
+    }
+
+    /// One element at a time, with no unrolling.
+    pub(crate) fn scalar() -> Vectors {
+        Vectors {
+            lanes: 1,
+            unroll: 1,
+            int: None,
+        }
+    }
+
+    /// This vectorisation for copies of `dtype` elements: as it is for 4-byte elements (their
+    /// bits move as f32), one element at a time for the others.
+    pub(crate) fn moving(self, dtype: DType) -> Vectors {
+        let int = match dtype.size() {
+            4 => return self,
+            8 => Int::I64,
+            2 => Int::I16,
+            _ => Int::U8,
+        };
+        Vectors {
+            int: Some(int),
+            ..Vectors::scalar()
+        }
+    }
+
+    /// `dst[at..at + lanes] = src[from..from + lanes]` of the elements it moves.
+    pub(crate) fn copy(self, dst: (usize, Index), src: (usize, Index), lanes: u8) -> Stmt {
+        match self.int {
+            None => Stmt::store(dst.0, dst.1, Value::load(src.0, src.1), lanes),
+            Some(int) => Stmt::store_int(int, dst.0, dst.1, Index::load_as(int, src.0, src.1)),
         }
     }
 }
@@ -176,10 +212,7 @@ pub fn typed_elementwise(
         .chain([&output_dtype])
         .any(|&d| d != DType::F32)
     {
-        run = Vectors {
-            lanes: 1,
-            unroll: 1,
-        };
+        run = Vectors::scalar();
     }
     let types = Types {
         inputs: input_dtypes,
@@ -504,6 +537,7 @@ fn wrap_to(int: Int, x: Index) -> Index {
     let (modulus, low) = match int {
         Int::I64 => return x,
         Int::I32 => (1i64 << 32, -(1i64 << 31)),
+        Int::I16 => (1 << 16, -(1 << 15)),
         Int::I8 => (256, -128),
         Int::U8 => (256, 0),
     };
@@ -992,7 +1026,7 @@ pub(crate) fn vector_run(
     Ok(stmts)
 }
 
-/// Copies `len` f32s from `src` (buffer, first element) to `dst`, with loops at `depth`,
+/// Copies `len` elements from `src` (buffer, first element) to `dst`, with loops at `depth`,
 /// vectorised as `run` says.
 pub(crate) fn copy_run(
     depth: usize,
@@ -1002,13 +1036,8 @@ pub(crate) fn copy_run(
     run: Vectors,
 ) -> Result<Vec<Stmt>, String> {
     vector_run(depth, &Index::Const(0), len, run, |j, lanes| {
-        let value = Value::load(src.0, add(src.1.clone(), j.clone()));
-        Ok(vec![Stmt::store(
-            dst.0,
-            add(dst.1.clone(), j),
-            value,
-            lanes,
-        )])
+        let from = (src.0, add(src.1.clone(), j.clone()));
+        Ok(vec![run.copy((dst.0, add(dst.1.clone(), j)), from, lanes)])
     })
 }
 
@@ -1469,7 +1498,7 @@ pub(crate) mod tests {
 
     /// A random tensor of `dtype` and `shape`: integers mostly small (both signs), some near
     /// the type's limits, so that wrapping and rounding show; bools at random.
-    fn typed_tensor(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
+    pub(crate) fn typed_tensor(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
         let int = |rng: &mut Rng| -> i64 {
             match rng.below(8) {

@@ -1,7 +1,8 @@
 //! Data-movement templates: gather (embedding lookup), transpose, concat, split, slice,
 //! expand (broadcast) and the in-place cache write of `TensorScatter`.
-//! Each moves f32 elements between dense row-major buffers; contiguous runs are copied as
-//! vectors of the schedule's `lanes` (`unroll` per iteration) with a scalar tail, a transpose
+//! Each moves elements of its dtype between dense row-major buffers; contiguous runs of 4-byte
+//! elements (f32, i32) are copied as f32 vectors of the schedule's `lanes` (`unroll` per
+//! iteration) with a scalar tail, other dtypes one element at a time, a transpose
 //! that moves the last axis goes by square tiles of `tile` elements, and shapes may hold
 //! symbolic dims (runtime sizes).
 
@@ -11,10 +12,10 @@ use super::elementwise::{
 };
 use super::Sizes;
 use super::{Arg, Built};
-use crate::kir::{Index, Stmt, Value};
+use crate::kir::{Index, Stmt};
 use crate::schedule::{Param, Schedule, Space};
 use kiln_ir::infer::{norm_axis, slice_bounds};
-use kiln_ir::Dim;
+use kiln_ir::{DType, Dim};
 
 /// The parameters of the movement templates: how contiguous runs are vectorised
 /// (`movement.lanes`, `movement.unroll`) and the side of a transpose's tiles
@@ -55,9 +56,10 @@ pub fn gather(
     data_shape: &[Dim],
     indices_shape: &[Dim],
     axis: i64,
+    dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?);
+    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
     check_dims(data_shape)?;
     check_dims(indices_shape)?;
     let axis = norm_axis(axis, data_shape.len())?;
@@ -188,10 +190,11 @@ pub fn transpose(
     name: &str,
     shape: &[Dim],
     perm: &[usize],
+    dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
     let schedule = space().resolve(schedule)?;
-    let run = Vectors::of(&schedule);
+    let run = Vectors::of(&schedule).moving(dtype);
     check_dims(shape)?;
     let mut sorted = perm.to_vec();
     sorted.sort_unstable();
@@ -236,6 +239,7 @@ pub fn transpose(
             .position(|&a| a == rank - 1)
             .expect("a permutation");
         let tile = TileCopy {
+            run,
             side: schedule.value("tile"),
             a: sizes.index(&out[rank - 1]),
             a_stride: in_stride(&mut sizes, perm[rank - 1]),
@@ -304,6 +308,8 @@ fn simplify_transpose(shape: &[Dim], perm: &[usize]) -> (Vec<Dim>, Vec<usize>) {
 /// last, stride 1 in the input) by output columns `a` (stride 1 in the output), copied by
 /// tiles.
 struct TileCopy {
+    /// What an element copy moves.
+    run: Vectors,
     /// Side of a tile, in elements.
     side: i64,
     /// Output columns (the extent of the input axis that becomes the last).
@@ -329,19 +335,12 @@ impl TileCopy {
         let ceil = |n: Index| (n + (self.side - 1).into()) / t.clone();
         let b0 = lo.clone() + bt * t.clone();
         let a0 = at * t.clone();
-        let value = Value::load(
-            0,
-            add(
-                src.clone(),
-                b.clone() + mul(a.clone(), self.a_stride.clone()),
-            ),
+        let from = add(
+            src.clone(),
+            b.clone() + mul(a.clone(), self.a_stride.clone()),
         );
-        let store = Stmt::store(
-            1,
-            add(dst.clone(), mul(b, self.b_stride.clone()) + a),
-            value,
-            1,
-        );
+        let to = add(dst.clone(), mul(b, self.b_stride.clone()) + a);
+        let store = self.run.copy((1, to), (0, from), 1);
         let columns = Stmt::for_range(
             a0.clone(),
             (a0 + t.clone()).min(self.a.clone()),
@@ -361,8 +360,11 @@ impl TileCopy {
 /// (buffers 0 and 1); returns the body and the parallel extent.
 fn flat_copy(len: &Dim, src: &Index, run: Vectors) -> Result<(Vec<Stmt>, Dim), String> {
     let body = vector_run(0, &Index::Size(0), &Index::Size(1), run, |j, lanes| {
-        let value = Value::load(0, add(src.clone(), j.clone()));
-        Ok(vec![Stmt::store(1, j, value, lanes)])
+        Ok(vec![run.copy(
+            (1, j.clone()),
+            (0, add(src.clone(), j)),
+            lanes,
+        )])
     })?;
     Ok((body, len.clone()))
 }
@@ -375,9 +377,10 @@ pub fn concat(
     name: &str,
     input_shapes: &[Vec<Dim>],
     axis: i64,
+    dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?);
+    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
     let first = input_shapes
         .first()
         .ok_or("Concat needs at least one input")?;
@@ -411,9 +414,10 @@ pub fn split(
     shape: &[Dim],
     axis: i64,
     split: &[Dim],
+    dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?);
+    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
     check_dims(shape)?;
     let axis = norm_axis(axis, shape.len())?;
     if total(split) != shape[axis] {
@@ -477,8 +481,7 @@ fn segments(
                 } else {
                     ((part_buffer(i), p), (whole_buffer, w))
                 };
-                let value = Value::load(src.0, src.1);
-                Ok(vec![Stmt::store(dst.0, dst.1, value, lanes)])
+                Ok(vec![run.copy(dst, src, lanes)])
             })?);
         }
         (body, row)
@@ -513,9 +516,10 @@ pub fn slice(
     ends: &[i64],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
+    dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?);
+    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
     check_dims(shape)?;
     let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
     let axes = axes.unwrap_or(&default_axes);
@@ -586,9 +590,10 @@ pub fn expand(
     name: &str,
     input: &[Dim],
     output: &[Dim],
+    dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?);
+    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
     check_dims(input)?;
     check_dims(output)?;
     if input.len() > output.len() {
@@ -626,7 +631,7 @@ pub fn expand(
             false => copy_run(depth, (1, &dst), (0, &src), &len, run),
             true => {
                 let j = Index::Loop(depth);
-                let fill = Stmt::store(1, add(dst, j), Value::load(0, src), 1);
+                let fill = run.copy((1, add(dst, j)), (0, src), 1);
                 Ok(vec![Stmt::for_range(Index::Const(0), len, vec![fill])])
             }
         }
@@ -658,9 +663,9 @@ fn merge_spans(spans: Vec<Span>) -> Vec<Span> {
 mod tests {
     use super::*;
     use crate::templates::elementwise::tests::{
-        assert_close, check, concrete, dims, reference, vector_schedules, Rng, DIMS,
+        assert_close, concrete, dims, reference, typed_tensor, vector_schedules, Rng, DIMS,
     };
-    use crate::templates::testing::{run, run_updating};
+    use crate::templates::testing::{run, run_on_every_backend, run_updating};
     use kiln_ir::interp::Bindings;
     use kiln_ir::{Attr, Attrs, Op, OpKind, Tensor};
 
@@ -672,6 +677,20 @@ mod tests {
     fn any_schedule(rng: &mut Rng) -> Schedule {
         let tile = rng.pick(&[4, 16, 32]);
         rng.pick(&vector_schedules()).with("tile", tile)
+    }
+
+    /// The dtypes the movement tests move: 4-byte elements go as f32 vectors, the others one
+    /// element at a time.
+    const MOVED: [DType; 5] = [DType::F32, DType::I64, DType::Bool, DType::F16, DType::I32];
+
+    /// Runs `built` (one output) with chunks 1 and 3 on every backend and asserts it moved
+    /// exactly `want`'s elements.
+    fn check_moved(built: &Built, inputs: &[Tensor], want: &Tensor, b: &Bindings, what: &str) {
+        for chunks in [1, 3] {
+            let blank = Tensor::zeros(want.dtype(), want.shape());
+            let got = run_on_every_backend(built, inputs, vec![blank], b, chunks);
+            assert_eq!(got[0], *want, "{what}, chunks {chunks}");
+        }
     }
 
     fn ints(values: &[i64]) -> Tensor {
@@ -708,7 +727,8 @@ mod tests {
             let index_rank = rng.below(3);
             let indices = random_shape(&mut rng, index_rank, "i", &mut b);
             let n = data[axis].as_known().unwrap();
-            let table = rng.tensor(&concrete(&data, &b));
+            let dtype = rng.pick(&MOVED);
+            let table = typed_tensor(&mut rng, dtype, &concrete(&data, &b));
             let idx_shape = concrete(&indices, &b);
             let ids: Vec<i64> = (0..idx_shape.iter().product::<usize>())
                 .map(|_| rng.below(2 * n as usize) as i64 - n)
@@ -717,10 +737,11 @@ mod tests {
             let op = with(OpKind::Gather, &[("axis", Attr::Int(axis as i64))]);
             let want = reference(&op, &[&table, &ids], 0);
             let schedule = any_schedule(&mut rng);
-            let what =
-                format!("gather {data:?} by {indices:?} on axis {axis}, {b:?}, {schedule:?}");
-            let built = gather("g", &data, &indices, axis as i64, &schedule).expect(&what);
-            check(&built, &[table, ids], &want, &b, &what);
+            let what = format!(
+                "gather {dtype} {data:?} by {indices:?} on axis {axis}, {b:?}, {schedule:?}"
+            );
+            let built = gather("g", &data, &indices, axis as i64, dtype, &schedule).expect(&what);
+            check_moved(&built, &[table, ids], &want, &b, &what);
         }
     }
 
@@ -730,7 +751,7 @@ mod tests {
         let table = rng.tensor(&[4, 5]);
         let ids = Tensor::from_vec(&[4], vec![9i64, -7, -1, 2]).unwrap();
         let d = Schedule::default();
-        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0, &d).unwrap();
+        let built = gather("g", &dims(&[4, 5]), &dims(&[4]), 0, DType::F32, &d).unwrap();
         let got = run(
             &built,
             &[table.clone(), ids],
@@ -745,8 +766,8 @@ mod tests {
             0,
         );
         assert_close(&got[0], &want, "clamped gather");
-        assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0, &d).is_err());
-        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2, &d).is_err());
+        assert!(gather("g", &dims(&[0, 5]), &dims(&[4]), 0, DType::F32, &d).is_err());
+        assert!(gather("g", &dims(&[4, 5]), &dims(&[4]), 2, DType::F32, &d).is_err());
     }
 
     #[test]
@@ -852,16 +873,17 @@ mod tests {
 
     fn check_transpose(rng: &mut Rng, shape: &[Dim], perm: &[usize], b: &Bindings) {
         let schedule = any_schedule(rng);
-        let what = format!("transpose {shape:?} by {perm:?}, {b:?}, {schedule:?}");
-        let built = transpose("t", shape, perm, &schedule).expect(&what);
-        let x = rng.tensor(&concrete(shape, b));
+        let dtype = rng.pick(&MOVED);
+        let what = format!("transpose {dtype} {shape:?} by {perm:?}, {b:?}, {schedule:?}");
+        let built = transpose("t", shape, perm, dtype, &schedule).expect(&what);
+        let x = typed_tensor(rng, dtype, &concrete(shape, b));
         let p: Vec<i64> = perm.iter().map(|&a| a as i64).collect();
         let want = reference(
             &with(OpKind::Transpose, &[("perm", Attr::Ints(p))]),
             &[&x],
             0,
         );
-        check(&built, &[x], &want, b, &what);
+        check_moved(&built, &[x], &want, b, &what);
     }
 
     #[test]
@@ -898,9 +920,10 @@ mod tests {
             check_transpose(&mut rng, &[s.clone(), Dim::from(17usize)], &[1, 0], &b);
         }
         let d = Schedule::default();
-        assert!(transpose("t", &dims(&[2, 3]), &[0, 0], &d).is_err());
-        assert!(transpose("t", &dims(&[1; 7]), &[0, 1, 2, 3, 4, 5, 6], &d).is_err());
-        let e = transpose("t", &dims(&[2, 3]), &[1, 0], &d.with("tile", 3)).unwrap_err();
+        assert!(transpose("t", &dims(&[2, 3]), &[0, 0], DType::F32, &d).is_err());
+        assert!(transpose("t", &dims(&[1; 7]), &[0, 1, 2, 3, 4, 5, 6], DType::F32, &d).is_err());
+        let e =
+            transpose("t", &dims(&[2, 3]), &[1, 0], DType::F32, &d.with("tile", 3)).unwrap_err();
         assert!(e.contains("movement.tile = 3"), "{e}");
     }
 
@@ -926,20 +949,22 @@ mod tests {
                 })
                 .collect();
             let schedule = any_schedule(&mut rng);
-            let what = format!("concat {shapes:?} on axis {axis}, {b:?}, {schedule:?}");
-            let built = concat("c", &shapes, axis as i64 - rank as i64, &schedule).expect(&what);
+            let dtype = rng.pick(&MOVED);
+            let what = format!("concat {dtype} {shapes:?} on axis {axis}, {b:?}, {schedule:?}");
+            let axis_from_end = axis as i64 - rank as i64;
+            let built = concat("c", &shapes, axis_from_end, dtype, &schedule).expect(&what);
             let inputs: Vec<Tensor> = shapes
                 .iter()
-                .map(|s| rng.tensor(&concrete(s, &b)))
+                .map(|s| typed_tensor(&mut rng, dtype, &concrete(s, &b)))
                 .collect();
             let op = with(OpKind::Concat, &[("axis", Attr::Int(axis as i64))]);
             let want = reference(&op, &inputs.iter().collect::<Vec<_>>(), 0);
-            check(&built, &inputs, &want, &b, &what);
+            check_moved(&built, &inputs, &want, &b, &what);
         }
         let d = Schedule::default();
-        assert!(concat("c", &[dims(&[2, 3]), dims(&[3, 3])], 1, &d).is_err());
-        assert!(concat("c", &[dims(&[2, 3]), dims(&[2])], 0, &d).is_err());
-        assert!(concat("c", &[], 0, &d).is_err());
+        assert!(concat("c", &[dims(&[2, 3]), dims(&[3, 3])], 1, DType::F32, &d).is_err());
+        assert!(concat("c", &[dims(&[2, 3]), dims(&[2])], 0, DType::F32, &d).is_err());
+        assert!(concat("c", &[], 0, DType::F32, &d).is_err());
     }
 
     #[test]
@@ -965,8 +990,9 @@ mod tests {
             let schedule = any_schedule(&mut rng);
             let what =
                 format!("split {shape:?} on axis {axis} into {parts:?}, {b:?}, {schedule:?}");
-            let built = split("s", &shape, axis as i64, &parts, &schedule).expect(&what);
-            let x = rng.tensor(&concrete(&shape, &b));
+            let dtype = rng.pick(&MOVED);
+            let built = split("s", &shape, axis as i64, &parts, dtype, &schedule).expect(&what);
+            let x = typed_tensor(&mut rng, dtype, &concrete(&shape, &b));
             let sizes: Vec<i64> = parts.iter().map(|d| d.eval(&b).unwrap()).collect();
             let op = with(
                 OpKind::Split,
@@ -977,16 +1003,18 @@ mod tests {
             );
             let args = [Some(&x)];
             let want = kiln_ir::interp::eval_op(&op, &args, &Bindings::new()).unwrap();
-            let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
             for chunks in [1, 3] {
-                let got = run(&built, std::slice::from_ref(&x), &shapes, &b, chunks);
-                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_close(g, w, &format!("{what}, part {k}, chunks {chunks}"));
-                }
+                let blanks = want
+                    .iter()
+                    .map(|w| Tensor::zeros(dtype, w.shape()))
+                    .collect();
+                let got =
+                    run_on_every_backend(&built, std::slice::from_ref(&x), blanks, &b, chunks);
+                assert_eq!(got, want, "{what} ({dtype}), chunks {chunks}");
             }
         }
         let d = Schedule::default();
-        assert!(split("s", &dims(&[2, 5]), 1, &dims(&[2, 2]), &d).is_err());
+        assert!(split("s", &dims(&[2, 5]), 1, &dims(&[2, 2]), DType::F32, &d).is_err());
     }
 
     #[test]
@@ -1006,21 +1034,22 @@ mod tests {
                 })
                 .collect();
             let schedule = any_schedule(&mut rng);
-            let what = format!("expand {input:?} to {output:?}, {b:?}, {schedule:?}");
-            let built = expand("e", &input, &output, &schedule).expect(&what);
-            let x = rng.tensor(&concrete(&input, &b));
+            let dtype = rng.pick(&MOVED);
+            let what = format!("expand {dtype} {input:?} to {output:?}, {b:?}, {schedule:?}");
+            let built = expand("e", &input, &output, dtype, &schedule).expect(&what);
+            let x = typed_tensor(&mut rng, dtype, &concrete(&input, &b));
             let shape: Vec<i64> = concrete(&output, &b).iter().map(|&d| d as i64).collect();
             let want = reference(&Op::plain(OpKind::Expand), &[&x, &ints(&shape)], 0);
-            check(&built, &[x], &want, &b, &what);
+            check_moved(&built, &[x], &want, &b, &what);
         }
         let d = Schedule::default();
         let (s, t) = (Dim::sym("s"), Dim::sym("t"));
         assert!(
-            expand("e", std::slice::from_ref(&s), &[t], &d).is_err(),
+            expand("e", std::slice::from_ref(&s), &[t], DType::F32, &d).is_err(),
             "s may be 1 at run time"
         );
-        assert!(expand("e", &[Dim::known(2)], &[Dim::known(3)], &d).is_err());
-        assert!(expand("e", &[s.clone(), s.clone()], &[s], &d).is_err());
+        assert!(expand("e", &[Dim::known(2)], &[Dim::known(3)], DType::F32, &d).is_err());
+        assert!(expand("e", &[s.clone(), s.clone()], &[s], DType::F32, &d).is_err());
     }
 
     #[test]
@@ -1043,18 +1072,38 @@ mod tests {
             let schedule = any_schedule(&mut rng);
             let what =
                 format!("slice {shape:?} [{starts:?}, {ends:?}) on {axes:?}, {b:?}, {schedule:?}");
-            let built =
-                slice("l", &shape, &starts, &ends, Some(&axes), None, &schedule).expect(&what);
-            let x = rng.tensor(&concrete(&shape, &b));
+            let dtype = rng.pick(&MOVED);
+            let built = slice(
+                "l",
+                &shape,
+                &starts,
+                &ends,
+                Some(&axes),
+                None,
+                dtype,
+                &schedule,
+            )
+            .expect(&what);
+            let x = typed_tensor(&mut rng, dtype, &concrete(&shape, &b));
             let op = Op::plain(OpKind::Slice);
             let want = reference(&op, &[&x, &ints(&starts), &ints(&ends), &ints(&axes)], 0);
-            check(&built, &[x], &want, &b, &what);
+            check_moved(&built, &[x], &want, &b, &what);
         }
         let s = [Dim::sym("s"), Dim::from(8usize)];
         let d = Schedule::default();
-        assert!(slice("l", &s, &[0], &[2], None, None, &d).is_err());
-        assert!(slice("l", &s, &[0], &[2], Some(&[1]), Some(&[2]), &d).is_err());
-        assert!(slice("l", &s, &[0, 1], &[2, 3], Some(&[1, 1]), None, &d).is_err());
-        assert!(slice("l", &[], &[], &[], None, None, &d).is_err());
+        assert!(slice("l", &s, &[0], &[2], None, None, DType::F32, &d).is_err());
+        assert!(slice("l", &s, &[0], &[2], Some(&[1]), Some(&[2]), DType::F32, &d).is_err());
+        assert!(slice(
+            "l",
+            &s,
+            &[0, 1],
+            &[2, 3],
+            Some(&[1, 1]),
+            None,
+            DType::F32,
+            &d
+        )
+        .is_err());
+        assert!(slice("l", &[], &[], &[], None, None, DType::F32, &d).is_err());
     }
 }
