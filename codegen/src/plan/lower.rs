@@ -557,16 +557,13 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                 .ok_or("ends are missing")?;
             let axes = constant_ints(graph, node.inputs.get(3).copied().flatten())?;
             let steps = constant_ints(graph, node.inputs.get(4).copied().flatten())?;
-            let built = movement::slice(
-                name,
-                &shape(graph, data),
-                &starts,
-                &ends,
-                axes.as_deref(),
-                steps.as_deref(),
-                dtype,
-                schedule,
-            )?;
+            let bounds = movement::SliceBounds {
+                starts: &starts,
+                ends: &ends,
+                axes: axes.as_deref(),
+                steps: steps.as_deref(),
+            };
+            let built = movement::slice(name, &shape(graph, data), bounds, dtype, schedule)?;
             Ok(simple(built, vec![data], out))
         }
         OpKind::RopeRotateHalf => {

@@ -504,21 +504,36 @@ fn segments(
     Ok(finish(name, args, vec![], body, sizes, parallel))
 }
 
-/// A kernel for `Slice` of an input of `shape` with constant `starts` and `ends` (ONNX rules:
-/// negative counts from the end, clamped) on `axes` (default `0..starts.len()`), steps all 1;
-/// sliced axes must have static dims.
+/// The constant bounds of a `Slice` (its inputs 1 to 4).
+#[derive(Clone, Copy, Debug)]
+pub struct SliceBounds<'a> {
+    /// First index per sliced axis (negative counts from the end).
+    pub starts: &'a [i64],
+    /// One past the last index per sliced axis (negative counts from the end; clamped).
+    pub ends: &'a [i64],
+    /// The sliced axes (default `0..starts.len()`).
+    pub axes: Option<&'a [i64]>,
+    /// Steps (only 1 is supported).
+    pub steps: Option<&'a [i64]>,
+}
+
+/// A kernel for `Slice` of an input of `shape` by `bounds` (ONNX rules: negative counts from
+/// the end, clamped), steps all 1; sliced axes must have static dims.
 ///
 /// Buffers: input, output.
 pub fn slice(
     name: &str,
     shape: &[Dim],
-    starts: &[i64],
-    ends: &[i64],
-    axes: Option<&[i64]>,
-    steps: Option<&[i64]>,
+    bounds: SliceBounds,
     dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
+    let SliceBounds {
+        starts,
+        ends,
+        axes,
+        steps,
+    } = bounds;
     let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
     check_dims(shape)?;
     let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
@@ -1073,17 +1088,13 @@ mod tests {
             let what =
                 format!("slice {shape:?} [{starts:?}, {ends:?}) on {axes:?}, {b:?}, {schedule:?}");
             let dtype = rng.pick(&MOVED);
-            let built = slice(
-                "l",
-                &shape,
-                &starts,
-                &ends,
-                Some(&axes),
-                None,
-                dtype,
-                &schedule,
-            )
-            .expect(&what);
+            let bounds = SliceBounds {
+                starts: &starts,
+                ends: &ends,
+                axes: Some(&axes),
+                steps: None,
+            };
+            let built = slice("l", &shape, bounds, dtype, &schedule).expect(&what);
             let x = typed_tensor(&mut rng, dtype, &concrete(&shape, &b));
             let op = Op::plain(OpKind::Slice);
             let want = reference(&op, &[&x, &ints(&starts), &ints(&ends), &ints(&axes)], 0);
@@ -1091,19 +1102,18 @@ mod tests {
         }
         let s = [Dim::sym("s"), Dim::from(8usize)];
         let d = Schedule::default();
-        assert!(slice("l", &s, &[0], &[2], None, None, DType::F32, &d).is_err());
-        assert!(slice("l", &s, &[0], &[2], Some(&[1]), Some(&[2]), DType::F32, &d).is_err());
-        assert!(slice(
-            "l",
-            &s,
-            &[0, 1],
-            &[2, 3],
-            Some(&[1, 1]),
-            None,
-            DType::F32,
-            &d
-        )
-        .is_err());
-        assert!(slice("l", &[], &[], &[], None, None, DType::F32, &d).is_err());
+        let refused = |shape: &[Dim], starts, ends, axes, steps| {
+            let bounds = SliceBounds {
+                starts,
+                ends,
+                axes,
+                steps,
+            };
+            slice("l", shape, bounds, DType::F32, &d).is_err()
+        };
+        assert!(refused(&s, &[0], &[2], None, None));
+        assert!(refused(&s, &[0], &[2], Some(&[1]), Some(&[2])));
+        assert!(refused(&s, &[0, 1], &[2, 3], Some(&[1, 1]), None));
+        assert!(refused(&[], &[], &[], None, None));
     }
 }
