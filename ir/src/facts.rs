@@ -31,7 +31,7 @@ pub enum OpClass {
     /// Attention that never materialises its score matrix.
     Attention,
     /// Data movement: gathers, transposes, concatenation, slices, splits and the rotate-half
-    /// rotary embedding.
+    /// rotary embedding; and the integer sequences of `Range` and `SymbolicDims`.
     Movement,
     /// A reshape: its output is its input's buffer under another shape.
     View,
@@ -114,9 +114,8 @@ fn class(kind: OpKind) -> OpClass {
         | ReduceMax
         | ReduceMin => OpClass::Rows,
         Attention | FusedAttention => OpClass::Attention,
-        Gather | Transpose | Concat | Slice | Split | Expand | TensorScatter | RopeRotateHalf => {
-            OpClass::Movement
-        }
+        Gather | GatherElements | GatherND | Transpose | Concat | Slice | Split | Expand
+        | TensorScatter | RopeRotateHalf | Range | SymbolicDims => OpClass::Movement,
         Reshape | Flatten | Squeeze | Unsqueeze | Identity | Dropout => OpClass::View,
         _ => OpClass::Interpreted,
     }
@@ -191,6 +190,6 @@ mod tests {
         }
         assert_eq!(facts(OpKind::Split).traffic, Traffic::Free);
         assert_eq!(facts(OpKind::Concat).traffic, Traffic::Streamed);
-        assert_eq!(facts(OpKind::Range).class, OpClass::Interpreted);
+        assert_eq!(facts(OpKind::NonZero).class, OpClass::Interpreted);
     }
 }

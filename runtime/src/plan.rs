@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The plan format this kiln reads and writes; bumped whenever the meaning of a field changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The index of a value in [`Plan::values`].
 pub type ValueIndex = usize;
@@ -164,16 +164,15 @@ pub struct KernelStep {
     pub node: String,
 }
 
-/// The range `low..high` (polynomials in the model's symbols) that every element of an i64
+/// The ranges `low..high` (polynomials in the model's symbols) that the elements of an i64
 /// value a kernel indexes with must lie in, so that no index reaches outside a buffer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IndexCheck {
     /// The value holding the indices.
     pub value: ValueIndex,
-    /// The smallest index allowed.
-    pub low: Dim,
-    /// One past the largest index allowed.
-    pub high: Dim,
+    /// `(low, high)`: element `i` must lie in `ranges[i % ranges.len()]` (one range for most
+    /// kernels; one per component of the index tuples along the last axis for GatherND).
+    pub ranges: Vec<(Dim, Dim)>,
     /// What the indices address, named in the error (`a table of 50257 rows`), its sizes
     /// evaluated for the run.
     pub what: Vec<Phrase>,
@@ -394,6 +393,9 @@ impl Plan {
                     }
                     if let Some(check) = &k.index_check {
                         value(check.value, &what)?;
+                        if check.ranges.is_empty() {
+                            return Err(format!("{what} checks its indices against no range"));
+                        }
                     }
                 }
                 Step::View { input, output, .. } => {

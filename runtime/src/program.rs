@@ -485,9 +485,9 @@ impl Program {
             .sizes
             .kernel(s)
             .ok_or_else(|| RunError(format!("node {}: step {s} has no kernel sizes", step.node)))?;
-        if let (Some(check), Some(range)) = (&step.index_check, step_sizes.index_range) {
+        if let (Some(check), Some(ranges)) = (&step.index_check, &step_sizes.index_ranges) {
             let l = self.live_value(live, check.value, &step.node)?;
-            self.check_indices(check, range, l, sizes, bindings)?;
+            self.check_indices(check, ranges, l, (base, states), sizes, bindings)?;
         }
         let plan = &self.plan;
         let mut pointers = Vec::with_capacity(step.args.len());
@@ -755,34 +755,38 @@ impl Program {
     fn check_indices(
         &self,
         check: &IndexCheck,
-        (low, high): (SizeId, SizeId),
+        ranges: &[(SizeId, SizeId)],
         l: &Live,
+        (base, states): (*mut u8, &States),
         sizes: &Sizes,
         bindings: &Bindings,
     ) -> Result<(), RunError> {
-        let indices: Cow<[i64]> = match &l.slot {
-            Slot::Owned(t) => match &**t {
-                Tensor::I64(a) => Cow::Owned(a.iter().copied().collect()),
-                _ => return Ok(()),
-            },
-            Slot::Held(Tensor::I64(a)) => Cow::Owned(a.iter().copied().collect()),
-            Slot::Lent(b) if b.dtype == DType::I64 => {
-                Cow::Owned(bytemuck::pod_collect_to_vec(b.bytes))
-            }
-            Slot::Constant(c) if self.plan.constants[*c].dtype == DType::I64 => {
-                Cow::Owned(bytemuck::pod_collect_to_vec(self.weights.get(*c)))
-            }
-            _ => return Ok(()),
-        };
+        if self.plan.values[check.value].ty.dtype != DType::I64 {
+            return Ok(());
+        }
+        // Wherever the indices live (an input, a constant, a kernel's result in the arena),
+        // they are dense i64s of the live shape.
+        let bytes = l.shape.iter().product::<usize>() * 8;
+        let p = self.pointer(l, base, states);
+        // SAFETY: the live value holds `bytes` bytes at `p` (it is bound to kernels as such).
+        let indices: Vec<i64> =
+            bytemuck::pod_collect_to_vec(unsafe { std::slice::from_raw_parts(p, bytes) });
         let name = self.source_name(check.value);
         let eval = |d: SizeId| {
             sizes
                 .value(d)
                 .ok_or_else(|| RunError(format!("`{name}`: the range of its indices is not bound")))
         };
-        let (low, high) = (eval(low)?, eval(high)?);
-        match indices.iter().find(|&&i| i < low || i >= high) {
-            Some(bad) => Err(RunError(format!(
+        let ranges: Vec<(i64, i64)> = ranges
+            .iter()
+            .map(|&(low, high)| Ok((eval(low)?, eval(high)?)))
+            .collect::<Result<_, RunError>>()?;
+        let bad = indices.iter().enumerate().find_map(|(i, &index)| {
+            let (low, high) = ranges[i % ranges.len()];
+            (index < low || index >= high).then_some((index, low, high))
+        });
+        match bad {
+            Some((bad, low, high)) => Err(RunError(format!(
                 "`{name}`: index {bad} is out of range for {} (the range here is {low}..{high})",
                 describe(&check.what, bindings)
             ))),

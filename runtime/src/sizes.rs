@@ -21,8 +21,9 @@ pub(crate) struct KernelSizes {
     pub parallel: SizeId,
     /// The length (f32 elements) of each scratch buffer, by argument; `None` for others.
     pub scratch: Vec<Option<SizeId>>,
-    /// The range `low..high` the step's indices must lie in, if it checks them.
-    pub index_range: Option<(SizeId, SizeId)>,
+    /// The ranges `low..high` the step's indices must lie in, if it checks them
+    /// ([`crate::plan::IndexCheck::ranges`]).
+    pub index_ranges: Option<Vec<(SizeId, SizeId)>>,
 }
 
 /// The distinct size expressions of a plan, and which of them each value's shape and each
@@ -121,10 +122,12 @@ impl Interner {
                     _ => None,
                 })
                 .collect(),
-            index_range: k
-                .index_check
-                .as_ref()
-                .map(|c| (self.id(&c.low), self.id(&c.high))),
+            index_ranges: k.index_check.as_ref().map(|c| {
+                c.ranges
+                    .iter()
+                    .map(|(low, high)| (self.id(low), self.id(high)))
+                    .collect()
+            }),
         }
     }
 }

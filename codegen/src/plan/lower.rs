@@ -7,10 +7,11 @@ use crate::templates::attention::{self, AttentionSpec};
 use crate::templates::decode_attention;
 use crate::templates::elementwise::{self, Expr};
 use crate::templates::gemm::{self, Bias, ConstantB, Epilogue, MatMulSpec};
-use crate::templates::movement;
 use crate::templates::rows::{self, ReduceKind, RowInput, RowOp, RowSpec};
 use crate::templates::Built;
+use crate::templates::{indices, movement};
 use crate::Schedule;
+use kiln_ir::infer::norm_axis;
 use kiln_ir::{DType, Dim, Graph, Node, NodeKind, OpKind, Value, ValueId, ValueType};
 use kiln_rt::plan::Phrase;
 
@@ -36,15 +37,14 @@ pub(super) struct Lowered {
     pub temps: Vec<(ValueId, Value)>,
 }
 
-/// The range `low..high` the elements of an i64 input must lie in, and what they address.
+/// The ranges `low..high` the elements of an i64 input must lie in, and what they address.
 #[derive(Clone, Debug)]
 pub(super) struct IndexRange {
     /// The input, in the template's order.
     pub input: usize,
-    /// The smallest index allowed.
-    pub low: Dim,
-    /// One past the largest.
-    pub high: Dim,
+    /// `(low, high)`: element `i` must lie in `ranges[i % ranges.len()]`
+    /// ([`kiln_rt::plan::IndexCheck::ranges`]).
+    pub ranges: Vec<(Dim, Dim)>,
     /// What the indices address, for the error (`a table of 50257 rows`).
     pub what: Vec<Phrase>,
 }
@@ -81,6 +81,19 @@ pub(super) fn lower(
         other => Err(format!("no {} template yet", other.name())),
     };
     one.map(|l| vec![l])
+}
+
+/// `` `name` of shape [d0, d1, ..] `` with the dims' sizes of the run.
+fn shape_phrase(name: &str, dims: &[Dim]) -> Vec<Phrase> {
+    let mut what = vec![text(format!("`{name}` of shape ["))];
+    for (i, d) in dims.iter().enumerate() {
+        if i > 0 {
+            what.push(text(", "));
+        }
+        what.push(Phrase::Size(d.clone()));
+    }
+    what.push(text("]"));
+    what
 }
 
 /// Words of a description.
@@ -423,11 +436,13 @@ fn lower_scatter(
     let (capacity, rows) = (&cache_shape[axis], &update_shape[axis]);
     let index_check = indices.map(|_| IndexRange {
         input: 2,
-        low: Dim::known(0),
-        high: match mode {
-            movement::ScatterMode::Linear => &(capacity - rows) + &Dim::known(1),
-            movement::ScatterMode::Circular => Dim::known(i64::MAX),
-        },
+        ranges: vec![(
+            Dim::known(0),
+            match mode {
+                movement::ScatterMode::Linear => &(capacity - rows) + &Dim::known(1),
+                movement::ScatterMode::Circular => Dim::known(i64::MAX),
+            },
+        )],
         what: vec![
             text(format!("writing `{}` (", graph.value(update).name)),
             Phrase::Size(rows.clone()),
@@ -463,7 +478,7 @@ fn lower_scatter(
     Ok(vec![simple(copy, vec![cache], out), write])
 }
 
-/// Gather, transpose, concat, split, slice and rotary embedding.
+/// Gathers, transpose, concat, split, slice, rotary embedding and the integer sequences.
 fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<Lowered, String> {
     let node = sole_node(graph, group);
     let op = node.op().expect("movement groups are op nodes");
@@ -472,6 +487,19 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
         node: id,
         output: 0,
     };
+    let name = op.kind.name();
+    match op.kind {
+        OpKind::SymbolicDims => {
+            let built = indices::symbolic_dims(name, op.attrs.dims("dims")?);
+            return Ok(kernel(built, vec![], vec![Some(out)]));
+        }
+        OpKind::Range => {
+            let len = &shape(graph, out)[0];
+            let built = indices::range(name, len, graph.value(out).ty.dtype)?;
+            return Ok(kernel(built, node.inputs.clone(), vec![Some(out)]));
+        }
+        _ => {}
+    }
     let present: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
     let data = present.first().copied().ok_or("no input")?;
     let dtype = graph.value(out).ty.dtype;
@@ -482,8 +510,50 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
             graph.value(data).ty.dtype
         ));
     }
-    let name = op.kind.name();
     match op.kind {
+        OpKind::GatherElements | OpKind::GatherND => {
+            let indices = node.inputs[1].ok_or("indices are missing")?;
+            if graph.value(indices).ty.dtype != DType::I64 {
+                return Err("gather indices must be i64".into());
+            }
+            let (data_shape, index_shape) = (shape(graph, data), shape(graph, indices));
+            let (built, axes) = match op.kind {
+                OpKind::GatherND => {
+                    if op.attrs.int("batch_dims")? != 0 {
+                        return Err("GatherND with batch_dims".into());
+                    }
+                    let built =
+                        movement::gather_nd(name, &data_shape, &index_shape, dtype, schedule)?;
+                    let k = index_shape.last().and_then(Dim::as_known).unwrap_or(0) as usize;
+                    (built, data_shape[..k].to_vec())
+                }
+                _ => {
+                    let axis = op.attrs.int("axis")?;
+                    let built = movement::gather_elements(
+                        name,
+                        &data_shape,
+                        &index_shape,
+                        axis,
+                        dtype,
+                        schedule,
+                    )?;
+                    let a = norm_axis(axis, data_shape.len())?;
+                    (built, vec![data_shape[a].clone()])
+                }
+            };
+            let ranges = axes
+                .iter()
+                .map(|d| (&Dim::known(0) - d, d.clone()))
+                .collect();
+            Ok(Lowered {
+                index_check: Some(IndexRange {
+                    input: 1,
+                    ranges,
+                    what: shape_phrase(&graph.value(data).name, &data_shape),
+                }),
+                ..simple(built, vec![data, indices], out)
+            })
+        }
         OpKind::Gather => {
             let indices = node.inputs[1].ok_or("indices are missing")?;
             if graph.value(indices).ty.dtype != DType::I64 {
@@ -506,8 +576,7 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
             Ok(Lowered {
                 index_check: Some(IndexRange {
                     input: 1,
-                    low: Dim::known(-rows),
-                    high: Dim::known(rows),
+                    ranges: vec![(Dim::known(-rows), Dim::known(rows))],
                     what: vec![text(format!("a table of {rows} rows"))],
                 }),
                 ..simple(built, vec![data, indices], out)
@@ -673,8 +742,7 @@ fn lower_attention(
     let skv = shape(graph, keys)[2].clone();
     let index_check = lengths.map(|_| IndexRange {
         input: 4,
-        low: Dim::known(0),
-        high: &skv + &Dim::known(1),
+        ranges: vec![(Dim::known(0), &skv + &Dim::known(1))],
         what: vec![
             text(format!(
                 "the lengths of the cache `{}` (",

@@ -633,8 +633,7 @@ impl<'g> PlanBuilder<'g> {
                 );
                 step.index_check = lowered.index_check.as_ref().map(|c| IndexCheck {
                     value: self.value(bound(lowered.inputs[c.input])),
-                    low: c.low.clone(),
-                    high: c.high.clone(),
+                    ranges: c.ranges.clone(),
                     what: c.what.clone(),
                 });
                 (Step::Kernel(step), Some(kernel))

@@ -533,7 +533,7 @@ fn dtype_of(expr: &Expr, inputs: &[DType]) -> Result<DType, String> {
 }
 
 /// `x` wrapped to the range of `int`, as a cast to it wraps (two's complement).
-fn wrap_to(int: Int, x: Index) -> Index {
+pub(crate) fn wrap_to(int: Int, x: Index) -> Index {
     let (modulus, low) = match int {
         Int::I64 => return x,
         Int::I32 => (1i64 << 32, -(1i64 << 31)),

@@ -16,6 +16,7 @@ pub mod attention;
 pub mod decode_attention;
 pub mod elementwise;
 pub mod gemm;
+pub mod indices;
 pub mod movement;
 pub mod rows;
 

@@ -84,6 +84,108 @@ pub fn gather(
     Ok(finish(name, args, vec![], body, sizes, parallel))
 }
 
+/// A kernel for `GatherElements` along `axis`: the output has the indices' shape (same rank
+/// as the data, each dim at most the data's) and takes `data[.., indices[p], ..]` at each
+/// position `p`, the index replacing the coordinate along `axis`. Indices are wrapped and
+/// clamped as [`gather`]'s are; the runtime checks them first.
+///
+/// Buffers: data (group input 0), indices (group input 1, i64), output.
+pub fn gather_elements(
+    name: &str,
+    data_shape: &[Dim],
+    indices_shape: &[Dim],
+    axis: i64,
+    dtype: DType,
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
+    check_dims(data_shape)?;
+    check_dims(indices_shape)?;
+    let rank = data_shape.len();
+    if indices_shape.len() != rank || rank == 0 {
+        return Err(format!(
+            "indices {indices_shape:?} must have the rank of data {data_shape:?} (at least 1)"
+        ));
+    }
+    let axis = norm_axis(axis, rank)?;
+    if data_shape[axis].is(0) {
+        return Err("cannot gather from an empty axis".into());
+    }
+    let (outer, last) = indices_shape.split_at(rank - 1);
+    let mut sizes = Sizes::default();
+    let (body, parallel) = nest(&mut sizes, outer, |sizes, coords, depth| {
+        let j = Index::Loop(depth);
+        let mut at: Vec<Index> = coords.to_vec();
+        at.push(j.clone());
+        let dst = add(row_major_offset(sizes, indices_shape, coords), j);
+        let n = sizes.index(&data_shape[axis]);
+        at[axis] = wrap(Index::load(1, dst.clone()), &n);
+        let src = sum(at
+            .iter()
+            .enumerate()
+            .map(|(a, c)| mul(c.clone(), sizes.product(&data_shape[a + 1..]))));
+        let copy = run.copy((2, dst), (0, src), 1);
+        Ok(vec![Stmt::for_range(
+            Index::Const(0),
+            sizes.index(&last[0]),
+            vec![copy],
+        )])
+    })?;
+    let args = vec![Arg::Input(0), Arg::Input(1), Arg::Output(0)];
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// A kernel for `GatherND` with `batch_dims` 0: each index tuple (the indices' last axis, of
+/// static length `k`) picks `data[i0, .., ik-1]`, a slice of `data_shape[k..]`; the output
+/// is `indices_shape[..-1] ++ data_shape[k..]`. Each component is wrapped and clamped to its
+/// axis as [`gather`]'s indices are; the runtime checks them first.
+///
+/// Buffers: data (group input 0), indices (group input 1, i64), output.
+pub fn gather_nd(
+    name: &str,
+    data_shape: &[Dim],
+    indices_shape: &[Dim],
+    dtype: DType,
+    schedule: &Schedule,
+) -> Result<Built, String> {
+    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
+    check_dims(data_shape)?;
+    check_dims(indices_shape)?;
+    let (last, tuples) = indices_shape
+        .split_last()
+        .ok_or("indices must have rank at least 1")?;
+    let k = last
+        .as_known()
+        .and_then(|k| usize::try_from(k).ok())
+        .filter(|&k| k <= data_shape.len())
+        .ok_or_else(|| format!("index tuples of {last} components for data {data_shape:?}"))?;
+    if data_shape[..k].iter().any(|d| d.is(0)) {
+        return Err("cannot gather from an empty axis".into());
+    }
+    let slice = product(&data_shape[k..]);
+    let mut sizes = Sizes::default();
+    let (body, parallel) = nest(&mut sizes, &[product(tuples)], |sizes, coords, depth| {
+        let t = &coords[0];
+        let src = sum((0..k).map(|c| {
+            let component = Index::load(
+                1,
+                add(
+                    mul(t.clone(), Index::Const(k as i64)),
+                    Index::Const(c as i64),
+                ),
+            );
+            let n = sizes.index(&data_shape[c]);
+            mul(wrap(component, &n), sizes.product(&data_shape[c + 1..]))
+        }));
+        let len = sizes.index(&slice);
+        let dst = mul(t.clone(), len.clone());
+        let copy = copy_run(depth + 1, (2, &dst), (0, &Index::Loop(depth)), &len, run)?;
+        Ok(vec![bind(src, copy)])
+    })?;
+    let args = vec![Arg::Input(0), Arg::Input(1), Arg::Output(0)];
+    Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
 /// How a [`tensor_scatter`] places a batch item's rows: from its write index on, or from it
 /// modulo the cache's length (ONNX TensorScatter's `mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -758,6 +860,76 @@ mod tests {
             let built = gather("g", &data, &indices, axis as i64, dtype, &schedule).expect(&what);
             check_moved(&built, &[table, ids], &want, &b, &what);
         }
+    }
+
+    /// `n` random valid indices into an axis of `dim` (negative ones count from the end).
+    fn valid_indices(rng: &mut Rng, shape: &[usize], dim: &[i64]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let ids = (0..n)
+            .map(|i| {
+                let d = dim[i % dim.len()];
+                rng.below(2 * d as usize) as i64 - d
+            })
+            .collect();
+        Tensor::from_vec(shape, ids).unwrap()
+    }
+
+    #[test]
+    fn gather_elements_matches_the_interpreter() {
+        let mut rng = Rng::new(17);
+        for _ in 0..40 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(3);
+            let data = random_shape(&mut rng, rank, "d", &mut b);
+            let axis = rng.below(rank);
+            // The indices: each dim at most the data's (static), any size along the axis.
+            let indices: Vec<Dim> = (0..rank)
+                .map(|a| match a == axis {
+                    true => Dim::from(rng.pick(&DIMS)),
+                    false => data[a].clone(),
+                })
+                .collect();
+            let dtype = rng.pick(&MOVED);
+            let table = typed_tensor(&mut rng, dtype, &concrete(&data, &b));
+            let n = concrete(&data, &b)[axis] as i64;
+            let ids = valid_indices(&mut rng, &concrete(&indices, &b), &[n]);
+            let op = with(OpKind::GatherElements, &[("axis", Attr::Int(axis as i64))]);
+            let want = reference(&op, &[&table, &ids], 0);
+            let schedule = any_schedule(&mut rng);
+            let what = format!("gather_elements {dtype} {data:?} by {indices:?} on {axis}, {b:?}");
+            let built =
+                gather_elements("g", &data, &indices, axis as i64, dtype, &schedule).expect(&what);
+            check_moved(&built, &[table, ids], &want, &b, &what);
+        }
+        let d = Schedule::default();
+        assert!(gather_elements("g", &dims(&[3, 4]), &dims(&[3]), 0, DType::F32, &d).is_err());
+    }
+
+    #[test]
+    fn gather_nd_matches_the_interpreter() {
+        let mut rng = Rng::new(18);
+        for _ in 0..40 {
+            let mut b = Bindings::new();
+            let rank = 1 + rng.below(3);
+            let data = random_shape(&mut rng, rank, "d", &mut b);
+            let k = 1 + rng.below(rank);
+            let tuple_rank = rng.below(3);
+            let mut indices = random_shape(&mut rng, tuple_rank, "i", &mut b);
+            indices.push(Dim::known(k as i64));
+            let dtype = rng.pick(&MOVED);
+            let table = typed_tensor(&mut rng, dtype, &concrete(&data, &b));
+            let dims_k: Vec<i64> = concrete(&data, &b)[..k].iter().map(|&d| d as i64).collect();
+            let ids = valid_indices(&mut rng, &concrete(&indices, &b), &dims_k);
+            let op = with(OpKind::GatherND, &[("batch_dims", Attr::Int(0))]);
+            let want = reference(&op, &[&table, &ids], 0);
+            let schedule = any_schedule(&mut rng);
+            let what = format!("gather_nd {dtype} {data:?} by {indices:?}, {b:?}, {schedule:?}");
+            let built = gather_nd("g", &data, &indices, dtype, &schedule).expect(&what);
+            check_moved(&built, &[table, ids], &want, &b, &what);
+        }
+        let d = Schedule::default();
+        assert!(gather_nd("g", &dims(&[3]), &dims(&[2, 2]), DType::F32, &d).is_err());
+        assert!(gather_nd("g", &dims(&[3]), &[Dim::sym("k")], DType::F32, &d).is_err());
     }
 
     #[test]
