@@ -190,6 +190,6 @@ mod tests {
         }
         assert_eq!(facts(OpKind::Split).traffic, Traffic::Free);
         assert_eq!(facts(OpKind::Concat).traffic, Traffic::Streamed);
-        assert_eq!(facts(OpKind::NonZero).class, OpClass::Interpreted);
+        assert_eq!(facts(OpKind::Einsum).class, OpClass::Interpreted);
     }
 }
