@@ -1168,7 +1168,8 @@ fn compiled_artifacts_run_and_reject_tampering() {
     };
     failure(
         &resealed("format", &|p| {
-            p.replacen("\"format\":3,", "\"format\":99,", 1)
+            let current = format!("\"format\":{},", kiln_rt::plan::FORMAT_VERSION);
+            p.replacen(&current, "\"format\":99,", 1)
         }),
         &["plan.json", "format 99", "kiln compile"],
     );

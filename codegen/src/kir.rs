@@ -299,6 +299,10 @@ pub enum Unary {
     Tanh,
     /// `1 / (1 + e^-x)`.
     Sigmoid,
+    /// Sine.
+    Sin,
+    /// Cosine.
+    Cos,
 }
 
 /// Binary operations.

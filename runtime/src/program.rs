@@ -502,8 +502,8 @@ impl Program {
                     if Some(elements) != sizes.elements(*v) {
                         let want = self.concrete(*v, sizes)?;
                         return Err(RunError(format!(
-                            "value `{}` is {:?} but the compiled kernel expects {want:?}",
-                            plan.values[*v].name, l.shape
+                            "node {}: its input `{}` is {:?} but the compiled kernel expects {want:?}",
+                            step.node, plan.values[*v].name, l.shape
                         )));
                     }
                     Some(self.pointer(l, base, states))

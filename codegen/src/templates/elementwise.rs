@@ -132,7 +132,7 @@ impl Expr {
 /// output dim (checked when both are known; a symbolic input dim that is 1 at run time while
 /// the output dim is not is outside the contract: give it as a static 1).
 ///
-/// Ops: Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Erf, Tanh, Sigmoid, Relu, Floor, Ceil,
+/// Ops: Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Erf, Sin, Cos, Tanh, Sigmoid, Relu, Floor, Ceil,
 /// Silu, Gelu (`approximate` none or tanh), Add, Sub, Mul, Div, Max, Min, SwiGlu, Pow with a
 /// constant exponent in {0, ±0.5, ±1, 2, 3}, Clip (bounds are operands, e.g. constants;
 /// pass `-inf` for an absent lower bound), and Where whose condition is computed in the
@@ -775,6 +775,8 @@ impl Lowering<'_> {
             Exp => unary(self, Unary::Exp)?,
             Erf => unary(self, Unary::Erf)?,
             Floor => unary(self, Unary::Floor)?,
+            Sin => unary(self, Unary::Sin)?,
+            Cos => unary(self, Unary::Cos)?,
             Ceil => unary(self, Unary::Neg)?
                 .unary(Unary::Floor)
                 .unary(Unary::Neg),
@@ -1368,6 +1370,8 @@ pub(crate) mod tests {
             OpKind::Reciprocal,
             OpKind::Exp,
             OpKind::Erf,
+            OpKind::Sin,
+            OpKind::Cos,
             OpKind::Tanh,
             OpKind::Sigmoid,
             OpKind::Relu,
