@@ -144,7 +144,7 @@ pub fn erf<M: Math>(m: &mut M, x: M::V) -> M::V {
 
 /// π split for Cody–Waite reduction: `PI_PARTS[0] + PI_PARTS[1] + PI_PARTS[2]` is π to about
 /// 70 bits, each part an f32, so `x - kπ` loses nothing for the `k` of arguments up to ~1e5.
-const PI_PARTS: [f32; 3] = [3.141_592_7, -8.742_278e-8, -3.430_249e-15];
+const PI_PARTS: [f32; 3] = [std::f32::consts::PI, -8.742_278e-8, -3.430_249e-15];
 
 /// Taylor coefficients of `sin(r) / r` in `r²` (to `r¹²`): on |r| ≤ π/2 the truncation error
 /// is below 7e-10, so f32 rounding dominates.
