@@ -498,8 +498,6 @@ impl Lower<'_> {
                     Unary::Erf => intrinsics::erf(&mut m, x),
                     Unary::Tanh => intrinsics::tanh(&mut m, x),
                     Unary::Sigmoid => intrinsics::sigmoid(&mut m, x),
-                    Unary::Sin => intrinsics::sin(&mut m, x),
-                    Unary::Cos => intrinsics::cos(&mut m, x),
                 }
             }
             Value::Binary(op, x, y) => {
@@ -738,8 +736,6 @@ mod tests {
             Unary::Erf => intrinsics::erf(&mut Scalar, x),
             Unary::Tanh => intrinsics::tanh(&mut Scalar, x),
             Unary::Sigmoid => intrinsics::sigmoid(&mut Scalar, x),
-            Unary::Sin => intrinsics::sin(&mut Scalar, x),
-            Unary::Cos => intrinsics::cos(&mut Scalar, x),
             Unary::Rsqrt => 1.0 / x.sqrt(),
             Unary::Floor => x.floor(),
             _ => unreachable!(),
@@ -749,8 +745,6 @@ mod tests {
             Unary::Erf,
             Unary::Tanh,
             Unary::Sigmoid,
-            Unary::Sin,
-            Unary::Cos,
             Unary::Rsqrt,
             Unary::Floor,
         ] {

@@ -7,8 +7,6 @@
 //! - `exp`: relative error ≤ 4e-7 on [-87, 88]; 0 below -88.37, +∞ is not produced (clamped).
 //! - `tanh`, `sigmoid`: absolute error ≤ 4e-7.
 //! - `erf`: absolute error ≤ 5e-7 (Abramowitz–Stegun 7.1.26).
-//! - `sin`, `cos`: absolute error ≤ 5e-7 on [-1e4, 1e4] (rotary angles: positions times
-//!   frequencies); NaN for ±∞ and NaN.
 
 /// The arithmetic a backend provides, on scalars or vectors alike.
 pub trait Math {
@@ -142,77 +140,6 @@ pub fn erf<M: Math>(m: &mut M, x: M::V) -> M::V {
     m.copysign(y, x)
 }
 
-/// π split for Cody–Waite reduction: `PI_PARTS[0] + PI_PARTS[1] + PI_PARTS[2]` is π to about
-/// 70 bits, each part an f32, so `x - kπ` loses nothing for the `k` of arguments up to ~1e5.
-const PI_PARTS: [f32; 3] = [std::f32::consts::PI, -8.742_278e-8, -3.430_249e-15];
-
-/// Taylor coefficients of `sin(r) / r` in `r²` (to `r¹²`): on |r| ≤ π/2 the truncation error
-/// is below 7e-10, so f32 rounding dominates.
-const SIN_SERIES: [f32; 7] = [
-    1.0,
-    -1.666_666_7e-1,
-    8.333_333e-3,
-    -1.984_127e-4,
-    2.755_731_9e-6,
-    -2.505_210_8e-8,
-    1.605_904_4e-10,
-];
-
-/// `sin(r)` for |r| ≤ π/2 (odd polynomial).
-fn sin_reduced<M: Math>(m: &mut M, r: M::V) -> M::V {
-    let r2 = m.mul(r, r);
-    let p = horner(m, r2, &SIN_SERIES);
-    m.mul(p, r)
-}
-
-/// `x - k π` by three fused steps (Cody–Waite).
-fn minus_k_pi<M: Math>(m: &mut M, x: M::V, k: M::V) -> M::V {
-    let mut r = x;
-    for part in PI_PARTS {
-        let p = m.constant(-part);
-        r = m.fma(k, p, r);
-    }
-    r
-}
-
-/// `(-1)^n` for an integral float `n`: `1 - 2 (n - 2 floor(n / 2))`.
-fn alternating_sign<M: Math>(m: &mut M, n: M::V) -> M::V {
-    let (half, two, one) = (m.constant(0.5), m.constant(2.0), m.constant(1.0));
-    let h = m.mul(n, half);
-    let f = m.floor(h);
-    let twice = m.mul(f, two);
-    let parity = m.sub(n, twice);
-    let minus_two = m.constant(-2.0);
-    m.fma(parity, minus_two, one)
-}
-
-/// `sin(x)`: `k` = the nearest integer to `x / π`, `r = x - kπ` (|r| ≤ π/2), and
-/// `sin(x) = (-1)^k sin(r)`. NaN and ±∞ give NaN.
-pub fn sin<M: Math>(m: &mut M, x: M::V) -> M::V {
-    let (inv_pi, half) = (m.constant(std::f32::consts::FRAC_1_PI), m.constant(0.5));
-    let q = m.fma(x, inv_pi, half);
-    let k = m.floor(q);
-    let r = minus_k_pi(m, x, k);
-    let s = sin_reduced(m, r);
-    let sign = alternating_sign(m, k);
-    m.mul(s, sign)
-}
-
-/// `cos(x)`: `n = floor(x / π)`, `r = x - (n + ½)π` (|r| ≤ π/2), and
-/// `cos(x) = (-1)^(n+1) sin(r)`. NaN and ±∞ give NaN.
-pub fn cos<M: Math>(m: &mut M, x: M::V) -> M::V {
-    let inv_pi = m.constant(std::f32::consts::FRAC_1_PI);
-    let q = m.mul(x, inv_pi);
-    let n = m.floor(q);
-    let (half, one) = (m.constant(0.5), m.constant(1.0));
-    let k = m.add(n, half);
-    let r = minus_k_pi(m, x, k);
-    let s = sin_reduced(m, r);
-    let n1 = m.add(n, one);
-    let sign = alternating_sign(m, n1);
-    m.mul(s, sign)
-}
-
 /// The reference backend: plain `f32` arithmetic, for measuring accuracy.
 pub struct Scalar;
 
@@ -298,27 +225,6 @@ mod tests {
         assert_eq!(tanh(&mut Scalar, 100.0), 1.0);
         assert_eq!(tanh(&mut Scalar, -100.0), -1.0);
         assert!(sigmoid(&mut Scalar, -1000.0) < 1e-37);
-    }
-
-    #[test]
-    fn sin_cos_are_accurate_to_stated_absolute_error() {
-        let (mut worst_sin, mut worst_cos) = (0f64, 0f64);
-        let near = grid(-8.0, 8.0, 200_000);
-        for x in grid(-1e4, 1e4, 400_000).chain(near) {
-            let xd = x as f64;
-            worst_sin = worst_sin.max((sin(&mut Scalar, x) as f64 - xd.sin()).abs());
-            worst_cos = worst_cos.max((cos(&mut Scalar, x) as f64 - xd.cos()).abs());
-        }
-        assert!(worst_sin <= 5e-7, "sin {worst_sin}");
-        assert!(worst_cos <= 5e-7, "cos {worst_cos}");
-        for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            assert!(
-                sin(&mut Scalar, x).is_nan() && cos(&mut Scalar, x).is_nan(),
-                "{x}"
-            );
-        }
-        assert_eq!(sin(&mut Scalar, 0.0), 0.0);
-        assert_eq!(cos(&mut Scalar, 0.0), 1.0);
     }
 
     /// erf in f64 by its Taylor series (|x| < 3) or continued fraction tail, accurate to

@@ -299,10 +299,6 @@ pub enum Unary {
     Tanh,
     /// `1 / (1 + e^-x)`.
     Sigmoid,
-    /// Sine.
-    Sin,
-    /// Cosine.
-    Cos,
 }
 
 /// Binary operations.

@@ -826,8 +826,6 @@ impl<'a, 'ctx> Lower<'a, 'ctx> {
             Unary::Erf => intrinsics::erf(&mut m, x),
             Unary::Tanh => intrinsics::tanh(&mut m, x),
             Unary::Sigmoid => intrinsics::sigmoid(&mut m, x),
-            Unary::Sin => intrinsics::sin(&mut m, x),
-            Unary::Cos => intrinsics::cos(&mut m, x),
         };
         match self.failed.take() {
             Some(e) => Err(e),
@@ -1074,8 +1072,6 @@ mod tests {
             Unary::Erf => intrinsics::erf(&mut Scalar, x),
             Unary::Tanh => intrinsics::tanh(&mut Scalar, x),
             Unary::Sigmoid => intrinsics::sigmoid(&mut Scalar, x),
-            Unary::Sin => intrinsics::sin(&mut Scalar, x),
-            Unary::Cos => intrinsics::cos(&mut Scalar, x),
         }
     }
 
@@ -1098,8 +1094,6 @@ mod tests {
             Unary::Erf,
             Unary::Tanh,
             Unary::Sigmoid,
-            Unary::Sin,
-            Unary::Cos,
             Unary::Rsqrt,
             Unary::Floor,
             Unary::Abs,

@@ -98,9 +98,9 @@ fn class(kind: OpKind) -> OpClass {
     use OpKind::*;
     match kind {
         MatMul | Gemm | FusedMatMul => OpClass::MatMul,
-        Add | Sub | Mul | Div | Max | Min | Neg | Abs | Sqrt | Reciprocal | Exp | Erf | Sin
-        | Cos | Tanh | Sigmoid | Relu | Floor | Ceil | Silu | Gelu | Pow | SwiGlu | Clip
-        | Where | And | Or | Xor | Not | Cast => OpClass::Elementwise,
+        Add | Sub | Mul | Div | Max | Min | Neg | Abs | Sqrt | Reciprocal | Exp | Erf | Tanh
+        | Sigmoid | Relu | Floor | Ceil | Silu | Gelu | Pow | SwiGlu | Clip | Where | And | Or
+        | Xor | Not | Cast => OpClass::Elementwise,
         IsNaN | Equal | Less | LessOrEqual | Greater | GreaterOrEqual => OpClass::Condition,
         Softmax
         | LogSoftmax

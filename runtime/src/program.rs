@@ -16,7 +16,9 @@ use crate::plan::{
 };
 use crate::sizes::{SizeId, SizeTable, Sizes};
 use crate::weights::Weights;
-use kiln_ir::interp::{bind_given_shapes, check_results_fit, eval_op, Bindings, RunError};
+use kiln_ir::interp::{
+    bind_given_shapes, check_declared, check_results_fit, eval_op, Bindings, RunError,
+};
 use kiln_ir::{DType, Tensor, TensorData, Value};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -608,15 +610,8 @@ impl Program {
         drop(args);
         for (&v, t) in step.outputs.iter().zip(results) {
             let declared = &plan.values[v];
-            if t.dtype() != declared.ty.dtype || t.shape().len() != declared.ty.shape.len() {
-                return Err(RunError(format!(
-                    "{label}: output `{}` is {}{:?}, inferred as {}",
-                    declared.name,
-                    t.dtype(),
-                    t.shape(),
-                    declared.ty.dtype
-                )));
-            }
+            check_declared(&t, declared, bindings)
+                .map_err(|e| RunError(format!("{label}: output `{}` {e}", declared.name)))?;
             live[v] = Some(Live {
                 shape: t.shape().to_vec(),
                 slot: Slot::Owned(Arc::new(standard(t))),

@@ -128,11 +128,11 @@ impl Expr {
 
 /// A kernel computing `expr` over f32 inputs of `input_shapes` (input `i` of the group is
 /// `Expr::Input(i)`), broadcast with numpy rules to the f32 `output_shape`: an input dim
-/// statically 1 (or a missing leading axis) broadcasts, any other dim is taken to equal the
-/// output dim (checked when both are known; a symbolic input dim that is 1 at run time while
-/// the output dim is not is outside the contract: give it as a static 1).
+/// statically 1 (or a missing leading axis) broadcasts, any other dim must be the output's
+/// (the same polynomial: a symbolic dim that is not the output's could be 1 at run time, and
+/// is an error).
 ///
-/// Ops: Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Erf, Sin, Cos, Tanh, Sigmoid, Relu, Floor, Ceil,
+/// Ops: Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Erf, Tanh, Sigmoid, Relu, Floor, Ceil,
 /// Silu, Gelu (`approximate` none or tanh), Add, Sub, Mul, Div, Max, Min, SwiGlu, Pow with a
 /// constant exponent in {0, ±0.5, ±1, 2, 3}, Clip (bounds are operands, e.g. constants;
 /// pass `-inf` for an absent lower bound), and Where whose condition is computed in the
@@ -400,10 +400,12 @@ fn varies(shape: &[Dim], axis: usize, output: &[Dim]) -> Result<bool, String> {
         return Ok(false);
     };
     let out = &output[axis];
-    match (d.as_known(), out.as_known()) {
-        (Some(1), _) => Ok(false),
-        (Some(a), Some(b)) if a != b => Err(format!(
-            "input shape {shape:?} does not broadcast to {output:?}"
+    match d.as_known() {
+        Some(1) => Ok(false),
+        // A dim that differs from the output's (`batch` against `seq`) might be 1 at run
+        // time, and the kernel could not tell whether to broadcast it.
+        _ if d != out => Err(format!(
+            "input shape {shape:?} does not broadcast to {output:?} (dim {d} against {out})"
         )),
         _ => Ok(true),
     }
@@ -775,8 +777,6 @@ impl Lowering<'_> {
             Exp => unary(self, Unary::Exp)?,
             Erf => unary(self, Unary::Erf)?,
             Floor => unary(self, Unary::Floor)?,
-            Sin => unary(self, Unary::Sin)?,
-            Cos => unary(self, Unary::Cos)?,
             Ceil => unary(self, Unary::Neg)?
                 .unary(Unary::Floor)
                 .unary(Unary::Neg),
@@ -1370,8 +1370,6 @@ pub(crate) mod tests {
             OpKind::Reciprocal,
             OpKind::Exp,
             OpKind::Erf,
-            OpKind::Sin,
-            OpKind::Cos,
             OpKind::Tanh,
             OpKind::Sigmoid,
             OpKind::Relu,

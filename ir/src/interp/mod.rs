@@ -12,8 +12,8 @@ mod reduce;
 mod runner;
 
 pub use runner::{
-    bind_given_shapes, bind_input_symbols, bind_symbols, check_outputs_fit, check_results_fit, run,
-    RunError,
+    bind_given_shapes, bind_input_symbols, bind_symbols, check_declared, check_outputs_fit,
+    check_results_fit, run, RunError,
 };
 
 use crate::op::{Op, OpKind};

@@ -286,8 +286,14 @@ fn open_empty_reshape(
     x.reshape(&shape).ok().map(|t| vec![t])
 }
 
-/// Checks a computed value against its statically inferred dtype and shape.
-fn check_declared(t: &Tensor, declared: &crate::Value, bindings: &Bindings) -> Result<(), String> {
+/// Checks a computed value against its statically inferred dtype and shape (dims the
+/// bindings determine must match; the error reads "is i64[1, 128] but was inferred as
+/// i64[1, seq]").
+pub fn check_declared(
+    t: &Tensor,
+    declared: &crate::Value,
+    bindings: &Bindings,
+) -> Result<(), String> {
     let ty = &declared.ty;
     let bad = || {
         format!(
