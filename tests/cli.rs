@@ -966,7 +966,9 @@ fn a_sequence_longer_than_the_position_table_is_rejected() {
         args.extend(inputs);
         args.extend(["--backend".into(), backend.into()]);
         args.extend(["-o".into(), dir.join("out").display().to_string()]);
-        failure(&kiln(&args), &["model.onnx", "node `"]);
+        // The interpreter names the Slice whose output is short, the compiled path the
+        // slice's end checked before its kernel runs.
+        failure(&kiln(&args), &["model.onnx", "node ", "slic", "128"]);
     }
 }
 

@@ -44,6 +44,10 @@ impl ArenaValues {
                     }
                 }
                 Step::Kernel(k) => {
+                    // Indices checked before the call are read then, bound or not.
+                    if let Some(check) = &k.index_check {
+                        touch(owner[check.value], s, &mut buffers, &buffer_of);
+                    }
                     for arg in &k.args {
                         match arg {
                             Binding::Read(v) => touch(owner[*v], s, &mut buffers, &buffer_of),

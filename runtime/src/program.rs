@@ -489,7 +489,8 @@ impl Program {
             .ok_or_else(|| RunError(format!("node {}: step {s} has no kernel sizes", step.node)))?;
         if let (Some(check), Some(ranges)) = (&step.index_check, &step_sizes.index_ranges) {
             let l = self.live_value(live, check.value, &step.node)?;
-            self.check_indices(check, ranges, l, (base, states), sizes, bindings)?;
+            self.check_indices(check, ranges, l, (base, states), sizes, bindings)
+                .map_err(|e| RunError(format!("node {}: {}", step.node, e.0)))?;
         }
         let plan = &self.plan;
         let mut pointers = Vec::with_capacity(step.args.len());

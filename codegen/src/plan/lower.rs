@@ -393,6 +393,18 @@ fn constant_ints(graph: &Graph, v: Option<ValueId>) -> Result<Option<Vec<i64>>, 
     }
 }
 
+/// The values of an integer vector known when compiling: a constant's, or the dims of a
+/// `SymbolicDims` (polynomials of the model's symbols, bound at run time).
+fn dims_of(graph: &Graph, v: ValueId) -> Result<Vec<Dim>, String> {
+    if let NodeKind::Op(op) = &graph.node(v.node).kind {
+        if op.kind == OpKind::SymbolicDims {
+            return Ok(op.attrs.dims("dims")?.to_vec());
+        }
+    }
+    let ints = constant_ints(graph, Some(v))?.expect("a value is given");
+    Ok(ints.into_iter().map(Dim::known).collect())
+}
+
 /// TensorScatter, a cache write: one kernel writing the update into the cache's buffer in
 /// place when the cache is a state (a graph input that only this node reads, whose new value
 /// is the output of the same name), else a copy of the cache and then that kernel on the
@@ -622,8 +634,13 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
         }
         OpKind::Slice => {
             let starts = constant_ints(graph, node.inputs[1])?.ok_or("starts are missing")?;
-            let ends = constant_ints(graph, node.inputs.get(2).copied().flatten())?
+            let ends_value = node
+                .inputs
+                .get(2)
+                .copied()
+                .flatten()
                 .ok_or("ends are missing")?;
+            let ends = dims_of(graph, ends_value)?;
             let axes = constant_ints(graph, node.inputs.get(3).copied().flatten())?;
             let steps = constant_ints(graph, node.inputs.get(4).copied().flatten())?;
             let bounds = movement::SliceBounds {
@@ -632,8 +649,37 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
                 axes: axes.as_deref(),
                 steps: steps.as_deref(),
             };
-            let built = movement::slice(name, &shape(graph, data), bounds, dtype, schedule)?;
-            Ok(simple(built, vec![data], out))
+            let data_shape = shape(graph, data);
+            let built = movement::slice(name, &data_shape, bounds, dtype, schedule)?;
+            if ends.iter().all(|e| e.as_known().is_some()) {
+                return Ok(simple(built, vec![data], out));
+            }
+            // A symbolic end must lie between its axis's start and dim, which the runtime
+            // checks on the ends' values before the kernel reads (element k is end k).
+            let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
+            let axes = axes.unwrap_or(default_axes);
+            let mut ranges = vec![];
+            for ((&start, end), &axis) in starts.iter().zip(&ends).zip(&axes) {
+                let a = norm_axis(axis, data_shape.len())?;
+                let dim = data_shape[a].as_known().ok_or("a symbolic sliced axis")?;
+                ranges.push(match end.as_known() {
+                    Some(_) => (Dim::known(i64::MIN), Dim::known(i64::MAX)),
+                    None => {
+                        let (lo, _) = kiln_ir::infer::slice_bounds(dim, start, dim, 1);
+                        (Dim::known(lo), Dim::known(dim + 1))
+                    }
+                });
+            }
+            let mut what = vec![text("slicing ")];
+            what.extend(shape_phrase(&graph.value(data).name, &data_shape));
+            Ok(Lowered {
+                index_check: Some(IndexRange {
+                    input: 1,
+                    ranges,
+                    what,
+                }),
+                ..kernel(built, vec![Some(data), Some(ends_value)], vec![Some(out)])
+            })
         }
         OpKind::RopeRotateHalf => {
             require_f32(graph, node)?;

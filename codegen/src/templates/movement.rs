@@ -611,8 +611,10 @@ fn segments(
 pub struct SliceBounds<'a> {
     /// First index per sliced axis (negative counts from the end).
     pub starts: &'a [i64],
-    /// One past the last index per sliced axis (negative counts from the end; clamped).
-    pub ends: &'a [i64],
+    /// One past the last index per sliced axis (negative counts from the end; clamped). A
+    /// symbolic end (a sequence length) is taken as it is: the caller checks at run time that
+    /// it lies between the axis's start and its dim, which the kernel cannot.
+    pub ends: &'a [Dim],
     /// The sliced axes (default `0..starts.len()`).
     pub axes: Option<&'a [i64]>,
     /// Steps (only 1 is supported).
@@ -652,7 +654,7 @@ pub fn slice(
         .map(|d| (d.clone(), d.clone(), Dim::known(0)))
         .collect();
     let mut sliced = vec![false; shape.len()];
-    for ((&start, &end), &axis) in starts.iter().zip(ends).zip(axes) {
+    for ((&start, end), &axis) in starts.iter().zip(ends).zip(axes) {
         let a = norm_axis(axis, shape.len())?;
         let dim = shape[a]
             .as_known()
@@ -660,12 +662,17 @@ pub fn slice(
         if std::mem::replace(&mut sliced[a], true) {
             return Err(format!("axis {a} is sliced twice"));
         }
-        let (lo, hi) = slice_bounds(dim, start, end, 1);
-        spans[a] = (
-            Dim::known((hi - lo).max(0)),
-            Dim::known(dim),
-            Dim::known(lo),
-        );
+        spans[a] = match end.as_known() {
+            Some(end) => {
+                let (lo, hi) = slice_bounds(dim, start, end, 1);
+                let extent = Dim::known((hi - lo).max(0));
+                (extent, Dim::known(dim), Dim::known(lo))
+            }
+            None => {
+                let (lo, _) = slice_bounds(dim, start, dim, 1);
+                (end - &Dim::known(lo), Dim::known(dim), Dim::known(lo))
+            }
+        };
     }
     let spans = merge_spans(spans);
     let (last, outer) = spans.split_last().ok_or("cannot slice a scalar")?;
@@ -1260,9 +1267,10 @@ mod tests {
             let what =
                 format!("slice {shape:?} [{starts:?}, {ends:?}) on {axes:?}, {b:?}, {schedule:?}");
             let dtype = rng.pick(&MOVED);
+            let end_dims: Vec<Dim> = ends.iter().map(|&e| Dim::known(e)).collect();
             let bounds = SliceBounds {
                 starts: &starts,
-                ends: &ends,
+                ends: &end_dims,
                 axes: Some(&axes),
                 steps: None,
             };
@@ -1272,12 +1280,36 @@ mod tests {
             let want = reference(&op, &[&x, &ints(&starts), &ints(&ends), &ints(&axes)], 0);
             check_moved(&built, &[x], &want, &b, &what);
         }
+        // A symbolic end (a sequence length) on a static axis: [2, 8] from 2 to `s`.
+        for sv in [2, 5, 8] {
+            let b = Bindings::from([("s".to_string(), sv)]);
+            let dtype = rng.pick(&MOVED);
+            let bounds = SliceBounds {
+                starts: &[2],
+                ends: &[Dim::sym("s")],
+                axes: Some(&[1]),
+                steps: None,
+            };
+            let shape = dims(&[2, 8]);
+            let built = slice("l", &shape, bounds, dtype, &any_schedule(&mut rng)).unwrap();
+            let x = typed_tensor(&mut rng, dtype, &[2, 8]);
+            let op = Op::plain(OpKind::Slice);
+            let want = reference(&op, &[&x, &ints(&[2]), &ints(&[sv]), &ints(&[1])], 0);
+            check_moved(
+                &built,
+                &[x],
+                &want,
+                &b,
+                &format!("slice [2, 8] to s = {sv}"),
+            );
+        }
         let s = [Dim::sym("s"), Dim::from(8usize)];
         let d = Schedule::default();
-        let refused = |shape: &[Dim], starts, ends, axes, steps| {
+        let refused = |shape: &[Dim], starts, ends: &[i64], axes, steps| {
+            let ends: Vec<Dim> = ends.iter().map(|&e| Dim::known(e)).collect();
             let bounds = SliceBounds {
                 starts,
-                ends,
+                ends: &ends,
                 axes,
                 steps,
             };
