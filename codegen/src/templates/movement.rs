@@ -59,14 +59,10 @@ pub fn gather(
     dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
-    check_dims(data_shape)?;
-    check_dims(indices_shape)?;
+    let run = gather_run(schedule, dtype, data_shape, indices_shape)?;
     let axis = norm_axis(axis, data_shape.len())?;
     let n = &data_shape[axis];
-    if n.is(0) {
-        return Err("cannot gather from an empty axis".into());
-    }
+    nonempty(std::slice::from_ref(n))?;
     let outer = [product(&data_shape[..axis]), product(indices_shape)];
     let inner = product(&data_shape[axis + 1..]);
     let mut sizes = Sizes::default();
@@ -84,6 +80,27 @@ pub fn gather(
     Ok(finish(name, args, vec![], body, sizes, parallel))
 }
 
+/// The copies of a gather of `dtype` elements as `schedule` asks, once both shapes' dims are
+/// known to be bound.
+fn gather_run(
+    schedule: &Schedule,
+    dtype: DType,
+    data_shape: &[Dim],
+    indices_shape: &[Dim],
+) -> Result<Vectors, String> {
+    check_dims(data_shape)?;
+    check_dims(indices_shape)?;
+    Ok(Vectors::of(&space().resolve(schedule)?).moving(dtype))
+}
+
+/// Errors if a gathered axis is statically empty (no index is valid on it).
+fn nonempty(axes: &[Dim]) -> Result<(), String> {
+    match axes.iter().any(|d| d.is(0)) {
+        true => Err("cannot gather from an empty axis".into()),
+        false => Ok(()),
+    }
+}
+
 /// A kernel for `GatherElements` along `axis`: the output has the indices' shape (same rank
 /// as the data, each dim at most the data's) and takes `data[.., indices[p], ..]` at each
 /// position `p`, the index replacing the coordinate along `axis`. Indices are wrapped and
@@ -98,9 +115,7 @@ pub fn gather_elements(
     dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
-    check_dims(data_shape)?;
-    check_dims(indices_shape)?;
+    let run = gather_run(schedule, dtype, data_shape, indices_shape)?;
     let rank = data_shape.len();
     if indices_shape.len() != rank || rank == 0 {
         return Err(format!(
@@ -108,9 +123,7 @@ pub fn gather_elements(
         ));
     }
     let axis = norm_axis(axis, rank)?;
-    if data_shape[axis].is(0) {
-        return Err("cannot gather from an empty axis".into());
-    }
+    nonempty(&data_shape[axis..=axis])?;
     let (outer, last) = indices_shape.split_at(rank - 1);
     let mut sizes = Sizes::default();
     let (body, parallel) = nest(&mut sizes, outer, |sizes, coords, depth| {
@@ -148,9 +161,7 @@ pub fn gather_nd(
     dtype: DType,
     schedule: &Schedule,
 ) -> Result<Built, String> {
-    let run = Vectors::of(&space().resolve(schedule)?).moving(dtype);
-    check_dims(data_shape)?;
-    check_dims(indices_shape)?;
+    let run = gather_run(schedule, dtype, data_shape, indices_shape)?;
     let (last, tuples) = indices_shape
         .split_last()
         .ok_or("indices must have rank at least 1")?;
@@ -159,9 +170,7 @@ pub fn gather_nd(
         .and_then(|k| usize::try_from(k).ok())
         .filter(|&k| k <= data_shape.len())
         .ok_or_else(|| format!("index tuples of {last} components for data {data_shape:?}"))?;
-    if data_shape[..k].iter().any(|d| d.is(0)) {
-        return Err("cannot gather from an empty axis".into());
-    }
+    nonempty(&data_shape[..k])?;
     let slice = product(&data_shape[k..]);
     let mut sizes = Sizes::default();
     let (body, parallel) = nest(&mut sizes, &[product(tuples)], |sizes, coords, depth| {
