@@ -202,3 +202,56 @@ fn minilm_int8_matches_onnxruntime() {
         );
     }
 }
+
+/// Runs of one program with a thread pool, from several threads at once, take turns and each
+/// gives the outputs of a run alone. (A run that waited for its turn inside the pool could
+/// deadlock: a pool thread holding the turn picks up the waiting run while it waits for its own
+/// kernels.) A deadlock fails the test by its time limit instead of hanging it.
+#[test]
+fn one_program_with_a_pool_runs_from_several_threads() {
+    let dir = common::model_dir("bert");
+    let graph = load_model(&dir.join("model.onnx")).unwrap();
+    let options = common::options(2, Backend::default());
+    let program = std::sync::Arc::new(
+        kiln::pipeline::Pipeline::new(options)
+            .compile(&graph)
+            .unwrap(),
+    );
+    let feeds: Vec<HashMap<String, Tensor>> = ["b1_s16", "b2_s33"]
+        .iter()
+        .map(|case| {
+            ["input_ids", "attention_mask"]
+                .iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        read_npy(&dir.join(format!("io/{case}.{n}.npy"))).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let alone: Vec<Tensor> = feeds
+        .iter()
+        .map(|f| program.run(f).unwrap().0.remove(0).1)
+        .collect();
+    let (done, finished) = std::sync::mpsc::channel();
+    for worker in 0..4 {
+        let (program, feeds, want) = (
+            program.clone(),
+            feeds[worker % 2].clone(),
+            alone[worker % 2].clone(),
+        );
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let same = (0..200).all(|_| program.run(&feeds).unwrap().0.remove(0).1 == want);
+            done.send(same).unwrap();
+        });
+    }
+    for _ in 0..4 {
+        let same = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a run finished within 2 minutes (no deadlock)");
+        assert!(same, "a run from several threads differs from a run alone");
+    }
+}

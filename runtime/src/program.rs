@@ -341,9 +341,15 @@ impl Program {
         feeds: &HashMap<&str, Input>,
         states: &mut HashMap<String, StateBuffer>,
     ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
+        // Runs of one program take turns on its arena. The turn is taken here, on the calling
+        // thread, before entering the pool: a pool thread that waited for it inside the pool
+        // could be one that already holds it for another run, having picked up this run's
+        // job while waiting for its own kernels (rayon's work stealing), and deadlock.
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        let arena = &mut *arena;
         match &self.pool {
-            Some(pool) => pool.install(|| self.run_here(feeds, states)),
-            None => self.run_here(feeds, states),
+            Some(pool) => pool.install(|| self.run_here(feeds, states, arena)),
+            None => self.run_here(feeds, states, arena),
         }
     }
 
@@ -351,6 +357,7 @@ impl Program {
         &self,
         feeds: &'f HashMap<&str, Input<'f>>,
         lent: &mut HashMap<String, StateBuffer>,
+        arena: &mut Arena,
     ) -> Result<(Vec<(String, Tensor)>, RunStats), RunError> {
         let plan = &self.plan;
         let inputs: Vec<&Value> = self.inputs().collect();
@@ -381,8 +388,7 @@ impl Program {
         }
         let bindings = bind_given_shapes(&inputs, &given)?;
         let sizes = self.sizes.evaluate(&bindings);
-        // The arena is reused across runs (runs of one program take turns).
-        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        // The arena is reused across runs.
         let (arena_peak, arena_total) = arena.prepare(&self.arena_values, plan, &sizes)?;
         let mut stats = RunStats {
             arena_peak,
