@@ -455,7 +455,7 @@ impl Program {
                 Step::Interp(step) => self.interpret(step, &bindings, base, &buffers, &mut live)?,
                 Step::Kernel(step) => {
                     let at = Placement {
-                        arena: &arena,
+                        arena,
                         base,
                         states: &buffers,
                     };
