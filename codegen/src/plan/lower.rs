@@ -656,20 +656,7 @@ fn lower_movement(graph: &Graph, group: &Group, schedule: &Schedule) -> Result<L
             }
             // A symbolic end must lie between its axis's start and dim, which the runtime
             // checks on the ends' values before the kernel reads (element k is end k).
-            let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
-            let axes = axes.unwrap_or(default_axes);
-            let mut ranges = vec![];
-            for ((&start, end), &axis) in starts.iter().zip(&ends).zip(&axes) {
-                let a = norm_axis(axis, data_shape.len())?;
-                let dim = data_shape[a].as_known().ok_or("a symbolic sliced axis")?;
-                ranges.push(match end.as_known() {
-                    Some(_) => (Dim::known(i64::MIN), Dim::known(i64::MAX)),
-                    None => {
-                        let (lo, _) = kiln_ir::infer::slice_bounds(dim, start, dim, 1);
-                        (Dim::known(lo), Dim::known(dim + 1))
-                    }
-                });
-            }
+            let ranges = movement::slice_end_ranges(&data_shape, bounds)?;
             let mut what = vec![text("slicing ")];
             what.extend(shape_phrase(&graph.value(data).name, &data_shape));
             Ok(Lowered {

@@ -514,23 +514,30 @@ impl Scalar {
 
 /// The dtype of `expr`'s value, given the dtypes of the inputs.
 fn dtype_of(expr: &Expr, inputs: &[DType]) -> Result<DType, String> {
-    use OpKind::*;
-    Ok(match expr {
-        Expr::Input(i) => *inputs
+    match expr {
+        Expr::Input(i) => inputs
             .get(*i)
-            .ok_or_else(|| format!("input {i} does not exist"))?,
-        Expr::Const(_) => DType::F32,
-        Expr::Op(op, args) => match op.kind {
-            Equal | Less | LessOrEqual | Greater | GreaterOrEqual | IsNaN | And | Or | Xor
-            | Not => DType::Bool,
-            Cast => op.attrs.str("to")?.parse()?,
-            Where => dtype_of(args.get(1).ok_or("Where needs 3 inputs")?, inputs)?,
-            _ => dtype_of(
-                args.first()
-                    .ok_or_else(|| format!("{} has no inputs", op.kind))?,
-                inputs,
-            )?,
-        },
+            .copied()
+            .ok_or_else(|| format!("input {i} does not exist")),
+        Expr::Const(_) => Ok(DType::F32),
+        Expr::Op(op, args) => op_dtype(op, args, inputs),
+    }
+}
+
+/// The dtype of `op` applied to `args`, given the dtypes of the inputs.
+fn op_dtype(op: &Op, args: &[Expr], inputs: &[DType]) -> Result<DType, String> {
+    use OpKind::*;
+    Ok(match op.kind {
+        Equal | Less | LessOrEqual | Greater | GreaterOrEqual | IsNaN | And | Or | Xor | Not => {
+            DType::Bool
+        }
+        Cast => op.attrs.str("to")?.parse()?,
+        Where => dtype_of(args.get(1).ok_or("Where needs 3 inputs")?, inputs)?,
+        _ => dtype_of(
+            args.first()
+                .ok_or_else(|| format!("{} has no inputs", op.kind))?,
+            inputs,
+        )?,
     })
 }
 
@@ -583,7 +590,7 @@ impl Lowering<'_> {
     /// comparison of f32 expressions included), which [`Lowering::op`] computes.
     fn is_f32_op(&self, op: &Op, args: &[Expr]) -> Result<bool, String> {
         let f32 = |e: &Expr| dtype_of(e, self.dtypes).map(|d| d == DType::F32);
-        let result = dtype_of(&Expr::Op(op.clone(), args.to_vec()), self.dtypes)?;
+        let result = op_dtype(op, args, self.dtypes)?;
         if result != DType::F32 {
             return Ok(false);
         }
@@ -614,7 +621,7 @@ impl Lowering<'_> {
                 false => Err(format!("{kind} takes {n} inputs, got {}", args.len())),
             }
         };
-        let result = dtype(&Expr::Op(op.clone(), args.to_vec()))?;
+        let result = op_dtype(op, args, self.dtypes)?;
         let one = || Index::Const(1);
         let zero = || Index::Const(0);
         Ok(match kind {

@@ -678,7 +678,7 @@ pub fn slice(
                 (extent, Dim::known(dim), Dim::known(lo))
             }
             None => {
-                let (lo, _) = slice_bounds(dim, start, dim, 1);
+                let lo = first_index(dim, start);
                 (end - &Dim::known(lo), Dim::known(dim), Dim::known(lo))
             }
         };
@@ -710,6 +710,32 @@ pub fn slice(
         )?
     };
     Ok(finish(name, args, vec![], body, sizes, parallel))
+}
+
+/// The first index a slice starting at `start` takes on an axis of `dim` (ONNX rules).
+fn first_index(dim: i64, start: i64) -> i64 {
+    slice_bounds(dim, start, dim, 1).0
+}
+
+/// The ranges `[low, high)` the values of `bounds.ends` must lie in for [`slice`]'s kernel to
+/// be right, in the order of the ends: a symbolic end between its axis's first index and its
+/// dim (it is taken as it is), a known one anything (it is clamped when compiling). For a
+/// check at run time ([`kiln_rt::plan::IndexCheck`]).
+pub fn slice_end_ranges(shape: &[Dim], bounds: SliceBounds) -> Result<Vec<(Dim, Dim)>, String> {
+    let default_axes: Vec<i64> = (0..bounds.starts.len() as i64).collect();
+    let axes = bounds.axes.unwrap_or(&default_axes);
+    let mut ranges = vec![];
+    for ((&start, end), &axis) in bounds.starts.iter().zip(bounds.ends).zip(axes) {
+        let a = norm_axis(axis, shape.len())?;
+        let dim = shape[a]
+            .as_known()
+            .ok_or_else(|| format!("slicing the symbolic axis {a} ({})", shape[a]))?;
+        ranges.push(match end.as_known() {
+            Some(_) => (Dim::known(i64::MIN), Dim::known(i64::MAX)),
+            None => (Dim::known(first_index(dim, start)), Dim::known(dim + 1)),
+        });
+    }
+    Ok(ranges)
 }
 
 /// A kernel for `Expand`: `input` (shape `input`, right-aligned to `output` as in numpy)
